@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Idempotent machine setup for homegw on Debian 12, as root.
+# Installs what is missing, says what it changed, and changes nothing on a second run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+changed=0
+say() { echo "setup: $*"; changed=1; }
+
+[ "$(id -u)" = 0 ] || { echo "setup: must run as root (bpf, netns, apt)" >&2; exit 1; }
+
+# Debian packages: bcc and kernel tools for the datapath, real peers for the tests.
+PACKAGES=(
+  python3-bpfcc python3-venv python3-pip iproute2 ethtool kmod
+  nftables conntrack tcpdump iputils-ping traceroute curl iperf3 netcat-openbsd
+  dnsmasq-base udhcpc isc-dhcp-client dhcpcd-base dnsutils
+)
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# bcc compiles against /lib/modules/$(uname -r)/build. A kernel without its own
+# headers package gets Debian's headers (DESIGN.md §4).
+kdir="/lib/modules/$(uname -r)"
+if [ ! -e "$kdir/build/Makefile" ]; then
+  if ! ls -d /usr/src/linux-headers-*-amd64 >/dev/null 2>&1; then
+    say "installing linux-headers-amd64 (no headers for kernel $(uname -r))"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-headers-amd64 >/dev/null
+  fi
+  hdr=$(ls -d /usr/src/linux-headers-*-amd64 | sort -V | tail -n 1)
+  common="${hdr%-amd64}-common"
+  mkdir -p "$kdir"
+  ln -sfn "$hdr" "$kdir/build"
+  ln -sfn "$common" "$kdir/source"
+  say "pointed $kdir/build at $hdr and $kdir/source at $common"
+fi
+
+if ! mountpoint -q /sys/fs/bpf; then
+  mount -t bpf bpf /sys/fs/bpf
+  say "mounted bpffs on /sys/fs/bpf"
+fi
+
+# The venv sees Debian's bcc (python3-bpfcc) through --system-site-packages.
+if [ ! -x .venv/bin/python ]; then
+  /usr/bin/python3 -m venv --system-site-packages .venv
+  say "created .venv from /usr/bin/python3 with system site packages"
+fi
+stamp=.venv/.homegw-installed
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+  echo "$want" > "$stamp"
+  say "installed homegw and its Python dependencies into .venv"
+fi
+
+[ "$changed" = 1 ] || echo "setup: nothing to change"
