@@ -1,0 +1,1 @@
+"""The IO Module framework: loader, chains, attach, slow path, TEST_RUN."""

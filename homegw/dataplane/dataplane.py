@@ -1,0 +1,192 @@
+"""The dataplane: root programs on the NICs, module chains, the slow path.
+
+Lifecycle: Dataplane(pin_dir, interfaces).load() compiles the roots and opens
+the pinned chain maps; add_module() compiles and loads a module; set_order()
+installs a NIC's chain; attach() puts the roots on the NICs. Enabling,
+disabling and re-ordering modules later only rewrites chain slots.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from homegw.dataplane import attach as nic_attach
+from homegw.dataplane.abi import Hook, Nic, generation_key
+from homegw.dataplane.chain import Chain
+from homegw.dataplane.loader import ROOT_SOURCE, compile_source, load_function
+from homegw.dataplane.module import IOModule
+from homegw.dataplane.slowpath import SlowPath
+
+log = logging.getLogger(__name__)
+
+ROOT_FUNCTIONS = {Hook.XDP: "homegw_root_xdp", Hook.TC: "homegw_root_tc"}
+
+
+@dataclass
+class LoadedModule:
+    module: IOModule
+    bpf: object  # bcc.BPF
+    fds: dict[Hook, int] = field(default_factory=dict)
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class Counter:
+    packets: int
+    bytes: int
+
+
+class DataplaneError(RuntimeError):
+    pass
+
+
+class Dataplane:
+    def __init__(self, pin_dir: str, interfaces: dict[Nic, str], xdp_mode: str = "native") -> None:
+        self.pin_dir = pin_dir
+        self.interfaces = interfaces
+        self.xdp_mode = xdp_mode
+        self.modules: dict[str, LoadedModule] = {}
+        self.order: dict[Nic, list[str]] = {nic: [] for nic in Nic}
+        self._roots: dict[Nic, object] = {}
+        self._root_fds: dict[tuple[Nic, Hook], int] = {}
+        self._chains: dict[Hook, Chain] = {}
+        self._attached: list[tuple[Nic, Hook]] = []
+        self.slowpath: SlowPath | None = None
+
+    # -- loading ---------------------------------------------------------
+    def load(self) -> None:
+        for nic in Nic:
+            bpf = compile_source(
+                ROOT_SOURCE, pin_dir=self.pin_dir, defines={"HOMEGW_NIC": int(nic)}
+            )
+            self._roots[nic] = bpf
+            for hook, function in ROOT_FUNCTIONS.items():
+                self._root_fds[(nic, hook)] = load_function(bpf, function, hook.name.lower())
+        lan_root = self._roots[Nic.LAN]
+        generations = lan_root["chain_generation"]
+        self._chains = {
+            Hook.XDP: Chain(Hook.XDP, lan_root["chain_xdp"], generations),
+            Hook.TC: Chain(Hook.TC, lan_root["chain_tc"], generations),
+        }
+        self.slowpath = SlowPath(lan_root)
+
+    def add_module(self, module: IOModule) -> LoadedModule:
+        if module.name in self.modules:
+            raise DataplaneError(f"module {module.name} is already loaded")
+        bpf = compile_source(
+            module.source,
+            pin_dir=self.pin_dir,
+            module_id=module.module_id,
+            defines=module.defines(),
+        )
+        loaded = LoadedModule(module, bpf)
+        if module.xdp_function:
+            loaded.fds[Hook.XDP] = load_function(bpf, module.xdp_function, "xdp")
+        if module.tc_function:
+            loaded.fds[Hook.TC] = load_function(bpf, module.tc_function, "tc")
+        module.on_load(bpf)
+        if self.slowpath:
+            for reason, handler in module.handlers().items():
+                self.slowpath.register(module.module_id, reason, handler)
+        self.modules[module.name] = loaded
+        log.info(
+            "loaded module %s (hooks: %s)",
+            module.name,
+            ", ".join(h.name for h in loaded.fds) or "none",
+        )
+        return loaded
+
+    # -- chains ----------------------------------------------------------
+    def set_order(self, nic: Nic, names: list[str]) -> None:
+        unknown = [n for n in names if n not in self.modules]
+        if unknown:
+            raise DataplaneError(f"{nic.name} chain names modules that are not loaded: {unknown}")
+        self.order[nic] = list(names)
+        self._install(nic)
+
+    def set_enabled(self, name: str, enabled: bool) -> None:
+        """Take a module in or out of every chain it is listed in."""
+        self.modules[name].enabled = enabled
+        for nic, names in self.order.items():
+            if name in names:
+                self._install(nic)
+
+    def chain_of(self, nic: Nic, hook: Hook) -> list[str]:
+        """The modules a packet on (nic, hook) runs through, in order."""
+        return [
+            n for n in self.order[nic] if self.modules[n].enabled and hook in self.modules[n].fds
+        ]
+
+    def _install(self, nic: Nic) -> None:
+        for hook, chain in self._chains.items():
+            fds = [self.modules[n].fds[hook] for n in self.chain_of(nic, hook)]
+            chain.install(nic, fds)
+
+    # -- NICs ------------------------------------------------------------
+    def attach(self) -> None:
+        """Attach the roots to the NICs; on failure, undo what was attached."""
+        try:
+            for nic, ifname in self.interfaces.items():
+                nic_attach.attach_xdp(ifname, self._root_fds[(nic, Hook.XDP)], self.xdp_mode)
+                self._attached.append((nic, Hook.XDP))
+                nic_attach.attach_tc_egress(
+                    ifname, self._root_fds[(nic, Hook.TC)], f"homegw_root_{nic.name.lower()}"
+                )
+                self._attached.append((nic, Hook.TC))
+        except nic_attach.AttachError:
+            self.detach()
+            raise
+
+    def detach(self) -> None:
+        for nic, hook in reversed(self._attached):
+            ifname = self.interfaces[nic]
+            if hook is Hook.XDP:
+                nic_attach.detach_xdp(ifname, self.xdp_mode)
+            else:
+                nic_attach.detach_tc_egress(ifname)
+        self._attached.clear()
+
+    # -- observation -----------------------------------------------------
+    def root_fd(self, nic: Nic, hook: Hook) -> int:
+        return self._root_fds[(nic, hook)]
+
+    def chain_stats(self, nic: Nic, hook: Hook) -> Counter:
+        table = self._roots[Nic.LAN]["chain_stats"]
+        per_cpu = table.getvalue(ctypes.c_uint32(generation_key(nic, hook)))
+        return Counter(sum(c.packets for c in per_cpu), sum(c.bytes for c in per_cpu))
+
+    # -- shutdown --------------------------------------------------------
+    def close(self) -> None:
+        """Detach, empty the chains (freeing the programs), unload modules.
+        State maps stay pinned for the next start."""
+        if self.slowpath:
+            self.slowpath.stop()
+        self.detach()
+        for nic in Nic:
+            for chain in self._chains.values():
+                chain.clear(nic)
+        for loaded in self.modules.values():
+            try:
+                loaded.module.on_unload()
+            except Exception:
+                log.exception("module %s failed to unload", loaded.module.name)
+            loaded.bpf.cleanup()
+        self.modules.clear()
+        for bpf in self._roots.values():
+            bpf.cleanup()
+        self._roots.clear()
+
+
+def purge_pins(pin_dir: str) -> bool:
+    """Remove every pinned map under pin_dir (the appliance's persistent
+    datapath state). Returns whether anything was there."""
+    path = Path(pin_dir)
+    if not path.exists():
+        return False
+    shutil.rmtree(path)
+    log.info("removed pinned maps under %s", pin_dir)
+    return True

@@ -1,0 +1,171 @@
+/* homegw.h: the contract between the root programs, the IO modules and
+ * userspace. Every .bpf.c of homegw includes it (bcc compiles each module on
+ * its own; the shared maps below are pinned under HOMEGW_PIN_DIR, so all
+ * modules and the roots open the same maps, and so do restarts).
+ *
+ * Compile-time defines set by homegw/dataplane/loader.py:
+ *   HOMEGW_PIN_DIR     "/sys/fs/bpf/homegw" (string literal)
+ *   HOMEGW_MODULE_ID   the module's id, carried in slow-path punts
+ */
+#ifndef HOMEGW_H
+#define HOMEGW_H
+
+#include <uapi/linux/bpf.h>
+#include <uapi/linux/if_ether.h>
+#include <uapi/linux/in.h>
+#include <uapi/linux/ip.h>
+#include <uapi/linux/pkt_cls.h>
+
+#ifndef HOMEGW_PIN_DIR
+#error "HOMEGW_PIN_DIR must be defined by the loader"
+#endif
+#ifndef HOMEGW_MODULE_ID
+#define HOMEGW_MODULE_ID 0
+#endif
+
+/* Keep in step with homegw/dataplane/abi.py. */
+#define HOMEGW_NIC_LAN 0
+#define HOMEGW_NIC_WAN 1
+#define HOMEGW_NICS 2
+#define HOMEGW_HOOK_XDP 0
+#define HOMEGW_HOOK_TC 1
+#define HOMEGW_HOOKS 2
+#define HOMEGW_GENERATIONS 2
+#define HOMEGW_MAX_MODULES 8 /* chain positions per NIC, hook and generation */
+#define HOMEGW_CHAIN_SLOTS (HOMEGW_NICS * HOMEGW_GENERATIONS * HOMEGW_MAX_MODULES)
+#define HOMEGW_PUNT_MAX_BYTES 1514 /* packet bytes copied to the slow path */
+
+/* Chain slot of (nic, generation, position): one block of positions per
+ * NIC and generation. Userspace fills the inactive generation, then flips
+ * chain_generation[nic]: a re-order is one atomic map write. */
+#define HOMEGW_SLOT(nic, gen, pos) \
+	((((nic) * HOMEGW_GENERATIONS) + (gen)) * HOMEGW_MAX_MODULES + (pos))
+
+/* Where the running packet is in its chain; written by the root, advanced by
+ * each module. Per-CPU: a packet's whole chain runs on one CPU without
+ * preemption, so the entry belongs to that packet until the chain ends. */
+struct homegw_cursor {
+	__u32 slot_base; /* HOMEGW_SLOT(nic, gen, 0) */
+	__u32 pos;       /* position of the module now running */
+	__u32 nic;       /* HOMEGW_NIC_* the packet arrived on / leaves by */
+	__u32 ifindex;
+};
+
+struct homegw_counter {
+	__u64 packets;
+	__u64 bytes;
+};
+
+/* Header of every slow-path message; the packet's first bytes follow. */
+struct homegw_punt {
+	__u16 module;   /* HOMEGW_MODULE_ID of the sender */
+	__u16 reason;   /* module-defined reason code */
+	__u32 ifindex;  /* interface the packet came in on */
+	__u32 pkt_len;  /* full length of the packet */
+	__u32 meta[4];  /* module-defined metadata */
+};
+
+#define HOMEGW_PIN(name) HOMEGW_PIN_DIR "/" name
+
+// <position slot, module program fd>: XDP ingress chains of both NICs
+BPF_TABLE_PINNED("prog", u32, u32, chain_xdp, HOMEGW_CHAIN_SLOTS, HOMEGW_PIN("chain_xdp"));
+// <position slot, module program fd>: TC egress chains of both NICs
+BPF_TABLE_PINNED("prog", u32, u32, chain_tc, HOMEGW_CHAIN_SLOTS, HOMEGW_PIN("chain_tc"));
+// <nic * HOMEGW_HOOKS + hook, active generation (0 or 1)>
+BPF_TABLE_PINNED("array", u32, u32, chain_generation, HOMEGW_NICS * HOMEGW_HOOKS,
+		 HOMEGW_PIN("chain_generation"));
+// <0, chain cursor of the packet in XDP on this CPU>
+BPF_TABLE_PINNED("percpu_array", u32, struct homegw_cursor, cursor_xdp, 1,
+		 HOMEGW_PIN("cursor_xdp"));
+// <0, chain cursor of the packet in TC on this CPU>
+BPF_TABLE_PINNED("percpu_array", u32, struct homegw_cursor, cursor_tc, 1,
+		 HOMEGW_PIN("cursor_tc"));
+// <nic * HOMEGW_HOOKS + hook, packets and bytes that entered that chain>
+BPF_TABLE_PINNED("percpu_array", u32, struct homegw_counter, chain_stats,
+		 HOMEGW_NICS * HOMEGW_HOOKS, HOMEGW_PIN("chain_stats"));
+// <cpu, perf ring>: slow-path channel, struct homegw_punt + packet bytes.
+// Spelled out because bcc's BPF_PERF_OUTPUT has no pinned variant.
+struct slowpath_table_t {
+	int key;
+	u32 leaf;
+	int (*perf_submit)(void *, void *, u32);
+	int (*perf_submit_skb)(void *, u32, void *, u32);
+	u32 max_entries;
+};
+__attribute__((section("maps/perf_output:" HOMEGW_PIN("slowpath"))))
+struct slowpath_table_t slowpath = { .max_entries = 0 };
+
+static __always_inline struct homegw_cursor *homegw_cursor_xdp(void)
+{
+	u32 zero = 0;
+	return cursor_xdp.lookup(&zero);
+}
+
+static __always_inline struct homegw_cursor *homegw_cursor_tc(void)
+{
+	u32 zero = 0;
+	return cursor_tc.lookup(&zero);
+}
+
+/* Hand the packet to the next module of its chain. Returns only when there
+ * is none (end of chain, or an empty slot): the packet then goes on to the
+ * kernel, which is the safe default for anything no module claimed. */
+static __always_inline int homegw_next_xdp(struct xdp_md *ctx)
+{
+	struct homegw_cursor *cur = homegw_cursor_xdp();
+	if (!cur)
+		return XDP_PASS;
+	if (cur->pos + 1 >= HOMEGW_MAX_MODULES)
+		return XDP_PASS;
+	cur->pos++;
+	chain_xdp.call(ctx, cur->slot_base + cur->pos);
+	return XDP_PASS;
+}
+
+static __always_inline int homegw_next_tc(struct __sk_buff *skb)
+{
+	struct homegw_cursor *cur = homegw_cursor_tc();
+	if (!cur)
+		return TC_ACT_OK;
+	if (cur->pos + 1 >= HOMEGW_MAX_MODULES)
+		return TC_ACT_OK;
+	cur->pos++;
+	chain_tc.call(skb, cur->slot_base + cur->pos);
+	return TC_ACT_OK;
+}
+
+/* Copy the packet (up to HOMEGW_PUNT_MAX_BYTES) with a header to the slow
+ * path. The caller decides the packet's fate: XDP_DROP when userspace takes
+ * it over (it may send it again through the packet-out path), XDP_PASS when
+ * the slow path only needs to know. Returns 0 or a negative errno. */
+static __always_inline int homegw_punt_xdp(struct xdp_md *ctx, __u16 reason,
+					   __u32 meta0, __u32 meta1)
+{
+	struct homegw_punt hdr = {
+		.module = HOMEGW_MODULE_ID,
+		.reason = reason,
+		.ifindex = ctx->ingress_ifindex,
+		.meta = { meta0, meta1, 0, 0 },
+	};
+	__u64 len = (__u64)(ctx->data_end - ctx->data);
+	__u64 cap = len > HOMEGW_PUNT_MAX_BYTES ? HOMEGW_PUNT_MAX_BYTES : len;
+
+	hdr.pkt_len = len;
+	/* bcc turns this into bpf_perf_event_output with cap << 32 in the flags:
+	 * the kernel appends cap bytes of the packet after the header. */
+	return slowpath.perf_submit_skb(ctx, cap, &hdr, sizeof(hdr));
+}
+
+/* Incremental checksum update for a 16-bit field change (RFC 1624). */
+static __always_inline void homegw_csum_replace2(__u16 *sum, __u16 old, __u16 new)
+{
+	__u32 csum = (__u16)~*sum;
+
+	csum += (__u16)~old;
+	csum += new;
+	csum = (csum & 0xffff) + (csum >> 16);
+	csum = (csum & 0xffff) + (csum >> 16);
+	*sum = ~csum;
+}
+
+#endif /* HOMEGW_H */

@@ -1,0 +1,99 @@
+"""Compile .bpf.c sources with bcc, the shared header on the include path."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+INCLUDE_DIR = Path(__file__).parent / "include"
+ROOT_SOURCE = Path(__file__).parent / "root.bpf.c"
+
+Define = int | str
+
+
+class LoadError(RuntimeError):
+    """A BPF program did not compile or was refused by the verifier."""
+
+
+@contextlib.contextmanager
+def captured_stderr() -> Iterator[list[str]]:
+    """Capture file descriptor 2: bcc's clang and the verifier write there
+    directly, and their text belongs in our error message."""
+    out: list[str] = []
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield out
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            out.append(sink.read().decode(errors="replace"))
+
+
+def _bcc():  # noqa: ANN202 - bcc has no type information
+    try:
+        import bcc
+    except ImportError as exc:  # pragma: no cover - setup installs it
+        raise LoadError(
+            "bcc is not importable: install Debian's python3-bpfcc and run homegw from a venv "
+            "made with --system-site-packages (scripts/setup.sh does both)"
+        ) from exc
+    return bcc
+
+
+def cflags(pin_dir: str, module_id: int, defines: dict[str, Define]) -> list[str]:
+    flags = [
+        f"-I{INCLUDE_DIR}",
+        f'-DHOMEGW_PIN_DIR="{pin_dir}"',
+        f"-DHOMEGW_MODULE_ID={module_id}",
+        "-Wno-macro-redefined",
+    ]
+    flags += [f"-D{name}={value}" for name, value in defines.items()]
+    return flags
+
+
+def program_text(source: Path) -> str:
+    """The shared header followed by the source, as one translation unit.
+
+    bcc rewrites map calls (lookup, call, perf_submit) only in the main file,
+    so the header's inline helpers must be part of it. The source's own
+    #include "homegw.h" is then a no-op thanks to the include guard.
+    """
+    header = (INCLUDE_DIR / "homegw.h").read_text()
+    return f'{header}\n#line 1 "{source}"\n{source.read_text()}'
+
+
+def compile_source(
+    source: Path, *, pin_dir: str, module_id: int = 0, defines: dict[str, Define] | None = None
+):  # noqa: ANN201 - returns bcc.BPF
+    """Compile one source; its pinned maps are created or reused under pin_dir."""
+    bcc = _bcc()
+    os.makedirs(pin_dir, exist_ok=True)
+    flags = cflags(pin_dir, module_id, defines or {})
+    log.debug("compiling %s with %s", source, flags)
+    with captured_stderr() as diagnostics:
+        try:
+            return bcc.BPF(text=program_text(source), cflags=flags)
+        except Exception as exc:  # bcc raises bare Exception on compile errors
+            error = exc
+    raise LoadError(f"cannot compile {source.name}: {error}\n{diagnostics[0][-4000:]}")
+
+
+def load_function(bpf, name: str, prog_type: str) -> int:  # noqa: ANN001
+    """Load one function of a compiled object as XDP or SCHED_CLS; return its fd."""
+    bcc = _bcc()
+    kind = {"xdp": bcc.BPF.XDP, "tc": bcc.BPF.SCHED_CLS}[prog_type]
+    with captured_stderr() as verifier_log:
+        try:
+            return bpf.load_func(name, kind).fd
+        except Exception as exc:
+            error = exc
+    raise LoadError(f"verifier refused {name}: {error}\n{verifier_log[0][-4000:]}")

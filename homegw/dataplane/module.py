@@ -1,0 +1,40 @@
+"""The IO module contract: what every homegw/modules/<name>/ provides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from homegw.dataplane.loader import Define
+from homegw.dataplane.slowpath import PuntHandler
+
+
+class IOModule:
+    """One IO module: a .bpf.c datapath plus its control side.
+
+    Subclasses set the class attributes and override the hooks they need.
+    The framework compiles `source` with `defines()`, loads `xdp_function`
+    (XDP ingress chains) and `tc_function` (TC egress chains), then calls
+    `on_load(bpf)` so the module fills its maps, and registers `handlers()`
+    for its slow-path reasons.
+    """
+
+    name: ClassVar[str]
+    module_id: ClassVar[int]  # carried in punts; unique per module
+    source: ClassVar[Path]
+    xdp_function: ClassVar[str | None] = None
+    tc_function: ClassVar[str | None] = None
+
+    def defines(self) -> dict[str, Define]:
+        """Compile-time options (-D) computed from the module's config."""
+        return {}
+
+    def on_load(self, bpf) -> None:  # noqa: ANN001 - bcc.BPF
+        """Fill the module's maps from its config and state."""
+
+    def handlers(self) -> dict[int, PuntHandler]:
+        """Slow-path handlers by reason code."""
+        return {}
+
+    def on_unload(self) -> None:
+        """Release what on_load took (threads, sockets)."""
