@@ -162,7 +162,9 @@ class Dataplane:
     # -- shutdown --------------------------------------------------------
     def close(self) -> None:
         """Detach, empty the chains (freeing the programs), unload modules.
-        State maps stay pinned for the next start."""
+        State maps stay pinned for the next start. Safe to call twice."""
+        if not self._roots:
+            return
         if self.slowpath:
             self.slowpath.stop()
         self.detach()
@@ -179,6 +181,7 @@ class Dataplane:
         for bpf in self._roots.values():
             bpf.cleanup()
         self._roots.clear()
+        self._chains.clear()
 
 
 def purge_pins(pin_dir: str) -> bool:

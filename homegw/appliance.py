@@ -1,0 +1,170 @@
+"""The appliance: one process that owns the dataplane and the slow path.
+
+start() checks everything it can before changing anything (config is already
+valid, interfaces must exist), then configures the interfaces, loads and
+attaches the dataplane, starts the slow path and the web UI, and logs
+"ready". stop() undoes what start() did, keeping the pinned state maps.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from homegw import interfaces, kernelpath
+from homegw.config import Config
+from homegw.configtypes import EPHEMERAL_PORTS
+from homegw.dataplane.abi import Nic
+from homegw.dataplane.dataplane import Dataplane
+from homegw.dataplane.module import IOModule
+from homegw.modules.dhcp.wan_client import WanDhcpClient, WanLease
+from webui import create_app
+from webui.server import WebServer
+
+log = logging.getLogger(__name__)
+
+# Modules whose datapath is built, by config name. The router and NAT
+# modules replace the temporary kernel path when they land.
+AVAILABLE_MODULES: dict[str, type[IOModule]] = {}
+FORWARDING_MODULES = ("router", "nat")
+
+
+class ApplianceError(RuntimeError):
+    pass
+
+
+class Appliance:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.dataplane: Dataplane | None = None
+        self.web: WebServer | None = None
+        self.wan_client: WanDhcpClient | None = None
+        self.kernel_path = False
+        self.ready = threading.Event()
+        self.started_at = time.time()
+
+    # -- start -------------------------------------------------------------
+    def start(self) -> None:
+        cfg = self.config
+        missing = interfaces.missing_interfaces([cfg.wan.interface, cfg.lan.interface])
+        if missing:
+            raise ApplianceError(
+                f"interface(s) not found: {', '.join(missing)}; check wan.interface and "
+                "lan.interface (ip -br link lists the interfaces of this namespace)"
+            )
+        Path(cfg.state_dir).mkdir(parents=True, exist_ok=True)
+        try:
+            self._configure_interfaces()
+            self._start_dataplane()
+            self._start_forwarding_path()
+            self._start_web()
+        except Exception:
+            self.stop()
+            raise
+        self.ready.set()
+        log.info(
+            "homegw ready: LAN %s %s, WAN %s (%s), web UI %s",
+            cfg.lan.interface,
+            cfg.lan.address,
+            cfg.wan.interface,
+            cfg.wan.mode,
+            self.web.url if self.web else "-",
+        )
+
+    def _configure_interfaces(self) -> None:
+        cfg = self.config
+        interfaces.set_ephemeral_ports(*EPHEMERAL_PORTS)
+        interfaces.set_address(cfg.lan.interface, cfg.lan.address)
+        if cfg.wan.mode == "static":
+            interfaces.set_address(cfg.wan.interface, cfg.wan.address, cfg.wan.mtu)
+            interfaces.set_default_route(cfg.wan.interface, cfg.wan.gateway)
+        else:
+            interfaces.link_up(cfg.wan.interface)
+            self.wan_client = WanDhcpClient(
+                cfg.wan.interface, self._on_wan_lease, Path(cfg.state_dir), cfg.lan.hostname
+            )
+            self.wan_client.start()
+
+    def _modules(self) -> list[IOModule]:
+        wanted = dict.fromkeys(self.config.dataplane.order.lan + self.config.dataplane.order.wan)
+        modules = []
+        for name in wanted:
+            section = getattr(self.config, name)
+            if not section.enabled:
+                continue
+            if name not in AVAILABLE_MODULES:
+                log.info("module %s: datapath not built yet; skipped", name)
+                continue
+            modules.append(AVAILABLE_MODULES[name](self.config))
+        return modules
+
+    def _start_dataplane(self) -> None:
+        cfg = self.config
+        dataplane = Dataplane(
+            cfg.dataplane.pin_dir,
+            {Nic.LAN: cfg.lan.interface, Nic.WAN: cfg.wan.interface},
+            cfg.dataplane.xdp_mode,
+        )
+        self.dataplane = dataplane
+        dataplane.load()
+        for module in self._modules():
+            dataplane.add_module(module)
+        dataplane.set_order(Nic.LAN, [n for n in cfg.dataplane.order.lan if n in dataplane.modules])
+        dataplane.set_order(Nic.WAN, [n for n in cfg.dataplane.order.wan if n in dataplane.modules])
+        dataplane.attach()
+        assert dataplane.slowpath is not None
+        dataplane.slowpath.start()
+
+    def _start_forwarding_path(self) -> None:
+        assert self.dataplane is not None
+        if all(name in self.dataplane.modules for name in FORWARDING_MODULES):
+            return
+        kernelpath.enable(self.config.lan.interface, self.config.wan.interface)
+        self.kernel_path = True
+
+    def _start_web(self) -> None:
+        listen = self.config.webui.listen
+        self.web = WebServer(create_app(self.status), str(listen.host), listen.port)
+        self.web.start()
+
+    def _on_wan_lease(self, lease: WanLease | None) -> None:
+        if lease is None:
+            log.warning("WAN lease lost on %s", self.config.wan.interface)
+        # The router and NAT modules will follow the WAN address here.
+
+    # -- observe -----------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        lease = self.wan_client.lease if self.wan_client else None
+        return {
+            "ready": self.ready.is_set(),
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "modules": sorted(self.dataplane.modules) if self.dataplane else [],
+            "kernel_path": self.kernel_path,
+            "wan_address": str(lease.address)
+            if lease
+            else (str(self.config.wan.address) if self.config.wan.address else None),
+        }
+
+    # -- stop --------------------------------------------------------------
+    def stop(self) -> None:
+        """Undo start() in reverse; safe to call more than once."""
+        self.ready.clear()
+        if self.web:
+            self.web.stop()
+            self.web = None
+        if self.kernel_path:
+            kernelpath.disable()
+            self.kernel_path = False
+        if self.dataplane:
+            self.dataplane.close()
+            self.dataplane = None
+        if self.wan_client:
+            self.wan_client.stop()
+            self.wan_client = None
+        log.info(
+            "homegw stopped: programs detached, pinned state kept in %s",
+            self.config.dataplane.pin_dir,
+        )

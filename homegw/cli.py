@@ -1,0 +1,102 @@
+"""homegw command line: run | demo | check-config | cleanup."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+log = logging.getLogger("homegw")
+
+
+def _setup_logging(level: str = "info") -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from homegw.config import check_config_main
+
+    return check_config_main(args.file)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from homegw.appliance import Appliance, ApplianceError
+    from homegw.config import ConfigError, load_config
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        for line in exc.lines():
+            print(f"homegw: {line}", file=sys.stderr)
+        return 1
+    _setup_logging(config.log_level)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    appliance = Appliance(config)
+    try:
+        appliance.start()
+    except (ApplianceError, RuntimeError, OSError) as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    stop.wait()
+    log.info("stopping")
+    appliance.stop()
+    return 0
+
+
+def cmd_demo(_args: argparse.Namespace) -> int:
+    from homegw.demo import run_demo
+
+    _setup_logging()
+    return run_demo()
+
+
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    """Detach programs and drop the pinned state a crashed run left."""
+    from homegw import kernelpath
+    from homegw.config import ConfigError, load_config
+    from homegw.dataplane import attach
+    from homegw.dataplane.dataplane import purge_pins
+
+    _setup_logging()
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        for line in exc.lines():
+            print(f"homegw: {line}", file=sys.stderr)
+        return 1
+    for ifname in (config.lan.interface, config.wan.interface):
+        attach.detach_xdp(ifname, config.dataplane.xdp_mode)
+        attach.detach_tc_egress(ifname)
+    kernelpath.disable()
+    purge_pins(config.dataplane.pin_dir)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="homegw", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the appliance on the configured interfaces")
+    run.add_argument("-c", "--config", required=True, help="YAML config file")
+    run.set_defaults(func=cmd_run)
+    demo = sub.add_parser("demo", help="build a virtual home in namespaces and run homegw in it")
+    demo.set_defaults(func=cmd_demo)
+    check = sub.add_parser("check-config", help="validate a config file")
+    check.add_argument("file")
+    check.set_defaults(func=cmd_check_config)
+    cleanup = sub.add_parser("cleanup", help="detach programs and remove pinned state")
+    cleanup.add_argument("-c", "--config", required=True)
+    cleanup.set_defaults(func=cmd_cleanup)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
