@@ -37,7 +37,8 @@ table ip {TABLE} {{
         type filter hook input priority filter; policy accept;
         iifname "{wan_if}" ct state established,related accept
         iifname "{wan_if}" udp sport 67 udp dport 68 accept
-        iifname "{wan_if}" icmp type {{ echo-request, destination-unreachable, time-exceeded }} accept
+        iifname "{wan_if}" icmp type {{ echo-request, destination-unreachable,
+                                        time-exceeded }} accept
         iifname "{wan_if}" drop
     }}
     chain postrouting {{
