@@ -11,7 +11,7 @@ say() { echo "setup: $*"; changed=1; }
 
 # Debian packages: bcc and kernel tools for the datapath, real peers for the tests.
 PACKAGES=(
-  python3-bpfcc python3-venv python3-pip iproute2 ethtool kmod
+  python3-bpfcc python3-venv python3-pip iproute2 ethtool kmod bpftool
   nftables conntrack tcpdump iputils-ping traceroute curl iperf3 netcat-openbsd
   dnsmasq-base udhcpc isc-dhcp-client dhcpcd-base dnsutils
 )
@@ -55,7 +55,8 @@ fi
 stamp=.venv/.homegw-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+  # (a pip.conf on some machines names local indexes that may be absent: quiet that)
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[test]' 2> >(grep -v "is ignored: it is neither" >&2)
   echo "$want" > "$stamp"
   say "installed homegw and its Python dependencies into .venv"
 fi
