@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import shutil
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,6 +60,7 @@ class Dataplane:
 
     # -- loading ---------------------------------------------------------
     def load(self) -> None:
+        ensure_bpffs()
         for nic in Nic:
             bpf = compile_source(
                 ROOT_SOURCE, pin_dir=self.pin_dir, defines={"HOMEGW_NIC": int(nic)}
@@ -182,6 +184,36 @@ class Dataplane:
             bpf.cleanup()
         self._roots.clear()
         self._chains.clear()
+
+
+BPFFS = "/sys/fs/bpf"
+
+
+def bpffs_mounted() -> bool:
+    with open("/proc/self/mountinfo") as mounts:
+        return any(line.split()[4] == BPFFS and " - bpf " in line for line in mounts)
+
+
+def ensure_bpffs() -> None:
+    """Pinned maps need bpffs at /sys/fs/bpf; mount it if absent.
+
+    `ip netns exec` remounts /sys and so hides the machine's bpffs: a bpffs
+    mounted here then lives only as long as this process's mount namespace,
+    and pinned state does not outlive the process. Run the appliance in a
+    namespace with `nsenter --net=...` to keep the machine's bpffs.
+    """
+    if bpffs_mounted():
+        return
+    result = subprocess.run(["mount", "-t", "bpf", "bpf", BPFFS], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise DataplaneError(
+            f"bpffs is not mounted on {BPFFS} and mounting failed: {result.stderr.strip()}"
+        )
+    log.warning(
+        "mounted a private bpffs on %s: pinned state will not outlive this mount "
+        "namespace (inside `ip netns exec`? use nsenter --net=...)",
+        BPFFS,
+    )
 
 
 def purge_pins(pin_dir: str) -> bool:

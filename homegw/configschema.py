@@ -1,0 +1,323 @@
+"""The root configuration schema of homegw and the checks that span sections.
+
+Module sections live with their modules (``homegw/modules/<name>/config.py``);
+this module owns the root sections (``wan``, ``lan``, ``webui``, ``dataplane``),
+fills in the values that default from ``lan.address`` (the DHCP range, the web
+UI's listen address) and checks values against each other (a DHCP range inside
+the LAN subnet, no web UI on the WAN address, ...).  Use it through
+:mod:`homegw.config`, which re-exports these names.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import AfterValidator, Field, ValidationError, model_validator
+
+from homegw.configtypes import (
+    Hostname,
+    HostPort,
+    IfName,
+    IPv4Address,
+    IPv4Interface,
+    Loc,
+    Problem,
+    Section,
+    duplicates,
+    raise_problems,
+)
+from homegw.modules.dhcp.config import DhcpConfig, default_range
+from homegw.modules.dns.config import DnsConfig
+from homegw.modules.dpi.config import DpiConfig
+from homegw.modules.nat.config import NatConfig
+from homegw.modules.router.config import RouterConfig
+
+#: A module that can sit in a datapath chain (``dataplane.order``).
+ModuleName = Literal["dhcp", "router", "nat", "dpi"]
+CHAIN_MODULES: tuple[str, ...] = get_args(ModuleName)
+#: Top-level sections that belong to a module.
+MODULE_SECTIONS = ("dhcp", "router", "nat", "dns", "dpi")
+#: ``type`` of the errors raised by the checks that span sections.
+CROSS_CHECK = "cross_check"
+
+
+# --- root sections --------------------------------------------------------------
+
+
+class WanConfig(Section):
+    """``wan:`` -- the upstream (ISP) side."""
+
+    interface: IfName
+    mode: Literal["dhcp", "static"] = "dhcp"
+    address: IPv4Interface | None = None
+    gateway: IPv4Address | None = None
+    dns: tuple[IPv4Address, ...] = ()
+    mtu: Annotated[int, Field(strict=True, ge=576, le=9000)] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> WanConfig:
+        raise_problems("WanConfig", self._mode_problems())
+        return self
+
+    def _mode_problems(self) -> list[Problem]:
+        keys = ("address", "gateway")
+        if self.mode == "dhcp":
+            reason = "only allowed when wan.mode is static (with dhcp the ISP assigns it)"
+            return [((key,), reason) for key in keys if getattr(self, key) is not None]
+        if self.address is None or self.gateway is None:
+            missing = [key for key in keys if getattr(self, key) is None]
+            return [((key,), "required when wan.mode is static") for key in missing]
+        return self._static_problems(self.address, self.gateway)
+
+    @staticmethod
+    def _static_problems(
+        address: ipaddress.IPv4Interface, gateway: ipaddress.IPv4Address
+    ) -> list[Problem]:
+        net = address.network
+        if address.ip in _edges(address):
+            return [(("address",), f"{address.ip} is the network or broadcast address of {net}")]
+        if gateway not in net:
+            return [(("gateway",), f"{gateway} is outside the WAN subnet {net}")]
+        if gateway == address.ip:
+            return [(("gateway",), f"{gateway} is wan.address itself")]
+        return []
+
+
+class LanConfig(Section):
+    """``lan:`` -- the home side; ``address`` is the gateway's own address on it."""
+
+    interface: IfName
+    address: IPv4Interface = ipaddress.IPv4Interface("192.168.1.1/24")
+    domain: Hostname = "lan"
+    hostname: Hostname = "homegw"
+
+    @model_validator(mode="after")
+    def _check(self) -> LanConfig:
+        if self.address.network.prefixlen > 30:
+            reason = f"{self.address}: a LAN needs room for hosts, use a /30 or shorter prefix"
+            raise_problems("LanConfig", [(("address",), reason)])
+        if self.ip in _edges(self.address):
+            reason = f"{self.ip} is the network or broadcast address of {self.network}"
+            raise_problems("LanConfig", [(("address",), reason)])
+        return self
+
+    @property
+    def ip(self) -> ipaddress.IPv4Address:
+        """The gateway's own LAN address."""
+        return self.address.ip
+
+    @property
+    def network(self) -> ipaddress.IPv4Network:
+        """The LAN subnet."""
+        return self.address.network
+
+
+class WebuiConfig(Section):
+    """``webui:`` -- the admin web UI.  ``listen`` defaults to ``<lan.address ip>:80``."""
+
+    listen: HostPort | None = None
+
+
+class ChainOrder(Section):
+    """``dataplane.order`` -- the order of the modules in each NIC's XDP chain."""
+
+    lan: tuple[ModuleName, ...] = ("dpi", "dhcp", "router", "nat")
+    wan: tuple[ModuleName, ...] = ("nat", "router", "dpi")
+
+    @model_validator(mode="after")
+    def _check(self) -> ChainOrder:
+        problems: list[Problem] = [
+            ((side, i), f"{getattr(self, side)[i]} is listed twice")
+            for side in ("lan", "wan")
+            for i in duplicates(getattr(self, side))
+        ]
+        raise_problems("ChainOrder", problems)
+        return self
+
+
+def _pin_dir(value: str) -> str:
+    if not value.startswith("/sys/fs/bpf/") or ".." in value.split("/") or value.endswith("/"):
+        raise ValueError(
+            f"{value!r} must be a directory under /sys/fs/bpf/, e.g. /sys/fs/bpf/homegw"
+        )
+    return value
+
+
+def _absolute(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError(f"{value!r} must be an absolute path")
+    return value
+
+
+class DataplaneConfig(Section):
+    """``dataplane:`` -- how the eBPF programs are attached and where maps are pinned."""
+
+    pin_dir: Annotated[str, AfterValidator(_pin_dir)] = "/sys/fs/bpf/homegw"
+    xdp_mode: Literal["native", "generic"] = "native"
+    order: ChainOrder = Field(default_factory=ChainOrder)
+
+
+class Config(Section):
+    """The whole configuration.  Build it with :func:`parse_config` or :func:`load_config`."""
+
+    state_dir: Annotated[str, AfterValidator(_absolute)] = "/var/lib/homegw"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    wan: WanConfig
+    lan: LanConfig
+    dhcp: DhcpConfig = Field(default_factory=DhcpConfig)
+    router: RouterConfig = Field(default_factory=RouterConfig)
+    nat: NatConfig = Field(default_factory=NatConfig)
+    dns: DnsConfig = Field(default_factory=DnsConfig)
+    dpi: DpiConfig = Field(default_factory=DpiConfig)
+    webui: WebuiConfig = Field(default_factory=WebuiConfig)
+    dataplane: DataplaneConfig = Field(default_factory=DataplaneConfig)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _derive_and_cross_check(cls, data: Any, handler: Any) -> Config:
+        config: Config = handler(data)
+        sections = {name: getattr(config, name) for name in cls.model_fields}
+        updates = _derived(sections)
+        raise_problems("Config", _cross_problems(sections | updates), kind=CROSS_CHECK)
+        return config.model_copy(update=updates)
+
+    @property
+    def modules(self) -> dict[str, Section]:
+        """The module sections by module name (``dhcp``, ``router``, ``nat``, ``dns``, ``dpi``)."""
+        return {name: getattr(self, name) for name in MODULE_SECTIONS}
+
+
+# --- values derived from lan, checks across sections -------------------------------
+
+
+def _edges(interface: ipaddress.IPv4Interface) -> tuple[ipaddress.IPv4Address, ...]:
+    """Network and broadcast address of a subnet that has them (/30 or shorter)."""
+    net = interface.network
+    return (net.network_address, net.broadcast_address) if net.prefixlen <= 30 else ()
+
+
+def _derived(s: Mapping[str, Any]) -> dict[str, Section]:
+    """Sections whose unset values default from ``lan.address``, filled in."""
+    lan, dhcp, webui = s.get("lan"), s.get("dhcp"), s.get("webui")
+    updates: dict[str, Section] = {}
+    if lan is None:
+        return updates
+    if dhcp is not None and dhcp.range_start is None and dhcp.range_end is None:
+        start, end = default_range(lan.address)
+        updates["dhcp"] = dhcp.model_copy(update={"range_start": start, "range_end": end})
+    if webui is not None and webui.listen is None:
+        updates["webui"] = webui.model_copy(update={"listen": HostPort(lan.ip, 80)})
+    return updates
+
+
+def _not_a_lan_host(address: ipaddress.IPv4Address, lan: LanConfig) -> str | None:
+    """Why ``address`` cannot be a host on the LAN, or None if it can."""
+    if address not in lan.network:
+        return f"{address} is outside the LAN subnet {lan.network}"
+    if address in _edges(lan.address):
+        return f"{address} is the network or broadcast address of {lan.network}"
+    if address == lan.ip:
+        return f"{address} is the gateway's own address (lan.address)"
+    return None
+
+
+def _cross_problems(s: Mapping[str, Any]) -> list[Problem]:
+    """Problems between sections; a section missing from ``s`` is skipped."""
+    problems: list[Problem] = []
+    if "lan" in s:
+        problems += _wan_lan_problems(s["lan"], s.get("wan"))
+        if "dhcp" in s:
+            problems += _dhcp_problems(s["dhcp"], s["lan"])
+        if "nat" in s:
+            problems += _nat_problems(s["nat"], s["lan"])
+        if "router" in s:
+            problems += _route_problems(s["router"], s["lan"], s.get("wan"))
+    if "webui" in s:
+        problems += _webui_problems(s["webui"], s.get("lan"), s.get("wan"))
+    return problems
+
+
+def _wan_lan_problems(lan: LanConfig, wan: WanConfig | None) -> list[Problem]:
+    if wan is None:
+        return []
+    problems: list[Problem] = []
+    if lan.interface == wan.interface:
+        problems.append((("lan", "interface"), f"must differ from wan.interface ({wan.interface})"))
+    if wan.address is not None and wan.address.network.overlaps(lan.network):
+        reason = f"the LAN subnet {lan.network} overlaps the WAN subnet {wan.address.network}"
+        problems.append((("lan", "address"), reason))
+    return problems
+
+
+def _dhcp_problems(dhcp: DhcpConfig, lan: LanConfig) -> list[Problem]:
+    problems: list[Problem] = []
+    start, end = dhcp.range_start, dhcp.range_end
+    for key, address in (("range_start", start), ("range_end", end)):
+        if address is not None and (reason := _not_a_lan_host(address, lan)):
+            problems.append((("dhcp", key), reason))
+    if start is not None and end is not None and not problems:
+        if start > end:
+            problems.append((("dhcp", "range_end"), f"{end} is before dhcp.range_start {start}"))
+        elif start <= lan.ip <= end:
+            reason = f"the range {start}-{end} contains the gateway's own address {lan.ip}"
+            problems.append((("dhcp", "range_start"), reason))
+    for i, reservation in enumerate(dhcp.reservations):
+        if reason := _not_a_lan_host(reservation.address, lan):
+            problems.append((("dhcp", "reservations", i, "address"), reason))
+    return problems
+
+
+def _nat_problems(nat: NatConfig, lan: LanConfig) -> list[Problem]:
+    problems: list[Problem] = []
+    for i, forward in enumerate(nat.port_forwards):
+        if reason := _not_a_lan_host(forward.internal_address, lan):
+            problems.append((("nat", "port_forwards", i, "internal_address"), reason))
+    if nat.dmz_host is not None and (reason := _not_a_lan_host(nat.dmz_host, lan)):
+        problems.append((("nat", "dmz_host"), reason))
+    return problems
+
+
+def _route_problems(router: RouterConfig, lan: LanConfig, wan: WanConfig | None) -> list[Problem]:
+    wan_if = wan.address if wan is not None else None
+    own = {lan.ip} | ({wan_if.ip} if wan_if else set())
+    problems: list[Problem] = []
+    for i, route in enumerate(router.routes):
+        where: Loc = ("router", "routes", i, "via")
+        if route.via in own:
+            problems.append((where, f"{route.via} is one of the gateway's own addresses"))
+        elif (
+            wan_if is not None and route.via not in lan.network and route.via not in wan_if.network
+        ):
+            nets = f"LAN {lan.network}, WAN {wan_if.network}"
+            problems.append((where, f"{route.via} is not on a directly connected network ({nets})"))
+    return problems
+
+
+def _webui_problems(
+    webui: WebuiConfig, lan: LanConfig | None, wan: WanConfig | None
+) -> list[Problem]:
+    host = webui.listen.host if webui.listen is not None else None
+    if host is None:
+        return []
+    if wan is not None and wan.address is not None and host == wan.address.ip:
+        return [(("webui", "listen"), "the admin surface must not listen on the WAN address")]
+    allowed = {ipaddress.IPv4Address("127.0.0.1"), ipaddress.IPv4Address("0.0.0.0")}
+    if lan is not None and host not in allowed | {lan.ip}:
+        reason = f"{host} must be the LAN address ({lan.ip}), 127.0.0.1 or 0.0.0.0"
+        return [(("webui", "listen"), reason)]
+    return []
+
+
+def partial_problems(data: Mapping[Any, Any]) -> list[Problem]:
+    """Cross-section problems among the sections that are valid on their own."""
+    sections: dict[str, Section] = {}
+    for name, field in Config.model_fields.items():
+        model = field.annotation
+        if isinstance(model, type) and issubclass(model, Section):
+            try:
+                sections[name] = model.model_validate(data.get(name))
+            except ValidationError:
+                continue
+    return _cross_problems(sections | _derived(sections))

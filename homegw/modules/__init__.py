@@ -1,0 +1,1 @@
+"""homegw IO modules: one package per module (datapath, control plane, config)."""

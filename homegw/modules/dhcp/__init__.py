@@ -1,0 +1,1 @@
+"""DHCP IO module: DHCP server, LAN DHCP guard and WAN DHCP client."""

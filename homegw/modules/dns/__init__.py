@@ -1,0 +1,1 @@
+"""DNS module: caching forwarder with rebind protection and blocklists."""

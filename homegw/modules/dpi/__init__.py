@@ -1,0 +1,1 @@
+"""DPI IO module: per-device, per-application classification in XDP."""

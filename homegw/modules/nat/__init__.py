@@ -1,0 +1,1 @@
+"""NAT IO module: stateful NAPT (masquerade, port forwards) in XDP."""

@@ -1,0 +1,116 @@
+"""Config section ``nat:`` of the NAT IO module (NAPT on the WAN address).
+
+``port_range`` is the pool of WAN ports the NAT hands out.  The appliance sets
+the kernel's own ephemeral range (net.ipv4.ip_local_port_range) to 32768-60999,
+so the pool must stay outside it: the two never hand out the same port.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, StrictBool, model_validator
+
+from homegw.configtypes import (
+    EPHEMERAL_PORTS,
+    Duration,
+    IPv4Address,
+    PortRange,
+    Problem,
+    Section,
+    duration_range,
+    raise_problems,
+)
+
+Port = Annotated[int, Field(strict=True, ge=1, le=65535)]
+
+
+class NatTimeouts(Section):
+    """Idle timeouts of NAT sessions; the minimums are the RFCs' MUSTs."""
+
+    tcp_established: Annotated[Duration, duration_range(7440, why="RFC 5382")] = 7440
+    tcp_transitory: Annotated[Duration, duration_range(240, why="RFC 5382")] = 240
+    udp: Annotated[Duration, duration_range(120, why="RFC 4787")] = 300
+    icmp: Annotated[Duration, duration_range(60, why="RFC 5508")] = 60
+
+
+class PortForward(Section):
+    """Inbound WAN ``external_port`` (one port or a range) to a LAN host.
+
+    ``internal_port`` is the first internal port; it defaults to the first
+    external port (a range keeps its length: 8000-8010 -> 8000-8010).
+    """
+
+    name: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    protocol: Literal["tcp", "udp", "both"] = "both"
+    external_port: PortRange
+    internal_address: IPv4Address
+    internal_port: Port | None = None
+
+    @model_validator(mode="after")
+    def _fill(self) -> PortForward:
+        if self.internal_port is None:
+            object.__setattr__(self, "internal_port", self.external_port.low)
+        end = self.internal_ports.high
+        if end > 65535:
+            raise_problems("PortForward", [(("internal_port",), f"the range would end at {end}")])
+        return self
+
+    @property
+    def internal_ports(self) -> PortRange:
+        first = self.internal_port or self.external_port.low
+        return PortRange(first, first + self.external_port.size - 1)
+
+    @property
+    def protocols(self) -> tuple[str, ...]:
+        return ("tcp", "udp") if self.protocol == "both" else (self.protocol,)
+
+
+class NatConfig(Section):
+    """``nat:`` -- source NAT of LAN traffic to the WAN address, port forwards, DMZ."""
+
+    enabled: StrictBool = True
+    filtering: Literal["address-port-dependent", "endpoint-independent"] = "address-port-dependent"
+    max_sessions: Annotated[int, Field(strict=True, ge=1024, le=4_194_304)] = 65536
+    port_range: PortRange = PortRange(20000, 32767)
+    timeouts: NatTimeouts = Field(default_factory=NatTimeouts)
+    port_forwards: tuple[PortForward, ...] = ()
+    dmz_host: IPv4Address | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> NatConfig:
+        raise_problems("NatConfig", self._pool_problems() + self._forward_problems())
+        return self
+
+    def _pool_problems(self) -> list[Problem]:
+        pool, ephemeral = self.port_range, PortRange(*EPHEMERAL_PORTS)
+        if pool.low < 1024:
+            return [(("port_range",), f"{pool} must start at 1024 or above")]
+        if pool.overlaps(ephemeral):
+            return [
+                (
+                    ("port_range",),
+                    f"{pool} overlaps the kernel's ephemeral port range {ephemeral}, "
+                    "which the appliance keeps for its own connections",
+                )
+            ]
+        return []
+
+    def _forward_problems(self) -> list[Problem]:
+        problems: list[Problem] = []
+        for i, forward in enumerate(self.port_forwards):
+            where = ("port_forwards", i, "external_port")
+            if forward.external_port.overlaps(self.port_range):
+                problems.append((where, f"{forward.external_port} is inside nat.port_range"))
+            for j, earlier in enumerate(self.port_forwards[:i]):
+                shared = set(forward.protocols) & set(earlier.protocols)
+                if shared and forward.external_port.overlaps(earlier.external_port):
+                    protocol = "/".join(sorted(shared))
+                    problems.append(
+                        (
+                            where,
+                            f"{protocol} {forward.external_port} overlaps nat.port_forwards.{j}",
+                        )
+                    )
+                    break
+        return problems

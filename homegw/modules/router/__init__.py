@@ -1,0 +1,1 @@
+"""Router IO module: IPv4 forwarding in XDP."""

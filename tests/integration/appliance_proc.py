@@ -1,0 +1,93 @@
+"""Run `homegw run` in the virtual home's gateway namespace and watch its log."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from homegw.virtualhome import VirtualHome
+
+
+class ApplianceProcess:
+    def __init__(self, home: VirtualHome, config: dict[str, Any], name: str = "homegw") -> None:
+        self.home = home
+        self.config_path = Path(home.state_dir) / f"{name}.yaml"
+        self.config_path.parent.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> ApplianceProcess:
+        # nsenter --net, not `ip netns exec`: the latter remounts /sys, which hides
+        # the machine's bpffs and with it the pinned maps of earlier runs.
+        argv = [
+            "nsenter",
+            f"--net=/run/netns/{self.home.ns('gw')}",
+            sys.executable,
+            "-m",
+            "homegw",
+            "run",
+            "-c",
+            str(self.config_path),
+        ]
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        return self
+
+    def _read(self) -> None:
+        assert self.proc and self.proc.stdout
+        for line in self.proc.stdout:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+        self.proc.wait()  # so that exited() is true when waiters wake up
+        with self._changed:
+            self._changed.notify_all()
+
+    @property
+    def log(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_for(self, pattern: str, timeout: float = 60) -> str:
+        """Block until a log line matches `pattern`; fail if the process exits first."""
+        regex = re.compile(pattern)
+        with self._changed:
+            ok = self._changed.wait_for(
+                lambda: any(regex.search(x) for x in self.lines) or self.exited(), timeout
+            )
+            match = next((x for x in self.lines if regex.search(x)), None)
+        if match is None:
+            state = "exited" if self.exited() else ("timed out" if not ok else "no match")
+            raise AssertionError(f"no log line /{pattern}/ ({state}); log:\n{self.log}")
+        return match
+
+    def exited(self) -> bool:
+        return self.proc is not None and self.proc.poll() is not None
+
+    def stop(self, timeout: float = 30) -> int:
+        assert self.proc
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise
+        self._reader.join(timeout)  # the last lines are in self.lines after this
+        return code
