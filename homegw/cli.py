@@ -17,6 +17,7 @@ def _setup_logging(level: str = "info") -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("pyroute2").setLevel(max(logging.INFO, logging.getLogger().level))
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

@@ -26,25 +26,11 @@ class ApplianceProcess:
         self.proc: subprocess.Popen[str] | None = None
 
     def start(self) -> ApplianceProcess:
-        # nsenter --net, not `ip netns exec`: the latter remounts /sys, which hides
-        # the machine's bpffs and with it the pinned maps of earlier runs.
-        argv = [
-            "nsenter",
-            f"--net=/run/netns/{self.home.ns('gw')}",
-            sys.executable,
-            "-m",
-            "homegw",
-            "run",
-            "-c",
-            str(self.config_path),
-        ]
-        self.proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
+        # home.popen keeps the machine's bpffs visible in the gateway namespace,
+        # so pinned maps outlive the process as they do on a real gateway.
+        argv = [sys.executable, "-m", "homegw", "run", "-c", str(self.config_path)]
+        self.proc = self.home.popen(
+            "gw", argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
