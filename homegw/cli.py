@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -12,10 +13,14 @@ log = logging.getLogger("homegw")
 
 
 def _setup_logging(level: str = "info") -> None:
+    # Log to a duplicate of stderr: the BPF loader briefly points fd 2 at a file
+    # to catch clang's and the verifier's messages, and other threads' log
+    # lines must not vanish into it meanwhile.
+    stream = os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1)
     logging.basicConfig(
         level=getattr(logging, level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+        stream=stream,
     )
     logging.getLogger("pyroute2").setLevel(max(logging.INFO, logging.getLogger().level))
 
