@@ -13,7 +13,7 @@ say() { echo "setup: $*"; changed=1; }
 PACKAGES=(
   python3-bpfcc python3-venv python3-pip iproute2 ethtool kmod bpftool
   nftables conntrack tcpdump iputils-ping traceroute curl iperf3 netcat-openbsd
-  dnsmasq-base udhcpc isc-dhcp-client dhcpcd-base dnsutils
+  dnsmasq-base udhcpc isc-dhcp-client dhcpcd-base dnsutils dnsperf kea-admin
 )
 missing=()
 for pkg in "${PACKAGES[@]}"; do
