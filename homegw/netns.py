@@ -127,6 +127,14 @@ def add_veth(a: str, a_ns: str | None, b: str, b_ns: str | None) -> None:
     ip(*argv)
 
 
+def gro_on(dev: str, ns: str | None) -> None:
+    """`ethtool -K dev gro on`: a veth only takes XDP_REDIRECTed frames when its
+    NAPI is on, which needs an XDP program or GRO on that end (the peers of the
+    gateway's NICs), as a physical NIC always would."""
+    argv = ["ethtool", "-K", dev, "gro", "on"]
+    run_cmd(exec_argv(ns, argv) if ns else argv)
+
+
 def tx_offload_off(dev: str, ns: str | None) -> None:
     """`ethtool -K dev tx off`: XDP rewrites packets, veth's CHECKSUM_PARTIAL breaks that."""
     if shutil.which("ethtool") is None:

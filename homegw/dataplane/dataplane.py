@@ -21,6 +21,7 @@ from homegw.dataplane.chain import Chain
 from homegw.dataplane.loader import ROOT_SOURCE, compile_source, load_function
 from homegw.dataplane.module import IOModule
 from homegw.dataplane.slowpath import SlowPath
+from homegw.dataplane.testrun import inject_xdp
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ class Dataplane:
             defines=module.defines(),
         )
         loaded = LoadedModule(module, bpf)
+        module.reinject = self.reinject
         if module.xdp_function:
             loaded.fds[Hook.XDP] = load_function(bpf, module.xdp_function, "xdp")
         if module.tc_function:
@@ -151,6 +153,14 @@ class Dataplane:
             else:
                 nic_attach.detach_tc_egress(ifname)
         self._attached.clear()
+
+    def reinject(self, frame: bytes, ingress_ifindex: int) -> None:
+        """Send a frame through the XDP chain of the NIC it arrived on, for real."""
+        for nic, ifname in self.interfaces.items():
+            if nic_attach.ifindex(ifname) == ingress_ifindex:
+                inject_xdp(self._root_fds[(nic, Hook.XDP)], frame, ingress_ifindex)
+                return
+        log.warning("dropped a re-injected frame: ifindex %d is not a homegw NIC", ingress_ifindex)
 
     # -- observation -----------------------------------------------------
     def root_fd(self, nic: Nic, hook: Hook) -> int:

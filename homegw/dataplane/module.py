@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
@@ -24,6 +25,10 @@ class IOModule:
     source: ClassVar[Path]
     xdp_function: ClassVar[str | None] = None
     tc_function: ClassVar[str | None] = None
+    # Set by the dataplane when the module is added: sends a frame through the
+    # XDP chain of the NIC with that ingress ifindex again (frames the slow
+    # path held, e.g. until a neighbour was resolved).
+    reinject: Callable[[bytes, int], None]
 
     def defines(self) -> dict[str, Define]:
         """Compile-time options (-D) computed from the module's config."""

@@ -38,6 +38,10 @@ int homegw_root_xdp(struct xdp_md *ctx)
 	cur->pos = 0;
 	cur->nic = HOMEGW_NIC;
 	cur->ifindex = ctx->ingress_ifindex;
+	cur->fwd = HOMEGW_FWD_KERNEL;
+	cur->out_ifindex = 0;
+	cur->out_nic = HOMEGW_NIC_NONE;
+	cur->flags = 0;
 	chain_xdp.call(ctx, cur->slot_base);
 	return XDP_PASS;
 }
@@ -53,6 +57,10 @@ int homegw_root_tc(struct __sk_buff *skb)
 	cur->pos = 0;
 	cur->nic = HOMEGW_NIC;
 	cur->ifindex = skb->ifindex;
+	cur->fwd = HOMEGW_FWD_KERNEL;
+	cur->out_ifindex = 0;
+	cur->out_nic = HOMEGW_NIC_NONE;
+	cur->flags = 0;
 	chain_tc.call(skb, cur->slot_base);
 	return TC_ACT_OK;
 }

@@ -77,3 +77,38 @@ def prog_test_run(prog_fd: int, packet: bytes, *, repeat: int = 1, hook: str = "
         err = ctypes.get_errno()
         raise OSError(err, f"BPF_PROG_TEST_RUN failed: {os.strerror(err)}")
     return RunResult(opts.retval, data_out.raw[: opts.data_size_out], opts.duration, hook)
+
+
+class _XdpMd(ctypes.Structure):
+    # struct xdp_md (uapi): the context a live-frames run receives
+    _fields_ = [
+        ("data", ctypes.c_uint32),
+        ("data_end", ctypes.c_uint32),
+        ("data_meta", ctypes.c_uint32),
+        ("ingress_ifindex", ctypes.c_uint32),
+        ("rx_queue_index", ctypes.c_uint32),
+        ("egress_ifindex", ctypes.c_uint32),
+    ]
+
+
+BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
+
+
+def inject_xdp(prog_fd: int, frame: bytes, ingress_ifindex: int) -> None:
+    """Run an XDP program on `frame` as if it had arrived on ingress_ifindex,
+    and carry out its verdict for real (XDP_TX, XDP_REDIRECT, XDP_PASS into
+    the stack): the packet-out path for frames the slow path held."""
+    data_in = ctypes.create_string_buffer(bytes(frame), len(frame))
+    ctx = _XdpMd(0, len(frame), 0, ingress_ifindex, 0, 0)
+    opts = _ProgTestRunOpts(
+        sz=ctypes.sizeof(_ProgTestRunOpts),
+        data_in=ctypes.cast(data_in, ctypes.c_void_p),
+        data_size_in=len(frame),
+        ctx_in=ctypes.cast(ctypes.pointer(ctx), ctypes.c_void_p),
+        ctx_size_in=ctypes.sizeof(ctx),
+        repeat=1,
+        flags=BPF_F_TEST_XDP_LIVE_FRAMES,
+    )
+    if _lib().bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"re-injecting a frame failed: {os.strerror(err)}")

@@ -45,11 +45,23 @@
  * each module. Per-CPU: a packet's whole chain runs on one CPU without
  * preemption, so the entry belongs to that packet until the chain ends. */
 struct homegw_cursor {
-	__u32 slot_base; /* HOMEGW_SLOT(nic, gen, 0) */
-	__u32 pos;       /* position of the module now running */
-	__u32 nic;       /* HOMEGW_NIC_* the packet arrived on / leaves by */
+	__u32 slot_base;   /* HOMEGW_SLOT(nic, gen, 0) */
+	__u32 pos;         /* position of the module now running */
+	__u32 nic;         /* HOMEGW_NIC_* the packet arrived on / leaves by */
 	__u32 ifindex;
+	/* The forwarding decision so far, acted on when the chain ends: a module
+	 * that routes (router) sets HOMEGW_FWD_REDIRECT and the egress; later
+	 * modules (nat) read it. The root resets it to HOMEGW_FWD_KERNEL. */
+	__u32 fwd;         /* HOMEGW_FWD_* */
+	__u32 out_ifindex; /* egress interface when fwd == HOMEGW_FWD_REDIRECT */
+	__u32 out_nic;     /* HOMEGW_NIC_* of the egress, or HOMEGW_NIC_NONE */
+	__u32 flags;       /* HOMEGW_F_* */
 };
+
+#define HOMEGW_FWD_KERNEL 0   /* chain end: XDP_PASS, the kernel decides */
+#define HOMEGW_FWD_REDIRECT 1 /* chain end: bpf_redirect(out_ifindex) */
+#define HOMEGW_NIC_NONE 0xff
+#define HOMEGW_F_LOCAL 1      /* destined to one of the gateway's addresses */
 
 struct homegw_counter {
 	__u64 packets;
@@ -107,19 +119,27 @@ static __always_inline struct homegw_cursor *homegw_cursor_tc(void)
 	return cursor_tc.lookup(&zero);
 }
 
-/* Hand the packet to the next module of its chain. Returns only when there
- * is none (end of chain, or an empty slot): the packet then goes on to the
+/* The verdict at the end of a chain: what the modules decided, else the
  * kernel, which is the safe default for anything no module claimed. */
+static __always_inline int homegw_finish_xdp(struct homegw_cursor *cur)
+{
+	if (cur->fwd == HOMEGW_FWD_REDIRECT)
+		return bpf_redirect(cur->out_ifindex, 0);
+	return XDP_PASS;
+}
+
+/* Hand the packet to the next module of its chain. Returns only when there
+ * is none (end of chain, or an empty slot), with homegw_finish_xdp's verdict. */
 static __always_inline int homegw_next_xdp(struct xdp_md *ctx)
 {
 	struct homegw_cursor *cur = homegw_cursor_xdp();
 	if (!cur)
 		return XDP_PASS;
-	if (cur->pos + 1 >= HOMEGW_MAX_MODULES)
-		return XDP_PASS;
-	cur->pos++;
-	chain_xdp.call(ctx, cur->slot_base + cur->pos);
-	return XDP_PASS;
+	if (cur->pos + 1 < HOMEGW_MAX_MODULES) {
+		cur->pos++;
+		chain_xdp.call(ctx, cur->slot_base + cur->pos);
+	}
+	return homegw_finish_xdp(cur);
 }
 
 static __always_inline int homegw_next_tc(struct __sk_buff *skb)
@@ -127,10 +147,10 @@ static __always_inline int homegw_next_tc(struct __sk_buff *skb)
 	struct homegw_cursor *cur = homegw_cursor_tc();
 	if (!cur)
 		return TC_ACT_OK;
-	if (cur->pos + 1 >= HOMEGW_MAX_MODULES)
-		return TC_ACT_OK;
-	cur->pos++;
-	chain_tc.call(skb, cur->slot_base + cur->pos);
+	if (cur->pos + 1 < HOMEGW_MAX_MODULES) {
+		cur->pos++;
+		chain_tc.call(skb, cur->slot_base + cur->pos);
+	}
 	return TC_ACT_OK;
 }
 

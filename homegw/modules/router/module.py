@@ -1,0 +1,201 @@
+"""The router IO module's control side: fills its maps from config, WAN
+state and the kernel's neighbour table; handles neighbour misses."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from pyroute2 import IPRoute
+
+from homegw.config import Config
+from homegw.dataplane.abi import Nic
+from homegw.dataplane.module import IOModule
+from homegw.dataplane.slowpath import Punt, PuntHandler
+from homegw.modules.router.maps import IfaceInfo, RouterMaps
+from homegw.modules.router.neigh import CONFIRMED, USABLE, NeighbourTable
+from homegw.modules.router.routes import Route, WanState, compute_routes
+from homegw.modules.router.watcher import KernelWatcher, LinkEvent, NeighEvent
+
+log = logging.getLogger(__name__)
+
+REASON_NEIGH_MISS = 1
+
+
+def _iface_info(ifname: str, address: ipaddress.IPv4Address | None) -> IfaceInfo:
+    with IPRoute() as ipr:
+        link = ipr.link("get", index=ipr.link_lookup(ifname=ifname)[0])[0]
+    return IfaceInfo(
+        ifindex=link["index"],
+        mac=link.get_attr("IFLA_ADDRESS"),
+        mtu=link.get_attr("IFLA_MTU"),
+        up=bool(link["flags"] & 0x10000),  # IFF_LOWER_UP: carrier
+        address=address,
+    )
+
+
+class RouterModule(IOModule):
+    name = "router"
+    module_id = 2
+    source = Path(__file__).parent / "router.bpf.c"
+    xdp_function = "router_xdp"
+
+    def __init__(
+        self,
+        config: Config,
+        iface_info: Callable[[str, ipaddress.IPv4Address | None], IfaceInfo] = _iface_info,
+        watch_kernel: bool = True,
+    ) -> None:
+        """iface_info reads a NIC's ifindex, MAC, MTU and carrier; without
+        watch_kernel neighbours come only from set_neighbour (datapath tests)."""
+        self.config = config
+        self._iface_info = iface_info
+        self._watch_kernel = watch_kernel
+        static = config.wan.mode == "static"
+        self.wan = WanState(
+            config.wan.address if static else None, config.wan.gateway if static else None
+        )
+        self.table = NeighbourTable(timeout=float(config.router.neighbour_timeout))
+        self.maps: RouterMaps | None = None
+        self.watcher: KernelWatcher | None = None
+        self.ifaces: dict[Nic, IfaceInfo] = {}
+        self.routes: list[Route] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._ager: threading.Thread | None = None
+
+    # -- IOModule ---------------------------------------------------------------
+    def on_load(self, bpf) -> None:  # noqa: ANN001
+        self.maps = RouterMaps(bpf)
+        self._write_interfaces()
+        if not self._watch_kernel:
+            return
+        self.watcher = KernelWatcher(self._on_neigh, self._on_link)
+        self.watcher.start()
+        self._ager = threading.Thread(target=self._age_loop, name="router-aging", daemon=True)
+        self._ager.start()
+        self._resolve_gateway()
+
+    def handlers(self) -> dict[int, PuntHandler]:
+        return {REASON_NEIGH_MISS: self._on_miss}
+
+    def on_unload(self) -> None:
+        self._stop.set()
+        if self.watcher:
+            self.watcher.stop()
+        if self._ager:
+            self._ager.join(5)
+
+    # -- configuration ------------------------------------------------------------
+    def set_wan(
+        self, address: ipaddress.IPv4Interface | None, gateway: ipaddress.IPv4Address | None
+    ) -> None:
+        """Follow a WAN address change (DHCP) without reloading anything."""
+        with self._lock:
+            self.wan = WanState(address, gateway)
+            if self.maps:
+                self._write_interfaces()
+        log.info("router: WAN now %s via %s", address, gateway)
+        self._resolve_gateway()
+
+    def _write_interfaces(self) -> None:
+        cfg = self.config
+        wan_ip = self.wan.address.ip if self.wan.address else None
+        self.ifaces = {
+            Nic.LAN: self._iface_info(cfg.lan.interface, cfg.lan.address.ip),
+            Nic.WAN: self._iface_info(cfg.wan.interface, wan_ip),
+        }
+        assert self.maps is not None
+        for nic, info in self.ifaces.items():
+            self.maps.set_iface(nic, info)
+        local = {cfg.lan.address.ip: Nic.LAN}
+        if wan_ip:
+            local[wan_ip] = Nic.WAN
+        self.maps.set_local(local)
+        static = tuple((r.destination, r.via) for r in cfg.router.routes)
+        self.routes = compute_routes(cfg.lan.address, self.wan, static)
+        self.maps.set_routes(self.routes)
+
+    def _resolve_gateway(self) -> None:
+        """Resolve the default gateway ahead of the first packet."""
+        if self.watcher and self.wan.gateway and Nic.WAN in self.ifaces:
+            self.watcher.resolve(self.wan.gateway, self.ifaces[Nic.WAN].ifindex)
+
+    # -- neighbours ---------------------------------------------------------------
+    def _nic_of(self, ifindex: int) -> Nic | None:
+        return next((nic for nic, i in self.ifaces.items() if i.ifindex == ifindex), None)
+
+    def _on_miss(self, punt: Punt) -> None:
+        next_hop = ipaddress.IPv4Address(punt.meta[0].to_bytes(4, "little"))
+        out = Nic(punt.meta[1])
+        with self._lock:
+            first = self.table.hold(next_hop, punt.packet, punt.ifindex, time.monotonic())
+        if first and self.watcher:
+            self.watcher.resolve(next_hop, self.ifaces[out].ifindex)
+
+    def _on_neigh(self, event: NeighEvent) -> None:
+        nic = self._nic_of(event.ifindex)
+        if nic is None or self.maps is None:
+            return
+        frames: list[tuple[bytes, int]] = []
+        with self._lock:
+            if event.mac and event.state & USABLE:
+                changed, frames = self.table.learn(event.ip, event.mac, nic, time.monotonic())
+                if changed or frames:
+                    self.maps.set_neighbour(event.ip, event.mac, nic)
+            elif not event.state & CONFIRMED and self.table.forget(event.ip):
+                self.maps.del_neighbour(event.ip)
+        for frame, ifindex in frames:
+            self.reinject(frame, ifindex)
+
+    def _on_link(self, event: LinkEvent) -> None:
+        nic = self._nic_of(event.ifindex)
+        if nic is None or self.maps is None:
+            return
+        info = self.ifaces[nic]
+        if (info.up, info.mtu) != (event.carrier, event.mtu):
+            with self._lock:
+                self.ifaces[nic] = info = IfaceInfo(
+                    info.ifindex, info.mac, event.mtu, event.carrier, info.address
+                )
+                self.maps.set_iface(nic, info)
+            log.warning(
+                "router: %s link %s, mtu %d", nic.name, "up" if info.up else "DOWN", info.mtu
+            )
+
+    def _age_loop(self) -> None:
+        interval = max(0.2, min(5.0, self.table.timeout / 4))
+        while not self._stop.wait(interval):
+            self.expire(time.monotonic())
+
+    def expire(self, now: float) -> list[ipaddress.IPv4Address]:
+        with self._lock:
+            gone = self.table.expire(now)
+            for ip in gone:
+                if self.maps:
+                    self.maps.del_neighbour(ip)
+        if gone:
+            log.debug("router: aged out neighbours %s", ", ".join(map(str, gone)))
+        return gone
+
+    def set_neighbour(self, ip: ipaddress.IPv4Address, mac: str, nic: Nic) -> None:
+        """Install a neighbour as if the kernel had resolved it."""
+        with self._lock:
+            self.table.learn(ip, mac, nic, time.monotonic())
+            assert self.maps is not None
+            self.maps.set_neighbour(ip, mac, nic)
+
+    # -- observation ----------------------------------------------------------------
+    def stats(self) -> dict:
+        assert self.maps is not None
+        return {
+            "counters": self.maps.counters(),
+            "nics": self.maps.nic_counters(),
+            "devices": self.maps.devices(),
+            "neighbours": {str(k): v for k, v in self.maps.neighbours().items()},
+            "pending_dropped": self.table.dropped,
+        }

@@ -1,0 +1,125 @@
+"""Follow the kernel's neighbour and link events (pyroute2, asyncio thread),
+and ask the kernel to resolve a next hop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pyroute2 import AsyncIPRoute
+from pyroute2.netlink.rtnl import RTMGRP_LINK, RTMGRP_NEIGH
+
+log = logging.getLogger(__name__)
+
+RTM_NEWLINK, RTM_NEWNEIGH, RTM_DELNEIGH = 16, 28, 29
+IFF_LOWER_UP = 0x10000
+NTF_USE = 0x01
+AF_INET = 2
+
+
+@dataclass(frozen=True)
+class NeighEvent:
+    ip: ipaddress.IPv4Address
+    ifindex: int
+    mac: str | None
+    state: int  # NUD_* bits; 0 when deleted
+
+
+@dataclass(frozen=True)
+class LinkEvent:
+    ifindex: int
+    carrier: bool
+    mtu: int
+
+
+def _neigh_event(msg) -> NeighEvent | None:  # noqa: ANN001 - pyroute2 message
+    if msg["family"] != AF_INET or not msg.get_attr("NDA_DST"):
+        return None
+    deleted = msg["header"]["type"] == RTM_DELNEIGH
+    return NeighEvent(
+        ipaddress.IPv4Address(msg.get_attr("NDA_DST")),
+        msg["ifindex"],
+        msg.get_attr("NDA_LLADDR"),
+        0 if deleted else msg["state"],
+    )
+
+
+def _link_event(msg) -> LinkEvent:  # noqa: ANN001
+    return LinkEvent(msg["index"], bool(msg["flags"] & IFF_LOWER_UP), msg.get_attr("IFLA_MTU"))
+
+
+class KernelWatcher:
+    def __init__(
+        self, on_neigh: Callable[[NeighEvent], None], on_link: Callable[[LinkEvent], None]
+    ) -> None:
+        self._on_neigh = on_neigh
+        self._on_link = on_link
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task | None = None
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="router-netlink", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        if not self._started.wait(10):
+            raise RuntimeError("netlink watcher did not start")
+
+    def stop(self) -> None:
+        if self._loop and self._task:
+            self._loop.call_soon_threadsafe(self._task.cancel)
+        self._thread.join(5)
+
+    def resolve(self, ip: ipaddress.IPv4Address, ifindex: int) -> None:
+        """Make the kernel resolve ip on ifindex (as `ip neigh replace IP dev X
+        use nud none`); the answer arrives as a neighbour event. A kernel entry
+        that is already usable is reported right away."""
+        if self._loop:
+            asyncio.run_coroutine_threadsafe(self._resolve(ip, ifindex), self._loop)
+
+    async def _resolve(self, ip: ipaddress.IPv4Address, ifindex: int) -> None:
+        try:
+            async with AsyncIPRoute() as ipr:
+                await ipr.neigh("replace", dst=str(ip), ifindex=ifindex, state=0, flags=NTF_USE)
+                async for msg in await ipr.neigh("dump", family=AF_INET, ifindex=ifindex):
+                    event = _neigh_event(msg)
+                    if event and event.ip == ip:
+                        self._deliver(self._on_neigh, event)
+        except Exception:
+            log.exception("resolving %s on ifindex %d failed", ip, ifindex)
+
+    def _run(self) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
+        async with AsyncIPRoute() as events, AsyncIPRoute() as dump:
+            await events.bind(groups=RTMGRP_NEIGH | RTMGRP_LINK)
+            async for msg in await dump.neigh("dump", family=AF_INET):
+                if event := _neigh_event(msg):
+                    self._deliver(self._on_neigh, event)
+            self._started.set()
+            while True:
+                async for msg in events.get():
+                    self._dispatch(msg)
+
+    def _dispatch(self, msg) -> None:  # noqa: ANN001
+        kind = msg["header"]["type"]
+        if kind in (RTM_NEWNEIGH, RTM_DELNEIGH):
+            if event := _neigh_event(msg):
+                self._deliver(self._on_neigh, event)
+        elif kind == RTM_NEWLINK:
+            self._deliver(self._on_link, _link_event(msg))
+
+    @staticmethod
+    def _deliver(callback: Callable, event: object) -> None:
+        try:
+            callback(event)
+        except Exception:
+            log.exception("handling %s failed", event)
