@@ -21,15 +21,14 @@ from homegw.dataplane.abi import Nic
 from homegw.dataplane.dataplane import Dataplane
 from homegw.dataplane.module import IOModule
 from homegw.modules.dhcp.wan_client import WanDhcpClient, WanLease
+from homegw.modules.router.module import RouterModule
 from webui import create_app
 from webui.server import WebServer
 
 log = logging.getLogger(__name__)
 
-# Modules whose datapath is built, by config name. The router and NAT
-# modules replace the temporary kernel path when they land.
-AVAILABLE_MODULES: dict[str, type[IOModule]] = {}
-FORWARDING_MODULES = ("router", "nat")
+# Modules whose datapath is built, by config name.
+AVAILABLE_MODULES: dict[str, type[IOModule]] = {"router": RouterModule}
 
 
 class ApplianceError(RuntimeError):
@@ -59,6 +58,7 @@ class Appliance:
         try:
             self._configure_interfaces()
             self._start_dataplane()
+            self._start_wan_client()
             self._start_forwarding_path()
             self._start_web()
         except Exception:
@@ -83,20 +83,32 @@ class Appliance:
             interfaces.set_default_route(cfg.wan.interface, cfg.wan.gateway)
         else:
             interfaces.link_up(cfg.wan.interface)
+
+    def _start_wan_client(self) -> None:
+        """After the dataplane: a lease updates modules that must exist."""
+        cfg = self.config
+        if cfg.wan.mode == "dhcp":
             self.wan_client = WanDhcpClient(
                 cfg.wan.interface, self._on_wan_lease, Path(cfg.state_dir), cfg.lan.hostname
             )
             self.wan_client.start()
 
+    def _nat_in_kernel(self) -> bool:
+        """NAT wanted but no NAT module: the kernel must masquerade, and so
+        forward too (the router in XDP would bypass the masquerade)."""
+        return self.config.nat.enabled and "nat" not in AVAILABLE_MODULES
+
     def _modules(self) -> list[IOModule]:
         wanted = dict.fromkeys(self.config.dataplane.order.lan + self.config.dataplane.order.wan)
         modules = []
         for name in wanted:
-            section = getattr(self.config, name)
-            if not section.enabled:
+            if not getattr(self.config, name).enabled:
                 continue
             if name not in AVAILABLE_MODULES:
                 log.info("module %s: datapath not built yet; skipped", name)
+                continue
+            if name == "router" and self._nat_in_kernel():
+                log.info("module router: left out while NAT runs in the kernel")
                 continue
             modules.append(AVAILABLE_MODULES[name](self.config))
         return modules
@@ -119,11 +131,9 @@ class Appliance:
         dataplane.slowpath.start()
 
     def _start_forwarding_path(self) -> None:
-        assert self.dataplane is not None
-        if all(name in self.dataplane.modules for name in FORWARDING_MODULES):
-            return
-        kernelpath.enable(self.config.lan.interface, self.config.wan.interface)
-        self.kernel_path = True
+        masquerade = self._nat_in_kernel()
+        kernelpath.enable(self.config.lan.interface, self.config.wan.interface, masquerade)
+        self.kernel_path = masquerade
 
     def _start_web(self) -> None:
         listen = self.config.webui.listen
@@ -133,7 +143,13 @@ class Appliance:
     def _on_wan_lease(self, lease: WanLease | None) -> None:
         if lease is None:
             log.warning("WAN lease lost on %s", self.config.wan.interface)
-        # The router and NAT modules will follow the WAN address here.
+        router = self._module("router")
+        if isinstance(router, RouterModule):
+            router.set_wan(lease.address if lease else None, lease.router if lease else None)
+
+    def _module(self, name: str) -> IOModule | None:
+        loaded = self.dataplane.modules.get(name) if self.dataplane else None
+        return loaded.module if loaded else None
 
     # -- observe -----------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -155,9 +171,8 @@ class Appliance:
         if self.web:
             self.web.stop()
             self.web = None
-        if self.kernel_path:
-            kernelpath.disable()
-            self.kernel_path = False
+        kernelpath.disable()
+        self.kernel_path = False
         if self.dataplane:
             self.dataplane.close()
             self.dataplane = None

@@ -1,9 +1,11 @@
-"""TEMPORARY KERNEL PATH: Linux forwarding + nftables masquerade.
+"""The kernel's part in forwarding: ip_forward, an input guard, and (until the
+NAT IO module lands) the TEMPORARY KERNEL PATH masquerade.
 
-Until the router and NAT IO modules are in the chain, LAN->WAN traffic is
-forwarded by the kernel: the XDP roots pass packets up (XDP_PASS), Linux
-routes them and nftables masquerades them on the WAN. The appliance sets this
-up only when those modules are absent or disabled, and says so in its log.
+- Linux forwarding is on: what XDP hands to the kernel (fragmentation, IP
+  options with TTL 1, frames for the same interface) is still forwarded.
+- The gateway's own services are not reachable from the WAN (input chain).
+- With NAT wanted but no NAT module in the chain, Linux forwards LAN->WAN and
+  nftables masquerades on the WAN: the temporary kernel path, said in the log.
 """
 
 from __future__ import annotations
@@ -24,15 +26,8 @@ def _nft(script: str) -> None:
         raise RuntimeError(f"nft refused the kernel-path rules: {result.stderr.strip()}")
 
 
-def ruleset(lan_if: str, wan_if: str) -> str:
+def _input_chain(wan_if: str) -> str:
     return f"""
-table ip {TABLE} {{
-    chain forward {{
-        type filter hook forward priority filter; policy drop;
-        ct state established,related accept
-        ct state invalid drop
-        iifname "{lan_if}" oifname "{wan_if}" accept
-    }}
     chain input {{
         type filter hook input priority filter; policy accept;
         iifname "{wan_if}" ct state established,related accept
@@ -40,25 +35,41 @@ table ip {TABLE} {{
         iifname "{wan_if}" icmp type {{ echo-request, destination-unreachable,
                                         time-exceeded }} accept
         iifname "{wan_if}" drop
+    }}"""
+
+
+def _masquerade_chains(lan_if: str, wan_if: str) -> str:
+    return f"""
+    chain forward {{
+        type filter hook forward priority filter; policy drop;
+        ct state established,related accept
+        ct state invalid drop
+        iifname "{lan_if}" oifname "{wan_if}" accept
     }}
     chain postrouting {{
         type nat hook postrouting priority srcnat; policy accept;
         oifname "{wan_if}" masquerade
-    }}
-}}
-"""
+    }}"""
 
 
-def enable(lan_if: str, wan_if: str) -> None:
+def ruleset(lan_if: str, wan_if: str, masquerade: bool) -> str:
+    chains = _input_chain(wan_if)
+    if masquerade:
+        chains += _masquerade_chains(lan_if, wan_if)
+    return f"table ip {TABLE} {{{chains}\n}}\n"
+
+
+def enable(lan_if: str, wan_if: str, masquerade: bool) -> None:
     disable(quiet=True)
-    _nft(ruleset(lan_if, wan_if))
+    _nft(ruleset(lan_if, wan_if, masquerade))
     FORWARDING_SYSCTL.write_text("1")
-    log.warning(
-        "TEMPORARY KERNEL PATH active: %s -> %s forwarded by Linux + nftables masquerade "
-        "(router/NAT IO modules not in the chain)",
-        lan_if,
-        wan_if,
-    )
+    if masquerade:
+        log.warning(
+            "TEMPORARY KERNEL PATH active: %s -> %s forwarded by Linux + nftables masquerade "
+            "(no NAT IO module in the chain)", lan_if, wan_if,
+        )
+    else:
+        log.info("kernel forwarding on for what XDP hands up; WAN input guarded")
 
 
 def disable(quiet: bool = False) -> None:
@@ -66,4 +77,4 @@ def disable(quiet: bool = False) -> None:
     if result.returncode == 0:
         FORWARDING_SYSCTL.write_text("0")
         if not quiet:
-            log.info("temporary kernel path removed")
+            log.info("kernel path removed")

@@ -57,6 +57,7 @@ class Dataplane:
         self._root_fds: dict[tuple[Nic, Hook], int] = {}
         self._chains: dict[Hook, Chain] = {}
         self._attached: list[tuple[Nic, Hook]] = []
+        self._ifindex: dict[int, Nic] = {}  # of the attached NICs
         self.slowpath: SlowPath | None = None
 
     # -- loading ---------------------------------------------------------
@@ -135,6 +136,7 @@ class Dataplane:
         """Attach the roots to the NICs; on failure, undo what was attached."""
         try:
             for nic, ifname in self.interfaces.items():
+                self._ifindex[nic_attach.ifindex(ifname)] = nic
                 nic_attach.attach_xdp(ifname, self._root_fds[(nic, Hook.XDP)], self.xdp_mode)
                 self._attached.append((nic, Hook.XDP))
                 nic_attach.attach_tc_egress(
@@ -153,14 +155,17 @@ class Dataplane:
             else:
                 nic_attach.detach_tc_egress(ifname)
         self._attached.clear()
+        self._ifindex.clear()
 
     def reinject(self, frame: bytes, ingress_ifindex: int) -> None:
         """Send a frame through the XDP chain of the NIC it arrived on, for real."""
-        for nic, ifname in self.interfaces.items():
-            if nic_attach.ifindex(ifname) == ingress_ifindex:
-                inject_xdp(self._root_fds[(nic, Hook.XDP)], frame, ingress_ifindex)
-                return
-        log.warning("dropped a re-injected frame: ifindex %d is not a homegw NIC", ingress_ifindex)
+        nic = self._ifindex.get(ingress_ifindex)
+        if nic is None:
+            log.warning(
+                "dropped a re-injected frame: ifindex %d is not an attached NIC", ingress_ifindex
+            )
+            return
+        inject_xdp(self._root_fds[(nic, Hook.XDP)], frame, ingress_ifindex)
 
     # -- observation -----------------------------------------------------
     def root_fd(self, nic: Nic, hook: Hook) -> int:

@@ -41,3 +41,17 @@ def read_chain_stats(pin_dir: str, nic: Nic, hook: Hook) -> tuple[int, int]:
         return sum(v.packets for v in values), sum(v.bytes for v in values)
     finally:
         os.close(fd)
+
+
+def read_percpu_u64(path: str, key: int) -> int:
+    """One entry of a pinned per-CPU array of u64 counters, summed over CPUs."""
+    fd = _open(path)
+    try:
+        values = (ctypes.c_uint64 * possible_cpus())()
+        index = ctypes.c_uint32(key)
+        if _lib().bpf_map_lookup_elem(fd, ctypes.byref(index), ctypes.byref(values)) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"{path} lookup: {os.strerror(err)}")
+        return sum(values)
+    finally:
+        os.close(fd)

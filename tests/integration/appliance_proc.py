@@ -63,6 +63,18 @@ class ApplianceProcess:
             raise AssertionError(f"no log line /{pattern}/ ({state}); log:\n{self.log}")
         return match
 
+    def wait_for_count(self, pattern: str, count: int, timeout: float = 60) -> None:
+        """Block until `count` log lines match `pattern`."""
+        regex = re.compile(pattern)
+
+        def enough() -> bool:
+            return sum(1 for x in self.lines if regex.search(x)) >= count or self.exited()
+
+        with self._changed:
+            self._changed.wait_for(enough, timeout)
+            seen = sum(1 for x in self.lines if regex.search(x))
+        assert seen >= count, f"{seen} of {count} /{pattern}/ lines; log:\n{self.log}"
+
     def exited(self) -> bool:
         return self.proc is not None and self.proc.poll() is not None
 

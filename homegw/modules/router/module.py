@@ -179,7 +179,7 @@ class RouterModule(IOModule):
                 if self.maps:
                     self.maps.del_neighbour(ip)
         if gone:
-            log.debug("router: aged out neighbours %s", ", ".join(map(str, gone)))
+            log.info("router: aged out neighbours %s", ", ".join(map(str, gone)))
         return gone
 
     def set_neighbour(self, ip: ipaddress.IPv4Address, mac: str, nic: Nic) -> None:
