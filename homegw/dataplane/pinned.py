@@ -29,18 +29,24 @@ def _open(path: str) -> int:
     return fd
 
 
-def read_chain_stats(pin_dir: str, nic: Nic, hook: Hook) -> tuple[int, int]:
-    """(packets, bytes) that entered the chain of (nic, hook), summed over CPUs."""
-    fd = _open(f"{pin_dir}/chain_stats")
+def read_percpu_counter(path: str, key: int) -> tuple[int, int]:
+    """(packets, bytes) of one entry of a pinned per-CPU array of struct
+    homegw_counter, summed over CPUs."""
+    fd = _open(path)
     try:
         values = (_Counter * possible_cpus())()
-        key = ctypes.c_uint32(generation_key(nic, hook))
-        if _lib().bpf_map_lookup_elem(fd, ctypes.byref(key), ctypes.byref(values)) != 0:
+        index = ctypes.c_uint32(key)
+        if _lib().bpf_map_lookup_elem(fd, ctypes.byref(index), ctypes.byref(values)) != 0:
             err = ctypes.get_errno()
-            raise OSError(err, f"chain_stats lookup: {os.strerror(err)}")
+            raise OSError(err, f"{path} lookup: {os.strerror(err)}")
         return sum(v.packets for v in values), sum(v.bytes for v in values)
     finally:
         os.close(fd)
+
+
+def read_chain_stats(pin_dir: str, nic: Nic, hook: Hook) -> tuple[int, int]:
+    """(packets, bytes) that entered the chain of (nic, hook), summed over CPUs."""
+    return read_percpu_counter(f"{pin_dir}/chain_stats", generation_key(nic, hook))
 
 
 def read_percpu_u64(path: str, key: int) -> int:

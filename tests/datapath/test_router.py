@@ -41,9 +41,23 @@ def fake_nic(ifname: str, address: ipaddress.IPv4Address | None, up: bool = True
     return IfaceInfo(ifindex, mac, mtu, up, address)
 
 
+NO_STATIC_ROUTES = {**CONFIG, "router": {"routes": []}}
+
+
+@pytest.fixture(params=["trie", "subnets"])
+def router(dataplane: Dataplane, request: pytest.FixtureRequest) -> RouterModule:
+    """With static routes the datapath searches the LPM trie; without, it routes
+    by the NICs' subnets and the default route. Both must forward alike."""
+    return load_router(dataplane, CONFIG if request.param == "trie" else NO_STATIC_ROUTES)
+
+
 @pytest.fixture
-def router(dataplane: Dataplane) -> RouterModule:
-    module = RouterModule(parse_config(CONFIG), iface_info=fake_nic, watch_kernel=False)
+def trie_router(dataplane: Dataplane) -> RouterModule:
+    return load_router(dataplane, CONFIG)
+
+
+def load_router(dataplane: Dataplane, config: dict) -> RouterModule:
+    module = RouterModule(parse_config(config), iface_info=fake_nic, watch_kernel=False)
     dataplane.add_module(module)
     dataplane.set_order(Nic.LAN, ["router"])
     dataplane.set_order(Nic.WAN, ["router"])
@@ -107,7 +121,8 @@ def test_wan_to_lan(dataplane: Dataplane, router) -> None:  # noqa: ANN001
     assert result.data == forwarded(frame, LAN_MAC, HOST_MAC)
 
 
-def test_longest_prefix_wins(dataplane: Dataplane, router: RouterModule) -> None:
+def test_longest_prefix_wins(dataplane: Dataplane, trie_router: RouterModule) -> None:
+    router = trie_router
     router.set_neighbour(ipaddress.IPv4Address("203.0.113.9"), "02:00:00:00:00:09", Nic.WAN)
     router.set_neighbour(ipaddress.IPv4Address("203.0.113.10"), "02:00:00:00:00:10", Nic.WAN)
     cases = {"10.1.2.3": "02:00:00:00:00:10", "10.2.3.4": "02:00:00:00:00:09", "8.8.8.8": ISP_MAC}

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from homegw.dataplane.abi import Nic
 from homegw.modules.router.routes import Route
 
-# enum router_counter in router.bpf.c, in order.
+# enum router_counter in router.bpf.c, in order ("forwarded" is the sum of
+# the per-NIC counters, not a counter of its own).
 COUNTERS = (
     "forwarded",
     "to_kernel",
@@ -38,6 +39,8 @@ class Iface(ctypes.Structure):
     _fields_ = [
         ("ifindex", ctypes.c_uint32),
         ("addr", ctypes.c_uint32),
+        ("mask", ctypes.c_uint32),
+        ("gateway", ctypes.c_uint32),
         ("mtu", ctypes.c_uint32),
         ("up", ctypes.c_uint32),
         ("mac", ctypes.c_ubyte * 6),
@@ -79,7 +82,7 @@ class RouterMaps:
     def __init__(self, bpf) -> None:  # noqa: ANN001 - bcc.BPF
         self._routes = bpf["router_routes"]
         self._ifaces = bpf["router_ifaces"]
-        self._local = bpf["router_local"]
+        self._settings = bpf["router_settings"]
         self._neigh = bpf["router_neigh"]
         self._stats = bpf["router_stats"]
         self._nic_stats = bpf["router_nic_stats"]
@@ -97,18 +100,29 @@ class RouterMaps:
             if (key.prefixlen, key.addr) not in wanted:
                 del self._routes[key]
 
-    def set_iface(self, nic: Nic, info: IfaceInfo) -> None:
+    def set_iface(
+        self,
+        nic: Nic,
+        info: IfaceInfo,
+        network: ipaddress.IPv4Interface | None,
+        default_gateway: ipaddress.IPv4Address | None,
+    ) -> None:
+        """The NIC, its address and subnet, and the default route's next hop
+        when the default route leaves by it."""
+        mask = be32(network.netmask) if network else 0
         self._ifaces[ctypes.c_int(nic)] = Iface(
-            info.ifindex, be32(info.address), info.mtu, int(info.up), mac_bytes(info.mac), 0
+            info.ifindex,
+            be32(info.address),
+            mask,
+            be32(default_gateway),
+            info.mtu,
+            int(info.up),
+            mac_bytes(info.mac),
+            0,
         )
 
-    def set_local(self, addresses: dict[ipaddress.IPv4Address, Nic]) -> None:
-        wanted = {be32(a): nic for a, nic in addresses.items()}
-        for addr, nic in wanted.items():
-            self._local[ctypes.c_uint32(addr)] = ctypes.c_uint32(nic)
-        for key in list(self._local.keys()):
-            if key.value not in wanted:
-                del self._local[key]
+    def set_use_lpm(self, use_lpm: bool) -> None:
+        self._settings[ctypes.c_int(0)] = self._settings.Leaf(int(use_lpm))
 
     def set_neighbour(self, ip: ipaddress.IPv4Address, mac: str, nic: Nic) -> None:
         self._neigh[ctypes.c_uint32(be32(ip))] = Neighbour(mac_bytes(mac), nic)
@@ -126,9 +140,11 @@ class RouterMaps:
         }
 
     def counters(self) -> dict[str, int]:
-        return {
+        counts = {
             name: int(sum(self._stats.getvalue(ctypes.c_int(i)))) for i, name in enumerate(COUNTERS)
         }
+        counts["forwarded"] = sum(packets for packets, _ in self.nic_counters().values())
+        return counts
 
     def nic_counters(self) -> dict[str, tuple[int, int]]:
         out = {}

@@ -109,16 +109,21 @@ class RouterModule(IOModule):
             Nic.LAN: self._iface_info(cfg.lan.interface, cfg.lan.address.ip),
             Nic.WAN: self._iface_info(cfg.wan.interface, wan_ip),
         }
-        assert self.maps is not None
-        for nic, info in self.ifaces.items():
-            self.maps.set_iface(nic, info)
-        local = {cfg.lan.address.ip: Nic.LAN}
-        if wan_ip:
-            local[wan_ip] = Nic.WAN
-        self.maps.set_local(local)
         static = tuple((r.destination, r.via) for r in cfg.router.routes)
         self.routes = compute_routes(cfg.lan.address, self.wan, static)
+        assert self.maps is not None
         self.maps.set_routes(self.routes)
+        self._write_iface(Nic.LAN)
+        self._write_iface(Nic.WAN)
+        # beyond connected + default, the datapath must search the trie
+        self.maps.set_use_lpm(len(self.routes) > len(compute_routes(cfg.lan.address, self.wan)))
+
+    def _write_iface(self, nic: Nic) -> None:
+        """Write one NIC's map entry from self.ifaces and the WAN state."""
+        network = self.config.lan.address if nic is Nic.LAN else self.wan.address
+        gateway = self.wan.gateway if nic is Nic.WAN and self.wan.address else None
+        assert self.maps is not None
+        self.maps.set_iface(nic, self.ifaces[nic], network, gateway)
 
     def _resolve_gateway(self) -> None:
         """Resolve the default gateway ahead of the first packet."""
@@ -139,6 +144,14 @@ class RouterModule(IOModule):
 
     def _on_neigh(self, event: NeighEvent) -> None:
         nic = self._nic_of(event.ifindex)
+        log.debug(
+            "neighbour %s on %s (%s): %s state %#x",
+            event.ip,
+            event.ifindex,
+            nic,
+            event.mac,
+            event.state,
+        )
         if nic is None or self.maps is None:
             return
         frames: list[tuple[bytes, int]] = []
@@ -162,7 +175,7 @@ class RouterModule(IOModule):
                 self.ifaces[nic] = info = IfaceInfo(
                     info.ifindex, info.mac, event.mtu, event.carrier, info.address
                 )
-                self.maps.set_iface(nic, info)
+                self._write_iface(nic)
             log.warning(
                 "router: %s link %s, mtu %d", nic.name, "up" if info.up else "DOWN", info.mtu
             )

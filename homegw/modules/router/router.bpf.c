@@ -23,7 +23,7 @@
 
 /* Keep in step with homegw/modules/router/maps.py. */
 enum router_counter {
-	C_FORWARDED,
+	C_FORWARDED, /* not counted here: the sum of router_nic_stats */
 	C_TO_KERNEL,
 	C_NEIGH_MISS,
 	C_TTL_EXCEEDED,
@@ -47,10 +47,16 @@ struct route {
 struct iface {
 	__u32 ifindex;
 	__be32 addr;    /* the gateway's own address on this NIC (0: none yet) */
+	__be32 mask;    /* its subnet mask */
+	__be32 gateway; /* next hop of the default route, if it leaves by this NIC */
 	__u32 mtu;
 	__u32 up;       /* carrier up */
 	unsigned char mac[ETH_ALEN];
 	__u16 pad;
+};
+
+struct settings {
+	__u32 use_lpm;  /* static routes exist: look routes up in the trie */
 };
 
 struct neighbour {
@@ -76,8 +82,8 @@ BPF_F_TABLE("lpm_trie", struct route_key, struct route, router_routes, ROUTER_MA
 	    BPF_F_NO_PREALLOC);
 // <HOMEGW_NIC_*, the gateway's interface there>
 BPF_ARRAY(router_ifaces, struct iface, HOMEGW_NICS);
-// <IPv4 address, HOMEGW_NIC_*>: the gateway's own addresses
-BPF_HASH(router_local, __be32, __u32, 16);
+// <0, how routes are looked up>
+BPF_ARRAY(router_settings, struct settings, 1);
 // <next-hop IPv4 address, MAC and NIC>: mirrored from the kernel by neigh.py
 BPF_HASH(router_neigh, __be32, struct neighbour, ROUTER_MAX_NEIGHBOURS);
 // <enum router_counter, packets>
@@ -180,6 +186,40 @@ static __always_inline int is_martian(__be32 addr)
 	return host == 0 || (host >> 24) == 127 || (host >> 28) == 0xe || host == 0xffffffff;
 }
 
+/* The route to daddr. The trie holds every route; without static routes
+ * (the common home) the same answer comes cheaper from the two NICs'
+ * subnets and the default route, so the trie is only searched when needed. */
+static __always_inline int find_route(__be32 daddr, u32 in_nic, struct iface *in,
+				      struct iface *other, struct route *found)
+{
+	u32 zero = 0;
+	struct settings *settings = router_settings.lookup(&zero);
+
+	if (!settings || settings->use_lpm) {
+		struct route_key key = { .prefixlen = 32, .addr = daddr };
+		struct route *hit = router_routes.lookup(&key);
+		if (!hit)
+			return 0;
+		*found = *hit;
+		return 1;
+	}
+	found->gateway = 0;
+	if (in->addr && !((daddr ^ in->addr) & in->mask)) {
+		found->nic = in_nic;
+	} else if (other->addr && !((daddr ^ other->addr) & other->mask)) {
+		found->nic = in_nic ^ 1;
+	} else if (in->gateway) {
+		found->nic = in_nic;
+		found->gateway = in->gateway;
+	} else if (other->gateway) {
+		found->nic = in_nic ^ 1;
+		found->gateway = other->gateway;
+	} else {
+		return 0;
+	}
+	return 1;
+}
+
 static __always_inline int to_kernel(struct xdp_md *ctx)
 {
 	count(C_TO_KERNEL);
@@ -200,7 +240,11 @@ int router_xdp(struct xdp_md *ctx)
 	struct iface *in = router_ifaces.lookup(&in_nic);
 	if (!in)
 		return homegw_next_xdp(ctx);
-	if (router_local.lookup(&ip->daddr)) {
+	u32 other_nic = in_nic ^ 1;
+	struct iface *other = router_ifaces.lookup(&other_nic);
+	if (!other)
+		return homegw_next_xdp(ctx);
+	if (ip->daddr == in->addr || ip->daddr == other->addr) { /* the gateway's own */
 		cur->flags |= HOMEGW_F_LOCAL;
 		return homegw_next_xdp(ctx);
 	}
@@ -209,12 +253,12 @@ int router_xdp(struct xdp_md *ctx)
 	    !same_mac(eth->h_dest, in->mac))
 		return to_kernel(ctx);
 
-	struct route_key key = { .prefixlen = 32, .addr = ip->daddr };
-	struct route *route = router_routes.lookup(&key);
-	u32 out_nic = route ? route->nic : HOMEGW_NIC_NONE;
-	struct iface *out = route ? router_ifaces.lookup(&out_nic) : NULL;
+	struct route route;
+	int routed = find_route(ip->daddr, in_nic, in, other, &route);
+	u32 out_nic = routed ? route.nic : HOMEGW_NIC_NONE;
+	struct iface *out = out_nic == in_nic ? in : other;
 
-	if (!out || !out->up || !out->ifindex)
+	if (!routed || !out->up || !out->ifindex)
 		return icmp_error(ctx, in, ICMP_DEST_UNREACH, ICMP_NET_UNREACH, 0, C_UNREACHABLE);
 	if (out_nic == in_nic) /* back out where it came from: the kernel sends a redirect */
 		return to_kernel(ctx);
@@ -227,7 +271,7 @@ int router_xdp(struct xdp_md *ctx)
 				  htonl(out->mtu & 0xffff), C_FRAG_NEEDED);
 	}
 
-	__be32 next_hop = route->gateway ? route->gateway : ip->daddr;
+	__be32 next_hop = route.gateway ? route.gateway : ip->daddr;
 	struct neighbour *neigh = router_neigh.lookup(&next_hop);
 	if (!neigh || neigh->nic != out_nic) {
 		count(C_NEIGH_MISS);
@@ -255,7 +299,6 @@ int router_xdp(struct xdp_md *ctx)
 		nic_stats->packets++;
 		nic_stats->bytes += bytes;
 	}
-	count(C_FORWARDED);
 	cur->fwd = HOMEGW_FWD_REDIRECT;
 	cur->out_ifindex = out->ifindex;
 	cur->out_nic = out_nic;

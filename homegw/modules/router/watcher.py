@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.rtnl import RTMGRP_LINK, RTMGRP_NEIGH
 
+from homegw.modules.router.neigh import USABLE
+
 log = logging.getLogger(__name__)
 
 RTM_NEWLINK, RTM_NEWNEIGH, RTM_DELNEIGH = 16, 28, 29
@@ -75,20 +77,22 @@ class KernelWatcher:
         self._thread.join(5)
 
     def resolve(self, ip: ipaddress.IPv4Address, ifindex: int) -> None:
-        """Make the kernel resolve ip on ifindex (as `ip neigh replace IP dev X
-        use nud none`); the answer arrives as a neighbour event. A kernel entry
-        that is already usable is reported right away."""
+        """Have the kernel resolve ip on ifindex; the answer arrives as a
+        neighbour event. A kernel entry that is usable already is reported as
+        it is and left alone (asking again would reset even a permanent one)."""
         if self._loop:
             asyncio.run_coroutine_threadsafe(self._resolve(ip, ifindex), self._loop)
 
     async def _resolve(self, ip: ipaddress.IPv4Address, ifindex: int) -> None:
         try:
             async with AsyncIPRoute() as ipr:
-                await ipr.neigh("replace", dst=str(ip), ifindex=ifindex, state=0, flags=NTF_USE)
                 async for msg in await ipr.neigh("dump", family=AF_INET, ifindex=ifindex):
                     event = _neigh_event(msg)
-                    if event and event.ip == ip:
+                    if event and event.ip == ip and event.mac and event.state & USABLE:
                         self._deliver(self._on_neigh, event)
+                        return
+                # as `ip neigh replace IP dev X use nud none`: resolve like a packet would
+                await ipr.neigh("replace", dst=str(ip), ifindex=ifindex, state=0, flags=NTF_USE)
         except Exception:
             log.exception("resolving %s on ifindex %d failed", ip, ifindex)
 

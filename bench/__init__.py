@@ -1,0 +1,1 @@
+"""Benchmarks: homegw side by side with the Linux baseline, in one run."""

@@ -1,0 +1,216 @@
+"""Shared pieces of the benchmarks: a generator -> gateway -> sink topology in
+namespaces, an XDP live-frames traffic generator and an XDP counting sink.
+
+Traps avoided (DESIGN.md §6): the sink drops ARP too, so the gateway gets a
+permanent neighbour entry for it; programs are detached on every exit path;
+packets are counted at an XDP sink, not as skbs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import secrets
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from bcc import BPF
+from pyroute2 import IPRoute
+from pyroute2.netns import popns, pushns
+
+from homegw import netns
+from homegw.dataplane.attach import attach_xdp, detach_xdp
+from homegw.dataplane.testrun import _lib, _ProgTestRunOpts, _XdpMd
+
+HERE = Path(__file__).parent
+GEN_IP, GW_LAN_IP, GW_WAN_IP, SINK_IP = "10.10.1.2", "10.10.1.1", "10.10.2.1", "10.10.2.2"
+TARGET_IP = "198.18.0.1"  # RFC 2544 benchmarking range, routed to the sink
+FRAME_LEN = 60  # a 64-byte Ethernet frame without its FCS
+BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
+
+
+@contextlib.contextmanager
+def in_netns(name: str) -> Iterator[None]:
+    pushns(name)
+    try:
+        yield
+    finally:
+        popns()
+
+
+def link(name: str) -> tuple[int, str]:
+    """(ifindex, MAC) of an interface in the current namespace."""
+    with IPRoute() as ipr:
+        msg = ipr.link("get", index=ipr.link_lookup(ifname=name)[0])[0]
+    return msg["index"], msg.get_attr("IFLA_ADDRESS")
+
+
+@dataclass
+class Topology:
+    """gen (eth0) -- (lan0) gw (wan0) -- (eth0) sink"""
+
+    tag: str
+
+    def ns(self, short: str) -> str:
+        return f"hgwb-{self.tag}-{short}"
+
+    def build(self) -> Topology:
+        for short in ("gen", "gw", "sink"):
+            netns.ip("netns", "add", self.ns(short))
+            netns.ip("link", "set", "lo", "up", ns=self.ns(short))
+        netns.add_veth("eth0", self.ns("gen"), "lan0", self.ns("gw"))
+        netns.add_veth("wan0", self.ns("gw"), "eth0", self.ns("sink"))
+        for dev, short, address in (
+            ("eth0", "gen", f"{GEN_IP}/24"),
+            ("lan0", "gw", f"{GW_LAN_IP}/24"),
+            ("wan0", "gw", f"{GW_WAN_IP}/24"),
+            ("eth0", "sink", f"{SINK_IP}/24"),
+        ):
+            netns.tx_offload_off(dev, self.ns(short))
+            netns.ip("addr", "add", address, "dev", dev, ns=self.ns(short))
+            netns.ip("link", "set", dev, "up", ns=self.ns(short))
+        with in_netns(self.ns("sink")):
+            self.sink_mac = link("eth0")[1]
+        with in_netns(self.ns("gw")):
+            self.lan_mac, self.wan_mac = link("lan0")[1], link("wan0")[1]
+            self.wan_ifindex = link("wan0")[0]
+        # The sink drops ARP: the gateway must know it for good.
+        netns.ip(
+            "neigh",
+            "replace",
+            SINK_IP,
+            "lladdr",
+            self.sink_mac,
+            "nud",
+            "permanent",
+            "dev",
+            "wan0",
+            ns=self.ns("gw"),
+        )
+        return self
+
+    def teardown(self) -> None:
+        for short in ("gen", "gw", "sink"):
+            subprocess.run(["ip", "netns", "del", self.ns(short)], capture_output=True)
+
+    def run(self, short: str, *argv: str) -> str:
+        return netns.run_cmd(netns.exec_argv(self.ns(short), list(argv)))
+
+    def linux_forwarding(self, on: bool) -> None:
+        self.run("gw", "sysctl", "-qw", f"net.ipv4.ip_forward={int(on)}")
+        if on:
+            netns.ip("route", "replace", "default", "via", SINK_IP, ns=self.ns("gw"))
+
+
+def new_tag() -> str:
+    return "b" + secrets.token_hex(2)
+
+
+class XdpPass:
+    """An XDP_PASS program: gives a veth NAPI (needed to take frames sent to it
+    with XDP) without GRO, which would merge forwarded UDP into fewer skbs.
+    With verdict="XDP_DROP" it measures what the generator alone costs."""
+
+    def __init__(self, topo: Topology, short: str, dev: str, verdict: str = "XDP_PASS") -> None:
+        self.topo, self.short, self.dev = topo, short, dev
+        self.bpf = BPF(text=f"int xdp_fixed(struct xdp_md *ctx) {{ return {verdict}; }}")
+        fd = self.bpf.load_func("xdp_fixed", BPF.XDP).fd
+        with in_netns(topo.ns(short)):
+            attach_xdp(dev, fd, "native")
+
+    def close(self) -> None:
+        with in_netns(self.topo.ns(self.short)):
+            detach_xdp(self.dev, "native")
+        self.bpf.cleanup()
+
+
+class Sink:
+    """XDP program on the sink's eth0 that counts and drops."""
+
+    def __init__(self, topo: Topology) -> None:
+        self.topo = topo
+        self.bpf = BPF(src_file=str(HERE / "xdp_sink.bpf.c"))
+        fd = self.bpf.load_func("xdp_sink", BPF.XDP).fd
+        with in_netns(topo.ns("sink")):
+            attach_xdp("eth0", fd, "native")
+
+    def count(self) -> int:
+        return int(self.bpf["sink_count"].sum(ctypes.c_int(0)).value)
+
+    def close(self) -> None:
+        with in_netns(self.topo.ns("sink")):
+            detach_xdp("eth0", "native")
+        self.bpf.cleanup()
+
+
+class Generator:
+    """Live-frames XDP generator sending from gen's eth0 to the gateway."""
+
+    def __init__(self, topo: Topology, flows: int, pace: int = 1) -> None:
+        from scapy.layers.inet import IP, UDP
+        from scapy.layers.l2 import Ether
+
+        self.topo = topo
+        self.bpf = BPF(
+            src_file=str(HERE / "xdp_gen.bpf.c"), cflags=[f"-DFLOWS={flows}", f"-DPACE={pace}"]
+        )
+        self.fd = self.bpf.load_func("xdp_gen", BPF.XDP).fd
+        with in_netns(topo.ns("gen")):
+            self.ifindex, mac = link("eth0")
+        frame = (
+            Ether(src=mac, dst=topo.lan_mac)
+            / IP(src=GEN_IP, dst=TARGET_IP, ttl=64)
+            / UDP(sport=10000, dport=9, chksum=0)
+        )
+        raw = bytes(frame)
+        self.frame = raw + bytes(FRAME_LEN - len(raw))
+        template = self.bpf["gen_template"]
+        template[ctypes.c_int(0)] = template.Leaf.from_buffer_copy(raw)
+        self.pace = pace
+
+    def send(self, runs: int) -> None:
+        """`runs` live-frame runs (runs / pace frames sent), as fast as the CPU allows."""
+        data = ctypes.create_string_buffer(self.frame, len(self.frame))
+        ctx = _XdpMd(0, len(self.frame), 0, self.ifindex, 0, 0)
+        opts = _ProgTestRunOpts(
+            sz=ctypes.sizeof(_ProgTestRunOpts),
+            data_in=ctypes.cast(data, ctypes.c_void_p),
+            data_size_in=len(self.frame),
+            ctx_in=ctypes.cast(ctypes.pointer(ctx), ctypes.c_void_p),
+            ctx_size_in=ctypes.sizeof(ctx),
+            repeat=runs,
+            flags=BPF_F_TEST_XDP_LIVE_FRAMES,
+            batch_size=64,
+        )
+        with in_netns(self.topo.ns("gen")):
+            if _lib().bpf_prog_test_run_opts(self.fd, ctypes.byref(opts)) != 0:
+                raise OSError(ctypes.get_errno(), "live-frames generator failed")
+
+    def close(self) -> None:
+        self.bpf.cleanup()
+
+
+@dataclass(frozen=True)
+class Rate:
+    offered_pps: float
+    received_pps: float
+
+    @property
+    def loss(self) -> float:
+        return max(0.0, 1 - self.received_pps / self.offered_pps) if self.offered_pps else 0.0
+
+
+def measure(gen: Generator, sink: Sink, seconds: float, chunk: int = 200_000) -> Rate:
+    """Send for about `seconds`; rates from the frames sent and counted."""
+    gen.send(chunk // 10)  # warm-up: neighbour and caches
+    start_count, start, runs = sink.count(), time.monotonic(), 0
+    while time.monotonic() - start < seconds:
+        gen.send(chunk)
+        runs += chunk
+    elapsed = time.monotonic() - start
+    # frames still in flight arrive within microseconds; the sink counted them
+    received = sink.count() - start_count
+    return Rate(runs / gen.pace / elapsed, received / elapsed)
