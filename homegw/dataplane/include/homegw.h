@@ -56,6 +56,10 @@ struct homegw_cursor {
 	__u32 out_ifindex; /* egress interface when fwd == HOMEGW_FWD_REDIRECT */
 	__u32 out_nic;     /* HOMEGW_NIC_* of the egress, or HOMEGW_NIC_NONE */
 	__u32 flags;       /* HOMEGW_F_* */
+	/* The frame's MACs as it arrived, saved by a module that rewrites them
+	 * (router), so a later one can still answer the sender (nat's ICMP). */
+	unsigned char in_src_mac[ETH_ALEN];
+	unsigned char in_dst_mac[ETH_ALEN];
 };
 
 #define HOMEGW_FWD_KERNEL 0   /* chain end: XDP_PASS, the kernel decides */
@@ -176,7 +180,8 @@ static __always_inline int homegw_punt_xdp(struct xdp_md *ctx, __u16 reason,
 	return slowpath.perf_submit_skb(ctx, cap, &hdr, sizeof(hdr));
 }
 
-/* Incremental checksum update for a 16-bit field change (RFC 1624). */
+/* Incremental checksum update for a 16-bit field change (RFC 1624). Values
+ * as they sit in the packet (network order); so is *sum. */
 static __always_inline void homegw_csum_replace2(__u16 *sum, __u16 old, __u16 new)
 {
 	__u32 csum = (__u16)~*sum;
@@ -186,6 +191,13 @@ static __always_inline void homegw_csum_replace2(__u16 *sum, __u16 old, __u16 ne
 	csum = (csum & 0xffff) + (csum >> 16);
 	csum = (csum & 0xffff) + (csum >> 16);
 	*sum = ~csum;
+}
+
+/* The same for a 32-bit field (an IPv4 address): its two 16-bit words. */
+static __always_inline void homegw_csum_replace4(__u16 *sum, __u32 old, __u32 new)
+{
+	homegw_csum_replace2(sum, (__u16)old, (__u16)new);
+	homegw_csum_replace2(sum, (__u16)(old >> 16), (__u16)(new >> 16));
 }
 
 #endif /* HOMEGW_H */

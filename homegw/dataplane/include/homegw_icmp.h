@@ -28,6 +28,18 @@ static __always_inline __u16 homegw_ip_csum(struct iphdr *ip)
 	return homegw_csum_fold(sum);
 }
 
+/* Nonzero when a 20-byte IPv4 header's checksum is wrong. */
+static __always_inline int homegw_ip_csum_check(struct iphdr *ip)
+{
+	__u16 *word = (__u16 *)ip;
+	__u32 sum = 0;
+
+#pragma unroll
+	for (int i = 0; i < 10; i++)
+		sum += word[i];
+	return homegw_csum_fold(sum) != 0;
+}
+
 /* Turn the frame into an ICMP error about it, to be sent back with XDP_TX:
  * Ethernet addresses swapped, a new IPv4 header from src_ip to the offender's
  * source, the ICMP header (type, code, 4 bytes `rest`, network order), then

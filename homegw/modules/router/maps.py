@@ -124,6 +124,10 @@ class RouterMaps:
     def set_use_lpm(self, use_lpm: bool) -> None:
         self._settings[ctypes.c_int(0)] = self._settings.Leaf(int(use_lpm))
 
+    def clear_neighbours(self) -> None:
+        """The map is pinned: forget what an earlier run left in it."""
+        self._neigh.clear()
+
     def set_neighbour(self, ip: ipaddress.IPv4Address, mac: str, nic: Nic) -> None:
         self._neigh[ctypes.c_uint32(be32(ip))] = Neighbour(mac_bytes(mac), nic)
 

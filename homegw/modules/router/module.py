@@ -71,6 +71,7 @@ class RouterModule(IOModule):
     # -- IOModule ---------------------------------------------------------------
     def on_load(self, bpf) -> None:  # noqa: ANN001
         self.maps = RouterMaps(bpf)
+        self.maps.clear_neighbours()
         self._write_interfaces()
         if not self._watch_kernel:
             return

@@ -84,8 +84,10 @@ BPF_F_TABLE("lpm_trie", struct route_key, struct route, router_routes, ROUTER_MA
 BPF_ARRAY(router_ifaces, struct iface, HOMEGW_NICS);
 // <0, how routes are looked up>
 BPF_ARRAY(router_settings, struct settings, 1);
-// <next-hop IPv4 address, MAC and NIC>: mirrored from the kernel by neigh.py
-BPF_HASH(router_neigh, __be32, struct neighbour, ROUTER_MAX_NEIGHBOURS);
+// <next-hop IPv4 address, MAC and NIC>: mirrored from the kernel by neigh.py;
+// pinned because the NAT module reads it for hairpinned packets
+BPF_TABLE_PINNED("hash", __be32, struct neighbour, router_neigh, ROUTER_MAX_NEIGHBOURS,
+		 HOMEGW_PIN("router_neigh"));
 // <enum router_counter, packets>
 BPF_TABLE_PINNED("percpu_array", u32, u64, router_stats, C_COUNTERS,
 		 HOMEGW_PIN("router_stats"));
@@ -291,6 +293,8 @@ int router_xdp(struct xdp_md *ctx)
 	__u16 old_word = *(__u16 *)&ip->ttl;
 	ip->ttl--;
 	homegw_csum_replace2(&ip->check, old_word, *(__u16 *)&ip->ttl);
+	__builtin_memcpy(cur->in_src_mac, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(cur->in_dst_mac, eth->h_dest, ETH_ALEN);
 	__builtin_memcpy(eth->h_dest, neigh->mac, ETH_ALEN);
 	__builtin_memcpy(eth->h_source, out->mac, ETH_ALEN);
 
