@@ -3,6 +3,7 @@ structs) and the one adapter that reads and writes them with bcc."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ipaddress
 import socket
@@ -141,12 +142,10 @@ class NatMaps:
 
     def unbind_mapping_only(self, entry: BindingEntry) -> None:
         """The endpoint's next flow gets a fresh port; this one stays taken."""
-        try:
+        with contextlib.suppress(KeyError):
             del self._mappings[
                 Endpoint(be32(entry.internal), net16(entry.internal_port), entry.proto, 0)
             ]
-        except KeyError:
-            pass
 
     def unbind(self, entry: BindingEntry) -> None:
         """Delete a binding and its mapping."""
@@ -155,10 +154,8 @@ class NatMaps:
             (self._bindings, BindingKey(net16(entry.ext_port), entry.proto, 0)),
             (self._mappings, internal),
         ):
-            try:
+            with contextlib.suppress(KeyError):
                 del table[key]
-            except KeyError:
-                pass
 
     def sessions(self) -> Iterator[SessionEntry]:
         for key, value in self._sessions.items():
@@ -175,10 +172,8 @@ class NatMaps:
         key = self._sessions.Key(
             be32(entry.remote), net16(entry.remote_port), net16(entry.ext_port), entry.proto
         )
-        try:
+        with contextlib.suppress(KeyError):
             del self._sessions[key]
-        except KeyError:
-            pass
 
     def expire_others(self, older_than_ns: int) -> int:
         stale = [k for k, v in self._others.items() if v.last_seen < older_than_ns]
