@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,10 @@ from homegw.configtypes import EPHEMERAL_PORTS
 from homegw.dataplane.abi import Nic
 from homegw.dataplane.dataplane import Dataplane
 from homegw.dataplane.module import IOModule
+from homegw.modules.dhcp.module import DhcpModule
+from homegw.modules.dhcp.service import DhcpService
 from homegw.modules.dhcp.wan_client import WanDhcpClient, WanLease
+from homegw.modules.nat.module import NatModule
 from homegw.modules.router.module import RouterModule
 from webui import create_app
 from webui.server import WebServer
@@ -28,7 +32,12 @@ from webui.server import WebServer
 log = logging.getLogger(__name__)
 
 # Modules whose datapath is built, by config name.
-AVAILABLE_MODULES: dict[str, type[IOModule]] = {"router": RouterModule}
+AVAILABLE_MODULES: dict[str, type[IOModule]] = {
+    "router": RouterModule,
+    "nat": NatModule,
+    "dhcp": DhcpModule,
+}
+FORWARDING_MODULES = ("router", "nat")
 
 
 class ApplianceError(RuntimeError):
@@ -41,6 +50,8 @@ class Appliance:
         self.dataplane: Dataplane | None = None
         self.web: WebServer | None = None
         self.wan_client: WanDhcpClient | None = None
+        self.dhcp: DhcpService | None = None
+        self._control = ThreadPoolExecutor(max_workers=1, thread_name_prefix="control")
         self.kernel_path = False
         self.ready = threading.Event()
         self.started_at = time.time()
@@ -58,6 +69,7 @@ class Appliance:
         try:
             self._configure_interfaces()
             self._start_dataplane()
+            self._start_dhcp_server()
             self._start_wan_client()
             self._start_forwarding_path()
             self._start_web()
@@ -84,6 +96,11 @@ class Appliance:
         else:
             interfaces.link_up(cfg.wan.interface)
 
+    def _start_dhcp_server(self) -> None:
+        if self.config.dhcp.enabled:
+            self.dhcp = DhcpService(self.config, self._module("dhcp"))
+            self.dhcp.start()
+
     def _start_wan_client(self) -> None:
         """After the dataplane: a lease updates modules that must exist."""
         cfg = self.config
@@ -93,10 +110,15 @@ class Appliance:
             )
             self.wan_client.start()
 
-    def _nat_in_kernel(self) -> bool:
-        """NAT wanted but no NAT module: the kernel must masquerade, and so
-        forward too (the router in XDP would bypass the masquerade)."""
-        return self.config.nat.enabled and "nat" not in AVAILABLE_MODULES
+    def _forwarding_in_xdp(self) -> bool:
+        """The router forwards in XDP, with the NAT module after it when NAT
+        is wanted; otherwise both stay out and the kernel forwards (and
+        masquerades): XDP forwarding would bypass a kernel masquerade, and the
+        NAT module translates what the router decided to send out."""
+        cfg = self.config
+        router = cfg.router.enabled and "router" in AVAILABLE_MODULES
+        nat_ok = not cfg.nat.enabled or "nat" in AVAILABLE_MODULES
+        return router and nat_ok
 
     def _modules(self) -> list[IOModule]:
         wanted = dict.fromkeys(self.config.dataplane.order.lan + self.config.dataplane.order.wan)
@@ -107,8 +129,8 @@ class Appliance:
             if name not in AVAILABLE_MODULES:
                 log.info("module %s: datapath not built yet; skipped", name)
                 continue
-            if name == "router" and self._nat_in_kernel():
-                log.info("module router: left out while NAT runs in the kernel")
+            if name in FORWARDING_MODULES and not self._forwarding_in_xdp():
+                log.info("module %s: left out, the kernel forwards (router disabled?)", name)
                 continue
             modules.append(AVAILABLE_MODULES[name](self.config))
         return modules
@@ -131,7 +153,7 @@ class Appliance:
         dataplane.slowpath.start()
 
     def _start_forwarding_path(self) -> None:
-        masquerade = self._nat_in_kernel()
+        masquerade = self.config.nat.enabled and not self._forwarding_in_xdp()
         kernelpath.enable(self.config.lan.interface, self.config.wan.interface, masquerade)
         self.kernel_path = masquerade
 
@@ -141,11 +163,21 @@ class Appliance:
         self.web.start()
 
     def _on_wan_lease(self, lease: WanLease | None) -> None:
+        # Called in the DHCP client's event loop: apply it from our own thread,
+        # where the modules may use pyroute2's blocking API.
+        self._control.submit(self._apply_wan_lease, lease)
+
+    def _apply_wan_lease(self, lease: WanLease | None) -> None:
         if lease is None:
             log.warning("WAN lease lost on %s", self.config.wan.interface)
-        router = self._module("router")
-        if isinstance(router, RouterModule):
-            router.set_wan(lease.address if lease else None, lease.router if lease else None)
+        router, nat = self._module("router"), self._module("nat")
+        try:
+            if isinstance(nat, NatModule):
+                nat.set_wan(lease.address if lease else None)
+            if isinstance(router, RouterModule):
+                router.set_wan(lease.address if lease else None, lease.router if lease else None)
+        except Exception:
+            log.exception("applying the WAN lease to the modules failed")
 
     def _module(self, name: str) -> IOModule | None:
         loaded = self.dataplane.modules.get(name) if self.dataplane else None
@@ -173,12 +205,16 @@ class Appliance:
             self.web = None
         kernelpath.disable()
         self.kernel_path = False
+        if self.dhcp:
+            self.dhcp.stop()
+            self.dhcp = None
         if self.dataplane:
             self.dataplane.close()
             self.dataplane = None
         if self.wan_client:
             self.wan_client.stop()
             self.wan_client = None
+        self._control.shutdown(wait=True)
         log.info(
             "homegw stopped: programs detached, pinned state kept in %s",
             self.config.dataplane.pin_dir,

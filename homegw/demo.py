@@ -131,9 +131,10 @@ def _print_hints(home: VirtualHome) -> None:
                 f"  {h1} dig @{DNS_SERVER} www.example.test",
                 f"  {webui}",
                 f"  ip netns exec {home.ns('gw')} ip -d link show      (the gateway's NICs, XDP)",
-                "demo: until the router and NAT IO modules land, LAN->WAN traffic is forwarded by",
-                "      a TEMPORARY KERNEL PATH (Linux forwarding + nftables masquerade) that the",
-                "      appliance sets up.",
+                f"  ip netns exec {home.ns('h1')} traceroute -n {WEB_SERVER}   (the gateway's hop)",
+                f"  ip netns exec {home.ns('h2')} udhcpc -i eth0 -n -q -f   (a lease from homegw)",
+                "demo: LAN<->WAN traffic is forwarded and NATed in XDP by the router and NAT",
+                "      IO modules (the appliance logs which modules are in each chain).",
                 "demo: press Ctrl-C to stop; the virtual home is removed on exit.",
                 "",
             ]

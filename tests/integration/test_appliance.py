@@ -54,8 +54,8 @@ def test_ready_healthz_and_clean_stop(appliance: ApplianceProcess) -> None:
 
 def test_lan_host_reaches_isp_web_server(appliance: ApplianceProcess) -> None:
     home = appliance.home
-    appliance.wait_for(r"TEMPORARY KERNEL PATH")
     appliance.wait_for(r"homegw ready")
+    assert "loaded module nat" in appliance.log and "loaded module router" in appliance.log
     page = curl(home, "h1", f"http://{home.web_server}/")
     assert page.returncode == 0, page.stderr
     assert home.web_text in page.stdout

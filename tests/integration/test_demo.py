@@ -73,7 +73,7 @@ def test_demo_end_to_end() -> None:
     demo = DemoProcess()
     try:
         demo.wait_for("press Ctrl-C")
-        demo.wait_for("WAN lease")
+        demo.wait_for("router: WAN now 203.0.113.")  # the WAN lease, applied to NAT and router
         page = run_in("hgw-demo-h1", ["curl", "-sS", "--max-time", "10", f"http://{WEB_SERVER}/"])
         assert page.returncode == 0, page.stderr
         assert b"homegw virtual internet demo" in page.stdout

@@ -299,7 +299,7 @@ def test_demo_runs_appliance_then_cleans_up(
     assert result == [0], out
     assert "gw | has wan0: True" in out
     assert f"gw | webui 192.168.1.1:80 pin_dir /sys/fs/bpf/homegw-{unique_tag}" in out
-    assert "TEMPORARY KERNEL PATH" in out
+    assert "forwarded and NATed in XDP" in out
     assert "stopping the appliance (SIGTERM)" in out
     assert leftovers(unique_tag) == []
     assert not netns.pid_alive(pids[0])

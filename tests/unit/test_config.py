@@ -84,7 +84,7 @@ DEFAULTS = {
     "lan": {"interface": "eth1", "address": "192.168.1.1/24", "domain": "lan",
             "hostname": "homegw"},
     "dhcp": {"enabled": True, "range_start": "192.168.1.100", "range_end": "192.168.1.249",
-             "lease_time": "12h", "reservations": []},
+             "lease_time": "12h", "reservations": [], "source_guard": False},
     "router": {"enabled": True, "routes": [], "neighbour_timeout": "5m"},
     "nat": {"enabled": True, "filtering": "address-port-dependent", "max_sessions": 65536,
             "port_range": "20000-32767", "port_forwards": [], "dmz_host": None,

@@ -45,6 +45,8 @@ class DhcpConfig(Section):
     range_end: IPv4Address | None = None
     lease_time: Annotated[Duration, duration_range(60)] = 12 * 3600
     reservations: tuple[Reservation, ...] = ()
+    #: Drop LAN IPv4/ARP whose source address is not leased or reserved for the sender's MAC.
+    source_guard: StrictBool = False
 
     @model_validator(mode="after")
     def _check(self) -> DhcpConfig:
