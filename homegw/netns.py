@@ -127,12 +127,26 @@ def add_veth(a: str, a_ns: str | None, b: str, b_ns: str | None) -> None:
     ip(*argv)
 
 
-def gro_on(dev: str, ns: str | None) -> None:
-    """`ethtool -K dev gro on`: a veth only takes XDP_REDIRECTed frames when its
-    NAPI is on, which needs an XDP program or GRO on that end (the peers of the
-    gateway's NICs), as a physical NIC always would."""
-    argv = ["ethtool", "-K", dev, "gro", "on"]
-    run_cmd(exec_argv(ns, argv) if ns else argv)
+def xdp_pass_on(dev: str, ns: str) -> None:
+    """Attach an XDP_PASS program to dev (a peer of a gateway NIC). A veth
+    takes frames sent to it with XDP (redirect, XDP_TX) only when its NAPI
+    is on, and the kernel wakes that NAPI promptly only when the veth runs an
+    XDP program (GRO alone leaves frames waiting in the ring for seconds). A
+    physical NIC needs none of this. The program stays attached to the
+    device after this process lets go of it."""
+    from bcc import BPF  # Debian's python3-bpfcc
+    from pyroute2.netns import popns, pushns
+
+    from homegw.dataplane.attach import attach_xdp
+
+    bpf = BPF(text="int xdp_pass(struct xdp_md *ctx) { return XDP_PASS; }")
+    fd = bpf.load_func("xdp_pass", BPF.XDP).fd
+    pushns(ns)
+    try:
+        attach_xdp(dev, fd, "native")
+    finally:
+        popns()
+        bpf.cleanup()
 
 
 def tx_offload_off(dev: str, ns: str | None) -> None:

@@ -291,7 +291,7 @@ class VirtualHome:
 
     def _wire_wan(self) -> None:
         self._veth("isp0", self.ns("isp"), "wan0", self.ns("gw"))
-        netns.gro_on("isp0", self.ns("isp"))
+        netns.xdp_pass_on("isp0", self.ns("isp"))
         netns.ip("addr", "add", f"{ISP_ADDRESS}/{ISP_PREFIX}", "dev", "isp0", ns=self.ns("isp"))
 
     def _wire_lan(self) -> None:
@@ -299,7 +299,7 @@ class VirtualHome:
         netns.ip("link", "add", "br0", "type", "bridge", "stp_state", "0", ns=sw)
         netns.ip("link", "set", "br0", "up", ns=sw)
         self._veth("lan0", self.ns("gw"), "p-lan", sw)
-        netns.gro_on("p-lan", sw)
+        netns.xdp_pass_on("p-lan", sw)
         self._bridge_port("p-lan")
         for host in self.hosts:
             self._veth("eth0", host.ns, f"p-{host.name}", sw)
