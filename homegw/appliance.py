@@ -24,6 +24,8 @@ from homegw.dataplane.module import IOModule
 from homegw.modules.dhcp.module import DhcpModule
 from homegw.modules.dhcp.service import DhcpService
 from homegw.modules.dhcp.wan_client import WanDhcpClient, WanLease
+from homegw.modules.dns.module import DnsModule
+from homegw.modules.dns.service import DnsService
 from homegw.modules.nat.module import NatModule
 from homegw.modules.router.module import RouterModule
 from webui import create_app
@@ -36,6 +38,7 @@ AVAILABLE_MODULES: dict[str, type[IOModule]] = {
     "router": RouterModule,
     "nat": NatModule,
     "dhcp": DhcpModule,
+    "dns": DnsModule,
 }
 FORWARDING_MODULES = ("router", "nat")
 
@@ -51,6 +54,7 @@ class Appliance:
         self.web: WebServer | None = None
         self.wan_client: WanDhcpClient | None = None
         self.dhcp: DhcpService | None = None
+        self.dns: DnsService | None = None
         self._control = ThreadPoolExecutor(max_workers=1, thread_name_prefix="control")
         self.kernel_path = False
         self.ready = threading.Event()
@@ -70,6 +74,7 @@ class Appliance:
             self._configure_interfaces()
             self._start_dataplane()
             self._start_dhcp_server()
+            self._start_dns()
             self._start_wan_client()
             self._start_forwarding_path()
             self._start_web()
@@ -101,6 +106,22 @@ class Appliance:
             self.dhcp = DhcpService(self.config, self._module("dhcp"))
             self.dhcp.start()
 
+    def _start_dns(self) -> None:
+        if not self.config.dns.enabled:
+            return
+        self.dns = DnsService(self.config, self._wan_dns)
+        module = self._module("dns")
+        if isinstance(module, DnsModule):
+            self.dns.set_fast_path(module.fast_path())
+        self.dns.start()
+        if self.dhcp is not None:
+            self.dns.follow_local_hosts(self.dhcp.local_names)
+
+    def _wan_dns(self) -> list[str]:
+        """Upstreams learned from the ISP (wan.dns from config come first)."""
+        lease = self.wan_client.lease if self.wan_client else None
+        return [str(a) for a in lease.dns] if lease else []
+
     def _start_wan_client(self) -> None:
         """After the dataplane: a lease updates modules that must exist."""
         cfg = self.config
@@ -131,6 +152,8 @@ class Appliance:
                 continue
             if name in FORWARDING_MODULES and not self._forwarding_in_xdp():
                 log.info("module %s: left out, the kernel forwards (router disabled?)", name)
+                continue
+            if name == "dns" and not (self.config.dns.fast_path and self.config.dns.cache_size):
                 continue
             modules.append(AVAILABLE_MODULES[name](self.config))
         return modules
@@ -205,6 +228,9 @@ class Appliance:
             self.web = None
         kernelpath.disable()
         self.kernel_path = False
+        if self.dns:
+            self.dns.stop()
+            self.dns = None
         if self.dhcp:
             self.dhcp.stop()
             self.dhcp = None

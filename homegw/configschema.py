@@ -35,7 +35,7 @@ from homegw.modules.nat.config import NatConfig
 from homegw.modules.router.config import RouterConfig
 
 #: A module that can sit in a datapath chain (``dataplane.order``).
-ModuleName = Literal["dhcp", "router", "nat", "dpi"]
+ModuleName = Literal["dhcp", "dns", "router", "nat", "dpi"]
 CHAIN_MODULES: tuple[str, ...] = get_args(ModuleName)
 #: Top-level sections that belong to a module.
 MODULE_SECTIONS = ("dhcp", "router", "nat", "dns", "dpi")
@@ -123,7 +123,7 @@ class WebuiConfig(Section):
 class ChainOrder(Section):
     """``dataplane.order`` -- the order of the modules in each NIC's XDP chain."""
 
-    lan: tuple[ModuleName, ...] = ("dpi", "dhcp", "router", "nat")
+    lan: tuple[ModuleName, ...] = ("dpi", "dhcp", "dns", "router", "nat")
     wan: tuple[ModuleName, ...] = ("nat", "router", "dpi")
 
     @model_validator(mode="after")

@@ -26,7 +26,7 @@ from typing import IO
 
 import yaml
 
-from homegw.virtualhome import DNS_SERVER, LAN_GATEWAY, WEB_SERVER, VirtualHome, cleanup_leftovers
+from homegw.virtualhome import LAN_GATEWAY, WEB_SERVER, VirtualHome, cleanup_leftovers
 
 DEMO_TAG = "demo"
 READY_TIMEOUT = 120.0
@@ -128,7 +128,7 @@ def _print_hints(home: VirtualHome) -> None:
                 "demo: the gateway is ready. Things to try, in another terminal:",
                 f"  {h1} curl http://{WEB_SERVER}/",
                 f"  {h1} ping -c 3 {WEB_SERVER}",
-                f"  {h1} dig @{DNS_SERVER} www.example.test",
+                f"  {h1} dig @{LAN_GATEWAY} www.example.test   (homegw's DNS forwarder)",
                 f"  {webui}",
                 f"  ip netns exec {home.ns('gw')} ip -d link show      (the gateway's NICs, XDP)",
                 f"  ip netns exec {home.ns('h1')} traceroute -n {WEB_SERVER}   (the gateway's hop)",

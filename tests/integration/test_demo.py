@@ -77,6 +77,8 @@ def test_demo_end_to_end() -> None:
         page = run_in("hgw-demo-h1", ["curl", "-sS", "--max-time", "10", f"http://{WEB_SERVER}/"])
         assert page.returncode == 0, page.stderr
         assert b"homegw virtual internet demo" in page.stdout
+        answer = run_in("hgw-demo-h1", ["dig", "+short", "@192.168.1.1", "www.example.test"])
+        assert answer.stdout.split() == [WEB_SERVER.encode()]  # via homegw's DNS forwarder
         big = run_in(
             "hgw-demo-h1", ["curl", "-sS", "--max-time", "30", f"http://{WEB_SERVER}/big.bin"]
         )

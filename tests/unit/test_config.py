@@ -91,11 +91,13 @@ DEFAULTS = {
             "timeouts": {"tcp_established": "2h4m", "tcp_transitory": "4m", "udp": "5m",
                          "icmp": "1m"}},
     "dns": {"enabled": True, "cache_size": 10000, "upstream_timeout": "2s",
-            "rebind_protection": True, "blocklists": [], "block_response": "null"},
+            "rebind_protection": True, "blocklists": [], "block_response": "null",
+            "rebind_allow": [], "allow": [], "deny": [], "groups": [], "query_log_size": 1000,
+            "fast_path": True},
     "dpi": {"enabled": False},
     "webui": {"listen": "192.168.1.1:80"},
     "dataplane": {"pin_dir": "/sys/fs/bpf/homegw", "xdp_mode": "native",
-                  "order": {"lan": ["dpi", "dhcp", "router", "nat"],
+                  "order": {"lan": ["dpi", "dhcp", "dns", "router", "nat"],
                             "wan": ["nat", "router", "dpi"]}},
 }  # fmt: skip
 
@@ -221,7 +223,7 @@ def test_type_messages():
         "dns.blocklists.0: 'lists/ads.txt' must be an absolute path or an http(s):// URL",
         "dataplane.pin_dir: '/tmp/bpf' must be a directory under /sys/fs/bpf/, e.g. "
         "/sys/fs/bpf/homegw",
-        "dataplane.order.lan.1: must be one of: dhcp, router, nat, dpi (not 'qos')",
+        "dataplane.order.lan.1: must be one of: dhcp, dns, router, nat, dpi (not 'qos')",
     ]
 
 

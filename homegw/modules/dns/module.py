@@ -1,0 +1,51 @@
+"""The DNS IO module: the XDP fast path that answers cached A queries.
+
+Sits in the LAN XDP chain. Its map ``dns_cache`` is filled by the Python
+resolver (:class:`homegw.modules.dns.service.DnsService`) through
+:class:`homegw.modules.dns.fastpath.FastPathCache`; see cache.bpf.c for what
+it answers and what it passes on.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from homegw.config import Config
+from homegw.dataplane.loader import Define
+from homegw.dataplane.module import IOModule
+from homegw.modules.dns.fastpath import FastPathCache
+
+log = logging.getLogger(__name__)
+
+MODULE_ID = 5
+PIN_NAMES = ("dns_cache", "dns_stats")
+
+
+class DnsModule(IOModule):
+    name = "dns"
+    module_id = MODULE_ID
+    source = Path(__file__).parent / "cache.bpf.c"
+    xdp_function = "dns_xdp"
+
+    def __init__(self, config: Config) -> None:
+        self.lan_ip = config.lan.ip
+        self.cache_size = max(1, config.dns.cache_size)
+        self.pin_dir = config.dataplane.pin_dir
+        self.bpf = None
+
+    def defines(self) -> dict[str, Define]:
+        """Also drops the previous run's dns_cache pin (called right before the
+        compile): the map's size follows dns.cache_size, and no answer cached
+        under an older block list outlives a restart. Cached answers are not
+        state worth keeping; the counters restart with them."""
+        for name in PIN_NAMES:
+            Path(self.pin_dir, name).unlink(missing_ok=True)
+        return {"DNS_LAN_ADDR": int(self.lan_ip), "DNS_CACHE_SIZE": self.cache_size}
+
+    def on_load(self, bpf) -> None:  # noqa: ANN001 - bcc.BPF
+        self.bpf = bpf
+
+    def fast_path(self) -> FastPathCache:
+        """A writer for the pinned map, to hand to DnsService.set_fast_path()."""
+        return FastPathCache(self.pin_dir)

@@ -1,0 +1,204 @@
+"""The sockets: a UDP receive thread and an asyncio thread (TCP, slow path, upstreams).
+
+The UDP thread blocks in recvfrom (no selector round trip per datagram: that
+alone would halve the rate), answers cache hits itself and hands everything
+else to the event loop. The event loop thread serves TCP (RFC 7766: 2-byte
+length prefix, several queries per connection, idle timeout), runs the slow
+path and talks to the upstreams. Both listening sockets are bound in start(),
+in the caller's network namespace; the threads inherit that namespace, so the
+upstream sockets are opened there too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import struct
+import threading
+
+from homegw.modules.dns import wire
+from homegw.modules.dns.resolver import Resolver
+
+log = logging.getLogger(__name__)
+
+MAX_DATAGRAM = 4096
+MAX_PENDING = 4096  # slow-path UDP queries in progress; beyond: dropped, counted
+TCP_IDLE = 10.0  # seconds a TCP client may stay silent
+MAX_TCP_CLIENTS = 64
+PURGE_INTERVAL = 60.0
+START_TIMEOUT = 10.0
+
+
+class DnsServerError(RuntimeError):
+    pass
+
+
+class DnsServers:
+    def __init__(self, resolver: Resolver, address: str, port: int = 53) -> None:
+        self.resolver = resolver
+        self.address = address
+        self.port = port
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._udp: socket.socket | None = None
+        self._tcp: socket.socket | None = None
+        self._tcp_server: asyncio.Server | None = None
+        self._threads: list[threading.Thread] = []
+        self._pending: set[asyncio.Task[None]] = set()
+        self._tcp_clients = 0
+        self._stopping = False
+
+    # -- lifecycle --------------------------------------------------------------
+    def start(self) -> None:
+        self._udp = self._bind(socket.SOCK_DGRAM)
+        try:
+            self._tcp = self._bind(socket.SOCK_STREAM)
+        except DnsServerError:
+            self._udp.close()
+            self._udp = None
+            raise
+        self._tcp.listen(128)
+        self.loop = asyncio.new_event_loop()
+        loop_thread = threading.Thread(target=self._run_loop, name="dns-loop", daemon=True)
+        udp_thread = threading.Thread(target=self._udp_loop, name="dns-udp", daemon=True)
+        self._threads = [loop_thread, udp_thread]
+        loop_thread.start()
+        future = asyncio.run_coroutine_threadsafe(self._start_tcp(), self.loop)
+        future.result(START_TIMEOUT)
+        udp_thread.start()
+        log.info("DNS listening on %s:%d (UDP and TCP)", self.address, self.port)
+
+    def _bind(self, kind: socket.SocketKind) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, kind)
+        if kind == socket.SOCK_STREAM:  # not UDP: there it would share the port silently
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.address, self.port))
+        except OSError as exc:
+            sock.close()
+            proto = "UDP" if kind == socket.SOCK_DGRAM else "TCP"
+            raise DnsServerError(
+                f"cannot listen on {self.address}:{self.port}/{proto}: {exc.strerror}; is another "
+                "DNS server (dnsmasq, systemd-resolved) using the port, or the address missing?"
+            ) from exc
+        return sock
+
+    def _run_loop(self) -> None:
+        assert self.loop is not None
+        asyncio.set_event_loop(self.loop)
+        self.loop.call_later(PURGE_INTERVAL, self._purge)
+        self.loop.run_forever()
+
+    async def _start_tcp(self) -> None:
+        self._tcp_server = await asyncio.start_server(self._tcp_client, sock=self._tcp)
+
+    def stop(self) -> None:
+        """Close the sockets and end both threads. Safe to call twice."""
+        if self._stopping or self.loop is None:
+            return
+        self._stopping = True
+        if self._udp is not None:
+            with contextlib.suppress(OSError):
+                self._udp.shutdown(socket.SHUT_RDWR)  # wakes the blocked recvfrom
+        if self.loop.is_running():
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self.loop).result(START_TIMEOUT)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        for thread in self._threads:
+            thread.join(START_TIMEOUT)
+        self.loop.close()
+        if self._udp is not None:
+            self._udp.close()
+        log.info("DNS on %s:%d stopped", self.address, self.port)
+
+    async def _shutdown(self) -> None:
+        if self._tcp_server is not None:
+            self._tcp_server.close()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _purge(self) -> None:
+        assert self.loop is not None
+        self.resolver.purge_expired()
+        self.loop.call_later(PURGE_INTERVAL, self._purge)
+
+    # -- UDP ----------------------------------------------------------------------
+    def _udp_loop(self) -> None:
+        sock, loop, resolver = self._udp, self.loop, self.resolver
+        assert sock is not None and loop is not None
+        answer, stats = resolver.answer_cached, resolver.stats
+        while not self._stopping:
+            try:
+                data, addr = sock.recvfrom(MAX_DATAGRAM)
+            except OSError:
+                continue
+            if self._stopping:
+                break
+            stats.udp_queries += 1
+            try:
+                reply = answer(data, addr[0])
+            except Exception:  # a bug: the strict slow path gets the query
+                stats.errors += 1
+                log.exception("fast answer failed")
+                reply = None
+            if reply is not None:
+                with contextlib.suppress(OSError):
+                    sock.sendto(reply, addr)
+                continue
+            loop.call_soon_threadsafe(self._spawn_slow, data, addr)
+
+    def _spawn_slow(self, data: bytes, addr: tuple[str, int]) -> None:
+        if len(self._pending) >= MAX_PENDING:
+            self.resolver.stats.dropped += 1
+            return
+        task = asyncio.get_running_loop().create_task(self._udp_slow(data, addr))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _udp_slow(self, data: bytes, addr: tuple[str, int]) -> None:
+        reply = await self._resolve(data, addr[0], tcp=False)
+        if reply is not None and self._udp is not None:
+            with contextlib.suppress(OSError):
+                self._udp.sendto(reply, addr)
+
+    async def _resolve(self, data: bytes, client: str, tcp: bool) -> bytes | None:
+        try:
+            return await self.resolver.resolve(data, client, tcp)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.resolver.stats.errors += 1
+            log.exception("query from %s failed", client)
+            return wire.error_reply(data, wire.SERVFAIL) if len(data) >= wire.HEADER_LEN else None
+
+    # -- TCP ----------------------------------------------------------------------
+    async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        client = peer[0] if peer else "?"
+        if self._tcp_clients >= MAX_TCP_CLIENTS:
+            writer.close()
+            return
+        self._tcp_clients += 1
+        try:
+            await self._tcp_queries(reader, writer, client)
+        except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
+            pass
+        finally:
+            self._tcp_clients -= 1
+            writer.close()
+
+    async def _tcp_queries(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, client: str
+    ) -> None:
+        while True:
+            head = await asyncio.wait_for(reader.readexactly(2), TCP_IDLE)
+            (length,) = struct.unpack(">H", head)
+            data = await asyncio.wait_for(reader.readexactly(length), TCP_IDLE)
+            self.resolver.stats.tcp_queries += 1
+            reply = await self._resolve(data, client, tcp=True)
+            if reply is None:
+                return  # not a query: hang up
+            writer.write(struct.pack(">H", len(reply)) + reply)
+            await writer.drain()

@@ -1,0 +1,248 @@
+"""DnsService: the DNS forwarder as the appliance runs it.
+
+Builds the resolver from the config (local names, policies, cache, upstream
+client, rebind guard, query log), binds ``lan.address:53`` UDP and TCP, and
+exposes what the rest of the appliance needs: :meth:`set_local_hosts` (DHCP
+leases), :attr:`on_answer` (DPI), :meth:`set_fast_path` (the XDP module's
+map), :meth:`refresh_blocklists` (when online), :meth:`stats` and
+:meth:`query_log`.
+
+``python -m homegw.modules.dns.service --config FILE`` runs it alone (with
+``--xdp`` also the fast path on ``lan.interface``): the benchmark does this.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from homegw.config import Config, load_config
+from homegw.modules.dns.blocklists import (
+    GroupSpec,
+    ListLoader,
+    PolicySet,
+    build_policies,
+    fetch_list,
+)
+from homegw.modules.dns.cache import DnsCache
+from homegw.modules.dns.fastpath import FastPathCache
+from homegw.modules.dns.localnames import LocalNames
+from homegw.modules.dns.querylog import QueryLog, QueryLogEntry
+from homegw.modules.dns.rebind import RebindGuard
+from homegw.modules.dns.resolver import AnswerHook, Resolver
+from homegw.modules.dns.servers import DnsServers
+from homegw.modules.dns.upstream import UpstreamClient
+
+log = logging.getLogger(__name__)
+
+LIST_DIR = "dns-lists"  # under state_dir: downloaded block lists
+
+
+class DnsService:
+    def __init__(
+        self,
+        config: Config,
+        upstreams_provider: Callable[[], list[str]],
+        *,
+        port: int = 53,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self._provider = upstreams_provider
+        dns = config.dns
+        self.local = LocalNames(config.lan.domain, config.lan.hostname, config.lan.address)
+        self.local.set_reservations(
+            {r.hostname: str(r.address) for r in config.dhcp.reservations if r.hostname}
+        )
+        self.loader = ListLoader(Path(config.state_dir) / LIST_DIR)
+        self.upstream = UpstreamClient(self.upstreams, float(dns.upstream_timeout))
+        self.resolver = Resolver(
+            cache=DnsCache(dns.cache_size),
+            local=self.local,
+            policies=self._policies(),
+            upstream=self.upstream,
+            rebind=RebindGuard(dns.rebind_protection, dns.rebind_allow),
+            querylog=QueryLog(dns.query_log_size),
+            block_nxdomain=dns.block_response == "nxdomain",
+            clock=clock,
+        )
+        self.servers = DnsServers(self.resolver, str(config.lan.ip), port)
+        self._fast_path: FastPathCache | None = None
+
+    # -- wiring ------------------------------------------------------------------
+    @property
+    def on_answer(self) -> AnswerHook | None:
+        """Called as on_answer(client_ip, name, addresses) for every answer with
+        addresses (cache hits and upstream answers; not blocked or local ones)."""
+        return self.resolver.on_answer
+
+    @on_answer.setter
+    def on_answer(self, hook: AnswerHook | None) -> None:
+        self.resolver.on_answer = hook
+
+    def upstreams(self) -> list[str]:
+        """wan.dns first, then what the provider knows (e.g. from WAN DHCP)."""
+        configured = [str(a) for a in self.config.wan.dns]
+        return list(dict.fromkeys(configured + list(self._provider())))
+
+    def set_fast_path(self, fast_path: FastPathCache | None) -> None:
+        """Fill the XDP module's dns_cache from now on (None: stop)."""
+        if not self.config.dns.fast_path:
+            fast_path = None
+        self._fast_path = fast_path
+        self.resolver.fast_path = fast_path
+
+    def set_local_hosts(self, mapping: Mapping[str, object]) -> None:
+        """The DHCP leases' names: {hostname: IPv4 (str or IPv4Address)};
+        replaces the previous set."""
+        self.local.set_hosts({name: str(ip) for name, ip in mapping.items()})
+
+    def follow_local_hosts(
+        self, source: Callable[[], Mapping[str, object]], interval: float = 2.0
+    ) -> None:
+        """Poll source (e.g. DhcpService.local_names) every interval seconds on
+        the service's event loop and apply what changed. Call after start()."""
+        loop = self.servers.loop
+        if loop is None:
+            raise RuntimeError("follow_local_hosts() needs a started service")
+        last: dict[str, str] = {}
+
+        def poll() -> None:
+            nonlocal last
+            try:
+                current = {name: str(ip) for name, ip in source().items()}
+                if current != last:
+                    self.set_local_hosts(current)
+                    last = current
+            except Exception:
+                log.exception("local host names: source failed")
+            loop.call_later(interval, poll)
+
+        loop.call_soon_threadsafe(poll)
+
+    def _policies(self) -> PolicySet:
+        dns = self.config.dns
+        groups = [
+            GroupSpec(
+                g.name,
+                tuple(str(c) for c in g.clients),
+                g.blocklists,
+                g.allow,
+                g.deny,
+                g.use_default,
+            )
+            for g in dns.groups
+        ]
+        return build_policies(self.loader, dns.blocklists, dns.allow, dns.deny, groups)
+
+    def refresh_blocklists(self, fetch: bool = True) -> dict[str, str]:
+        """Download URL lists (blocking: call it from a worker thread once the
+        WAN is up, and daily), reload every list and apply them. Returns the
+        problems by source (empty when all went well)."""
+        problems: dict[str, str] = {}
+        sources = {
+            *self.config.dns.blocklists,
+            *(s for g in self.config.dns.groups for s in g.blocklists),
+        }
+        for source in sorted(s for s in sources if s.startswith(("http://", "https://"))):
+            if not fetch:
+                continue
+            try:
+                fetch_list(source, self.loader.cache_dir)
+            except Exception as exc:  # network, HTTP, size: keep the old copy
+                problems[source] = str(exc)
+                log.warning("cannot fetch block list %s: %s", source, exc)
+        self.loader = ListLoader(self.loader.cache_dir)
+        self.resolver.policies = self._policies()
+        problems.update(self.loader.problems)
+        if self._fast_path is not None:
+            self._fast_path.clear()  # a name may be blocked now
+        return problems
+
+    # -- lifecycle ---------------------------------------------------------------
+    def start(self) -> None:
+        self.servers.start()
+
+    def stop(self) -> None:
+        self.servers.stop()
+        if self._fast_path is not None:
+            self._fast_path.clear()
+
+    # -- observation ---------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        resolver = self.resolver
+        out: dict[str, Any] = {
+            "resolver": resolver.stats.as_dict(),
+            "cache": asdict(resolver.cache.stats()),
+            "upstream": asdict(self.upstream.stats),
+            "upstreams": self.upstreams(),
+            "query_log": {"size": len(resolver.querylog), "total": resolver.querylog.total},
+        }
+        if self._fast_path is not None:
+            out["fast_path"] = asdict(self._fast_path.stats())
+        return out
+
+    def query_log(self, limit: int | None = None) -> list[QueryLogEntry]:
+        return self.resolver.querylog.entries(limit)
+
+
+# --- running it alone ----------------------------------------------------------------
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Run the homegw DNS forwarder alone.")
+    parser.add_argument("--config", "-c", required=True, help="homegw YAML config")
+    parser.add_argument("--port", type=int, default=53)
+    parser.add_argument("--xdp", action="store_true", help="also attach the XDP fast path")
+    return parser.parse_args(argv)
+
+
+def _attach_fast_path(config: Config):  # noqa: ANN202 - returns a Dataplane
+    from homegw.dataplane.abi import Nic
+    from homegw.dataplane.dataplane import Dataplane
+    from homegw.modules.dns.module import DnsModule
+
+    dataplane = Dataplane(
+        config.dataplane.pin_dir, {Nic.LAN: config.lan.interface}, config.dataplane.xdp_mode
+    )
+    dataplane.load()
+    module = DnsModule(config)
+    dataplane.add_module(module)
+    dataplane.set_order(Nic.LAN, [module.name])
+    dataplane.attach()
+    return dataplane, module.fast_path()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    config = load_config(args.config)
+    logging.basicConfig(level=config.log_level.upper(), format="%(name)s: %(message)s")
+    service = DnsService(config, lambda: [], port=args.port)
+    dataplane = None
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    try:
+        if args.xdp:
+            dataplane, fast_path = _attach_fast_path(config)
+            service.set_fast_path(fast_path)
+        service.start()
+        log.info("ready")
+        done.wait()
+    finally:
+        service.stop()
+        if dataplane is not None:
+            dataplane.close()
+    log.info("stats: %s", service.stats())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
