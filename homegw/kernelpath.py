@@ -66,7 +66,9 @@ def enable(lan_if: str, wan_if: str, masquerade: bool) -> None:
     if masquerade:
         log.warning(
             "TEMPORARY KERNEL PATH active: %s -> %s forwarded by Linux + nftables masquerade "
-            "(no NAT IO module in the chain)", lan_if, wan_if,
+            "(no NAT IO module in the chain)",
+            lan_if,
+            wan_if,
         )
     else:
         log.info("kernel forwarding on for what XDP hands up; WAN input guarded")
