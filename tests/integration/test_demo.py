@@ -4,7 +4,7 @@ ISP's web server through the gateway, and Ctrl-C leaves nothing behind."""
 from __future__ import annotations
 
 import hashlib
-import json
+import re
 import signal
 import subprocess
 import sys
@@ -60,16 +60,31 @@ def run_in(ns: str, argv: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(["ip", "netns", "exec", ns, *argv], capture_output=True, timeout=60)
 
 
-def loaded_homegw_programs() -> list[str]:
-    out = subprocess.run(
-        ["bpftool", "-j", "prog", "show"], capture_output=True, text=True, check=True
-    ).stdout
-    return [p.get("name", "") for p in json.loads(out) if p.get("name", "").startswith("homegw")]
+def attached_xdp_ids() -> list[int]:
+    """Ids of the XDP programs on the demo gateway's NICs."""
+    ids = []
+    for nic in ("lan0", "wan0"):
+        out = subprocess.run(
+            ["ip", "-n", "hgw-demo-gw", "-d", "link", "show", nic],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        ids += [int(m) for m in re.findall(r"prog/xdp id (\d+)", out)]
+    return ids
+
+
+def program_exists(prog_id: int) -> bool:
+    return (
+        subprocess.run(
+            ["bpftool", "prog", "show", "id", str(prog_id)], capture_output=True
+        ).returncode
+        == 0
+    )
 
 
 @pytest.mark.skipif(root_route_overlap() is not None, reason="192.168.1.0/24 in use here")
 def test_demo_end_to_end() -> None:
-    programs_before = loaded_homegw_programs()
     demo = DemoProcess()
     try:
         demo.wait_for("press Ctrl-C")
@@ -94,11 +109,12 @@ def test_demo_end_to_end() -> None:
             text=True,
         )
         assert '"ready":true' in health.stdout.replace(" ", ""), health.stderr
-        assert len(loaded_homegw_programs()) > len(programs_before)
+        programs = attached_xdp_ids()
+        assert len(programs) == 2 and all(map(program_exists, programs))
     finally:
         code = demo.interrupt()
     output = "\n".join(demo.lines)
     assert code == 0, output
     assert leftovers("demo") == [], output
-    assert loaded_homegw_programs() == programs_before
+    assert not any(map(program_exists, programs))  # detached and unloaded
     assert "Traceback" not in output

@@ -23,6 +23,9 @@
  *   fragments the first fragment's translation is remembered (nat_frags) and
  *             applied to the later ones; later-before-first are dropped.
  *   ESP, GRE  passthrough for one LAN host per remote peer (nat_others).
+ *
+ * One file although long: bcc rewrites map calls only in the translation
+ * unit it is given, so every helper that touches a map must live here.
  */
 #include "homegw.h"
 #include "homegw_icmp.h"
