@@ -309,3 +309,37 @@ def test_ten_thousand_concurrent_flows(home: VirtualHome, gateway, reporters) ->
         check=True,
     )
     assert len(json.loads(dump.stdout)) >= 10_000
+
+
+def icmp_sessions(home: VirtualHome, echo_id: int) -> int:
+    """NAT sessions of ICMP echo id `echo_id` (kept as the external id when free)."""
+    dump = subprocess.run(
+        ["bpftool", "-j", "map", "dump", "pinned", f"{home.pin_dir}/nat_sessions"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    wanted = int.from_bytes(echo_id.to_bytes(2, "big"), "little")  # as stored: network order
+    return sum(
+        1
+        for entry in json.loads(dump.stdout)
+        if entry["formatted"]["key"]["proto"] == 1
+        and entry["formatted"]["key"]["ext_port"] == wanted
+    )
+
+
+def test_conntrack_expiry(home: VirtualHome, gateway) -> None:  # noqa: ANN001
+    """An ICMP echo session expires after nat.timeouts.icmp (60 s, the RFC 5508
+    floor); the next ping gets a new mapping, and the old identifier stays
+    quarantined (RFC 6888: not reused for 120 s)."""
+    run(home, "h2", ["ping", "-c", "1", "-e", "4242", "-W", "2", home.web_server])
+    assert icmp_sessions(home, 4242) == 1
+    for _ in range(3):  # each garbage collection that expires something logs once
+        seen = len([line for line in gateway.lines if "nat: expired" in line])
+        gateway.wait_for_count(r"nat: expired", seen + 1, timeout=90)
+        if icmp_sessions(home, 4242) == 0:
+            break
+    assert icmp_sessions(home, 4242) == 0
+    ping = run(home, "h2", ["ping", "-c", "1", "-e", "4242", "-W", "2", home.web_server])
+    assert " 0% packet loss" in ping.stdout
+    assert icmp_sessions(home, 4242) == 0  # answered through a fresh external id
