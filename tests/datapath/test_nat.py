@@ -339,3 +339,34 @@ def test_expiry_quarantine_and_release_on_a_fake_clock() -> None:
         assert [(b.ext_port, str(b.internal)) for b in released] == [(5005, "192.168.1.11")]
     finally:
         gateway.close()
+
+
+def test_port_forwards_change_live() -> None:
+    gateway = Gateway(BASE)
+    try:
+        flow = from_lan("192.168.1.11", UDP(sport=5006, dport=53))
+        gateway.lan(flow)  # a flow that must survive the change
+        new_rules = parse_config(
+            {
+                **BASE,
+                "nat": {
+                    "port_forwards": [
+                        {
+                            "protocol": "tcp",
+                            "external_port": 9090,
+                            "internal_address": "192.168.1.14",
+                            "internal_port": 22,
+                        }
+                    ]
+                },
+            }
+        ).nat.port_forwards
+        gateway.nat.set_port_forwards(new_rules)
+        gone = from_wan(TCP(sport=41000, dport=8080, flags="S"))
+        assert gateway.wan(gone).verdict == "XDP_PASS"  # not ours any more: the kernel's
+        added = from_wan(TCP(sport=41000, dport=9090, flags="S"))
+        assert gateway.wan(added).data == to_lan(added, "192.168.1.14", dport=22)
+        back = from_wan(UDP(sport=53, dport=5006))
+        assert gateway.wan(back).data == to_lan(back, "192.168.1.11")
+    finally:
+        gateway.close()

@@ -13,7 +13,13 @@ from homegw.config import Config
 from homegw.configtypes import EPHEMERAL_PORTS
 from homegw.dataplane.module import IOModule
 from homegw.modules.nat import gc
-from homegw.modules.nat.maps import BINDING_QUARANTINE, PROTOCOLS, NatMaps, Settings
+from homegw.modules.nat.maps import (
+    BINDING_QUARANTINE,
+    PROTOCOLS,
+    BindingEntry,
+    NatMaps,
+    Settings,
+)
 from homegw.modules.router.maps import be32
 
 log = logging.getLogger(__name__)
@@ -79,17 +85,45 @@ class NatModule(IOModule):
 
     def _install_forwards(self) -> None:
         assert self.maps is not None
-        for rule in self.config.nat.port_forwards:
-            internal = rule.internal_ports
+        for proto, ext_port, address, port in self._forward_entries(self.config.nat.port_forwards):
+            self.maps.bind_static(proto, ext_port, address, port)
+        if self.config.nat.port_forwards:
+            log.info("nat: %d port forwards installed", len(self.config.nat.port_forwards))
+
+    @staticmethod
+    def _forward_entries(rules: tuple) -> set[tuple[int, int, ipaddress.IPv4Address, int]]:
+        """(proto, external port, internal address, internal port) of every port."""
+        entries = set()
+        for rule in rules:
+            low = rule.internal_ports.low
             for offset, ext_port in enumerate(
                 range(rule.external_port.low, rule.external_port.high + 1)
             ):
                 for proto in rule.protocols:
-                    self.maps.bind_static(
-                        PROTOCOLS[proto], ext_port, rule.internal_address, internal.low + offset
-                    )
-        if self.config.nat.port_forwards:
-            log.info("nat: %d port forwards installed", len(self.config.nat.port_forwards))
+                    entries.add((PROTOCOLS[proto], ext_port, rule.internal_address, low + offset))
+        return entries
+
+    def set_port_forwards(self, rules: tuple) -> None:
+        """Change the port forwards live (rules: validated PortForward configs):
+        removed ones unbound, new ones bound, unchanged ones and every other
+        flow untouched."""
+        old = self._forward_entries(self.config.nat.port_forwards)
+        new = self._forward_entries(rules)
+        assert self.maps is not None
+        with self._lock:
+            for proto, ext_port, address, port in old - new:
+                self.maps.unbind(BindingEntry(proto, ext_port, address, port, 0, 0))
+            for proto, ext_port, address, port in new - old:
+                self.maps.bind_static(proto, ext_port, address, port)
+            self.config = self.config.model_copy(
+                update={"nat": self.config.nat.model_copy(update={"port_forwards": rules})}
+            )
+        log.info(
+            "nat: port forwards now %d rules (%d ports added, %d removed)",
+            len(rules),
+            len(new - old),
+            len(old - new),
+        )
 
     def set_wan(self, address: ipaddress.IPv4Interface | None) -> None:
         """Follow the WAN address (DHCP): mappings made for the old one are void."""
