@@ -202,6 +202,11 @@ class Appliance:
         except Exception:
             log.exception("applying the WAN lease to the modules failed")
 
+    def renew_wan_lease(self) -> None:
+        if self.wan_client:
+            log.info("renewing the WAN lease")
+            self.wan_client.renew()
+
     def _module(self, name: str) -> IOModule | None:
         loaded = self.dataplane.modules.get(name) if self.dataplane else None
         return loaded.module if loaded else None

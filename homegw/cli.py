@@ -46,6 +46,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     appliance = Appliance(config)
+    # SIGUSR1 renews the WAN lease now, as udhcpc does (a "renew" button)
+    signal.signal(signal.SIGUSR1, lambda *_: appliance.renew_wan_lease())
     try:
         appliance.start()
     except (ApplianceError, RuntimeError, OSError) as exc:

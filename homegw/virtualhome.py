@@ -348,8 +348,8 @@ class VirtualHome:
             f"--log-facility={self._path(name + '.log')}",
         ]
 
-    def _dhcp_argv(self) -> list[str]:
-        lo, hi = DHCP_POOL
+    def _dhcp_argv(self, pool: tuple[str, str] = DHCP_POOL) -> list[str]:
+        lo, hi = pool
         return [
             *self._dnsmasq_common("dhcp"),
             "--port=0",
@@ -395,6 +395,17 @@ class VirtualHome:
         self._wait_ready("dns", lambda: netns.listening(isp, "udp", DNS_SERVER, 53))
         self._wait_ready("dns", lambda: netns.listening(isp, "tcp", DNS_SERVER, 53))
         self._wait_ready("web", lambda: netns.listening(isp, "tcp", WEB_SERVER, 80))
+
+    def renumber_isp_dhcp(self, pool: tuple[str, str]) -> None:
+        """Restart the ISP's DHCP server with another pool and no memory of
+        its leases: the next renewal is NAKed and a new address handed out."""
+        proc = self._procs["dhcp"]
+        proc.terminate()
+        proc.wait(STOP_TIMEOUT)
+        self.dhcp_leases.unlink(missing_ok=True)
+        self._spawn("dhcp", "isp", self._dhcp_argv(pool))
+        isp = self.ns("isp")
+        self._wait_ready("dhcp", lambda: netns.listening(isp, "udp", "*", 67))
 
     def _spawn(self, name: str, short: str, argv: Sequence[str]) -> None:
         with open(self._path(name + ".out"), "wb") as out:

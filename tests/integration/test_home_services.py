@@ -4,6 +4,7 @@ resolved by homegw's DNS forwarder, the internet reached through XDP NAT."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -73,6 +74,16 @@ def test_lease_name_resolves_and_internet_works(
             assert dig(home, "h1", "www.example.test") == [home.web_server]
             page = home.run("h1", ["curl", "-sS", "--max-time", "10", f"http://{home.web_server}/"])
             assert home.web_text in page.stdout, page.stderr
+
+            # The ISP renumbers: the WAN client follows, and so do router and NAT, live.
+            home.renumber_isp_dhcp(("203.0.113.100", "203.0.113.150"))
+            app.proc.send_signal(signal.SIGUSR1)  # renew now (else at T1)
+            moved = app.wait_for(r"router: WAN now 203\.0\.113\.1[0-5]\d/24")
+            new_wan = moved.split("WAN now ")[1].split("/")[0]
+            page = home.run("h1", ["curl", "-sS", "--max-time", "10", f"http://{home.web_server}/"])
+            assert home.web_text in page.stdout, page.stderr
+            web_log = (home.tmpdir / "web.out").read_text().splitlines()
+            assert web_log[-1].startswith(new_wan + " "), web_log[-1]  # masqueraded anew
         finally:
             client.terminate()
             client.wait(10)
