@@ -147,3 +147,29 @@ def test_wan_link_down_gives_net_unreachable(routed) -> None:  # noqa: ANN001
     app.wait_for(r"WAN link up")
     ping = home.run("h1", ["ping", "-c", "1", "-W", "5", home.web_server])
     assert " 0% packet loss" in ping.stdout, ping.stdout
+
+
+GARP = """
+import sys
+from scapy.layers.l2 import ARP, Ether
+from scapy.sendrecv import sendp
+mac, ip = sys.argv[1], sys.argv[2]
+sendp(Ether(src=mac, dst="ff:ff:ff:ff:ff:ff") / ARP(op=2, hwsrc=mac, psrc=ip, hwdst=mac,
+      pdst=ip), iface="eth0", verbose=False)
+"""
+
+
+def test_gratuitous_arp_moves_a_neighbour(routed) -> None:  # noqa: ANN001
+    home, _ = routed
+    host = home.host("h3")
+    home.run("h3", ["ping", "-c", "1", "-W", "2", home.web_server], check=True)
+    new_mac = "02:48:47:00:00:33"
+    home.run("h3", ["ip", "link", "set", "eth0", "address", new_mac], check=True)
+    try:
+        # The gateway still has the old MAC: only the gratuitous ARP tells it.
+        home.run("h3", [sys.executable, "-c", GARP, new_mac, host.ip], check=True)
+        ping = home.run("h3", ["ping", "-c", "3", "-i", "0.2", "-W", "2", home.web_server])
+        assert " 0% packet loss" in ping.stdout, ping.stdout
+    finally:
+        home.run("h3", ["ip", "link", "set", "eth0", "address", host.mac], check=True)
+        home.run("h3", [sys.executable, "-c", GARP, host.mac, host.ip], check=True)
