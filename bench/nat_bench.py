@@ -21,8 +21,8 @@ The rate is timed at the sink, first to last translated arrival. Two port
 ranges of 10,000 flows, because homegw allocates differently: 10000-19999
 are outside the kernel's ephemeral range and kept (one binding insert),
 40000-49999 are inside it (what real clients use) and get a random port of
-nat.port_range (20000-32767: 12,768 ports, so the round ends with the pool
-78 % full, up to 16 random tries per flow, a few flows refused).
+nat.port_range (10000-32767: 22,768 ports, so the round ends with the pool
+44 % full, up to 16 random tries per flow).
 
 TEST_RUN: repeat re-runs the program on the packet it just modified. For NAT
 that is wrong as such (the second run sees a packet from the WAN address and
@@ -441,7 +441,7 @@ def run_homegw(
     check_clean(topo)
     result = Scenario()
     config = appliance_config(topo, "")
-    config["nat"] = {"enabled": True}  # defaults: max_sessions 65536, pool 20000-32767
+    config["nat"] = {"enabled": True}  # defaults: max_sessions 65536, pool 10000-32767
     app = Appliance(topo, config)
     state = None
     try:

@@ -87,7 +87,7 @@ DEFAULTS = {
              "lease_time": "12h", "reservations": [], "source_guard": False},
     "router": {"enabled": True, "routes": [], "neighbour_timeout": "5m"},
     "nat": {"enabled": True, "filtering": "address-port-dependent", "max_sessions": 65536,
-            "port_range": "20000-32767", "port_forwards": [], "dmz_host": None,
+            "port_range": "10000-32767", "port_forwards": [], "dmz_host": None,
             "timeouts": {"tcp_established": "2h4m", "tcp_transitory": "4m", "udp": "5m",
                          "icmp": "1m"}},
     "dns": {"enabled": True, "cache_size": 10000, "upstream_timeout": "2s",
@@ -109,7 +109,7 @@ def test_minimal_config_has_every_default():
     assert (config.webui.listen.host, config.webui.listen.port) == (IP("192.168.1.1"), 80)
     assert (config.lan.ip, config.lan.network) == (IP("192.168.1.1"), IPNet("192.168.1.0/24"))
     assert config.dhcp.range_start == IP("192.168.1.100")
-    assert config.nat.port_range == PortRange(20000, 32767)
+    assert config.nat.port_range == PortRange(10000, 32767)
     assert set(config.modules) == {"dhcp", "router", "nat", "dns", "dpi"}
 
 

@@ -72,7 +72,7 @@ class NatConfig(Section):
     enabled: StrictBool = True
     filtering: Literal["address-port-dependent", "endpoint-independent"] = "address-port-dependent"
     max_sessions: Annotated[int, Field(strict=True, ge=1024, le=4_194_304)] = 65536
-    port_range: PortRange = PortRange(20000, 32767)
+    port_range: PortRange = PortRange(10000, 32767)  # 22,768 ports per protocol
     timeouts: NatTimeouts = Field(default_factory=NatTimeouts)
     port_forwards: tuple[PortForward, ...] = ()
     dmz_host: IPv4Address | None = None
