@@ -31,15 +31,23 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return check_config_main(args.file)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from homegw.appliance import Appliance, ApplianceError
+def _load(path: str):  # noqa: ANN202 - homegw.config.Config | None
+    """The config, or None after printing every error with its key path."""
     from homegw.config import ConfigError, load_config
 
     try:
-        config = load_config(args.config)
+        return load_config(path)
     except ConfigError as exc:
         for line in exc.lines():
             print(f"homegw: {line}", file=sys.stderr)
+        return None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from homegw.appliance import Appliance, ApplianceError
+
+    config = _load(args.config)
+    if config is None:
         return 1
     _setup_logging(config.log_level)
     stop = threading.Event()
@@ -69,16 +77,12 @@ def cmd_demo(_args: argparse.Namespace) -> int:
 def cmd_cleanup(args: argparse.Namespace) -> int:
     """Detach programs and drop the pinned state a crashed run left."""
     from homegw import kernelpath
-    from homegw.config import ConfigError, load_config
     from homegw.dataplane import attach
     from homegw.dataplane.dataplane import purge_pins
 
     _setup_logging()
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        for line in exc.lines():
-            print(f"homegw: {line}", file=sys.stderr)
+    config = _load(args.config)
+    if config is None:
         return 1
     for ifname in (config.lan.interface, config.wan.interface):
         attach.detach_xdp(ifname, config.dataplane.xdp_mode)

@@ -16,7 +16,8 @@ static __always_inline __u16 homegw_csum_fold(__u32 sum)
 	return ~sum;
 }
 
-/* Header checksum of a 20-byte IPv4 header whose check field is 0. */
+/* Folded one's complement sum of a 20-byte IPv4 header: with check = 0 it
+ * is the checksum to write; over a received header it is 0 when intact. */
 static __always_inline __u16 homegw_ip_csum(struct iphdr *ip)
 {
 	__u16 *word = (__u16 *)ip;
@@ -31,13 +32,7 @@ static __always_inline __u16 homegw_ip_csum(struct iphdr *ip)
 /* Nonzero when a 20-byte IPv4 header's checksum is wrong. */
 static __always_inline int homegw_ip_csum_check(struct iphdr *ip)
 {
-	__u16 *word = (__u16 *)ip;
-	__u32 sum = 0;
-
-#pragma unroll
-	for (int i = 0; i < 10; i++)
-		sum += word[i];
-	return homegw_csum_fold(sum) != 0;
+	return homegw_ip_csum(ip) != 0;
 }
 
 /* Turn the frame into an ICMP error about it, to be sent back with XDP_TX:
