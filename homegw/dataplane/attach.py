@@ -61,7 +61,7 @@ def attach_xdp(ifname: str, prog_fd: int, mode: str) -> None:
             ipr.link("set", index=index, xdp={"attrs": attrs})
     except NetlinkError as exc:
         raise _fail(ifname, f"attach XDP ({mode})", exc) from exc
-    log.info("attached XDP root (%s) on %s", mode, ifname)
+    log.info("attached XDP program (%s) on %s", mode, ifname)
 
 
 def detach_xdp(ifname: str, mode: str) -> None:
