@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import sys
-import tempfile
 from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import yaml
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
+from homegw.atomicfile import write_atomic
 from homegw.configschema import (
     CROSS_CHECK,
     Config,
@@ -227,32 +227,11 @@ def _without_none(data: Any) -> Any:
 
 def save_config(config: Config, path: str | Path) -> None:
     """Write ``config`` as YAML, atomically (temp file in the same dir, fsync, rename)."""
-    path = Path(path)
     text = _HEADER + yaml.safe_dump(config_to_dict(config), sort_keys=False)
-    mode = path.stat().st_mode & 0o7777 if path.exists() else 0o600
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fchmod(stream.fileno(), mode)
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    write_atomic(Path(path), text.encode("utf-8"))
 
 
 _HEADER = "# homegw configuration, written by homegw (homegw.example.yaml documents every key)\n"
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def config_diff(old: Config, new: Config) -> set[str]:

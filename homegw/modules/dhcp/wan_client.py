@@ -44,9 +44,7 @@ import dataclasses
 import errno
 import json
 import logging
-import os
 import signal
-import tempfile
 import threading
 from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Interface
@@ -59,6 +57,8 @@ from pyroute2.dhcp.hooks import Hook, Trigger
 from pyroute2.dhcp.leases import Lease, MissingOptionError
 from pyroute2.iproute.linux import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
+
+from homegw.atomicfile import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -117,21 +117,6 @@ def _essence(lease: WanLease | None) -> WanLease | None:
     return None if lease is None else dataclasses.replace(lease, obtained_at=0.0)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write temp file, fsync, rename: never a half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def lease_path(state_dir: Path, interface: str) -> Path:
     """Where the lease of `interface` is persisted."""
     return state_dir / f"wan-{interface}.lease.json"
@@ -147,7 +132,10 @@ def _lease_type(state_dir: Path) -> type[Lease]:
 
         def dump(self) -> None:
             state_dir.mkdir(parents=True, exist_ok=True)
-            _write_atomic(self.path(self.interface), json.dumps(dataclasses.asdict(self), indent=2))
+            write_atomic(
+                self.path(self.interface),
+                json.dumps(dataclasses.asdict(self), indent=2).encode(),
+            )
 
         @classmethod
         def load(cls, interface: str) -> Lease | None:

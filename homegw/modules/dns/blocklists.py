@@ -20,13 +20,13 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import logging
-import os
 import re
-import tempfile
 import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from homegw.atomicfile import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -262,15 +262,6 @@ def fetch_list(url: str, cache_dir: Path, timeout: float = FETCH_TIMEOUT) -> Pat
     if len(data) > MAX_LIST_BYTES:
         raise ValueError(f"{url}: list larger than {MAX_LIST_BYTES} bytes")
     target = cached_path(cache_dir, url)
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".fetch-")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(target, data, mode=0o644)
     log.info("fetched block list %s (%d bytes)", url, len(data))
     return target
