@@ -24,22 +24,20 @@ Also printed: the XDP program's cost per answered query (BPF_PROG_TEST_RUN).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import re
 import secrets
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from pyroute2.netns import popns, pushns
 
 from homegw import netns
 from homegw.dataplane.attach import attach_xdp, detach_xdp
+from homegw.netns import in_netns
 
 CLI, HOMEGW, DNSMASQ, GW_WAN, UPSTREAM = (
     "10.53.1.2",
@@ -51,15 +49,6 @@ CLI, HOMEGW, DNSMASQ, GW_WAN, UPSTREAM = (
 CACHED_NAMES = 1000
 UNCACHED_NAMES = 600_000
 FIXED_RATE = 5000  # queries/s offered for the latency-at-load line
-
-
-@contextlib.contextmanager
-def in_netns(name: str) -> Iterator[None]:
-    pushns(name)
-    try:
-        yield
-    finally:
-        popns()
 
 
 @dataclass

@@ -15,7 +15,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,19 @@ def exec_argv(ns: str, argv: Sequence[str], host_bpffs: bool = False) -> list[st
     enter = ["unshare", "--mount", "--propagation", "slave", "--"]
     enter += ["nsenter", f"--net=/run/netns/{ns}", "--"]
     return [*enter, "sh", "-c", _HOST_BPFFS_SH, "sh", *argv]
+
+
+@contextlib.contextmanager
+def in_netns(name: str) -> Iterator[None]:
+    """Run the block with this thread in namespace `name`: sockets and
+    threads made inside stay there, the rest of the process does not move."""
+    from pyroute2.netns import popns, pushns
+
+    pushns(name)
+    try:
+        yield
+    finally:
+        popns()
 
 
 def list_netns() -> list[str]:
@@ -135,17 +148,15 @@ def xdp_pass_on(dev: str, ns: str) -> None:
     physical NIC needs none of this. The program stays attached to the
     device after this process lets go of it."""
     from bcc import BPF  # Debian's python3-bpfcc
-    from pyroute2.netns import popns, pushns
 
     from homegw.dataplane.attach import attach_xdp
 
     bpf = BPF(text="int xdp_pass(struct xdp_md *ctx) { return XDP_PASS; }")
     fd = bpf.load_func("xdp_pass", BPF.XDP).fd
-    pushns(ns)
     try:
-        attach_xdp(dev, fd, "native")
+        with in_netns(ns):
+            attach_xdp(dev, fd, "native")
     finally:
-        popns()
         bpf.cleanup()
 
 

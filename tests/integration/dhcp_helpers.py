@@ -3,7 +3,6 @@ namespace, hook scripts for the real clients, and the server as a process."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import select
@@ -13,31 +12,20 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pyroute2 import netns as pyroute2_netns
 
 from homegw import netns
 from homegw.modules.dhcp import packet as p
 from homegw.modules.dhcp.service import DB_NAME
+from homegw.netns import in_netns
 from homegw.virtualhome import VirtualHome
 
 SERVER_IP = "192.168.1.1"
 WAIT = 20.0  # seconds any single wait may take
-
-
-@contextlib.contextmanager
-def in_netns(name: str) -> Iterator[None]:
-    """Run the block with this thread in namespace `name` (sockets keep it)."""
-    pyroute2_netns.pushns(name)
-    try:
-        yield
-    finally:
-        pyroute2_netns.popns()
 
 
 def wait_event(path: Path, pattern: str, timeout: float = WAIT) -> str:

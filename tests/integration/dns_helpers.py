@@ -20,25 +20,14 @@ from collections.abc import Iterator
 
 from bcc import BPF
 from dnslib import QTYPE, RR, SOA, A, DNSRecord
-from pyroute2 import netns as pyroute2_netns
 
 from homegw import netns
 from homegw.dataplane.attach import attach_xdp, detach_xdp
+from homegw.netns import in_netns
 from homegw.virtualhome import VirtualHome
 
 TRUNCATING, BLACK_HOLE, CLOSED, REBINDING, GATED = (f"198.51.100.{n}" for n in range(54, 59))
 BIG = [f"198.51.100.{i}" for i in range(101, 141)]  # 40 records: over 512 bytes
-
-
-@contextlib.contextmanager
-def in_netns(name: str) -> Iterator[None]:
-    """Run the block with this thread in namespace `name`; sockets and threads
-    made inside stay there."""
-    pyroute2_netns.pushns(name)
-    try:
-        yield
-    finally:
-        pyroute2_netns.popns()
 
 
 def records(name: str) -> list[str] | None:

@@ -11,12 +11,12 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from pyroute2.netns import popns, pushns
 
 from homegw import interfaces
 from homegw.dataplane import attach
 from homegw.dataplane.abi import Hook, Nic
 from homegw.dataplane.dataplane import Dataplane
+from homegw.netns import in_netns
 from homegw.virtualhome import VirtualHome
 from tests.fixtures.stamp import STAMP_PORT, StampModule
 
@@ -29,8 +29,7 @@ def live(virtual_home: VirtualHome) -> Iterator[tuple[VirtualHome, Dataplane, so
     listening on the gateway's STAMP_PORT."""
     home = virtual_home
     dp = Dataplane(str(home.pin_dir), {Nic.LAN: "lan0", Nic.WAN: "wan0"})
-    pushns(home.ns("gw"))
-    try:
+    with in_netns(home.ns("gw")):
         interfaces.set_address("lan0", interfaces.ipaddress.IPv4Interface(f"{GW}/24"))
         dp.load()
         dp.add_module(StampModule("A", 16))
@@ -40,15 +39,10 @@ def live(virtual_home: VirtualHome) -> Iterator[tuple[VirtualHome, Dataplane, so
         receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         receiver.bind((GW, STAMP_PORT))
         receiver.settimeout(10)
-    finally:
-        popns()
     yield home, dp, receiver
     receiver.close()
-    pushns(home.ns("gw"))
-    try:
+    with in_netns(home.ns("gw")):
         dp.close()
-    finally:
-        popns()
 
 
 def send_udp(home: VirtualHome, payload: str) -> None:
@@ -60,11 +54,8 @@ def send_udp(home: VirtualHome, payload: str) -> None:
 
 
 def attached_prog_id(home: VirtualHome, ifname: str) -> int | None:
-    pushns(home.ns("gw"))
-    try:
+    with in_netns(home.ns("gw")):
         return attach.xdp_prog_id(ifname)
-    finally:
-        popns()
 
 
 def test_roots_attached_on_both_nics(live) -> None:  # noqa: ANN001
