@@ -8,37 +8,25 @@ packets are counted at an XDP sink, not as skbs.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import secrets
 import subprocess
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from bcc import BPF
 from pyroute2 import IPRoute
-from pyroute2.netns import popns, pushns
 
 from homegw import netns
 from homegw.dataplane.attach import attach_xdp, detach_xdp
-from homegw.dataplane.testrun import _lib, _ProgTestRunOpts, _XdpMd
+from homegw.dataplane.testrun import inject_xdp
+from homegw.netns import in_netns
 
 HERE = Path(__file__).parent
 GEN_IP, GW_LAN_IP, GW_WAN_IP, SINK_IP = "10.10.1.2", "10.10.1.1", "10.10.2.1", "10.10.2.2"
 TARGET_IP = "198.18.0.1"  # RFC 2544 benchmarking range, routed to the sink
 FRAME_LEN = 60  # a 64-byte Ethernet frame without its FCS
-BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
-
-
-@contextlib.contextmanager
-def in_netns(name: str) -> Iterator[None]:
-    pushns(name)
-    try:
-        yield
-    finally:
-        popns()
 
 
 def link(name: str) -> tuple[int, str]:
@@ -173,21 +161,8 @@ class Generator:
 
     def send(self, runs: int) -> None:
         """`runs` live-frame runs (runs / pace frames sent), as fast as the CPU allows."""
-        data = ctypes.create_string_buffer(self.frame, len(self.frame))
-        ctx = _XdpMd(0, len(self.frame), 0, self.ifindex, 0, 0)
-        opts = _ProgTestRunOpts(
-            sz=ctypes.sizeof(_ProgTestRunOpts),
-            data_in=ctypes.cast(data, ctypes.c_void_p),
-            data_size_in=len(self.frame),
-            ctx_in=ctypes.cast(ctypes.pointer(ctx), ctypes.c_void_p),
-            ctx_size_in=ctypes.sizeof(ctx),
-            repeat=runs,
-            flags=BPF_F_TEST_XDP_LIVE_FRAMES,
-            batch_size=64,
-        )
         with in_netns(self.topo.ns("gen")):
-            if _lib().bpf_prog_test_run_opts(self.fd, ctypes.byref(opts)) != 0:
-                raise OSError(ctypes.get_errno(), "live-frames generator failed")
+            inject_xdp(self.fd, self.frame, self.ifindex, repeat=runs, batch_size=64)
 
     def close(self) -> None:
         self.bpf.cleanup()

@@ -40,7 +40,6 @@ import contextlib
 import ctypes
 import ctypes.util
 import json
-import os
 import shutil
 import socket
 import statistics
@@ -70,6 +69,7 @@ from bench.router_bench import Appliance, appliance_config
 from homegw import netns
 from homegw.dataplane.attach import attach_xdp
 from homegw.dataplane.dataplane import purge_pins
+from homegw.dataplane.pinned import PinnedMap, read_percpu_u64
 from homegw.modules.nat.maps import COUNTERS as NAT_COUNTERS
 
 FLOW_COUNTS = (64, 10_000)
@@ -179,78 +179,14 @@ int xdp_sink(struct xdp_md *ctx)
 # -- pinned maps of the running appliance, from outside ----------------------------
 
 
-class _MapInfo(ctypes.Structure):
-    _fields_ = [
-        ("type", ctypes.c_uint32),
-        ("id", ctypes.c_uint32),
-        ("key_size", ctypes.c_uint32),
-        ("value_size", ctypes.c_uint32),
-        ("max_entries", ctypes.c_uint32),
-        ("map_flags", ctypes.c_uint32),
-        ("rest", ctypes.c_uint8 * 256),  # the kernel wants the tail zeroed
-    ]
-
-
-def _libbpf() -> ctypes.CDLL:
-    lib = ctypes.CDLL(ctypes.util.find_library("bpf") or "libbpf.so.1", use_errno=True)
-    lib.bpf_obj_get.argtypes = [ctypes.c_char_p]
-    for name in ("bpf_map_get_next_key", "bpf_map_lookup_elem"):
-        getattr(lib, name).argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
-    lib.bpf_map_delete_elem.argtypes = [ctypes.c_int, ctypes.c_void_p]
-    lib.bpf_obj_get_info_by_fd.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
-    return lib
-
-
-class PinnedMap:
-    """A pinned BPF map opened by path (the appliance's, while it runs)."""
-
-    def __init__(self, path: str) -> None:
-        self.lib = _libbpf()
-        self.fd = self.lib.bpf_obj_get(path.encode())
-        if self.fd < 0:
-            raise OSError(ctypes.get_errno(), f"bpf_obj_get {path}")
-        info = _MapInfo()
-        size = ctypes.c_uint32(ctypes.sizeof(info))
-        if self.lib.bpf_obj_get_info_by_fd(self.fd, ctypes.byref(info), ctypes.byref(size)):
-            raise OSError(ctypes.get_errno(), f"map info of {path}")
-        self.key_size, self.value_size = info.key_size, info.value_size
-
-    def keys(self) -> list[ctypes.Array]:
-        found, prev = [], None
-        while True:
-            key = ctypes.create_string_buffer(self.key_size)
-            if self.lib.bpf_map_get_next_key(self.fd, prev, key) != 0:
-                return found
-            found.append(key)
-            prev = key
-
-    def clear(self) -> int:
-        keys = self.keys()
-        for key in keys:
-            self.lib.bpf_map_delete_elem(self.fd, key)
-        return len(keys)
-
-    def percpu_u64(self, index: int) -> int:
-        from bcc.utils import get_possible_cpus
-
-        cpus = len(get_possible_cpus())
-        value = (ctypes.c_uint64 * cpus)()
-        key = ctypes.c_uint32(index)
-        if self.lib.bpf_map_lookup_elem(self.fd, ctypes.byref(key), value):
-            raise OSError(ctypes.get_errno(), "lookup")
-        return int(sum(value))
-
-    def close(self) -> None:
-        os.close(self.fd)
-
-
 class NatState:
     """homegw's NAT state in the pinned maps: emptied between new-connection rounds."""
 
     DYNAMIC = ("nat_sessions", "nat_mappings", "nat_bindings")
 
     def __init__(self, pin_dir: str) -> None:
-        self.maps = {name: PinnedMap(f"{pin_dir}/{name}") for name in (*self.DYNAMIC, "nat_stats")}
+        self.pin_dir = pin_dir
+        self.maps = {name: PinnedMap(f"{pin_dir}/{name}") for name in self.DYNAMIC}
 
     def flush(self) -> None:
         for name in self.DYNAMIC:
@@ -260,7 +196,8 @@ class NatState:
         return len(self.maps["nat_mappings"].keys())
 
     def counters(self) -> dict[str, int]:
-        return {name: self.maps["nat_stats"].percpu_u64(i) for i, name in enumerate(NAT_COUNTERS)}
+        stats = f"{self.pin_dir}/nat_stats"
+        return {name: read_percpu_u64(stats, i) for i, name in enumerate(NAT_COUNTERS)}
 
     def close(self) -> None:
         for m in self.maps.values():

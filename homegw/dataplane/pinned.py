@@ -61,3 +61,48 @@ def read_percpu_u64(path: str, key: int) -> int:
         return sum(values)
     finally:
         os.close(fd)
+
+
+class _MapInfo(ctypes.Structure):
+    # the head of struct bpf_map_info; the kernel wants the rest zeroed
+    _fields_ = [
+        ("type", ctypes.c_uint32),
+        ("id", ctypes.c_uint32),
+        ("key_size", ctypes.c_uint32),
+        ("value_size", ctypes.c_uint32),
+        ("max_entries", ctypes.c_uint32),
+        ("map_flags", ctypes.c_uint32),
+        ("rest", ctypes.c_uint8 * 256),
+    ]
+
+
+class PinnedMap:
+    """A pinned map opened by path (another process's, e.g. the running
+    appliance's): list its keys or empty it."""
+
+    def __init__(self, path: str) -> None:
+        self.fd = _open(path)
+        info = _MapInfo()
+        size = ctypes.c_uint32(ctypes.sizeof(info))
+        if _lib().bpf_obj_get_info_by_fd(self.fd, ctypes.byref(info), ctypes.byref(size)):
+            os.close(self.fd)
+            raise OSError(ctypes.get_errno(), f"map info of {path}")
+        self.key_size = info.key_size
+
+    def keys(self) -> list[ctypes.Array]:
+        found, prev = [], None
+        while True:
+            key = ctypes.create_string_buffer(self.key_size)
+            if _lib().bpf_map_get_next_key(self.fd, prev, key) != 0:
+                return found
+            found.append(key)
+            prev = key
+
+    def clear(self) -> int:
+        keys = self.keys()
+        for key in keys:
+            _lib().bpf_map_delete_elem(self.fd, key)
+        return len(keys)
+
+    def close(self) -> None:
+        os.close(self.fd)

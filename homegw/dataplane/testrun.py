@@ -94,10 +94,13 @@ class _XdpMd(ctypes.Structure):
 BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
 
 
-def inject_xdp(prog_fd: int, frame: bytes, ingress_ifindex: int) -> None:
+def inject_xdp(
+    prog_fd: int, frame: bytes, ingress_ifindex: int, repeat: int = 1, batch_size: int = 0
+) -> None:
     """Run an XDP program on `frame` as if it had arrived on ingress_ifindex,
     and carry out its verdict for real (XDP_TX, XDP_REDIRECT, XDP_PASS into
-    the stack): the packet-out path for frames the slow path held."""
+    the stack): the packet-out path for frames the slow path held, and, with
+    `repeat`, the benchmarks' traffic generator."""
     data_in = ctypes.create_string_buffer(bytes(frame), len(frame))
     ctx = _XdpMd(0, len(frame), 0, ingress_ifindex, 0, 0)
     opts = _ProgTestRunOpts(
@@ -106,8 +109,9 @@ def inject_xdp(prog_fd: int, frame: bytes, ingress_ifindex: int) -> None:
         data_size_in=len(frame),
         ctx_in=ctypes.cast(ctypes.pointer(ctx), ctypes.c_void_p),
         ctx_size_in=ctypes.sizeof(ctx),
-        repeat=1,
+        repeat=repeat,
         flags=BPF_F_TEST_XDP_LIVE_FRAMES,
+        batch_size=batch_size,
     )
     if _lib().bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts)) != 0:
         err = ctypes.get_errno()
