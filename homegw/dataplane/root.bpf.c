@@ -27,6 +27,19 @@ static __always_inline void count_packet(u32 hook, u64 bytes)
 	}
 }
 
+/* A new packet: position 0 of the active generation, the kernel's by default. */
+static __always_inline void start_chain(struct homegw_cursor *cur, u32 hook, u32 ifindex)
+{
+	cur->slot_base = HOMEGW_SLOT(HOMEGW_NIC, active_generation(hook), 0);
+	cur->pos = 0;
+	cur->nic = HOMEGW_NIC;
+	cur->ifindex = ifindex;
+	cur->fwd = HOMEGW_FWD_KERNEL;
+	cur->out_ifindex = 0;
+	cur->out_nic = HOMEGW_NIC_NONE;
+	cur->flags = 0;
+}
+
 int homegw_root_xdp(struct xdp_md *ctx)
 {
 	struct homegw_cursor *cur = homegw_cursor_xdp();
@@ -34,14 +47,7 @@ int homegw_root_xdp(struct xdp_md *ctx)
 	count_packet(HOMEGW_HOOK_XDP, ctx->data_end - ctx->data);
 	if (!cur)
 		return XDP_PASS;
-	cur->slot_base = HOMEGW_SLOT(HOMEGW_NIC, active_generation(HOMEGW_HOOK_XDP), 0);
-	cur->pos = 0;
-	cur->nic = HOMEGW_NIC;
-	cur->ifindex = ctx->ingress_ifindex;
-	cur->fwd = HOMEGW_FWD_KERNEL;
-	cur->out_ifindex = 0;
-	cur->out_nic = HOMEGW_NIC_NONE;
-	cur->flags = 0;
+	start_chain(cur, HOMEGW_HOOK_XDP, ctx->ingress_ifindex);
 	chain_xdp.call(ctx, cur->slot_base);
 	return XDP_PASS;
 }
@@ -53,14 +59,7 @@ int homegw_root_tc(struct __sk_buff *skb)
 	count_packet(HOMEGW_HOOK_TC, skb->len);
 	if (!cur)
 		return TC_ACT_OK;
-	cur->slot_base = HOMEGW_SLOT(HOMEGW_NIC, active_generation(HOMEGW_HOOK_TC), 0);
-	cur->pos = 0;
-	cur->nic = HOMEGW_NIC;
-	cur->ifindex = skb->ifindex;
-	cur->fwd = HOMEGW_FWD_KERNEL;
-	cur->out_ifindex = 0;
-	cur->out_nic = HOMEGW_NIC_NONE;
-	cur->flags = 0;
+	start_chain(cur, HOMEGW_HOOK_TC, skb->ifindex);
 	chain_tc.call(skb, cur->slot_base);
 	return TC_ACT_OK;
 }
