@@ -335,7 +335,8 @@ static __always_inline int map_endpoint(struct endpoint *internal, struct nat_se
 	return 0;
 }
 
-static __always_inline int touch_session(struct session_key *key, __u8 tcp_flags, int outbound)
+static __always_inline int touch_session(struct session_key *key, __u8 tcp_flags, int outbound,
+					 u64 now)
 {
 	struct session *s = nat_sessions.lookup(key);
 	__u32 seen = 0;
@@ -349,11 +350,11 @@ static __always_inline int touch_session(struct session_key *key, __u8 tcp_flags
 			seen |= TCP_SEEN_RST;
 	}
 	if (s) {
-		s->last_seen = now_ns();
+		s->last_seen = now;
 		s->tcp_seen |= seen;
 		return 0;
 	}
-	struct session value = { .last_seen = now_ns(), .tcp_seen = seen };
+	struct session value = { .last_seen = now, .tcp_seen = seen };
 	int err = nat_sessions.insert(key, &value);
 	if (err == 0)
 		count(N_NEW_SESSION);
@@ -573,7 +574,7 @@ static __always_inline int outbound(struct xdp_md *ctx, struct homegw_cursor *cu
 	if (map_endpoint(&internal, cfg, &ext_port))
 		return refuse(ctx, cur, cfg);
 	struct session_key session = { ip->daddr, remote_port(&p, 1), ext_port, ip->protocol };
-	if (touch_session(&session, p.tcp_flags, 1))
+	if (touch_session(&session, p.tcp_flags, 1, now_ns()))
 		return refuse(ctx, cur, cfg);
 
 	__be32 old_saddr = ip->saddr, old_daddr = ip->daddr;
@@ -633,9 +634,10 @@ static __always_inline int inbound(struct xdp_md *ctx, struct nat_settings *cfg,
 		count(N_UNSOLICITED); /* silently: RFC 5382 REQ-4 */
 		return XDP_DROP;
 	}
-	if (touch_session(&session, p.tcp_flags, 0))
+	u64 now = now_ns();
+	if (touch_session(&session, p.tcp_flags, 0, now))
 		return XDP_DROP;
-	b->last_seen = now_ns();
+	b->last_seen = now;
 
 	__be32 old_saddr = ip->saddr, old_daddr = ip->daddr;
 	set_addr(&p, &ip->daddr, b->internal.addr);
@@ -688,9 +690,10 @@ static __always_inline int hairpin(struct xdp_md *ctx, struct homegw_cursor *cur
 		return XDP_DROP;
 	}
 	struct session_key session = { cfg->wan_addr, *p.dport, client_port, ip->protocol };
-	if (touch_session(&session, p.tcp_flags, 1))
+	u64 now = now_ns();
+	if (touch_session(&session, p.tcp_flags, 1, now))
 		return XDP_DROP;
-	b->last_seen = now_ns();
+	b->last_seen = now;
 
 	set_addr(&p, &ip->saddr, cfg->wan_addr);
 	set_port(&p, p.sport, client_port);
