@@ -112,11 +112,14 @@ def test_udhcpc_gets_renews_and_releases_a_lease(home: VirtualHome, serve) -> No
     [lease] = service.leases()
     assert (lease.mac, lease.hostname, lease.ip) == ("02:48:47:00:00:01", "h1", lease.ip)
     first_expiry = lease.expires
+    # udhcpc retransmits a REQUEST it thinks unanswered (-T 1 on a busy machine):
+    # count the renewal's ACK from here, not from zero
+    acks_before = service.stats()["acks"]
 
     proc.send_signal(signal.SIGUSR1)  # renew: a unicast REQUEST from ciaddr
     wait_event(events, rf"^EVENT renew ip=192\.168\.1\.100 {OPTIONS}$")
     assert service.leases()[0].expires > first_expiry
-    assert service.stats()["acks"] == 2
+    assert service.stats()["acks"] >= acks_before + 1
 
     proc.send_signal(signal.SIGUSR2)  # release
     wait_counter(service, "releases", 1)
