@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import AfterValidator, Field, ValidationError, model_validator
 
 from homegw.configtypes import (
+    ChainRules,
     Hostname,
     HostPort,
     IfName,
@@ -31,14 +32,15 @@ from homegw.configtypes import (
 from homegw.modules.dhcp.config import DhcpConfig, default_range
 from homegw.modules.dns.config import DnsConfig
 from homegw.modules.dpi.config import DpiConfig
+from homegw.modules.firewall.config import FirewallConfig
 from homegw.modules.nat.config import NatConfig
 from homegw.modules.router.config import RouterConfig
 
 #: A module that can sit in a datapath chain (``dataplane.order``).
-ModuleName = Literal["dhcp", "dns", "router", "nat", "dpi"]
+ModuleName = Literal["dhcp", "dns", "firewall", "router", "nat", "dpi"]
 CHAIN_MODULES: tuple[str, ...] = get_args(ModuleName)
 #: Top-level sections that belong to a module.
-MODULE_SECTIONS = ("dhcp", "router", "nat", "dns", "dpi")
+MODULE_SECTIONS = ("dhcp", "firewall", "router", "nat", "dns", "dpi")
 #: ``type`` of the errors raised by the checks that span sections.
 CROSS_CHECK = "cross_check"
 
@@ -123,8 +125,8 @@ class WebuiConfig(Section):
 class ChainOrder(Section):
     """``dataplane.order`` -- the order of the modules in each NIC's XDP chain."""
 
-    lan: tuple[ModuleName, ...] = ("dpi", "dhcp", "dns", "router", "nat")
-    wan: tuple[ModuleName, ...] = ("nat", "router", "dpi")
+    lan: tuple[ModuleName, ...] = ("dpi", "dhcp", "dns", "firewall", "router", "nat")
+    wan: tuple[ModuleName, ...] = ("firewall", "nat", "router", "dpi")
 
     @model_validator(mode="after")
     def _check(self) -> ChainOrder:
@@ -167,6 +169,7 @@ class Config(Section):
     wan: WanConfig
     lan: LanConfig
     dhcp: DhcpConfig = Field(default_factory=DhcpConfig)
+    firewall: FirewallConfig = Field(default_factory=FirewallConfig)
     router: RouterConfig = Field(default_factory=RouterConfig)
     nat: NatConfig = Field(default_factory=NatConfig)
     dns: DnsConfig = Field(default_factory=DnsConfig)
@@ -185,7 +188,7 @@ class Config(Section):
 
     @property
     def modules(self) -> dict[str, Section]:
-        """The module sections by module name (``dhcp``, ``router``, ``nat``, ``dns``, ``dpi``)."""
+        """The module sections by module name (``dhcp``, ``firewall``, ``router``, ...)."""
         return {name: getattr(self, name) for name in MODULE_SECTIONS}
 
 
@@ -236,7 +239,46 @@ def _cross_problems(s: Mapping[str, Any]) -> list[Problem]:
             problems += _route_problems(s["router"], s["lan"], s.get("wan"))
     if "webui" in s:
         problems += _webui_problems(s["webui"], s.get("lan"), s.get("wan"))
+    if "dataplane" in s:
+        problems += _chain_problems(s["dataplane"].order, s)
+    if "firewall" in s and "nat" in s and s["firewall"].forward_wan_to_lan and s["nat"].enabled:
+        reason = (
+            "only with nat.enabled: false; with NAT, port forwards and nat.dmz_host "
+            "let traffic in"
+        )
+        problems.append((("firewall", "forward_wan_to_lan"), reason))
     return problems
+
+
+def _chain_problems(order: ChainOrder, s: Mapping[str, Any]) -> list[Problem]:
+    """Module orders that break a module's ``chain_rules`` (e.g. NAT before the
+    router on the LAN would let routed traffic leave untranslated)."""
+    problems: list[Problem] = []
+    for side in ("lan", "wan"):
+        chain: tuple[str, ...] = getattr(order, side)
+        where: Loc = ("dataplane", "order", side)
+        for i, name in enumerate(chain):
+            rules = _chain_rules(name)
+            for other in rules.after(side):
+                if other in chain and chain.index(other) > i:
+                    problems.append((where + (i,), f"{name} must come after {other}: {rules.why}"))
+            for other in rules.before(side):
+                if other in chain and chain.index(other) < i:
+                    problems.append((where + (i,), f"{name} must come before {other}: {rules.why}"))
+        for name in MODULE_SECTIONS:
+            section = s.get(name)
+            rules = _chain_rules(name)
+            if name in chain or section is None or not section.enabled:
+                continue
+            if present := [other for other in rules.required_with if other in chain]:
+                reason = f"{name} is missing while {present[0]} is in the chain: {rules.why}"
+                problems.append((where, reason))
+    return problems
+
+
+def _chain_rules(name: str) -> ChainRules:
+    model = Config.model_fields[name].annotation
+    return getattr(model, "chain_rules", ChainRules())
 
 
 def _wan_lan_problems(lan: LanConfig, wan: WanConfig | None) -> list[Problem]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any, NamedTuple
 
 from pydantic import (
@@ -38,6 +39,31 @@ Problem = tuple[Loc, str]
 #: The kernel's ephemeral (local) port range.  The appliance sets
 #: net.ipv4.ip_local_port_range to this, so the NAT pool must stay out of it.
 EPHEMERAL_PORTS = (32768, 60999)
+
+
+@dataclass(frozen=True)
+class ChainRules:
+    """Where a module may sit in ``dataplane.order``: declared by the module's
+    config section (``chain_rules`` class attribute), checked by the config.
+
+    ``*_after`` / ``*_before``: when both modules are in that NIC's chain, this
+    one must come after / before the other. ``required_with``: when this
+    module is enabled and one of these is in a NIC's chain, this one must be in
+    that chain too (NAT without the router's partner would leak untranslated).
+    """
+
+    lan_after: tuple[str, ...] = ()
+    lan_before: tuple[str, ...] = ()
+    wan_after: tuple[str, ...] = ()
+    wan_before: tuple[str, ...] = ()
+    required_with: tuple[str, ...] = ()
+    why: str = ""
+
+    def after(self, side: str) -> tuple[str, ...]:
+        return self.lan_after if side == "lan" else self.wan_after
+
+    def before(self, side: str) -> tuple[str, ...]:
+        return self.lan_before if side == "lan" else self.wan_before
 
 _TEXT = WithJsonSchema({"type": "string"})
 _INT_OR_TEXT = WithJsonSchema({"type": ["integer", "string"]})

@@ -6,6 +6,10 @@ MAX_MODULES = 8  # chain positions per NIC, hook and generation
 GENERATIONS = 2
 PUNT_MAX_BYTES = 1514
 
+# Punts from the chain itself (struct homegw_punt.module == DATAPLANE_ID).
+DATAPLANE_ID = 0
+REASON_FRAGMENT = 1  # meta0 = egress ifindex, meta1 = egress Nic
+
 
 class Nic(IntEnum):
     LAN = 0

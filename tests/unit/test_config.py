@@ -85,6 +85,7 @@ DEFAULTS = {
             "hostname": "homegw"},
     "dhcp": {"enabled": True, "range_start": "192.168.1.100", "range_end": "192.168.1.249",
              "lease_time": "12h", "reservations": [], "source_guard": False},
+    "firewall": {"wan_ping": True, "forward_wan_to_lan": False},
     "router": {"enabled": True, "routes": [], "neighbour_timeout": "5m"},
     "nat": {"enabled": True, "filtering": "address-port-dependent", "max_sessions": 65536,
             "port_range": "10000-32767", "port_forwards": [], "dmz_host": None,
@@ -97,8 +98,8 @@ DEFAULTS = {
     "dpi": {"enabled": False},
     "webui": {"listen": "192.168.1.1:80"},
     "dataplane": {"pin_dir": "/sys/fs/bpf/homegw", "xdp_mode": "native",
-                  "order": {"lan": ["dpi", "dhcp", "dns", "router", "nat"],
-                            "wan": ["nat", "router", "dpi"]}},
+                  "order": {"lan": ["dpi", "dhcp", "dns", "firewall", "router", "nat"],
+                            "wan": ["firewall", "nat", "router", "dpi"]}},
 }  # fmt: skip
 
 
@@ -110,7 +111,7 @@ def test_minimal_config_has_every_default():
     assert (config.lan.ip, config.lan.network) == (IP("192.168.1.1"), IPNet("192.168.1.0/24"))
     assert config.dhcp.range_start == IP("192.168.1.100")
     assert config.nat.port_range == PortRange(10000, 32767)
-    assert set(config.modules) == {"dhcp", "router", "nat", "dns", "dpi"}
+    assert set(config.modules) == {"dhcp", "firewall", "router", "nat", "dns", "dpi"}
 
 
 def test_example_file_shows_the_defaults():
@@ -223,7 +224,7 @@ def test_type_messages():
         "dns.blocklists.0: 'lists/ads.txt' must be an absolute path or an http(s):// URL",
         "dataplane.pin_dir: '/tmp/bpf' must be a directory under /sys/fs/bpf/, e.g. "
         "/sys/fs/bpf/homegw",
-        "dataplane.order.lan.1: must be one of: dhcp, dns, router, nat, dpi (not 'qos')",
+        "dataplane.order.lan.1: must be one of: dhcp, dns, firewall, router, nat, dpi (not 'qos')",
     ]
 
 
@@ -232,6 +233,37 @@ def test_chain_order_duplicates():
     assert errors_of(minimal(dataplane={"order": order})) == [
         "dataplane.order.lan.2: dpi is listed twice",
         "dataplane.order.wan.1: nat is listed twice",
+    ]
+
+
+def test_chain_order_that_would_leak_is_rejected():
+    """NAT before the router on the LAN, or missing where the router is, would
+    let routed traffic leave untranslated; the firewall must come first on the WAN."""
+    why_nat = (
+        "NAT translates what the router sends out of the WAN and what arrives for the WAN "
+        "address before the router forwards it; elsewhere traffic would leave untranslated"
+    )
+    why_fw = (
+        "the firewall must see WAN packets before NAT admits them and LAN packets before "
+        "the router forwards them"
+    )
+    order = {"lan": ["dhcp", "firewall", "nat", "router"], "wan": ["nat", "firewall", "router"]}
+    assert errors_of(minimal(dataplane={"order": order})) == [
+        f"dataplane.order.lan.2: nat must come after router: {why_nat}",
+        f"dataplane.order.wan.1: firewall must come before nat: {why_fw}",
+    ]
+    order = {"lan": ["router"], "wan": ["firewall", "router", "nat"]}
+    assert errors_of(minimal(dataplane={"order": order})) == [
+        f"dataplane.order.lan: firewall is missing while router is in the chain: {why_fw}",
+        f"dataplane.order.lan: nat is missing while router is in the chain: {why_nat}",
+        f"dataplane.order.wan.2: nat must come before router: {why_nat}",
+    ]
+    # without NAT the router may run alone on the LAN side of the firewall
+    order = {"lan": ["firewall", "router"], "wan": ["firewall", "router"]}
+    parse_config(minimal(nat={"enabled": False}, dataplane={"order": order}))
+    assert errors_of(minimal(firewall={"forward_wan_to_lan": True})) == [
+        "firewall.forward_wan_to_lan: only with nat.enabled: false; with NAT, port forwards "
+        "and nat.dmz_host let traffic in"
     ]
 
 
@@ -445,7 +477,7 @@ def test_save_load_round_trip(tmp_path):
                                     "internal_address": "10.10.0.5", "internal_port": 80}],
                  "dmz_host": "10.10.0.6", "timeouts": {"udp": "10m"}},
             dns={"blocklists": ["https://example.org/hosts"], "block_response": "nxdomain"},
-            dataplane={"xdp_mode": "generic", "order": {"wan": ["nat", "router"]}},
+            dataplane={"xdp_mode": "generic", "order": {"wan": ["firewall", "nat", "router"]}},
         )
     )  # fmt: skip
     path = tmp_path / "homegw.yaml"

@@ -60,12 +60,26 @@ struct homegw_cursor {
 	 * (router), so a later one can still answer the sender (nat's ICMP). */
 	unsigned char in_src_mac[ETH_ALEN];
 	unsigned char in_dst_mac[ETH_ALEN];
+	/* With HOMEGW_F_DNAT: the destination as the remote sent it (network
+	 * order), so an ICMP error about the packet quotes it untranslated. */
+	__be32 orig_daddr;
+	__be16 orig_dport;
+	__u16 pad;
 };
 
 #define HOMEGW_FWD_KERNEL 0   /* chain end: XDP_PASS, the kernel decides */
 #define HOMEGW_FWD_REDIRECT 1 /* chain end: bpf_redirect(out_ifindex) */
 #define HOMEGW_NIC_NONE 0xff
 #define HOMEGW_F_LOCAL 1      /* destined to one of the gateway's addresses */
+#define HOMEGW_F_DNAT 2       /* destination translated inbound: see orig_daddr */
+/* Over the egress MTU without DF (set by the router): the chain's end hands
+ * the packet, translated by then, to the slow path, which fragments it and
+ * sends the fragments out of out_ifindex. Never to the kernel untranslated. */
+#define HOMEGW_F_FRAGMENT 4
+
+/* Punts from the chain itself (no module): module id and reasons. */
+#define HOMEGW_DATAPLANE_ID 0
+#define HOMEGW_REASON_FRAGMENT 1 /* meta0 = out_ifindex, meta1 = out_nic */
 
 struct homegw_counter {
 	__u64 packets;

@@ -7,11 +7,12 @@ in with :func:`default_range` and checks them against the LAN subnet.
 from __future__ import annotations
 
 import ipaddress
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 from pydantic import StrictBool, model_validator
 
 from homegw.configtypes import (
+    ChainRules,
     Duration,
     Hostname,
     IPv4Address,
@@ -39,6 +40,11 @@ class DhcpConfig(Section):
     ``range_end`` are never None: when not configured they are derived from
     ``lan.address`` (see :func:`default_range`).
     """
+
+    chain_rules: ClassVar[ChainRules] = ChainRules(
+        lan_before=("router",),
+        why="the DHCP guard drops spoofed LAN sources before anything forwards them",
+    )
 
     enabled: StrictBool = True
     range_start: IPv4Address | None = None

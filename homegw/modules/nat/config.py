@@ -7,12 +7,13 @@ so the pool must stay outside it: the two never hand out the same port.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, StrictBool, model_validator
 
 from homegw.configtypes import (
     EPHEMERAL_PORTS,
+    ChainRules,
     Duration,
     IPv4Address,
     PortRange,
@@ -68,6 +69,15 @@ class PortForward(Section):
 
 class NatConfig(Section):
     """``nat:`` -- source NAT of LAN traffic to the WAN address, port forwards, DMZ."""
+
+    chain_rules: ClassVar[ChainRules] = ChainRules(
+        lan_after=("router",),
+        wan_before=("router",),
+        required_with=("router",),
+        why="NAT translates what the router sends out of the WAN and what arrives for "
+        "the WAN address before the router forwards it; elsewhere traffic would leave "
+        "untranslated",
+    )
 
     enabled: StrictBool = True
     filtering: Literal["address-port-dependent", "endpoint-independent"] = "address-port-dependent"
