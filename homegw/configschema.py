@@ -243,8 +243,7 @@ def _cross_problems(s: Mapping[str, Any]) -> list[Problem]:
         problems += _chain_problems(s["dataplane"].order, s)
     if "firewall" in s and "nat" in s and s["firewall"].forward_wan_to_lan and s["nat"].enabled:
         reason = (
-            "only with nat.enabled: false; with NAT, port forwards and nat.dmz_host "
-            "let traffic in"
+            "only with nat.enabled: false; with NAT, port forwards and nat.dmz_host let traffic in"
         )
         problems.append((("firewall", "forward_wan_to_lan"), reason))
     return problems
