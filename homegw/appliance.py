@@ -115,7 +115,7 @@ class Appliance:
             self.dns.set_fast_path(module.fast_path())
         self.dns.start()
         if self.dhcp is not None:
-            self.dns.follow_local_hosts(self.dhcp.local_names)
+            self.dhcp.subscribe_names(self.dns.lease_name_changed)
 
     def _wan_dns(self) -> list[str]:
         """Upstreams learned from the ISP (wan.dns from config come first)."""

@@ -1,6 +1,7 @@
 """The DHCP module's XDP guard through the LAN root (BPF_PROG_TEST_RUN):
-bindings, the source guard for IPv4 and ARP, per-device accounting, and
-the hand-over to the next module."""
+bindings, the gateway-MAC rule, the source guard for IPv4 and ARP with its
+DHCP rules (client -> server only, rogue servers dropped), per-device
+accounting, and the hand-over to the next module."""
 
 from __future__ import annotations
 
@@ -22,7 +23,16 @@ from homegw.modules.dhcp.service import BINDING_LEASED, BINDING_RESERVED, Bindin
 from tests.fixtures.stamp import STAMP_PORT, StampModule
 
 GW_MAC, HOST_MAC, OTHER_MAC = "02:00:00:00:01:01", "02:48:47:00:00:01", "02:48:47:00:00:02"
-HOST_IP, OTHER_IP = "192.168.1.100", "192.168.1.101"
+BROADCAST_MAC = "ff:ff:ff:ff:ff:ff"
+GW_IP, HOST_IP, OTHER_IP = "192.168.1.1", "192.168.1.100", "192.168.1.101"  # lan.address default
+REMOTE_IP = "198.51.100.80"
+NO_DROPS = {
+    "dropped_ipv4": 0,
+    "dropped_arp": 0,
+    "devices_full": 0,
+    "dropped_gateway_mac": 0,
+    "dropped_dhcp_server": 0,
+}
 
 
 @pytest.fixture(scope="module")
@@ -62,15 +72,31 @@ def guard(loaded: DhcpModule) -> DhcpModule:
 
 
 def udp(
-    src_mac: str = HOST_MAC, src_ip: str = HOST_IP, dport: int = STAMP_PORT, sport: int = 40000
+    src_mac: str = HOST_MAC,
+    src_ip: str = HOST_IP,
+    dport: int = STAMP_PORT,
+    sport: int = 40000,
+    dst_mac: str = GW_MAC,
+    dst_ip: str = REMOTE_IP,
 ) -> bytes:
     frame = (
-        Ether(src=src_mac, dst=GW_MAC)
-        / IP(src=src_ip, dst="198.51.100.80", id=1)
+        Ether(src=src_mac, dst=dst_mac)
+        / IP(src=src_ip, dst=dst_ip, id=1)
         / UDP(sport=sport, dport=dport)
         / b"...."
     )
     return bytes(frame)
+
+
+def dhcp(src_mac: str, src_ip: str, dst_mac: str, dst_ip: str, sport: int = 68) -> bytes:
+    """A DHCP-sized datagram: client -> server (68 -> 67) or server -> client (67 -> 68)."""
+    dport = 67 if sport == 68 else 68
+    return bytes(
+        Ether(src=src_mac, dst=dst_mac)
+        / IP(src=src_ip, dst=dst_ip)
+        / UDP(sport=sport, dport=dport)
+        / (b"\x01" * 300)
+    )
 
 
 def _restamp(frame: bytes) -> bytes:
@@ -99,12 +125,7 @@ def test_bound_mac_and_address_pass_unchanged_to_the_next_module(
     result = run(dataplane, frame)
     assert result.verdict == "XDP_PASS"
     assert result.data == _restamp(frame)  # exact bytes: only stampA's change
-    assert guard.guard_stats() == {
-        "checked": 1,
-        "dropped_ipv4": 0,
-        "dropped_arp": 0,
-        "devices_full": 0,
-    }
+    assert guard.guard_stats() == {"checked": 1, **NO_DROPS}
 
 
 def test_spoofed_source_is_dropped_with_the_guard_on(
@@ -128,22 +149,110 @@ def test_spoofed_source_passes_with_the_guard_off(dataplane: Dataplane, guard: D
     assert guard.device_counters() == {HOST_MAC: DeviceCounters(1, len(frame), 0)}
 
 
-def test_dhcp_to_the_server_always_passes(dataplane: Dataplane, guard: DhcpModule) -> None:
-    discover = bytes(
-        Ether(src=OTHER_MAC, dst="ff:ff:ff:ff:ff:ff")
-        / IP(src="0.0.0.0", dst="255.255.255.255")
-        / UDP(sport=68, dport=67)
-        / (b"\x01" * 300)
+@pytest.mark.parametrize(
+    "frame",
+    [
+        dhcp(OTHER_MAC, "0.0.0.0", BROADCAST_MAC, "255.255.255.255"),  # DISCOVER, REQUEST
+        dhcp(OTHER_MAC, "192.168.1.77", BROADCAST_MAC, "255.255.255.255"),  # REBINDING
+        dhcp(OTHER_MAC, "192.168.1.77", GW_MAC, GW_IP),  # RENEWING, a lease we lost
+    ],
+    ids=["discover", "rebinding", "renewing"],
+)
+def test_dhcp_client_to_the_server_passes_from_any_source(
+    dataplane: Dataplane, guard: DhcpModule, frame: bytes
+) -> None:
+    result = run(dataplane, frame)
+    assert result.verdict == "XDP_PASS" and result.data == frame
+    assert guard.guard_stats() == {"checked": 1, **NO_DROPS}
+
+
+@pytest.mark.parametrize(
+    ("dst_mac", "dst_ip"),
+    [
+        (GW_MAC, "255.255.255.255"),  # limited broadcast, but not in a broadcast frame
+        (OTHER_MAC, "255.255.255.255"),
+        (BROADCAST_MAC, "192.168.1.255"),  # the subnet's broadcast is not the server
+        (BROADCAST_MAC, GW_IP),
+        (OTHER_MAC, GW_IP),  # the gateway's address, another device's MAC
+        (OTHER_MAC, OTHER_IP),  # a DHCP server on another LAN host
+        (GW_MAC, "198.51.100.67"),  # a DHCP server beyond the gateway
+    ],
+    ids=[
+        "bcast-ip-gw-mac",
+        "bcast-ip-other-mac",
+        "subnet-bcast",
+        "gw-ip-bcast-mac",
+        "gw-ip-other-mac",
+        "lan-host",
+        "remote",
+    ],
+)
+def test_dhcp_client_traffic_elsewhere_is_not_exempt(
+    dataplane: Dataplane, guard: DhcpModule, dst_mac: str, dst_ip: str
+) -> None:
+    unbound = dhcp(OTHER_MAC, "192.168.1.77", dst_mac, dst_ip)
+    assert run(dataplane, unbound).verdict == "XDP_DROP"
+    assert guard.guard_stats() == {"checked": 1, **NO_DROPS, "dropped_ipv4": 1}
+    # A bound device with its own address is ordinary traffic (rule 2b).
+    bound = dhcp(HOST_MAC, HOST_IP, dst_mac, dst_ip)
+    assert run(dataplane, bound).data == bound
+
+
+def test_other_udp_to_the_server_port_is_not_exempt(
+    dataplane: Dataplane, guard: DhcpModule
+) -> None:
+    assert run(dataplane, udp(OTHER_MAC, "192.168.1.77", 67, 40000, dst_ip=GW_IP)).verdict == (
+        "XDP_DROP"
     )
-    result = run(dataplane, discover)
-    assert result.verdict == "XDP_PASS" and result.data == discover
-    rebinding = udp(src_mac=OTHER_MAC, src_ip="192.168.1.77", dport=67, sport=68)
-    assert run(dataplane, rebinding).verdict == "XDP_PASS"
-    assert run(dataplane, udp(OTHER_MAC, "192.168.1.77", 67, 40000)).verdict == "XDP_DROP"
+    assert run(dataplane, udp(OTHER_MAC, "192.168.1.77", 6700, 68, dst_ip=GW_IP)).verdict == (
+        "XDP_DROP"
+    )
+    assert guard.guard_stats()["dropped_ipv4"] == 2
 
 
-def test_gateway_and_non_ip_frames_pass(dataplane: Dataplane, guard: DhcpModule) -> None:
-    assert run(dataplane, udp(src_mac=GW_MAC, src_ip="10.1.1.1")).verdict == "XDP_PASS"
+def _first_fragment(frame: bytes) -> bytes:
+    packet = Ether(frame)
+    packet[IP].flags = "MF"
+    return bytes(packet)
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        dhcp(OTHER_MAC, "192.168.1.77", BROADCAST_MAC, "255.255.255.255", sport=67),
+        dhcp(HOST_MAC, HOST_IP, BROADCAST_MAC, "255.255.255.255", sport=67),  # bound sender
+        dhcp(HOST_MAC, HOST_IP, OTHER_MAC, OTHER_IP, sport=67),  # unicast ACK
+        dhcp(HOST_MAC, HOST_IP, GW_MAC, GW_IP, sport=67),  # to the gateway itself
+        _first_fragment(dhcp(HOST_MAC, HOST_IP, BROADCAST_MAC, "255.255.255.255", sport=67)),
+    ],
+    ids=["unbound", "bound", "unicast", "to-gateway", "first-fragment"],
+)
+def test_rogue_dhcp_server_is_dropped_and_counted(
+    dataplane: Dataplane, guard: DhcpModule, frame: bytes
+) -> None:
+    assert run(dataplane, frame).verdict == "XDP_DROP"
+    assert guard.guard_stats() == {"checked": 1, **NO_DROPS, "dropped_dhcp_server": 1}
+
+
+@pytest.mark.parametrize("source_guard", [True, False], ids=["guard-on", "guard-off"])
+def test_frames_with_the_gateway_mac_are_dropped(
+    dataplane: Dataplane, guard: DhcpModule, source_guard: bool
+) -> None:
+    guard.set_source_guard(source_guard)
+    impostors = [
+        udp(src_mac=GW_MAC, src_ip=GW_IP),
+        dhcp(GW_MAC, "0.0.0.0", BROADCAST_MAC, "255.255.255.255"),  # not even DHCP passes
+        arp("is-at", GW_MAC, GW_IP, HOST_IP),  # gratuitous ARP for the gateway
+        bytes(Ether(src=GW_MAC, dst=HOST_MAC, type=0x86DD) / (b"\x60" + bytes(60))),
+    ]
+    for frame in impostors:
+        assert run(dataplane, frame).verdict == "XDP_DROP"
+    stats = guard.guard_stats()
+    assert stats == {"checked": 0, **NO_DROPS, "dropped_gateway_mac": len(impostors)}
+    assert guard.device_counters() == {}
+
+
+def test_non_ip_frames_pass(dataplane: Dataplane, guard: DhcpModule) -> None:
     ipv6 = bytes(Ether(src=OTHER_MAC, dst=GW_MAC, type=0x86DD) / (b"\x60" + bytes(60)))
     assert run(dataplane, ipv6).data == ipv6
 

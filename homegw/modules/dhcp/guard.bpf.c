@@ -1,19 +1,34 @@
 /* "dhcp": the lease-aware LAN datapath of the DHCP module (XDP, LAN chain).
  *
  * The DHCP server publishes every MAC <-> address binding in dhcp_bindings.
- * For each frame from the LAN this module
- *   - accounts packets and bytes per device (source MAC) that has a binding;
- *   - with the source guard on (dhcp_guard_config.enabled), drops
- *       IPv4 whose source address is not the binding of the source MAC,
- *       except DHCP client -> server (UDP 68 -> 67, any source: a client
- *       with no or a lost lease must always reach the server);
- *       ARP whose sender address is not the binding of the source MAC, or
- *       whose sender MAC differs from the frame's, except sender 0.0.0.0
- *       (RFC 5227 probes). A dropped answer to an ARP probe (target
- *       0.0.0.0) is punted to the slow path first, so the DHCP server still
- *       sees the conflict it probed for;
- *     frames from the gateway's own MAC and non-IPv4/ARP frames pass;
- *   - counts every drop, then hands allowed frames to the next module.
+ * Every frame from the LAN meets these rules, in order; a drop is counted
+ * in dhcp_guard_stats under the reason given:
+ *   1. Ethernet source = the gateway's own LAN MAC: dropped, guard on or off
+ *      (GUARD_DROP_GATEWAY_MAC). The gateway never receives its own frames,
+ *      so this is a LAN device impersonating the gateway.
+ *   2. With the source guard on (dhcp_guard_config.enabled), IPv4:
+ *      a. a DHCP server message (UDP source port 67 to port 68, unfragmented
+ *         or first fragment): dropped whoever sends it, bound or not
+ *         (GUARD_DROP_DHCP_SERVER): the gateway is the LAN's DHCP server, so
+ *         this is a rogue server;
+ *      b. source address = the binding of the source MAC: passes;
+ *      c. DHCP client -> server (UDP 68 -> 67) with any source address
+ *         passes, but only to the server: to 255.255.255.255 in a frame to
+ *         the broadcast MAC, or to the gateway's LAN address in a frame to
+ *         the gateway's MAC (a client with no or a lost lease must always
+ *         reach the server, and nothing else);
+ *      d. anything else, a truncated header included: dropped
+ *         (GUARD_DROP_IPV4).
+ *      ARP: dropped (GUARD_DROP_ARP) unless the sender address is the
+ *      binding of the source MAC and the sender MAC is the frame's, or the
+ *      sender address is 0.0.0.0 (RFC 5227 probes). A dropped answer to an
+ *      ARP probe (target 0.0.0.0) is punted to the slow path first
+ *      (DHCP_REASON_PROBE_ANSWER), so the DHCP server still sees the
+ *      conflict it probed for.
+ *      Other ethertypes pass.
+ *   3. With the guard off, everything but rule 1 passes unchecked.
+ *   4. A frame from a MAC that has a binding is accounted in dhcp_devices
+ *      (packets and bytes, or dropped); allowed frames go to the next module.
  */
 #include "homegw.h"
 #include <uapi/linux/udp.h>
@@ -31,7 +46,15 @@
 #define GUARD_DROP_IPV4 1    /* IPv4 with a source not bound to the MAC */
 #define GUARD_DROP_ARP 2     /* ARP with a sender not bound to the MAC */
 #define GUARD_DEVICES_FULL 3 /* no room in dhcp_devices for a bound MAC */
-#define GUARD_COUNTERS 4
+#define GUARD_DROP_GATEWAY_MAC 4 /* Ethernet source = the gateway's LAN MAC */
+#define GUARD_DROP_DHCP_SERVER 5 /* DHCP server message (UDP 67 -> 68) from the LAN */
+#define GUARD_COUNTERS 6
+/* Verdict of a rule: ALLOWED, or the GUARD_DROP_* counter of the drop.
+ * (0 is GUARD_CHECKED's index, never a drop reason.) */
+#define ALLOWED 0
+
+#define DHCP_SERVER_PORT 67
+#define DHCP_CLIENT_PORT 68
 
 struct dhcp_mac {
 	__u8 addr[6];
@@ -50,9 +73,10 @@ struct dhcp_device {
 };
 
 struct dhcp_guard_config {
-	__u32 enabled;
-	__u8 gateway_mac[6];
+	__u32 enabled;      /* the source guard (rules 2a-2d and ARP) */
+	__u8 gateway_mac[6]; /* all zero: unknown, rule 1 off */
 	__u16 pad;
+	__be32 gateway_ip;  /* the gateway's LAN address, network order */
 };
 
 struct arp_ipv4 {
@@ -72,10 +96,14 @@ BPF_TABLE_PINNED("hash", struct dhcp_mac, struct dhcp_binding, dhcp_bindings, DH
 // <source MAC of a bound device, per-CPU {packets, bytes, dropped} received from it on the LAN>
 BPF_TABLE_PINNED("percpu_hash", struct dhcp_mac, struct dhcp_device, dhcp_devices,
 		 2 * DHCP_MAX_BINDINGS, HOMEGW_PIN("dhcp_devices"));
-// <GUARD_* counter index, per-CPU count>
+// <GUARD_* counter index, per-CPU count>. Pinned under a new name when
+// GUARD_COUNTERS grew to 6: bcc reuses a pinned map without checking its
+// size, and the 4-entry "dhcp_guard_stats" of older versions would lose the
+// new counters (that stale pin goes with the next reboot).
 BPF_TABLE_PINNED("percpu_array", u32, u64, dhcp_guard_stats, GUARD_COUNTERS,
-		 HOMEGW_PIN("dhcp_guard_stats"));
-// <0, guard settings>: written by DhcpModule.on_load (not pinned: config, not state)
+		 HOMEGW_PIN("dhcp_guard_counters"));
+// <0, struct dhcp_guard_config {enabled, gateway_mac, gateway_ip}>: written by
+// DhcpModule.set_source_guard (not pinned: config, not state)
 BPF_ARRAY(dhcp_guard_config, struct dhcp_guard_config, 1);
 
 static __always_inline void guard_count(u32 index)
@@ -112,17 +140,52 @@ static __always_inline void account(struct dhcp_mac *key, __u64 bytes, int dropp
 	}
 }
 
-/* 1 when the IPv4 packet may pass the guard. */
-static __always_inline int ipv4_allowed(struct iphdr *ip, void *end, struct dhcp_binding *b)
+static __always_inline int is_zero_mac(const __u8 *a)
 {
-	if (b && b->ipv4 == ip->saddr)
-		return 1;
-	if (ip->protocol != IPPROTO_UDP || (ip->frag_off & htons(0x1fff)))
-		return 0;
+	return (a[0] | a[1] | a[2] | a[3] | a[4] | a[5]) == 0;
+}
+
+static __always_inline int is_broadcast_mac(const __u8 *a)
+{
+	return (a[0] & a[1] & a[2] & a[3] & a[4] & a[5]) == 0xff;
+}
+
+/* The UDP header of an unfragmented packet or a first fragment, else NULL. */
+static __always_inline struct udphdr *udp_header(struct iphdr *ip, void *end)
+{
+	if (ip->protocol != IPPROTO_UDP || ip->ihl < 5 || (ip->frag_off & htons(0x1fff)))
+		return NULL;
 	struct udphdr *udp = (void *)ip + ip->ihl * 4;
 	if ((void *)(udp + 1) > end)
+		return NULL;
+	return udp;
+}
+
+/* Rule 2c: DHCP client -> server, to the server and nowhere else. */
+static __always_inline int dhcp_to_server(struct ethhdr *eth, struct iphdr *ip, struct udphdr *udp,
+					  struct dhcp_guard_config *cfg)
+{
+	if (udp->source != htons(DHCP_CLIENT_PORT) || udp->dest != htons(DHCP_SERVER_PORT))
 		return 0;
-	return udp->source == htons(68) && udp->dest == htons(67);
+	if (ip->daddr == 0xffffffff)
+		return is_broadcast_mac(eth->h_dest);
+	return ip->daddr == cfg->gateway_ip && same_mac(eth->h_dest, cfg->gateway_mac);
+}
+
+/* Rules 2a-2d for an IPv4 frame: ALLOWED or the drop counter. */
+static __always_inline int ipv4_verdict(struct ethhdr *eth, struct iphdr *ip, void *end,
+					struct dhcp_binding *b, struct dhcp_guard_config *cfg)
+{
+	if ((void *)(ip + 1) > end)
+		return GUARD_DROP_IPV4;
+	struct udphdr *udp = udp_header(ip, end);
+	if (udp && udp->source == htons(DHCP_SERVER_PORT) && udp->dest == htons(DHCP_CLIENT_PORT))
+		return GUARD_DROP_DHCP_SERVER;
+	if (b && b->ipv4 == ip->saddr)
+		return ALLOWED;
+	if (udp && dhcp_to_server(eth, ip, udp, cfg))
+		return ALLOWED;
+	return GUARD_DROP_IPV4;
 }
 
 /* 1 when the ARP packet may pass the guard; a dropped probe answer is punted. */
@@ -141,39 +204,50 @@ static __always_inline int arp_allowed(struct xdp_md *ctx, struct ethhdr *eth, s
 	return 0;
 }
 
+/* Rules 1-3: ALLOWED or the drop counter. */
+static __always_inline int guard_verdict(struct xdp_md *ctx, struct ethhdr *eth, void *end,
+					 struct dhcp_binding *b)
+{
+	u32 zero = 0;
+	struct dhcp_guard_config *cfg = dhcp_guard_config.lookup(&zero);
+
+	if (!cfg)
+		return ALLOWED;
+	if (!is_zero_mac(cfg->gateway_mac) && same_mac(eth->h_source, cfg->gateway_mac))
+		return GUARD_DROP_GATEWAY_MAC;
+	if (!cfg->enabled)
+		return ALLOWED;
+	if (eth->h_proto == htons(ETH_P_IP)) {
+		guard_count(GUARD_CHECKED);
+		return ipv4_verdict(eth, (void *)(eth + 1), end, b, cfg);
+	}
+	if (eth->h_proto == htons(ETH_P_ARP)) {
+		struct arp_ipv4 *arp = (void *)(eth + 1);
+		guard_count(GUARD_CHECKED);
+		if ((void *)(arp + 1) > end || !arp_allowed(ctx, eth, arp, b))
+			return GUARD_DROP_ARP;
+	}
+	return ALLOWED;
+}
+
 int dhcp_guard_xdp(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
-	u32 zero = 0;
 
 	if ((void *)(eth + 1) > end)
 		return homegw_next_xdp(ctx);
 	struct dhcp_mac key = {};
 	__builtin_memcpy(key.addr, eth->h_source, 6);
 	struct dhcp_binding *b = dhcp_bindings.lookup(&key);
-	struct dhcp_guard_config *cfg = dhcp_guard_config.lookup(&zero);
-	int allowed = 1;
+	int verdict = guard_verdict(ctx, eth, end, b);
 
-	if (cfg && cfg->enabled && !same_mac(eth->h_source, cfg->gateway_mac)) {
-		if (eth->h_proto == htons(ETH_P_IP)) {
-			struct iphdr *ip = (void *)(eth + 1);
-			guard_count(GUARD_CHECKED);
-			allowed = (void *)(ip + 1) <= end && ipv4_allowed(ip, end, b);
-			if (!allowed)
-				guard_count(GUARD_DROP_IPV4);
-		} else if (eth->h_proto == htons(ETH_P_ARP)) {
-			struct arp_ipv4 *arp = (void *)(eth + 1);
-			guard_count(GUARD_CHECKED);
-			allowed = (void *)(arp + 1) <= end && arp_allowed(ctx, eth, arp, b);
-			if (!allowed)
-				guard_count(GUARD_DROP_ARP);
-		}
-	}
 	if (b)
-		account(&key, (__u64)(end - data), !allowed);
-	if (!allowed)
+		account(&key, (__u64)(end - data), verdict != ALLOWED);
+	if (verdict != ALLOWED) {
+		guard_count(verdict);
 		return XDP_DROP;
+	}
 	return homegw_next_xdp(ctx);
 }

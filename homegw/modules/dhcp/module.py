@@ -8,11 +8,13 @@
 - `dhcp_devices` <MAC, per-CPU {packets, bytes, dropped}>: per-device
   accounting of LAN frames from MACs that have a binding (twice the size of
   the bindings map, entries removed with their binding's expiry).
-- `dhcp_guard_stats` <counter, per-CPU count>: checked / dropped frames.
+- `dhcp_guard_stats` <counter, per-CPU count> (pinned as `dhcp_guard_counters`):
+  checked frames and drops by reason (`GUARD_COUNTERS`).
 
 The source guard (`dhcp.source_guard`) is a runtime switch in a config map,
-so turning it on or off needs no recompile. The module implements the
-service's `BindingsWriter` protocol.
+so turning it on or off needs no recompile. Frames from the LAN carrying the
+gateway's own MAC are dropped whether the guard is on or not. The module
+implements the service's `BindingsWriter` protocol.
 """
 
 from __future__ import annotations
@@ -36,7 +38,14 @@ log = logging.getLogger(__name__)
 
 MAX_BINDINGS = 4096  # DHCP_MAX_BINDINGS in guard.bpf.c
 REASON_PROBE_ANSWER = 1
-GUARD_COUNTERS = ("checked", "dropped_ipv4", "dropped_arp", "devices_full")
+GUARD_COUNTERS = (  # index order of dhcp_guard_stats (GUARD_* in guard.bpf.c)
+    "checked",
+    "dropped_ipv4",
+    "dropped_arp",
+    "devices_full",
+    "dropped_gateway_mac",
+    "dropped_dhcp_server",
+)
 
 ProbeListener = Callable[[int, bytes], None]  # (sender address, sender MAC)
 
@@ -101,6 +110,7 @@ class DhcpModule(IOModule):
         value.enabled = int(enabled)
         mac = _mac_bytes(self.gateway_mac) if self.gateway_mac else b"\0" * 6
         value.gateway_mac = (ctypes.c_ubyte * 6)(*mac)
+        value.gateway_ip = struct.unpack("=I", self.config.lan.ip.packed)[0]
         table[ctypes.c_int(0)] = value
         log.info("dhcp: source guard %s", "on" if enabled else "off")
 

@@ -228,9 +228,9 @@ class DhcpServer:
                 expired = self.protocol.pool.reclaim(now)
                 upcoming = self.protocol.pool.next_expiry()
             for lease in expired:
+                self.on_unbound(lease, True)
                 self.counters.values["expired"] += 1
                 log.info("DHCP lease expired: %s of %s", lease.ip, lease.mac)
-                self.on_unbound(lease, True)
             self._next_reclaim = min(now + RECLAIM_EVERY, upcoming or now + RECLAIM_EVERY)
 
     def _on_udp(self) -> None:
@@ -264,16 +264,18 @@ class DhcpServer:
             )
 
     def _apply(self, outcome: Outcome, msg: p.DhcpMessage, now: float) -> None:
+        # Bindings and names first: once the counter, the log line or the
+        # reply shows the event, the datapath and DNS already follow it.
+        if outcome.unbound is not None:
+            self.on_unbound(outcome.unbound, False)
+        if outcome.bound is not None:
+            self.on_bound(outcome.bound)
         self.counters.values[outcome.counter] += 1
         if outcome.event:
             if outcome.warning:
                 self._limited(outcome.counter, logging.WARNING, outcome.event, now)
             else:
                 log.info("%s", outcome.event)
-        if outcome.unbound is not None:
-            self.on_unbound(outcome.unbound, False)
-        if outcome.bound is not None:
-            self.on_bound(outcome.bound)
         if outcome.reply is None:
             return
         if outcome.probe is not None and self._arp is not None:

@@ -7,9 +7,15 @@ datapath through a `BindingsWriter` (the DHCP IO module's pinned
 Static reservations are published from the start, with or without a lease,
 so a reserved device with a static address passes the source guard.
 
+Lease names go to name listeners (`subscribe_names`, the DNS forwarder's
+local names) as events, per device: on the ACK that grants a lease or
+renews it under another name (before the ACK is sent), on RELEASE, DECLINE,
+and on expiry (when the server's timer runs the pool's `reclaim(now)` at
+the lease's end). Nobody polls.
+
 The appliance calls, in order: `DhcpService(config, writer).start()` after
-the dataplane is loaded, `leases()` / `stats()` / `local_names()` from the
-web UI and DNS, `stop()` on shutdown.
+the dataplane is loaded, `subscribe_names()` for DNS, `leases()` /
+`stats()` / `local_names()` from the web UI, `stop()` on shutdown.
 """
 
 from __future__ import annotations
@@ -35,6 +41,11 @@ log = logging.getLogger(__name__)
 DB_NAME = "dhcp-leases.sqlite3"
 BINDING_LEASED = 1  # keep in step with guard.bpf.c
 BINDING_RESERVED = 2
+
+
+NameListener = Callable[[str, str | None, IPv4Address | None], None]
+"""listener(mac, hostname, address): the device is now called `hostname` at
+`address`; listener(mac, None, None): it has no name any more."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,35 +101,47 @@ class DhcpService:
         self._db: LeaseDb | None = None
         self._reserved = {r.mac: r for r in self.settings.reservations}
         self._published: dict[str, Binding] = {}
+        self._names: dict[str, tuple[str, IPv4Address]] = {}  # MAC -> its lease's name
+        self._name_listeners: list[NameListener] = []
+        self._names_lock = threading.Lock()  # subscribe (any thread) vs events (server)
 
     # -- lifecycle -------------------------------------------------------------------
 
     def start(self) -> None:
         """Load the leases, publish the bindings, start serving."""
+        server = self.load()
+        try:
+            server.start()
+        except OSError:
+            self.stop()
+            raise
+        listen = getattr(self.writer, "set_probe_listener", None)
+        if listen is not None:
+            listen(server.probe_answer)
+
+    def load(self) -> DhcpServer:
+        """Open the lease database, publish bindings and names, build the
+        server (not started: start() does that; tests drive it directly)."""
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
         self._db = LeaseDb(self.db_path)
         now = self.clock()
         s = self.settings
         pool = LeasePool(s.network, s.range_start, s.range_end, s.reservations, self._db, now=now)
         expired = pool.reclaim(now)  # leases that ran out while we were down
+        active = pool.active(now)
         log.info(
             "DHCP leases loaded from %s: %d active, %d expired while stopped",
             self.db_path,
-            len(pool.active(now)),
+            len(active),
             len(expired),
         )
         self.server = DhcpServer(DhcpProtocol(s, pool), self._bound, self._unbound, self.clock)
-        self._published = self._wanted(pool.active(now))
+        self._published = self._wanted(active)
         if self.writer is not None:
             self.writer.sync_bindings(dict(self._published))
-        try:
-            self.server.start()
-        except OSError:
-            self.stop()
-            raise
-        listen = getattr(self.writer, "set_probe_listener", None)
-        if listen is not None:
-            listen(self.server.probe_answer)
+        for lease in active:
+            self._set_name(lease.mac, (lease.hostname, lease.ip) if lease.hostname else None)
+        return self.server
 
     def stop(self) -> None:
         """Stop serving and close the database; bindings stay in the datapath."""
@@ -162,6 +185,45 @@ class DhcpService:
         """The bindings published to the datapath, by MAC."""
         return dict(self._published)
 
+    def subscribe_names(self, listener: NameListener) -> None:
+        """Tell `listener` every lease name now, then each change as it
+        happens (from the server thread, before the ACK that grants a name
+        leaves). A listener that raises is logged; DHCP goes on."""
+        with self._names_lock:
+            self._name_listeners.append(listener)
+            for mac, (hostname, address) in self._names.items():
+                self._tell(listener, mac, hostname, address)
+
+    # -- names -------------------------------------------------------------------------
+
+    def _set_name(self, mac: str, name: tuple[str, IPv4Address] | None) -> None:
+        with self._names_lock:
+            if self._names.get(mac) == name:
+                return  # a renewal under the same name: nothing to tell
+            if name is None:
+                del self._names[mac]
+            else:
+                self._names[mac] = name
+            hostname, address = name if name is not None else (None, None)
+            for listener in self._name_listeners:
+                self._tell(listener, mac, hostname, address)
+
+    def _drop_name(self, mac: str, address: IPv4Address) -> None:
+        """The lease of `mac` at `address` ended: its name goes, unless the
+        device has moved on to another address."""
+        current = self._names.get(mac)
+        if current is not None and current[1] == address:
+            self._set_name(mac, None)
+
+    @staticmethod
+    def _tell(
+        listener: NameListener, mac: str, hostname: str | None, address: IPv4Address | None
+    ) -> None:
+        try:
+            listener(mac, hostname, address)
+        except Exception:
+            log.exception("dhcp: name listener failed on %s (%s)", mac, hostname)
+
     # -- bindings ----------------------------------------------------------------------
 
     def _wanted(self, active: list[Lease]) -> dict[str, Binding]:
@@ -190,6 +252,7 @@ class DhcpService:
             log.warning("dhcp: cannot %s for %s in the datapath: %s", action, mac, exc)
 
     def _bound(self, lease: Lease) -> None:
+        self._set_name(lease.mac, (lease.hostname, lease.ip) if lease.hostname else None)
         binding = self._binding_for(lease)
         if self._published.get(lease.mac) == binding:
             return  # a renewal: the datapath already has it
@@ -197,6 +260,7 @@ class DhcpService:
         self._write("set_binding", lease.mac, binding)
 
     def _unbound(self, lease: Lease, expired: bool) -> None:
+        self._drop_name(lease.mac, lease.ip)
         if expired and hasattr(self.writer, "forget_device"):
             self._write("forget_device", lease.mac)  # the device left: counters go too
         current = self._published.get(lease.mac)

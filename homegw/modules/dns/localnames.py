@@ -1,20 +1,35 @@
 """Names the gateway answers itself and never sends upstream.
 
-- ``<host>.<domain>`` (default domain ``lan``) from DHCP leases
-  (:meth:`LocalNames.set_hosts`) and reservations (:meth:`set_reservations`;
-  they win over leases), and the gateway's own ``<lan.hostname>.<lan.domain>``.
+- ``<host>.<domain>`` (default domain ``lan``): the gateway's own
+  ``<lan.hostname>``, static reservations (:meth:`LocalNames.set_reservations`)
+  and the DHCP leases' names, one device at a time
+  (:meth:`set_device`, called by the DHCP server the moment a lease is
+  granted, renamed, released, declined or expires).
 - single-label names (``printer``): the same hosts, else NXDOMAIN
   (dnsmasq's ``domain-needed``).
 - PTR for LAN addresses; every reverse name in a private range (in-addr.arpa
   and ip6.arpa) that is not a known host gets NXDOMAIN (``bogus-priv``).
 - ``localhost`` and ``*.localhost`` (RFC 6761).
+
+A lease's name is chosen by the device, so it is hostile input. It becomes a
+name only if it is one RFC 1123 label (ASCII letters, digits, inner '-',
+at most 63 characters; the name with the domain at most 253) and is none of
+the gateway's name, ``localhost``, the WPAD/ISATAP discovery names (a device
+calling itself ``wpad`` would become every browser's proxy) or a
+reservation's name; otherwise it is refused (logged) and the device gets no
+name. Two devices claiming one name: the first keeps it; the later claim
+waits and takes the name over when the holder's lease ends. Names are
+answered in one dictionary look-up; every change is one small update under
+a lock, never a rebuild from all leases.
 """
 
 from __future__ import annotations
 
+import collections
 import ipaddress
 import logging
 import re
+import threading
 from collections.abc import Mapping
 
 from dnslib import AAAA, PTR, RR, A, DNSLabel
@@ -27,17 +42,28 @@ from homegw.modules.dns.wire import NOERROR, NXDOMAIN, TYPE_A, TYPE_AAAA, TYPE_A
 log = logging.getLogger(__name__)
 
 LOCAL_TTL = 0  # as dnsmasq's default local-ttl: leases change, clients must ask again
-_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+MAX_NAME = 253  # characters of a name in dotted form (RFC 1035 §2.3.4: 255 octets on the wire)
+# Never a lease's name: names browsers and Windows look up to find a proxy or
+# a tunnel (the WPAD / ISATAP hijacks), and localhost (RFC 6761).
+NOT_FROM_LEASES = frozenset({"wpad", "isatap", "localhost"})
 V4_REVERSE = "in-addr.arpa"
 V6_REVERSE = "ip6.arpa"
 
+Address = ipaddress.IPv4Address
+
 
 def _host_label(name: str, domain: str) -> str | None:
-    """The single label a DHCP client's name stands for, or None if unusable."""
-    name = name.strip().lower().rstrip(".")
-    if name.endswith("." + domain):
-        name = name[: -len(domain) - 1]
-    return name if _LABEL.match(name) else None
+    """The single label a name stands for (``Laptop``, ``laptop.lan.``), or
+    None if it is not exactly one RFC 1123 label (ASCII only: no Unicode
+    case folding into ASCII) or too long with the domain."""
+    if not name.isascii():
+        return None
+    name = name.lower()
+    name = name.removesuffix(".").removesuffix("." + domain)
+    if not _LABEL.fullmatch(name) or len(name) + 1 + len(domain) > MAX_NAME:
+        return None
+    return name
 
 
 def _reverse_v4(labels: list[str]) -> ipaddress.IPv4Network | None:
@@ -77,51 +103,144 @@ class LocalNames:
         self.domain = domain.lower().rstrip(".")
         self.hostname = hostname.lower()
         self.lan = lan
-        self._leases: dict[str, ipaddress.IPv4Address] = {}
-        self._reserved: dict[str, ipaddress.IPv4Address] = {}
-        self._names: dict[str, ipaddress.IPv4Address] = {}
-        self._reverse: dict[ipaddress.IPv4Address, str] = {}
+        self._lock = threading.Lock()  # writers: DHCP server thread, tests; readers: DNS
+        self._reserved: dict[str, Address] = {}
+        self._claims: dict[str, dict[str, Address]] = {}  # label -> {device: address}, oldest first
+        self._label_of: dict[str, str] = {}  # device -> the label it claims
+        self._names: dict[str, Address] = {}  # label -> the answer
+        self._at: dict[Address, dict[str, None]] = {}  # address -> labels (first: the PTR)
+        self.refused: collections.Counter[str] = collections.Counter()  # lease names, by reason
         self._rebuild()
 
     # -- feeding -----------------------------------------------------------
+    def set_device(self, device: str, name: str | None, address: str | Address | None) -> None:
+        """`device` (a MAC) is now called `name` at `address`; `name` None: it
+        has no name any more (lease released, declined or expired)."""
+        with self._lock:
+            claim = self._lease_claim(device, name, address) if name is not None else None
+            label = claim[0] if claim else None
+            previous = self._label_of.get(device)
+            if previous is not None and previous != label:
+                self._unclaim(device, previous)
+            if claim is not None:
+                self._claim(device, *claim)
+
     def set_hosts(self, mapping: Mapping[str, str]) -> None:
-        """Replace the lease-derived names: {hostname: IPv4 address}."""
-        self._leases = self._clean(mapping)
-        self._rebuild()
+        """Replace every lease name: {hostname: IPv4 address}, each its own device."""
+        with self._lock:
+            self._claims.clear()
+            self._label_of.clear()
+            self._rebuild()
+        for name, address in mapping.items():
+            self.set_device(f"name:{name}", name, address)
 
     def set_reservations(self, mapping: Mapping[str, str]) -> None:
-        """Replace the names of static reservations (they win over leases)."""
-        self._reserved = self._clean(mapping)
-        self._rebuild()
-
-    def _clean(self, mapping: Mapping[str, str]) -> dict[str, ipaddress.IPv4Address]:
-        out = {}
+        """Replace the names of static reservations (they win over leases,
+        and resolve with or without a lease)."""
+        reserved = {}
         for name, address in mapping.items():
             label = _host_label(name, self.domain)
-            try:
-                ip = ipaddress.IPv4Address(address)
-            except ValueError:
-                label = None
-            if label is None:
-                log.warning(
-                    "ignoring local name %r -> %r: not a host name and IPv4 address", name, address
-                )
+            if label is None or label == self.hostname:
+                log.warning("ignoring reservation name %r: not a usable host name", name)
                 continue
-            out[label] = ip
-        return out
+            reserved[label] = Address(address)
+        with self._lock:
+            self._reserved = reserved
+            self._rebuild()
+
+    def _lease_claim(self, device: str, name: str, address: object) -> tuple[str, Address] | None:
+        """(label, address) a lease may claim, or None, counted and logged, if refused."""
+        label = _host_label(name, self.domain)
+        try:
+            ip = Address(address)  # type: ignore[arg-type]
+        except ValueError:
+            label = None
+        if label is None:
+            reason = "invalid"
+        elif label == self.hostname:
+            reason = "gateway_name"
+        elif label in NOT_FROM_LEASES:
+            reason = "discovery_name"
+        elif label in self._reserved:
+            if self._reserved[label] == ip:
+                return None  # the reserved device itself: its reservation answers
+            reason = "reserved_name"
+        else:
+            return label, ip
+        self.refused[reason] += 1
+        log.warning("no local name for %s: %r at %r refused (%s)", device, name, address, reason)
+        return None
+
+    def _claim(self, device: str, label: str, ip: Address) -> None:
+        claims = self._claims.setdefault(label, {})
+        holder = next(iter(claims), device)
+        if holder != device and device not in claims:
+            self.refused["taken"] += 1
+            log.warning(
+                "local name %s.%s stays with %s; %s gets it when that lease ends",
+                label,
+                self.domain,
+                holder,
+                device,
+            )
+        claims[device] = ip  # a renewal keeps its place in the queue
+        self._label_of[device] = label
+        self._elect(label)
+
+    def _unclaim(self, device: str, label: str) -> None:
+        claims = self._claims.get(label, {})
+        claims.pop(device, None)
+        if not claims:
+            self._claims.pop(label, None)
+        self._label_of.pop(device, None)
+        self._elect(label)
+
+    def _elect(self, label: str) -> None:
+        """Publish the answer of a lease label: its oldest claim, or none.
+        The gateway's and the reservations' names never move."""
+        if label == self.hostname or label in self._reserved:
+            return
+        claims = self._claims.get(label)
+        self._publish(label, next(iter(claims.values())) if claims else None)
+
+    def _publish(self, label: str, ip: Address | None) -> None:
+        old = self._names.get(label)
+        if old == ip:
+            return
+        if old is not None:
+            labels = self._at[old]
+            del labels[label]
+            if not labels:
+                del self._at[old]
+            del self._names[label]
+        if ip is not None:
+            self._names[label] = ip
+            self._at.setdefault(ip, {})[label] = None
 
     def _rebuild(self) -> None:
-        names = {**self._leases, **self._reserved, self.hostname: self.lan.ip}
-        self._names = names
-        reverse: dict[ipaddress.IPv4Address, str] = {}
-        for label, ip in names.items():
-            reverse.setdefault(ip, label)
-        reverse[self.lan.ip] = self.hostname
-        self._reverse = reverse
+        """All answers from scratch: the gateway, reservations, then leases
+        (only on set_reservations / set_hosts)."""
+        self._names, self._at = {}, {}
+        self._publish(self.hostname, self.lan.ip)
+        for label, ip in self._reserved.items():
+            self._publish(label, ip)
+        for label, claims in list(self._claims.items()):
+            if label in self._reserved:
+                for device in list(claims):
+                    self._unclaim(device, label)
+            else:
+                self._elect(label)
+
+    def stats(self) -> dict[str, object]:
+        """How many names are served, and the lease names refused, by reason."""
+        with self._lock:
+            return {"names": len(self._names), "refused": dict(self.refused)}
 
     def hosts(self) -> dict[str, str]:
         """Every local name (fully qualified) and its address."""
-        return {f"{label}.{self.domain}": str(ip) for label, ip in sorted(self._names.items())}
+        with self._lock:
+            names = sorted(self._names.items())
+        return {f"{label}.{self.domain}": str(ip) for label, ip in names}
 
     # -- answering ---------------------------------------------------------
     def answer(self, query: Query) -> Template | None:
@@ -153,7 +272,8 @@ class LocalNames:
         return RR(message.label_of(query.qname), rtype, rdata=rdata, ttl=LOCAL_TTL)
 
     def _host(self, query: Query, label: str) -> Template:
-        ip = self._names.get(label)
+        with self._lock:
+            ip = self._names.get(label)
         if ip is None:
             return self._reply(query, NXDOMAIN)
         if query.qtype in (TYPE_A, TYPE_ANY):
@@ -167,6 +287,11 @@ class LocalNames:
             return self._reply(query, NOERROR, [self._rr(query, TYPE_AAAA, AAAA("::1"))])
         return self._reply(query, NOERROR)
 
+    def _ptr(self, ip: Address) -> str | None:
+        with self._lock:
+            labels = self._at.get(ip)
+            return next(iter(labels)) if labels else None
+
     def _reverse_answer(self, query: Query, name: str) -> Template | None:
         v4 = name.endswith("." + V4_REVERSE)
         labels = name[: -len(V4_REVERSE if v4 else V6_REVERSE) - 1].split(".")
@@ -174,7 +299,7 @@ class LocalNames:
         if net is None or not _private(net):
             return None  # public space: the owner of the addresses answers
         exact = isinstance(net, ipaddress.IPv4Network) and net.prefixlen == 32 and len(labels) == 4
-        host = self._reverse.get(net.network_address) if exact else None  # type: ignore[arg-type]
+        host = self._ptr(net.network_address) if exact else None  # type: ignore[arg-type]
         if host is None:
             return self._reply(query, NXDOMAIN)
         if query.qtype not in (TYPE_PTR, TYPE_ANY):

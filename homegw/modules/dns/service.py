@@ -2,8 +2,9 @@
 
 Builds the resolver from the config (local names, policies, cache, upstream
 client, rebind guard, query log), binds ``lan.address:53`` UDP and TCP, and
-exposes what the rest of the appliance needs: :meth:`set_local_hosts` (DHCP
-leases), :attr:`on_answer` (DPI), :meth:`set_fast_path` (the XDP module's
+exposes what the rest of the appliance needs: :meth:`lease_name_changed`
+(a DHCP name listener: lease names resolve the moment they change),
+:attr:`on_answer` (DPI), :meth:`set_fast_path` (the XDP module's
 map), :meth:`refresh_blocklists` (when online), :meth:`stats` and
 :meth:`query_log`.
 
@@ -100,32 +101,14 @@ class DnsService:
         self.resolver.fast_path = fast_path
 
     def set_local_hosts(self, mapping: Mapping[str, object]) -> None:
-        """The DHCP leases' names: {hostname: IPv4 (str or IPv4Address)};
-        replaces the previous set."""
+        """Replace every lease name: {hostname: IPv4 (str or IPv4Address)}."""
         self.local.set_hosts({name: str(ip) for name, ip in mapping.items()})
 
-    def follow_local_hosts(
-        self, source: Callable[[], Mapping[str, object]], interval: float = 2.0
-    ) -> None:
-        """Poll source (e.g. DhcpService.local_names) every interval seconds on
-        the service's event loop and apply what changed. Call after start()."""
-        loop = self.servers.loop
-        if loop is None:
-            raise RuntimeError("follow_local_hosts() needs a started service")
-        last: dict[str, str] = {}
-
-        def poll() -> None:
-            nonlocal last
-            try:
-                current = {name: str(ip) for name, ip in source().items()}
-                if current != last:
-                    self.set_local_hosts(current)
-                    last = current
-            except Exception:
-                log.exception("local host names: source failed")
-            loop.call_later(interval, poll)
-
-        loop.call_soon_threadsafe(poll)
+    def lease_name_changed(self, mac: str, hostname: str | None, address: object | None) -> None:
+        """One device's lease name (DhcpService.subscribe_names): `hostname`
+        at `address`, or no name any more (None). Thread-safe, answered from
+        the next query on."""
+        self.local.set_device(mac, hostname, None if address is None else str(address))
 
     def _policies(self) -> PolicySet:
         dns = self.config.dns
@@ -184,6 +167,7 @@ class DnsService:
             "upstream": asdict(self.upstream.stats),
             "upstreams": self.upstreams(),
             "query_log": {"size": len(resolver.querylog), "total": resolver.querylog.total},
+            "local_names": self.local.stats(),
         }
         if self._fast_path is not None:
             out["fast_path"] = asdict(self._fast_path.stats())
