@@ -2,11 +2,14 @@
 
 The UDP thread blocks in recvfrom (no selector round trip per datagram: that
 alone would halve the rate), answers cache hits itself and hands everything
-else to the event loop. The event loop thread serves TCP (RFC 7766: 2-byte
-length prefix, several queries per connection, idle timeout), runs the slow
-path and talks to the upstreams. Both listening sockets are bound in start(),
-in the caller's network namespace; the threads inherit that namespace, so the
-upstream sockets are opened there too.
+else to the event loop: onto a queue, waking the loop only when the queue was
+empty, so under load one wake-up carries many queries. The loop answers them
+with callbacks (:meth:`Resolver.answer`), not a task per query. The event
+loop thread serves TCP (RFC 7766: 2-byte length prefix, several queries per
+connection, idle timeout), runs the slow path and talks to the upstreams.
+Both listening sockets are bound in start(), in the caller's network
+namespace; the threads inherit that namespace, so the upstream sockets are
+opened there too.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import logging
 import socket
 import struct
 import threading
+from collections import deque
 
 from homegw.modules.dns import wire
 from homegw.modules.dns.resolver import Resolver
@@ -24,7 +28,7 @@ from homegw.modules.dns.resolver import Resolver
 log = logging.getLogger(__name__)
 
 MAX_DATAGRAM = 4096
-MAX_PENDING = 4096  # slow-path UDP queries in progress; beyond: dropped, counted
+MAX_QUEUED = 4096  # UDP queries handed to the loop, not yet taken; beyond: dropped, counted
 TCP_IDLE = 10.0  # seconds a TCP client may stay silent
 MAX_TCP_CLIENTS = 64
 PURGE_INTERVAL = 60.0
@@ -45,7 +49,8 @@ class DnsServers:
         self._tcp: socket.socket | None = None
         self._tcp_server: asyncio.Server | None = None
         self._threads: list[threading.Thread] = []
-        self._pending: set[asyncio.Task[None]] = set()
+        self._queue: deque[tuple[bytes, tuple[str, int]]] = deque()
+        self._wake_scheduled = False
         self._tcp_clients = 0
         self._stopping = False
 
@@ -147,21 +152,42 @@ class DnsServers:
                 with contextlib.suppress(OSError):
                     sock.sendto(reply, addr)
                 continue
-            loop.call_soon_threadsafe(self._spawn_slow, data, addr)
+            self._hand_over(data, addr)
 
-    def _spawn_slow(self, data: bytes, addr: tuple[str, int]) -> None:
-        if len(self._pending) >= MAX_PENDING:
+    def _hand_over(self, data: bytes, addr: tuple[str, int]) -> None:
+        """(UDP thread) Queue a query for the loop; wake it if it may be idle."""
+        if len(self._queue) >= MAX_QUEUED:
             self.resolver.stats.dropped += 1
             return
-        task = asyncio.get_running_loop().create_task(self._udp_slow(data, addr))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        self._queue.append((data, addr))
+        if not self._wake_scheduled:
+            self._wake_scheduled = True
+            assert self.loop is not None
+            with contextlib.suppress(RuntimeError):  # the loop is closing
+                self.loop.call_soon_threadsafe(self._take_queued)
 
-    async def _udp_slow(self, data: bytes, addr: tuple[str, int]) -> None:
-        reply = await self._resolve(data, addr[0], tcp=False)
-        if reply is not None and self._udp is not None:
-            with contextlib.suppress(OSError):
-                self._udp.sendto(reply, addr)
+    def _take_queued(self) -> None:
+        """(loop) Answer every query the UDP thread queued."""
+        self._wake_scheduled = False  # before taking: a later query wakes us again
+        queue, answer = self._queue, self.resolver.answer
+        while queue:
+            data, addr = queue.popleft()
+            send = self._sender(addr)
+            try:
+                answer(data, addr[0], False, send)
+            except Exception:  # a bug: the client still gets an answer
+                self.resolver.stats.errors += 1
+                log.exception("query from %s failed", addr[0])
+                if len(data) >= wire.HEADER_LEN:
+                    send(wire.error_reply(data, wire.SERVFAIL))
+
+    def _sender(self, addr: tuple[str, int]):  # noqa: ANN202
+        def send(reply: bytes | None) -> None:
+            if reply is not None and self._udp is not None:
+                with contextlib.suppress(OSError):
+                    self._udp.sendto(reply, addr)
+
+        return send
 
     async def _resolve(self, data: bytes, client: str, tcp: bool) -> bytes | None:
         try:

@@ -1,16 +1,25 @@
 """Asking upstream resolvers: UDP with staggered failover, TCP when truncated.
 
-One query goes to the preferred upstream first (the last one that answered).
+One question goes to the preferred upstream first (the last one that answered).
 If it has not answered after ``timeout / len(upstreams)`` seconds, the next
 one is asked too, and so on; an upstream that refuses (ICMP port unreachable,
 SERVFAIL, REFUSED, garbage) hands over at once. The first good reply wins;
-when ``timeout`` has passed with none, the query fails (the resolver answers
-SERVFAIL). So a dead upstream costs at most the time until failover, never the
-whole timeout, and a query never takes longer than the configured timeout.
+when ``timeout`` has passed with none, the question fails (the resolver
+answers SERVFAIL). So a dead upstream costs at most the time until failover,
+never the whole timeout, and a question never takes longer than the timeout.
 
-Each attempt uses a fresh socket (random source port) and a random ID; replies
-whose ID or question do not match are ignored (anti-spoofing). A reply with TC
-set is retried over TCP to the same upstream within the same deadline.
+Everything runs on the event loop with callbacks, no task per query: the
+queries go out on a pool of :data:`POOL_SIZE` unconnected UDP sockets, each
+bound to its own kernel-chosen random port and replaced by a fresh one (a new
+random port) after :data:`SOCKET_USES` queries or :data:`SOCKET_LIFETIME`
+seconds, so a port an attacker learnt is soon gone. Each query takes a random
+socket and a random ID unused on that socket (both from ``os.urandom``). A
+reply is accepted only if its ID is in flight on the socket it arrived on, it
+comes from the address and port that query went to, and it carries our
+question (name case-blind, type, class); anything else is ignored and counted
+by reason. ICMP errors reach the sockets through ``IP_RECVERR`` and are
+matched the same way (quoted ID and destination). A reply with TC set is
+retried over TCP to the same upstream within the same deadline.
 """
 
 from __future__ import annotations
@@ -18,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
+import os
 import socket
 import struct
 from collections.abc import Callable
@@ -42,6 +51,15 @@ log = logging.getLogger(__name__)
 
 DNS_PORT = 53
 FAILING_RCODES = (SERVFAIL, NOTIMP, REFUSED, FORMERR)  # ask another upstream
+POOL_SIZE = 64  # UDP sockets in use at a time (a power of two)
+SOCKET_USES = 100  # queries a socket carries before a fresh port replaces it
+SOCKET_LIFETIME = 10.0  # seconds a socket is handed new queries, however few
+MAX_REPLY = 65535
+IP_RECVERR = 11  # <linux/in.h>; not exported by Python's socket module
+_SOCK_EXTENDED_ERR = struct.Struct("=IBBBBII")  # errno, origin, type, code, pad, info, data
+
+#: done(reply, None) or done(None, reason), called once per question.
+Done = Callable[["UpstreamReply | None", "str | None"], None]
 
 
 class UpstreamError(Exception):
@@ -64,6 +82,12 @@ class UpstreamStats:
     failovers: int = 0  # attempts started because an earlier one failed or was slow
     failures: int = 0  # questions that got no usable reply in time
     refused: int = 0  # attempts refused (ICMP unreachable, error rcodes, bad replies)
+    sockets_opened: int = 0  # pool sockets bound (each on a new random port)
+    # datagrams ignored, by reason (late replies after failover land in unknown_id)
+    unknown_id: int = 0  # no query with this ID in flight on this socket
+    wrong_source: int = 0  # not from the address/port the query went to
+    wrong_question: int = 0  # right ID and source, but not our question (or not a reply)
+    short_reply: int = 0  # shorter than a DNS header
 
 
 def build_query(qid: int, qname: bytes, qtype: int, qclass: int) -> bytes:
@@ -89,6 +113,79 @@ def rcode_of(reply: bytes) -> int:
     return reply[3] & RCODE_MASK
 
 
+class RandomSource:
+    """Unpredictable 16-bit numbers, os.urandom read 1 KiB at a time."""
+
+    def __init__(self) -> None:
+        self._numbers: list[int] = []
+
+    def u16(self) -> int:
+        if not self._numbers:
+            raw = os.urandom(1024)
+            self._numbers = list(struct.unpack(f">{len(raw) // 2}H", raw))
+        return self._numbers.pop()
+
+
+class _PoolSocket:
+    """One pool socket: its queries in flight by ID."""
+
+    __slots__ = ("sock", "pending", "uses", "opened", "retired")
+
+    def __init__(self, sock: socket.socket, opened: float) -> None:
+        self.sock = sock
+        self.pending: dict[int, _Attempt] = {}
+        self.uses = 0
+        self.opened = opened
+        self.retired = False
+
+
+class _Question:
+    """One question to the upstreams: its attempts, timer and deadline."""
+
+    __slots__ = (
+        "qname",
+        "qtype",
+        "qclass",
+        "wire",
+        "servers",
+        "next",
+        "start",
+        "deadline",
+        "stagger",
+        "done",
+        "timer",
+        "attempts",
+        "errors",
+        "finished",
+    )
+
+    def __init__(self, question: tuple[bytes, int, int], servers: list[str], done: Done) -> None:
+        self.qname, self.qtype, self.qclass = question
+        self.wire = self.qname + struct.pack(">HH", self.qtype, self.qclass)
+        self.servers = servers
+        self.next = 0
+        self.start = self.deadline = self.stagger = 0.0
+        self.done = done
+        self.timer: asyncio.TimerHandle | None = None
+        self.attempts: list[_Attempt] = []
+        self.errors: list[str] = []
+        self.finished = False
+
+
+class _Attempt:
+    """The question sent to one upstream."""
+
+    __slots__ = ("question", "server", "slot", "qid", "query", "tcp")
+
+    def __init__(self, question: _Question, server: str) -> None:
+        self.question = question
+        self.server = server
+        self.slot: _PoolSocket | None = None
+        self.qid = 0
+        self.query = b""
+        self.tcp: asyncio.Task[None] | None = None
+
+
 class UpstreamClient:
     def __init__(
         self,
@@ -101,6 +198,11 @@ class UpstreamClient:
         self.port = port
         self.preferred: str | None = None
         self.stats = UpstreamStats()
+        self._random = RandomSource()
+        self._pool: list[_PoolSocket | None] = [None] * POOL_SIZE
+        self._retired: set[_PoolSocket] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._buffer = bytearray(MAX_REPLY)
 
     def servers(self) -> list[str]:
         """The upstreams in the order they are tried (preferred first)."""
@@ -110,116 +212,277 @@ class UpstreamClient:
             servers.insert(0, self.preferred)
         return servers
 
+    # -- asking ------------------------------------------------------------------
     async def query(self, qname: bytes, qtype: int, qclass: int) -> UpstreamReply:
         """The first good reply from any upstream; UpstreamError when none in time."""
+        future: asyncio.Future[UpstreamReply] = asyncio.get_running_loop().create_future()
+
+        def done(reply: UpstreamReply | None, error: str | None) -> None:
+            if future.done():
+                return
+            if reply is None:
+                future.set_exception(UpstreamError(error))
+            else:
+                future.set_result(reply)
+
+        self.ask(qname, qtype, qclass, done)
+        return await future
+
+    def ask(self, qname: bytes, qtype: int, qclass: int, done: Done) -> None:
+        """Ask the upstreams (on the running event loop); done() gets the answer.
+        It may be called before ask() returns (no upstream known)."""
         servers = self.servers()
         self.stats.queries += 1
         if not servers:
             self.stats.failures += 1
-            raise UpstreamError("no upstream resolvers known")
+            done(None, "no upstream resolvers known")
+            return
         loop = asyncio.get_running_loop()
-        start = loop.time()
-        deadline = start + self.timeout
-        stagger = self.timeout / len(servers)
-        try:
-            return await self._race(servers, (qname, qtype, qclass), start, deadline, stagger)
-        except UpstreamError:
-            self.stats.failures += 1
-            raise
+        if loop is not self._loop:  # (tests run several loops; the service one)
+            self.close()
+            self._loop = loop
+        question = _Question((qname, qtype, qclass), servers, done)
+        question.start = loop.time()
+        question.deadline = question.start + self.timeout
+        question.stagger = self.timeout / len(servers)
+        self._launch(question)
+        if not question.finished:
+            self._arm(question)
 
-    async def _race(
-        self,
-        servers: list[str],
-        question: tuple[bytes, int, int],
-        start: float,
-        deadline: float,
-        stagger: float,
-    ) -> UpstreamReply:
-        loop = asyncio.get_running_loop()
-        pending: set[asyncio.Task[UpstreamReply]] = set()
-        errors: list[str] = []
-        next_server, next_start = 0, start
-        try:
-            while True:
-                now = loop.time()
-                if next_server < len(servers) and (now >= next_start or not pending):
-                    if next_server:
-                        self.stats.failovers += 1
-                    task = asyncio.create_task(
-                        self._attempt(servers[next_server], question, start, deadline)
-                    )
-                    pending.add(task)
-                    next_server, next_start = next_server + 1, now + stagger
-                    continue
-                if not pending or now >= deadline:
-                    raise UpstreamError("; ".join(errors) or "upstream timeout")
-                until = deadline if next_server >= len(servers) else min(deadline, next_start)
-                done, pending = await asyncio.wait(
-                    pending, timeout=until - now, return_when=asyncio.FIRST_COMPLETED
-                )
-                for task in done:
-                    if task.exception() is None:
-                        reply = task.result()
-                        self.preferred = reply.server
-                        return reply
-                    errors.append(str(task.exception()))
-                    self.stats.refused += 1
-        finally:
-            for task in pending:
-                task.cancel()
-
-    async def _attempt(
-        self, server: str, question: tuple[bytes, int, int], start: float, deadline: float
-    ) -> UpstreamReply:
+    def _launch(self, question: _Question) -> None:
+        """Send the question to its next upstream."""
+        server = question.servers[question.next]
+        if question.next:
+            self.stats.failovers += 1
+        question.next += 1
         self.stats.attempts += 1
-        qid = secrets.randbits(16)
-        query = build_query(qid, *question)
-        qbytes = query[HEADER_LEN : HEADER_LEN + len(question[0]) + 4]
-        loop = asyncio.get_running_loop()
-        reply = await self._udp(server, query, qid, qbytes, deadline)
-        tcp = False
-        if reply[2] & (TC >> 8):
-            self.stats.tcp_retries += 1
-            reply = await self._tcp(server, query, qid, qbytes, deadline)
-            tcp = True
-        if rcode_of(reply) in FAILING_RCODES:
-            raise UpstreamError(f"{server}: rcode {rcode_of(reply)}")
-        return UpstreamReply(reply, server, loop.time() - start, tcp)
-
-    async def _udp(self, server: str, query: bytes, qid: int, qbytes: bytes, deadline: float):  # noqa: ANN202
-        loop = asyncio.get_running_loop()
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            sock.setblocking(False)
-            try:
-                sock.connect((server, self.port))
-                await loop.sock_sendall(sock, query)
-                while True:
-                    left = deadline - loop.time()
-                    if left <= 0:
-                        raise UpstreamError(f"{server}: no reply")
-                    reply = await asyncio.wait_for(loop.sock_recv(sock, 65535), left)
-                    if matches(reply, qid, qbytes):
-                        return reply
-                    log.debug("ignoring a reply from %s that does not match", server)
-            except TimeoutError as exc:
-                raise UpstreamError(f"{server}: no reply") from exc
-            except OSError as exc:
-                raise UpstreamError(f"{server}: {exc.strerror or exc}") from exc
-
-    async def _tcp(self, server: str, query: bytes, qid: int, qbytes: bytes, deadline: float):  # noqa: ANN202
-        loop = asyncio.get_running_loop()
-        left = deadline - loop.time()
-        if left <= 0:
-            raise UpstreamError(f"{server}: no time left for TCP")
+        attempt = _Attempt(question, server)
+        question.attempts.append(attempt)
         try:
-            return await asyncio.wait_for(self._tcp_exchange(server, query, qid, qbytes), left)
-        except TimeoutError as exc:
-            raise UpstreamError(f"{server}: no reply over TCP") from exc
-        except (OSError, asyncio.IncompleteReadError) as exc:
-            raise UpstreamError(f"{server}: TCP: {exc}") from exc
+            assert self._loop is not None
+            slot = self._socket(self._loop.time())
+            qid = self._random.u16()
+            while qid in slot.pending:
+                qid = self._random.u16()
+            attempt.slot, attempt.qid = slot, qid
+            attempt.query = build_query(qid, question.qname, question.qtype, question.qclass)
+            slot.pending[qid] = attempt
+            slot.sock.sendto(attempt.query, (server, self.port))
+        except OSError as exc:  # no route, buffer full, not an IPv4 address, no fds...
+            self._failed(attempt, f"{server}: {exc.strerror or exc}")
 
-    async def _tcp_exchange(self, server: str, query: bytes, qid: int, qbytes: bytes) -> bytes:
-        reader, writer = await asyncio.open_connection(server, self.port)
+    def _arm(self, question: _Question) -> None:
+        """The timer for the question's next step: failover or its deadline."""
+        assert self._loop is not None
+        if question.timer is not None:
+            question.timer.cancel()
+        when = question.deadline
+        if question.next < len(question.servers):
+            when = min(when, self._loop.time() + question.stagger)
+        question.timer = self._loop.call_at(when, self._on_timer, question)
+
+    def _on_timer(self, question: _Question) -> None:
+        if question.finished:
+            return
+        assert self._loop is not None
+        if self._loop.time() >= question.deadline - 0.001:
+            self._finish(question, None, "; ".join(question.errors) or "upstream timeout")
+            return
+        if question.next < len(question.servers):
+            self._launch(question)
+        if not question.finished:
+            self._arm(question)
+
+    # -- outcomes of attempts --------------------------------------------------------
+    def _failed(self, attempt: _Attempt, reason: str) -> None:
+        """An attempt that will not give a reply: try the next upstream at once."""
+        question = attempt.question
+        self._release(attempt)
+        if question.finished or attempt not in question.attempts:
+            return
+        question.attempts.remove(attempt)
+        self.stats.refused += 1
+        question.errors.append(reason)
+        if question.next < len(question.servers):
+            self._launch(question)
+            if not question.finished:
+                self._arm(question)
+        elif not question.attempts:
+            self._finish(question, None, "; ".join(question.errors))
+
+    def _replied(self, attempt: _Attempt, reply: bytes, tcp: bool) -> None:
+        question = attempt.question
+        if question.finished:
+            return
+        if not tcp and reply[2] & (TC >> 8):
+            self.stats.tcp_retries += 1
+            attempt.tcp = asyncio.get_running_loop().create_task(self._tcp(attempt))
+            return
+        rcode = rcode_of(reply)
+        if rcode in FAILING_RCODES:
+            self._failed(attempt, f"{attempt.server}: rcode {rcode}")
+            return
+        assert self._loop is not None
+        latency = self._loop.time() - question.start
+        self.preferred = attempt.server
+        self._finish(question, UpstreamReply(reply, attempt.server, latency, tcp), None)
+
+    def _finish(self, question: _Question, reply: UpstreamReply | None, error: str | None) -> None:
+        question.finished = True
+        if question.timer is not None:
+            question.timer.cancel()
+        current = asyncio.current_task()
+        for attempt in question.attempts:
+            self._release(attempt)
+            if attempt.tcp is not None and attempt.tcp is not current:
+                attempt.tcp.cancel()
+        question.attempts.clear()
+        if reply is None:
+            self.stats.failures += 1
+        try:
+            question.done(reply, error)
+        except Exception:  # the caller's bug must not stop the pool's reading
+            log.exception("upstream answer callback failed")
+
+    # -- the socket pool ---------------------------------------------------------------
+    def _socket(self, now: float) -> _PoolSocket:
+        """A random pool socket; a fresh one in its place once it is worn out."""
+        index = self._random.u16() % POOL_SIZE
+        slot = self._pool[index]
+        if slot is None or slot.uses >= SOCKET_USES or now - slot.opened > SOCKET_LIFETIME:
+            if slot is not None:
+                self._pool[index] = None
+                self._retire(slot)
+            slot = self._pool[index] = self._open(now)
+        slot.uses += 1
+        return slot
+
+    def _open(self, now: float) -> _PoolSocket:
+        assert self._loop is not None
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.SOL_IP, IP_RECVERR, 1)
+            sock.bind(("0.0.0.0", 0))  # the kernel picks a random free port
+        except OSError:
+            sock.close()
+            raise
+        slot = _PoolSocket(sock, now)
+        self._loop.add_reader(sock.fileno(), self._readable, slot)
+        self.stats.sockets_opened += 1
+        return slot
+
+    def _retire(self, slot: _PoolSocket) -> None:
+        """Out of the pool: still read until its queries in flight are done."""
+        slot.retired = True
+        if slot.pending:
+            self._retired.add(slot)
+        else:
+            self._close(slot)
+
+    def _release(self, attempt: _Attempt) -> None:
+        slot = attempt.slot
+        if slot is None or slot.pending.get(attempt.qid) is not attempt:
+            return
+        del slot.pending[attempt.qid]
+        if slot.retired and not slot.pending:
+            self._retired.discard(slot)
+            self._close(slot)
+
+    def _close(self, slot: _PoolSocket) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.remove_reader(slot.sock.fileno())
+        slot.sock.close()
+
+    def close(self) -> None:
+        """Close every socket (the service stops); questions in flight are dropped."""
+        for slot in [*self._pool, *self._retired]:
+            if slot is not None:
+                with contextlib.suppress(OSError, RuntimeError):
+                    self._close(slot)
+        self._pool = [None] * POOL_SIZE
+        self._retired.clear()
+
+    # -- receiving -----------------------------------------------------------------
+    def _readable(self, slot: _PoolSocket) -> None:
+        """Read every datagram waiting on a pool socket."""
+        sock, buffer = slot.sock, self._buffer
+        received = 0
+        while True:
+            try:
+                size, source = sock.recvfrom_into(buffer)
+            except BlockingIOError:
+                break
+            except OSError:  # an ICMP error: the details wait in the error queue
+                self._read_errors(slot)
+                return  # (the loop calls again while datagrams wait)
+            received += 1
+            self._datagram(slot, bytes(buffer[:size]), source)
+        if not received:  # woken by the error queue alone
+            self._read_errors(slot)
+
+    def _datagram(self, slot: _PoolSocket, reply: bytes, source: tuple[str, int]) -> None:
+        stats = self.stats
+        if len(reply) < HEADER_LEN:
+            stats.short_reply += 1
+            return
+        attempt = slot.pending.get(reply[0] << 8 | reply[1])
+        if attempt is None:
+            stats.unknown_id += 1
+            return
+        if source[0] != attempt.server or source[1] != self.port:
+            stats.wrong_source += 1
+            return
+        if not matches(reply, attempt.qid, attempt.question.wire):
+            stats.wrong_question += 1
+            return
+        self._release(attempt)
+        self._replied(attempt, reply, tcp=False)
+
+    def _read_errors(self, slot: _PoolSocket) -> None:
+        """ICMP errors about our queries: the attempt they quote has failed."""
+        while True:
+            try:
+                quoted, ancillary, _flags, target = slot.sock.recvmsg(
+                    HEADER_LEN, 512, socket.MSG_ERRQUEUE
+                )
+            except OSError:  # BlockingIOError: the queue is empty
+                return
+            errno = 0
+            for level, kind, data in ancillary:
+                if level == socket.SOL_IP and kind == IP_RECVERR:
+                    errno = _SOCK_EXTENDED_ERR.unpack_from(data)[0]
+            if len(quoted) < 2 or not target:
+                continue
+            attempt = slot.pending.get(quoted[0] << 8 | quoted[1])
+            if attempt is None or target[0] != attempt.server or target[1] != self.port:
+                continue
+            self._failed(attempt, f"{attempt.server}: {os.strerror(errno) if errno else 'ICMP'}")
+
+    # -- TCP, after a truncated UDP reply -----------------------------------------------
+    async def _tcp(self, attempt: _Attempt) -> None:
+        question = attempt.question
+        loop = asyncio.get_running_loop()
+        left = question.deadline - loop.time()
+        try:
+            if left <= 0:
+                raise UpstreamError(f"{attempt.server}: no time left for TCP")
+            reply = await asyncio.wait_for(self._tcp_exchange(attempt), left)
+        except asyncio.CancelledError:
+            raise
+        except TimeoutError:
+            self._failed(attempt, f"{attempt.server}: no reply over TCP")
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            self._failed(attempt, f"{attempt.server}: TCP: {exc}")
+        except UpstreamError as exc:
+            self._failed(attempt, str(exc))
+        else:
+            self._replied(attempt, reply, tcp=True)
+
+    async def _tcp_exchange(self, attempt: _Attempt) -> bytes:
+        reader, writer = await asyncio.open_connection(attempt.server, self.port)
+        query = attempt.query
         try:
             writer.write(struct.pack(">H", len(query)) + query)
             await writer.drain()
@@ -229,6 +492,6 @@ class UpstreamClient:
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
-        if not matches(reply, qid, qbytes):
-            raise UpstreamError(f"{server}: TCP reply does not match the query")
+        if not matches(reply, attempt.qid, attempt.question.wire):
+            raise UpstreamError(f"{attempt.server}: TCP reply does not match the query")
         return reply
