@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import logging
 import os
 import socket
@@ -55,6 +57,7 @@ POOL_SIZE = 64  # UDP sockets in use at a time (a power of two)
 SOCKET_USES = 100  # queries a socket carries before a fresh port replaces it
 SOCKET_LIFETIME = 10.0  # seconds a socket is handed new queries, however few
 MAX_REPLY = 65535
+SERVERS_MAX_AGE = 1.0  # seconds the upstream list is reused before asking again
 IP_RECVERR = 11  # <linux/in.h>; not exported by Python's socket module
 _SOCK_EXTENDED_ERR = struct.Struct("=IBBBBII")  # errno, origin, type, code, pad, info, data
 
@@ -66,7 +69,7 @@ class UpstreamError(Exception):
     pass
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class UpstreamReply:
     data: bytes
     server: str
@@ -113,6 +116,10 @@ def rcode_of(reply: bytes) -> int:
     return reply[3] & RCODE_MASK
 
 
+def _done_already(_reply: UpstreamReply | None, _error: str | None) -> None:
+    """What a finished question holds instead of its caller's callback."""
+
+
 class RandomSource:
     """Unpredictable 16-bit numbers, os.urandom read 1 KiB at a time."""
 
@@ -153,7 +160,7 @@ class _Question:
         "deadline",
         "stagger",
         "done",
-        "timer",
+        "step_at",
         "attempts",
         "errors",
         "finished",
@@ -166,7 +173,7 @@ class _Question:
         self.next = 0
         self.start = self.deadline = self.stagger = 0.0
         self.done = done
-        self.timer: asyncio.TimerHandle | None = None
+        self.step_at = 0.0  # when its next failover or its deadline is due
         self.attempts: list[_Attempt] = []
         self.errors: list[str] = []
         self.finished = False
@@ -203,6 +210,13 @@ class UpstreamClient:
         self._retired: set[_PoolSocket] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._buffer = bytearray(MAX_REPLY)
+        # Failover and deadline steps of the questions in flight, earliest first
+        # (finished ones are skipped when popped), and the one timer for them.
+        self._steps: list[tuple[float, int, _Question]] = []
+        self._sequence = itertools.count()
+        self._timer: asyncio.TimerHandle | None = None
+        self._live = 0  # questions in flight
+        self._servers_cache: tuple[float, str | None, list[str]] | None = None
 
     def servers(self) -> list[str]:
         """The upstreams in the order they are tried (preferred first)."""
@@ -211,6 +225,13 @@ class UpstreamClient:
             servers.remove(self.preferred)
             servers.insert(0, self.preferred)
         return servers
+
+    def _current_servers(self, now: float) -> list[str]:
+        """servers(), asked again at most every SERVERS_MAX_AGE seconds."""
+        cached = self._servers_cache
+        if cached is None or now - cached[0] > SERVERS_MAX_AGE or cached[1] != self.preferred:
+            cached = self._servers_cache = (now, self.preferred, self.servers())
+        return cached[2]
 
     # -- asking ------------------------------------------------------------------
     async def query(self, qname: bytes, qtype: int, qclass: int) -> UpstreamReply:
@@ -231,18 +252,20 @@ class UpstreamClient:
     def ask(self, qname: bytes, qtype: int, qclass: int, done: Done) -> None:
         """Ask the upstreams (on the running event loop); done() gets the answer.
         It may be called before ask() returns (no upstream known)."""
-        servers = self.servers()
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # (tests run several loops; the service one)
+            self.close()
+            self._loop = loop
+        now = loop.time()
+        servers = self._current_servers(now)
         self.stats.queries += 1
         if not servers:
             self.stats.failures += 1
             done(None, "no upstream resolvers known")
             return
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:  # (tests run several loops; the service one)
-            self.close()
-            self._loop = loop
         question = _Question((qname, qtype, qclass), servers, done)
-        question.start = loop.time()
+        self._live += 1
+        question.start = now
         question.deadline = question.start + self.timeout
         question.stagger = self.timeout / len(servers)
         self._launch(question)
@@ -272,18 +295,39 @@ class UpstreamClient:
             self._failed(attempt, f"{server}: {exc.strerror or exc}")
 
     def _arm(self, question: _Question) -> None:
-        """The timer for the question's next step: failover or its deadline."""
-        assert self._loop is not None
-        if question.timer is not None:
-            question.timer.cancel()
+        """Schedule the question's next step: failover or its deadline."""
+        loop = self._loop
+        assert loop is not None
         when = question.deadline
         if question.next < len(question.servers):
-            when = min(when, self._loop.time() + question.stagger)
-        question.timer = self._loop.call_at(when, self._on_timer, question)
+            when = min(when, loop.time() + question.stagger)
+        question.step_at = when
+        steps = self._steps
+        if len(steps) > 2 * self._live + 1024:  # mostly finished questions: drop them
+            steps[:] = [step for step in steps if step[2].step_at == step[0]]
+            heapq.heapify(steps)
+        heapq.heappush(steps, (when, next(self._sequence), question))
+        timer = self._timer
+        if timer is None or when < timer.when():
+            if timer is not None:
+                timer.cancel()
+            self._timer = loop.call_at(when, self._run_steps)
 
-    def _on_timer(self, question: _Question) -> None:
-        if question.finished:
-            return
+    def _run_steps(self) -> None:
+        """Take every step that is due, then sleep until the next one."""
+        loop = self._loop
+        assert loop is not None
+        self._timer = None
+        steps = self._steps
+        now = loop.time()
+        while steps and steps[0][0] <= now:
+            when, _sequence, question = heapq.heappop(steps)
+            if not question.finished and question.step_at == when:
+                self._step(question)
+        if steps and self._timer is None:
+            self._timer = loop.call_at(steps[0][0], self._run_steps)
+
+    def _step(self, question: _Question) -> None:
         assert self._loop is not None
         if self._loop.time() >= question.deadline - 0.001:
             self._finish(question, None, "; ".join(question.errors) or "upstream timeout")
@@ -328,9 +372,9 @@ class UpstreamClient:
         self._finish(question, UpstreamReply(reply, attempt.server, latency, tcp), None)
 
     def _finish(self, question: _Question, reply: UpstreamReply | None, error: str | None) -> None:
-        question.finished = True
-        if question.timer is not None:
-            question.timer.cancel()
+        question.finished = True  # its steps still queued are skipped
+        question.step_at = -1.0
+        self._live -= 1
         current = asyncio.current_task()
         for attempt in question.attempts:
             self._release(attempt)
@@ -339,8 +383,9 @@ class UpstreamClient:
         question.attempts.clear()
         if reply is None:
             self.stats.failures += 1
+        done, question.done = question.done, _done_already
         try:
-            question.done(reply, error)
+            done(reply, error)
         except Exception:  # the caller's bug must not stop the pool's reading
             log.exception("upstream answer callback failed")
 
@@ -397,6 +442,10 @@ class UpstreamClient:
 
     def close(self) -> None:
         """Close every socket (the service stops); questions in flight are dropped."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._steps.clear()
         for slot in [*self._pool, *self._retired]:
             if slot is not None:
                 with contextlib.suppress(OSError, RuntimeError):
@@ -406,21 +455,17 @@ class UpstreamClient:
 
     # -- receiving -----------------------------------------------------------------
     def _readable(self, slot: _PoolSocket) -> None:
-        """Read every datagram waiting on a pool socket."""
-        sock, buffer = slot.sock, self._buffer
-        received = 0
-        while True:
-            try:
-                size, source = sock.recvfrom_into(buffer)
-            except BlockingIOError:
-                break
-            except OSError:  # an ICMP error: the details wait in the error queue
-                self._read_errors(slot)
-                return  # (the loop calls again while datagrams wait)
-            received += 1
-            self._datagram(slot, bytes(buffer[:size]), source)
-        if not received:  # woken by the error queue alone
+        """Read one datagram (the selector calls again while more wait: one read
+        per call saves the read that would end in EAGAIN, as most calls have one)."""
+        buffer = self._buffer
+        try:
+            size, source = slot.sock.recvfrom_into(buffer)
+        except BlockingIOError:  # woken by the error queue alone
             self._read_errors(slot)
+        except OSError:  # an ICMP error: the details wait in the error queue
+            self._read_errors(slot)
+        else:
+            self._datagram(slot, bytes(buffer[:size]), source)
 
     def _datagram(self, slot: _PoolSocket, reply: bytes, source: tuple[str, int]) -> None:
         stats = self.stats
