@@ -252,10 +252,10 @@ class UpstreamClient:
     def ask(self, qname: bytes, qtype: int, qclass: int, done: Done) -> None:
         """Ask the upstreams (on the running event loop); done() gets the answer.
         It may be called before ask() returns (no upstream known)."""
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:  # (tests run several loops; the service one)
+        loop = self._loop
+        if loop is None or loop.is_closed():  # asked once: it costs a getpid()
             self.close()
-            self._loop = loop
+            loop = self._loop = asyncio.get_running_loop()
         now = loop.time()
         servers = self._current_servers(now)
         self.stats.queries += 1
@@ -375,10 +375,9 @@ class UpstreamClient:
         question.finished = True  # its steps still queued are skipped
         question.step_at = -1.0
         self._live -= 1
-        current = asyncio.current_task()
         for attempt in question.attempts:
             self._release(attempt)
-            if attempt.tcp is not None and attempt.tcp is not current:
+            if attempt.tcp is not None and attempt.tcp is not asyncio.current_task():
                 attempt.tcp.cancel()
         question.attempts.clear()
         if reply is None:
