@@ -235,9 +235,12 @@ def from_upstream(record: DNSRecord, qname: bytes, qtype: int, qclass: int) -> T
         raise UpstreamFormatError(f"cannot re-pack upstream reply: {exc}") from exc
 
 
-def template_of_reply(data: bytes, qname: bytes, qtype: int, qclass: int) -> Template:
-    """Template of an upstream reply matched to our query (UpstreamFormatError if bad)."""
-    template = from_wire(data, qname, qtype, qclass)
+def template_of_reply(
+    data: bytes, qname: bytes, qtype: int, qclass: int, name: str | None = None
+) -> Template:
+    """Template of an upstream reply matched to our query (UpstreamFormatError if
+    bad); `name` is the question's text if the caller has it already."""
+    template = from_wire(data, qname, qtype, qclass, name)
     if template is None:
         template = from_upstream(parse_upstream(data), qname, qtype, qclass)
     return template
@@ -286,7 +289,9 @@ class _Walk:
     opt_at: int | None = None
 
 
-def from_wire(data: bytes, qname: bytes, qtype: int, qclass: int) -> Template | None:
+def from_wire(
+    data: bytes, qname: bytes, qtype: int, qclass: int, name: str | None = None
+) -> Template | None:
     """Template of an upstream reply (already matched to our query), straight
     from its bytes; None when the reply holds anything but A/AAAA/CNAME answers,
     one SOA in the authority section and an OPT record last (dnslib's turn)."""
@@ -326,7 +331,7 @@ def from_wire(data: bytes, qname: bytes, qtype: int, qclass: int) -> Template | 
         rcode=rcode,
         addresses=tuple(walk.addresses),
         answer_text=tuple(walk.texts),
-        name=wire.name_to_text(walk.qname),
+        name=wire.name_to_text(walk.qname) if name is None else name,
         qtype=qtype,
         a_rrset=tuple(walk.addresses) if simple else None,
     )

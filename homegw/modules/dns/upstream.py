@@ -18,8 +18,10 @@ reply is accepted only if its ID is in flight on the socket it arrived on, it
 comes from the address and port that query went to, and it carries our
 question (name case-blind, type, class); anything else is ignored and counted
 by reason. ICMP errors reach the sockets through ``IP_RECVERR`` and are
-matched the same way (quoted ID and destination). A reply with TC set is
-retried over TCP to the same upstream within the same deadline.
+matched the same way (quoted ID and destination). The pool sockets sit in an
+epoll set of their own, which the event loop watches as one file: one loop
+wake-up serves every socket that has a reply. A reply with TC set is retried
+over TCP to the same upstream within the same deadline.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import heapq
 import itertools
 import logging
 import os
+import select
 import socket
 import struct
 from collections.abc import Callable
@@ -209,6 +212,8 @@ class UpstreamClient:
         self._pool: list[_PoolSocket | None] = [None] * POOL_SIZE
         self._retired: set[_PoolSocket] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._epoll: select.epoll | None = None  # the pool sockets, by fd
+        self._by_fd: dict[int, _PoolSocket] = {}
         self._buffer = bytearray(MAX_REPLY)
         # Failover and deadline steps of the questions in flight, earliest first
         # (finished ones are skipped when popped), and the one timer for them.
@@ -256,6 +261,8 @@ class UpstreamClient:
         if loop is None or loop.is_closed():  # asked once: it costs a getpid()
             self.close()
             loop = self._loop = asyncio.get_running_loop()
+            self._epoll = select.epoll()
+            loop.add_reader(self._epoll.fileno(), self._poll)
         now = loop.time()
         servers = self._current_servers(now)
         self.stats.queries += 1
@@ -402,7 +409,7 @@ class UpstreamClient:
         return slot
 
     def _open(self, now: float) -> _PoolSocket:
-        assert self._loop is not None
+        assert self._epoll is not None
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             sock.setblocking(False)
@@ -412,7 +419,8 @@ class UpstreamClient:
             sock.close()
             raise
         slot = _PoolSocket(sock, now)
-        self._loop.add_reader(sock.fileno(), self._readable, slot)
+        self._epoll.register(sock.fileno(), select.EPOLLIN)
+        self._by_fd[sock.fileno()] = slot
         self.stats.sockets_opened += 1
         return slot
 
@@ -434,9 +442,9 @@ class UpstreamClient:
             self._close(slot)
 
     def _close(self, slot: _PoolSocket) -> None:
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            loop.remove_reader(slot.sock.fileno())
+        fd = slot.sock.fileno()
+        if self._by_fd.pop(fd, None) is not None and self._epoll is not None:
+            self._epoll.unregister(fd)
         slot.sock.close()
 
     def close(self) -> None:
@@ -451,8 +459,24 @@ class UpstreamClient:
                     self._close(slot)
         self._pool = [None] * POOL_SIZE
         self._retired.clear()
+        if self._epoll is not None:
+            loop = self._loop
+            if loop is not None and not loop.is_closed():
+                loop.remove_reader(self._epoll.fileno())
+            self._epoll.close()
+            self._epoll = None
+        self._loop = None
 
     # -- receiving -----------------------------------------------------------------
+    def _poll(self) -> None:
+        """(the loop: the epoll set is readable) Serve every socket with a reply."""
+        assert self._epoll is not None
+        by_fd = self._by_fd
+        for fd, _events in self._epoll.poll(0):
+            slot = by_fd.get(fd)
+            if slot is not None:  # (closed by an earlier one of this round)
+                self._readable(slot)
+
     def _readable(self, slot: _PoolSocket) -> None:
         """Read one datagram (the selector calls again while more wait: one read
         per call saves the read that would end in EAGAIN, as most calls have one)."""
