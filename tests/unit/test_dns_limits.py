@@ -76,11 +76,15 @@ def ask(resolver: Resolver, client: str, name: str, replies: Replies) -> None:
     resolver.answer(DNSRecord.question(name).pack(), client, False, replies)
 
 
+def held(resolver: Resolver) -> HeldUpstream:
+    assert isinstance(resolver.upstream, HeldUpstream)
+    return resolver.upstream
+
+
 def test_one_client_flooding_random_names_is_refused_beyond_its_share(
     resolver: Resolver,
 ) -> None:
-    upstream = resolver.upstream
-    assert isinstance(upstream, HeldUpstream)
+    upstream = held(resolver)
     flood, other = Replies(), Replies()
     limit = resolver_module.MAX_WAITING_PER_CLIENT
     for i in range(limit + 40):
@@ -102,9 +106,7 @@ def test_all_waiting_queries_together_are_bounded(
     resolver: Resolver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(resolver_module, "MAX_WAITING", 50)
-    upstream = resolver.upstream
-    assert isinstance(upstream, HeldUpstream)
-    replies = Replies()
+    upstream, replies = held(resolver), Replies()
     for i in range(60):
         ask(resolver, f"192.168.1.{100 + i % 6}", f"n{i}.example.test", replies)
     assert replies.rcodes() == ["REFUSED"] * 10
@@ -118,9 +120,7 @@ def test_coalesced_queries_each_count_against_the_client(
     resolver: Resolver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(resolver_module, "MAX_WAITING_PER_CLIENT", 3)
-    upstream = resolver.upstream
-    assert isinstance(upstream, HeldUpstream)
-    replies = Replies()
+    upstream, replies = held(resolver), Replies()
     for _ in range(5):
         ask(resolver, "192.168.1.66", "same.example.test", replies)
     assert replies.rcodes() == ["REFUSED"] * 2

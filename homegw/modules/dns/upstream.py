@@ -239,21 +239,6 @@ class UpstreamClient:
         return cached[2]
 
     # -- asking ------------------------------------------------------------------
-    async def query(self, qname: bytes, qtype: int, qclass: int) -> UpstreamReply:
-        """The first good reply from any upstream; UpstreamError when none in time."""
-        future: asyncio.Future[UpstreamReply] = asyncio.get_running_loop().create_future()
-
-        def done(reply: UpstreamReply | None, error: str | None) -> None:
-            if future.done():
-                return
-            if reply is None:
-                future.set_exception(UpstreamError(error))
-            else:
-                future.set_result(reply)
-
-        self.ask(qname, qtype, qclass, done)
-        return await future
-
     def ask(self, qname: bytes, qtype: int, qclass: int, done: Done) -> None:
         """Ask the upstreams (on the running event loop); done() gets the answer.
         It may be called before ask() returns (no upstream known)."""
