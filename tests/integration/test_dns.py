@@ -23,7 +23,7 @@ from homegw import netns
 from homegw.config import parse_config
 from homegw.dataplane.abi import Hook, Nic
 from homegw.dataplane.dataplane import Dataplane
-from homegw.modules.dns import upstream as upstream_module
+from homegw.modules.dns import upstream_pool
 from homegw.modules.dns.module import DnsModule
 from homegw.modules.dns.service import DnsService
 from homegw.virtualhome import DNS_SERVER, VirtualHome
@@ -439,7 +439,7 @@ def test_upstream_sockets_get_fresh_random_ports(
     home: Home, spoofer: Spoofer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A pool socket is replaced (new port) after SOCKET_USES queries."""
-    monkeypatch.setattr(upstream_module, "SOCKET_USES", 1)
+    monkeypatch.setattr(upstream_pool, "SOCKET_USES", 1)
     with service(home, [SPOOFER]) as svc:
         start = len(spoofer.ports)
         for i in range(6):

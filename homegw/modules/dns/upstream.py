@@ -8,20 +8,15 @@ when ``timeout`` has passed with none, the question fails (the resolver
 answers SERVFAIL). So a dead upstream costs at most the time until failover,
 never the whole timeout, and a question never takes longer than the timeout.
 
-Everything runs on the event loop with callbacks, no task per query: the
-queries go out on a pool of :data:`POOL_SIZE` unconnected UDP sockets, each
-bound to its own kernel-chosen random port and replaced by a fresh one (a new
-random port) after :data:`SOCKET_USES` queries or :data:`SOCKET_LIFETIME`
-seconds, so a port an attacker learnt is soon gone. Each query takes a random
-socket and a random ID unused on that socket (both from ``os.urandom``). A
-reply is accepted only if its ID is in flight on the socket it arrived on, it
-comes from the address and port that query went to, and it carries our
-question (name case-blind, type, class); anything else is ignored and counted
-by reason. ICMP errors reach the sockets through ``IP_RECVERR`` and are
-matched the same way (quoted ID and destination). The pool sockets sit in an
-epoll set of their own, which the event loop watches as one file: one loop
-wake-up serves every socket that has a reply. A reply with TC set is retried
-over TCP to the same upstream within the same deadline.
+Everything runs on the event loop with callbacks, no task per query. The
+queries go out on the random-port socket pool of
+:mod:`homegw.modules.dns.upstream_pool` with random IDs. A reply is accepted
+only if its ID is in flight on the socket it arrived on, it comes from the
+address and port that query went to, and it carries our question (name
+case-blind, type, class); anything else is ignored and counted by reason. An
+ICMP error counts only if it quotes a query in flight to that destination. A
+reply with TC set is retried over TCP to the same upstream within the same
+deadline.
 """
 
 from __future__ import annotations
@@ -32,12 +27,11 @@ import heapq
 import itertools
 import logging
 import os
-import select
-import socket
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from homegw.modules.dns.upstream_pool import PoolSocket, SocketPool
 from homegw.modules.dns.wire import (
     FORMERR,
     HEADER,
@@ -56,13 +50,7 @@ log = logging.getLogger(__name__)
 
 DNS_PORT = 53
 FAILING_RCODES = (SERVFAIL, NOTIMP, REFUSED, FORMERR)  # ask another upstream
-POOL_SIZE = 64  # UDP sockets in use at a time (a power of two)
-SOCKET_USES = 100  # queries a socket carries before a fresh port replaces it
-SOCKET_LIFETIME = 10.0  # seconds a socket is handed new queries, however few
-MAX_REPLY = 65535
 SERVERS_MAX_AGE = 1.0  # seconds the upstream list is reused before asking again
-IP_RECVERR = 11  # <linux/in.h>; not exported by Python's socket module
-_SOCK_EXTENDED_ERR = struct.Struct("=IBBBBII")  # errno, origin, type, code, pad, info, data
 
 #: done(reply, None) or done(None, reason), called once per question.
 Done = Callable[["UpstreamReply | None", "str | None"], None]
@@ -123,32 +111,6 @@ def _done_already(_reply: UpstreamReply | None, _error: str | None) -> None:
     """What a finished question holds instead of its caller's callback."""
 
 
-class RandomSource:
-    """Unpredictable 16-bit numbers, os.urandom read 1 KiB at a time."""
-
-    def __init__(self) -> None:
-        self._numbers: list[int] = []
-
-    def u16(self) -> int:
-        if not self._numbers:
-            raw = os.urandom(1024)
-            self._numbers = list(struct.unpack(f">{len(raw) // 2}H", raw))
-        return self._numbers.pop()
-
-
-class _PoolSocket:
-    """One pool socket: its queries in flight by ID."""
-
-    __slots__ = ("sock", "pending", "uses", "opened", "retired")
-
-    def __init__(self, sock: socket.socket, opened: float) -> None:
-        self.sock = sock
-        self.pending: dict[int, _Attempt] = {}
-        self.uses = 0
-        self.opened = opened
-        self.retired = False
-
-
 class _Question:
     """One question to the upstreams: its attempts, timer and deadline."""
 
@@ -190,7 +152,7 @@ class _Attempt:
     def __init__(self, question: _Question, server: str) -> None:
         self.question = question
         self.server = server
-        self.slot: _PoolSocket | None = None
+        self.slot: PoolSocket | None = None
         self.qid = 0
         self.query = b""
         self.tcp: asyncio.Task[None] | None = None
@@ -208,13 +170,8 @@ class UpstreamClient:
         self.port = port
         self.preferred: str | None = None
         self.stats = UpstreamStats()
-        self._random = RandomSource()
-        self._pool: list[_PoolSocket | None] = [None] * POOL_SIZE
-        self._retired: set[_PoolSocket] = set()
+        self._pool = SocketPool(self._datagram, self._icmp_error)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._epoll: select.epoll | None = None  # the pool sockets, by fd
-        self._by_fd: dict[int, _PoolSocket] = {}
-        self._buffer = bytearray(MAX_REPLY)
         # Failover and deadline steps of the questions in flight, earliest first
         # (finished ones are skipped when popped), and the one timer for them.
         self._steps: list[tuple[float, int, _Question]] = []
@@ -246,8 +203,7 @@ class UpstreamClient:
         if loop is None or loop.is_closed():  # asked once: it costs a getpid()
             self.close()
             loop = self._loop = asyncio.get_running_loop()
-            self._epoll = select.epoll()
-            loop.add_reader(self._epoll.fileno(), self._poll)
+            self._pool.start(loop)
         now = loop.time()
         servers = self._current_servers(now)
         self.stats.queries += 1
@@ -275,13 +231,10 @@ class UpstreamClient:
         question.attempts.append(attempt)
         try:
             assert self._loop is not None
-            slot = self._socket(self._loop.time())
-            qid = self._random.u16()
-            while qid in slot.pending:
-                qid = self._random.u16()
+            slot, qid = self._pool.register(self._loop.time(), attempt)
             attempt.slot, attempt.qid = slot, qid
+            self.stats.sockets_opened = self._pool.opened
             attempt.query = build_query(qid, question.qname, question.qtype, question.qclass)
-            slot.pending[qid] = attempt
             slot.sock.sendto(attempt.query, (server, self.port))
         except OSError as exc:  # no route, buffer full, not an IPv4 address, no fds...
             self._failed(attempt, f"{server}: {exc.strerror or exc}")
@@ -380,57 +333,10 @@ class UpstreamClient:
         except Exception:  # the caller's bug must not stop the pool's reading
             log.exception("upstream answer callback failed")
 
-    # -- the socket pool ---------------------------------------------------------------
-    def _socket(self, now: float) -> _PoolSocket:
-        """A random pool socket; a fresh one in its place once it is worn out."""
-        index = self._random.u16() % POOL_SIZE
-        slot = self._pool[index]
-        if slot is None or slot.uses >= SOCKET_USES or now - slot.opened > SOCKET_LIFETIME:
-            if slot is not None:
-                self._pool[index] = None
-                self._retire(slot)
-            slot = self._pool[index] = self._open(now)
-        slot.uses += 1
-        return slot
-
-    def _open(self, now: float) -> _PoolSocket:
-        assert self._epoll is not None
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            sock.setblocking(False)
-            sock.setsockopt(socket.SOL_IP, IP_RECVERR, 1)
-            sock.bind(("0.0.0.0", 0))  # the kernel picks a random free port
-        except OSError:
-            sock.close()
-            raise
-        slot = _PoolSocket(sock, now)
-        self._epoll.register(sock.fileno(), select.EPOLLIN)
-        self._by_fd[sock.fileno()] = slot
-        self.stats.sockets_opened += 1
-        return slot
-
-    def _retire(self, slot: _PoolSocket) -> None:
-        """Out of the pool: still read until its queries in flight are done."""
-        slot.retired = True
-        if slot.pending:
-            self._retired.add(slot)
-        else:
-            self._close(slot)
-
+    # -- the socket pool ------------------------------------------------------------------
     def _release(self, attempt: _Attempt) -> None:
-        slot = attempt.slot
-        if slot is None or slot.pending.get(attempt.qid) is not attempt:
-            return
-        del slot.pending[attempt.qid]
-        if slot.retired and not slot.pending:
-            self._retired.discard(slot)
-            self._close(slot)
-
-    def _close(self, slot: _PoolSocket) -> None:
-        fd = slot.sock.fileno()
-        if self._by_fd.pop(fd, None) is not None and self._epoll is not None:
-            self._epoll.unregister(fd)
-        slot.sock.close()
+        if attempt.slot is not None:
+            self._pool.release(attempt.slot, attempt.qid, attempt)
 
     def close(self) -> None:
         """Close every socket (the service stops); questions in flight are dropped."""
@@ -438,44 +344,11 @@ class UpstreamClient:
             self._timer.cancel()
             self._timer = None
         self._steps.clear()
-        for slot in [*self._pool, *self._retired]:
-            if slot is not None:
-                with contextlib.suppress(OSError, RuntimeError):
-                    self._close(slot)
-        self._pool = [None] * POOL_SIZE
-        self._retired.clear()
-        if self._epoll is not None:
-            loop = self._loop
-            if loop is not None and not loop.is_closed():
-                loop.remove_reader(self._epoll.fileno())
-            self._epoll.close()
-            self._epoll = None
+        self._pool.close()
         self._loop = None
 
-    # -- receiving -----------------------------------------------------------------
-    def _poll(self) -> None:
-        """(the loop: the epoll set is readable) Serve every socket with a reply."""
-        assert self._epoll is not None
-        by_fd = self._by_fd
-        for fd, _events in self._epoll.poll(0):
-            slot = by_fd.get(fd)
-            if slot is not None:  # (closed by an earlier one of this round)
-                self._readable(slot)
-
-    def _readable(self, slot: _PoolSocket) -> None:
-        """Read one datagram (the selector calls again while more wait: one read
-        per call saves the read that would end in EAGAIN, as most calls have one)."""
-        buffer = self._buffer
-        try:
-            size, source = slot.sock.recvfrom_into(buffer)
-        except BlockingIOError:  # woken by the error queue alone
-            self._read_errors(slot)
-        except OSError:  # an ICMP error: the details wait in the error queue
-            self._read_errors(slot)
-        else:
-            self._datagram(slot, bytes(buffer[:size]), source)
-
-    def _datagram(self, slot: _PoolSocket, reply: bytes, source: tuple[str, int]) -> None:
+    # -- what arrives on the pool --------------------------------------------------------
+    def _datagram(self, slot: PoolSocket, reply: bytes, source: tuple[str, int]) -> None:
         stats = self.stats
         if len(reply) < HEADER_LEN:
             stats.short_reply += 1
@@ -493,25 +366,12 @@ class UpstreamClient:
         self._release(attempt)
         self._replied(attempt, reply, tcp=False)
 
-    def _read_errors(self, slot: _PoolSocket) -> None:
-        """ICMP errors about our queries: the attempt they quote has failed."""
-        while True:
-            try:
-                quoted, ancillary, _flags, target = slot.sock.recvmsg(
-                    HEADER_LEN, 512, socket.MSG_ERRQUEUE
-                )
-            except OSError:  # BlockingIOError: the queue is empty
-                return
-            errno = 0
-            for level, kind, data in ancillary:
-                if level == socket.SOL_IP and kind == IP_RECVERR:
-                    errno = _SOCK_EXTENDED_ERR.unpack_from(data)[0]
-            if len(quoted) < 2 or not target:
-                continue
-            attempt = slot.pending.get(quoted[0] << 8 | quoted[1])
-            if attempt is None or target[0] != attempt.server or target[1] != self.port:
-                continue
-            self._failed(attempt, f"{attempt.server}: {os.strerror(errno) if errno else 'ICMP'}")
+    def _icmp_error(self, slot: PoolSocket, qid: int, target: tuple[str, int], errno: int) -> None:
+        """An ICMP error quoting a query of ours: that attempt has failed."""
+        attempt = slot.pending.get(qid)
+        if attempt is None or target[0] != attempt.server or target[1] != self.port:
+            return
+        self._failed(attempt, f"{attempt.server}: {os.strerror(errno) if errno else 'ICMP'}")
 
     # -- TCP, after a truncated UDP reply -----------------------------------------------
     async def _tcp(self, attempt: _Attempt) -> None:
