@@ -312,12 +312,17 @@ class Resolver:
         flight = self._inflight[key] = _Flight(waiter.query, [waiter])
         self.stats.forwarded += 1
         query = flight.query
-        self.upstream.ask(
-            query.qname.lower(),
-            query.qtype,
-            query.qclass,
-            lambda reply, error: self._landed(key, flight, reply, error),
-        )
+        try:
+            self.upstream.ask(
+                query.qname.lower(),
+                query.qtype,
+                query.qclass,
+                lambda reply, error: self._landed(key, flight, reply, error),
+            )
+        except Exception as exc:  # a bug: answer (SERVFAIL) and free the flight
+            self.stats.errors += 1
+            log.exception("asking the upstreams for %s failed", query.name)
+            self._landed(key, flight, None, str(exc))
 
     def _landed(
         self, key: bytes, flight: _Flight, reply: UpstreamReply | None, error: str | None
@@ -325,6 +330,9 @@ class Resolver:
         """The upstream answer (or failure) for a flight: reply to every waiter."""
         if self._inflight.get(key) is flight:
             del self._inflight[key]
+        waiters, flight.waiters = flight.waiters, []  # (answered once, whatever happens)
+        if not waiters:
+            return
         try:
             outcome = self._upstream_outcome(flight.query, reply, error)
         except Exception:  # a bug: the waiters still get an answer
@@ -332,7 +340,7 @@ class Resolver:
             log.exception("upstream answer for %s failed", flight.query.name)
             outcome = Outcome(self._error(flight.query, SERVFAIL), "error")
         by_client = self._waiting_by_client
-        for waiter in flight.waiters:
+        for waiter in waiters:
             self.waiting -= 1
             left = by_client[waiter.client] - 1
             if left:
