@@ -110,9 +110,9 @@ def quick_shape(data: bytes) -> tuple[int, int, bool] | None:
 
 @dataclass
 class ResolverStats:
-    udp_queries: int = 0  # datagrams received (UDP thread)
+    udp_queries: int = 0  # datagrams received
     tcp_queries: int = 0
-    udp_hits: int = 0  # cache hits answered on the UDP thread
+    udp_hits: int = 0  # cache hits answered by answer_cached (byte operations)
     cache_hits: int = 0  # cache hits answered by the slow path
     forwarded: int = 0  # misses that needed an upstream answer
     coalesced: int = 0  # misses that joined an identical one in flight
@@ -192,7 +192,7 @@ class Resolver:
         with self._lock:
             return self.cache.purge_expired(self.clock())
 
-    # -- the UDP thread's fast answer ----------------------------------------
+    # -- the fast answer to UDP cache hits ------------------------------------
     def answer_cached(self, data: bytes, client: str) -> bytearray | None:
         """The reply to a cache hit of the common shape, or None (slow path)."""
         shape = quick_shape(data)
