@@ -10,18 +10,20 @@ import re
 import socket
 import struct
 import subprocess
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from dnslib import DNSRecord
+from dnslib import QTYPE, RR, A, DNSRecord
 
 from homegw import netns
 from homegw.config import parse_config
 from homegw.dataplane.abi import Hook, Nic
 from homegw.dataplane.dataplane import Dataplane
+from homegw.modules.dns import upstream_pool
 from homegw.modules.dns.module import DnsModule
 from homegw.modules.dns.service import DnsService
 from homegw.virtualhome import DNS_SERVER, VirtualHome
@@ -342,3 +344,103 @@ def fast_path(vh: VirtualHome, svc: DnsService) -> Iterator[Dataplane]:
         svc.set_fast_path(None)
         with in_netns(vh.ns("gw")):
             dataplane.close()
+
+
+SPOOFER, SPOOF_OTHER = "198.51.100.59", "198.51.100.60"
+POISON = "6.6.6.6"
+
+
+class Spoofer:
+    """An upstream that answers each query five times, the real answer last:
+    first forged replies as an off-path attacker would send them (wrong ID;
+    right ID from the upstream's address but another port; right ID from
+    another address; right ID and source for another question), each saying
+    POISON. It notes the source port of every query."""
+
+    def __init__(self, home: VirtualHome) -> None:
+        isp = home.ns("isp")
+        for address in (SPOOFER, SPOOF_OTHER):
+            netns.ip("addr", "add", f"{address}/32", "dev", "inet0", ns=isp)
+        with in_netns(isp):
+            self.sock = self._bind(SPOOFER, 53)
+            self.other_port = self._bind(SPOOFER, 5353)
+            self.other_address = self._bind(SPOOF_OTHER, 53)
+        self.ports: list[int] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def _bind(address: str, port: int) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind((address, port))
+        return sock
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                data, peer = self.sock.recvfrom(4096)
+            except OSError:
+                return
+            if not data:
+                return
+            self.ports.append(peer[1])
+            query = DNSRecord.parse(data)
+            forged = self._answer(query, POISON)
+            wrong_id = bytearray(forged)
+            wrong_id[0] ^= 0x5A
+            self.sock.sendto(bytes(wrong_id), peer)
+            self.other_port.sendto(forged, peer)
+            self.other_address.sendto(forged, peer)
+            other = DNSRecord.question("bank.example.test")
+            other.header.id = query.header.id
+            self.sock.sendto(self._answer(other, POISON), peer)
+            self.sock.sendto(self._answer(query, "198.51.100.99"), peer)
+
+    @staticmethod
+    def _answer(query: DNSRecord, address: str) -> bytes:
+        reply = query.reply()
+        reply.add_answer(RR(query.q.qname, QTYPE.A, rdata=A(address), ttl=300))
+        return reply.pack()
+
+    def close(self) -> None:
+        for sock in (self.sock, self.other_port, self.other_address):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        self.thread.join(5)
+
+
+@pytest.fixture(scope="module")
+def spoofer(home: Home) -> Iterator[Spoofer]:
+    s = Spoofer(home.home)
+    yield s
+    s.close()
+
+
+def test_forged_upstream_replies_are_ignored_and_counted(home: Home, spoofer: Spoofer) -> None:
+    with service(home, [SPOOFER]) as svc:
+        first = dig(home, "h1", "www.example.test")
+        assert first.data == ["198.51.100.99"], first.text
+        upstream = svc.stats()["upstream"]
+        counted = {k: upstream[k] for k in ("unknown_id", "wrong_source", "wrong_question")}
+        assert counted == {"unknown_id": 1, "wrong_source": 2, "wrong_question": 1}
+        assert upstream["queries"] == 1
+        assert dig(home, "h2", "www.example.test").data == ["198.51.100.99"]  # the cache
+        assert dig(home, "h2", "WWW.Example.TEST", "AAAA").data == ["198.51.100.99"]
+        upstream = svc.stats()["upstream"]
+        assert (upstream["queries"], upstream["wrong_source"]) == (2, 4)
+        assert [e.answer for e in svc.query_log()] == [("A 198.51.100.99",)] * 3
+
+
+def test_upstream_sockets_get_fresh_random_ports(
+    home: Home, spoofer: Spoofer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pool socket is replaced (new port) after SOCKET_USES queries."""
+    monkeypatch.setattr(upstream_pool, "SOCKET_USES", 1)
+    with service(home, [SPOOFER]) as svc:
+        start = len(spoofer.ports)
+        for i in range(6):
+            assert dig(home, "h1", f"n{i}.example.test").data == ["198.51.100.99"]
+        ports = spoofer.ports[start:]
+        assert len(ports) == 6 and len(set(ports)) == 6, ports
+        assert svc.stats()["upstream"]["sockets_opened"] == 6

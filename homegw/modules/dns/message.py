@@ -7,17 +7,23 @@ length, the client's letter case: 0x20-style clients check it) and lowers each
 TTL by the seconds the template has been cached. Upstream answers, local names,
 blocked names and errors all become templates, so every reply takes one path.
 
-Upstream answers are parsed and re-packed with dnslib; negative answers get
-their SOA TTL set to min(SOA TTL, SOA MINIMUM) (RFC 2308 section 3).
+An upstream answer of the common shape (A, AAAA and CNAME answers, an SOA in
+the authority section, our OPT echoed last) becomes a template straight from
+its bytes (:func:`from_wire`): names are checked and the records walked, the
+bytes kept as the upstream packed them. Any other shape is parsed and
+re-packed with dnslib (:func:`from_upstream`); both give the same records.
+Negative answers get their SOA TTL set to min(SOA TTL, SOA MINIMUM) (RFC 2308
+section 3).
 """
 
 from __future__ import annotations
 
 import functools
+import socket
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from dnslib import CLASS, QTYPE, RR, SOA, DNSHeader, DNSLabel, DNSQuestion, DNSRecord
+from dnslib import AAAA, CLASS, QTYPE, RR, SOA, DNSHeader, DNSLabel, DNSQuestion, DNSRecord
 
 from homegw.modules.dns import wire
 from homegw.modules.dns.wire import (
@@ -33,6 +39,7 @@ from homegw.modules.dns.wire import (
     TC,
     TYPE_A,
     TYPE_AAAA,
+    TYPE_CNAME,
     TYPE_OPT,
     TYPE_SOA,
 )
@@ -158,7 +165,21 @@ def build(
 
 def error(qname: bytes, qtype: int, qclass: int, rcode: int) -> Template:
     """SERVFAIL, REFUSED, NOTIMP... with the question echoed; never cached."""
-    return build(qname, qtype, qclass, rcode=rcode)
+    question = qname.lower() + struct.pack(">HH", qtype, qclass)
+    return Template(
+        wire=wire.HEADER.pack(0, 0, 1, 0, 0, 0) + question,
+        flags=QR | RA | rcode,
+        arcount=0,
+        ttl_offsets=(),
+        ttls=(),
+        cache_ttl=None,
+        rcode=rcode,
+        addresses=(),
+        answer_text=(),
+        name=wire.name_to_text(qname.lower()),
+        qtype=qtype,
+        a_rrset=None,
+    )
 
 
 def _negative_ttl(authority: list[RR]) -> int | None:
@@ -212,6 +233,183 @@ def from_upstream(record: DNSRecord, qname: bytes, qtype: int, qclass: int) -> T
         raise
     except Exception as exc:  # dnslib pack of odd records
         raise UpstreamFormatError(f"cannot re-pack upstream reply: {exc}") from exc
+
+
+def template_of_reply(
+    data: bytes, qname: bytes, qtype: int, qclass: int, name: str | None = None
+) -> Template:
+    """Template of an upstream reply matched to our query (UpstreamFormatError if
+    bad); `name` is the question's text if the caller has it already."""
+    template = from_wire(data, qname, qtype, qclass, name)
+    if template is None:
+        template = from_upstream(parse_upstream(data), qname, qtype, qclass)
+    return template
+
+
+# --- templates straight from an upstream reply's bytes ----------------------------
+
+_RR = struct.Struct(">HHIH")
+_POINTER_TO_QNAME = b"\xc0\x0c"
+
+
+class _Unusual(Exception):
+    """A shape from_wire leaves to dnslib."""
+
+
+def _name_at(msg: bytes, offset: int, limit: int) -> tuple[bytes | None, int]:
+    """(name, end) of a checked name at offset that must end by limit; name is
+    None for the pointer to the question (the commonest owner)."""
+    if msg[offset : offset + 2] == _POINTER_TO_QNAME:
+        return None, offset + 2
+    try:
+        name, end = wire.read_name(msg, offset)
+    except wire.BadQuery:
+        raise _Unusual from None
+    if end > limit:
+        raise _Unusual
+    return name, end
+
+
+@dataclass(slots=True)
+class _Walk:
+    """What from_wire collects while walking the records."""
+
+    out: bytearray
+    qname: bytes  # lower case
+    reply_qname: bytes  # as the reply spells it (CNAME text keeps the case)
+    negative: bool  # the SOA's TTL is the answer's life (RFC 2308)
+    ttl_offsets: list[int] = field(default_factory=list)
+    ttls: list[int] = field(default_factory=list)
+    addresses: list[str] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    answer_ttls: list[int] = field(default_factory=list)
+    simple: bool = True  # only A records of qname so far
+    soa_seen: bool = False
+    negative_ttl: int | None = None
+    opt_at: int | None = None
+
+
+def from_wire(
+    data: bytes, qname: bytes, qtype: int, qclass: int, name: str | None = None
+) -> Template | None:
+    """Template of an upstream reply (already matched to our query), straight
+    from its bytes; None when the reply holds anything but A/AAAA/CNAME answers,
+    one SOA in the authority section and an OPT record last (dnslib's turn)."""
+    _id, rflags, qdcount, ancount, nscount, arcount = wire.HEADER.unpack_from(data)
+    if qdcount != 1:
+        return None
+    qend = HEADER_LEN + len(qname) + 4
+    rcode = rflags & wire.RCODE_MASK
+    negative = rcode == NXDOMAIN or (rcode == NOERROR and not ancount)
+    walk = _Walk(bytearray(data), qname.lower(), data[HEADER_LEN : qend - 4], negative)
+    offset = qend
+    try:
+        for index in range(ancount + nscount + arcount):
+            section = 0 if index < ancount else 1 if index < ancount + nscount else 2
+            offset = _record(walk, data, offset, section)
+    except (_Unusual, struct.error, IndexError):
+        return None
+    end = offset if walk.opt_at is None else walk.opt_at
+    out = walk.out
+    wire.HEADER.pack_into(out, 0, 0, 0, 1, ancount, nscount, arcount - (walk.opt_at is not None))
+    out[HEADER_LEN:qend] = walk.qname + data[qend - 4 : qend]
+    if rcode == NOERROR and ancount:
+        cache_ttl: int | None = min(walk.answer_ttls)
+    elif rcode in (NOERROR, NXDOMAIN):
+        cache_ttl = walk.negative_ttl
+    else:
+        cache_ttl = None
+    cache_ttl = min(cache_ttl, MAX_CACHE_TTL) if cache_ttl else None
+    simple = walk.simple and ancount > 0 and len(set(walk.answer_ttls)) == 1
+    return Template(
+        wire=bytes(out[:end]),
+        flags=QR | RA | rcode,
+        arcount=arcount - (walk.opt_at is not None),
+        ttl_offsets=tuple(walk.ttl_offsets),
+        ttls=tuple(walk.ttls),
+        cache_ttl=cache_ttl,
+        rcode=rcode,
+        addresses=tuple(walk.addresses),
+        answer_text=tuple(walk.texts),
+        name=wire.name_to_text(walk.qname) if name is None else name,
+        qtype=qtype,
+        a_rrset=tuple(walk.addresses) if simple else None,
+    )
+
+
+def _record(walk: _Walk, data: bytes, offset: int, section: int) -> int:
+    """Check one record, note what the template needs; the offset after it."""
+    start = offset
+    owner, offset = _name_at(data, offset, len(data))
+    rtype, rclass, ttl, rdlength = _RR.unpack_from(data, offset)
+    rdata, end = offset + 10, offset + 10 + rdlength
+    if end > len(data) or walk.opt_at is not None:
+        raise _Unusual  # past the end, or a record after the OPT record
+    if rtype == TYPE_OPT:
+        if section != 2 or data[start] != 0:
+            raise _Unusual
+        walk.opt_at = start
+        return end
+    ttl = _ttl(ttl)
+    if section == 0:
+        _answer(walk, data, owner, rtype, rclass, ttl, rdata, end)
+    elif section == 1 and rtype == TYPE_SOA and not walk.soa_seen:
+        walk.soa_seen = True
+        minimum = _ttl(_soa_minimum(data, rdata, end))
+        if walk.negative:  # clients cache the negative answer as long as we do
+            ttl = walk.negative_ttl = min(ttl, minimum)
+    else:
+        raise _Unusual
+    struct.pack_into(">I", walk.out, offset + 4, ttl)
+    walk.ttl_offsets.append(offset + 4)
+    walk.ttls.append(ttl)
+    return end
+
+
+def _answer(
+    walk: _Walk,
+    data: bytes,
+    owner: bytes | None,
+    rtype: int,
+    rclass: int,
+    ttl: int,
+    rdata: int,
+    end: int,
+) -> None:
+    if rclass != wire.CLASS_IN:
+        raise _Unusual
+    if rtype == TYPE_A and end - rdata == 4:
+        text = socket.inet_ntoa(data[rdata:end])
+    elif rtype == TYPE_AAAA and end - rdata == 16:
+        text = repr(AAAA(tuple(data[rdata:end])))  # dnslib's spelling, as elsewhere
+        walk.simple = False
+    elif rtype == TYPE_CNAME:
+        target, _end = _name_at(data, rdata, end)
+        if _end != end:
+            raise _Unusual
+        text = wire.plain_name_text(walk.reply_qname if target is None else target)
+        if text is None:
+            raise _Unusual
+        walk.texts.append(f"CNAME {text}")
+        walk.simple = False
+        walk.answer_ttls.append(ttl)
+        return
+    else:
+        raise _Unusual
+    if owner is not None and owner.lower() != walk.qname:
+        walk.simple = False
+    walk.addresses.append(text)
+    walk.texts.append(("A " if rtype == TYPE_A else "AAAA ") + text)
+    walk.answer_ttls.append(ttl)
+
+
+def _soa_minimum(data: bytes, rdata: int, end: int) -> int:
+    """MINIMUM of a well-formed SOA record's data."""
+    _mname, offset = _name_at(data, rdata, end)
+    _rname, offset = _name_at(data, offset, end)
+    if end - offset != 20:
+        raise _Unusual
+    return struct.unpack_from(">I", data, end - 4)[0]
 
 
 def answer_addresses(record: DNSRecord) -> list[str]:

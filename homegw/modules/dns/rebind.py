@@ -12,6 +12,7 @@ documentation networks (198.51.100.0/24...), which are public here.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Iterable
 
 from homegw.modules.dns.blocklists import suffixes
@@ -34,15 +35,31 @@ PRIVATE_NETWORKS = tuple(
 )
 
 
+#: (first, last) of each range as integers, by address family: every upstream
+#: answer is checked, so the test is a few integer comparisons, not ipaddress.
+_RANGES = {
+    version: tuple(
+        (int(net.network_address), int(net.broadcast_address))
+        for net in PRIVATE_NETWORKS
+        if net.version == version
+    )
+    for version in (4, 6)
+}
+_V4_MAPPED = 0xFFFF << 32  # ::ffff:0:0/96
+
+
 def is_private(address: str) -> bool:
     """True for addresses inside a home network (IPv4-mapped IPv6 included)."""
     try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return any(ip.version == net.version and ip in net for net in PRIVATE_NETWORKS)
+        value, version = int.from_bytes(socket.inet_pton(socket.AF_INET, address)), 4
+    except OSError:
+        try:
+            value, version = int.from_bytes(socket.inet_pton(socket.AF_INET6, address)), 6
+        except OSError:
+            return False
+        if value >> 32 == 0xFFFF:
+            value, version = value - _V4_MAPPED, 4
+    return any(first <= value <= last for first, last in _RANGES[version])
 
 
 class RebindGuard:

@@ -1,17 +1,22 @@
 """The forwarder's logic: from query bytes to reply bytes.
 
-Two entry points, one per thread:
+Two entry points, both called on the event loop's thread:
 
-- :meth:`Resolver.answer_cached` runs on the UDP receive thread for every
-  datagram. It takes the common shape of query (one question, no compression,
-  no OPT or a plain one) apart with a few byte operations and answers cache
-  hits on the spot, with no dnslib and no event loop: this is what reaches
-  tens of thousands of cached queries a second in Python. Anything else
-  returns None and goes to the slow path.
-- :meth:`Resolver.resolve` (asyncio, event-loop thread) handles everything:
-  strict parsing (FORMERR/NOTIMP/BADVERS or a drop for bad input), local
-  names, block policies, the cache, then the upstreams, with concurrent
-  identical misses coalesced into one upstream query.
+- :meth:`Resolver.answer_cached` runs first for every UDP datagram. It takes
+  the common shape of query (one question, no compression, no OPT or a plain
+  one) apart with a few byte operations and answers cache hits on the spot,
+  with no dnslib: this is what reaches tens of thousands of cached queries a
+  second in Python. Anything else returns None and goes to the slow path.
+- :meth:`Resolver.answer` (callbacks, no task per query)
+  handles everything: strict parsing (FORMERR/NOTIMP/BADVERS or a drop for
+  bad input), local names, block policies, the cache, then the upstreams,
+  with concurrent identical misses coalesced into one upstream question.
+  :meth:`Resolver.resolve` is the same as a coroutine (TCP uses it).
+
+Queries waiting for an upstream are bounded: at most :data:`MAX_WAITING` in
+all and :data:`MAX_WAITING_PER_CLIENT` per client address, so a LAN device
+flooding random names can neither grow memory without limit nor crowd out
+the others; queries over a limit are answered REFUSED at once and counted.
 
 Every cacheable upstream answer that is a plain A record set is also written
 to the XDP fast path (:class:`~homegw.modules.dns.fastpath.FastPathCache`),
@@ -25,7 +30,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 from dnslib import AAAA, RR, A
 
@@ -37,7 +42,7 @@ from homegw.modules.dns.localnames import LocalNames
 from homegw.modules.dns.message import Template, UpstreamFormatError, render
 from homegw.modules.dns.querylog import QueryLog, QueryLogEntry
 from homegw.modules.dns.rebind import RebindGuard
-from homegw.modules.dns.upstream import UpstreamClient, UpstreamError
+from homegw.modules.dns.upstream import UpstreamClient, UpstreamReply
 from homegw.modules.dns.wire import (
     CLASS_IN,
     CLASSIC_UDP_SIZE,
@@ -69,7 +74,11 @@ _RCODE_NAMES = {
     16: "BADVERS",
 }
 
+MAX_WAITING = 2048  # queries waiting for upstream answers, all clients together
+MAX_WAITING_PER_CLIENT = 256  # ... and from one client address
+
 AnswerHook = Callable[[str, str, list[str]], None]
+Respond = Callable[[bytes | None], None]  # gets the reply (None: send nothing)
 
 
 def quick_shape(data: bytes) -> tuple[int, int, bool] | None:
@@ -101,9 +110,9 @@ def quick_shape(data: bytes) -> tuple[int, int, bool] | None:
 
 @dataclass
 class ResolverStats:
-    udp_queries: int = 0  # datagrams received (UDP thread)
+    udp_queries: int = 0  # datagrams received
     tcp_queries: int = 0
-    udp_hits: int = 0  # cache hits answered on the UDP thread
+    udp_hits: int = 0  # cache hits answered by answer_cached (byte operations)
     cache_hits: int = 0  # cache hits answered by the slow path
     forwarded: int = 0  # misses that needed an upstream answer
     coalesced: int = 0  # misses that joined an identical one in flight
@@ -115,6 +124,8 @@ class ResolverStats:
     dropped: int = 0
     truncated: int = 0  # UDP replies sent with TC (too big for the client)
     rebind_refused: int = 0
+    refused_busy: int = 0  # REFUSED: MAX_WAITING queries were waiting already
+    refused_client: int = 0  # REFUSED: this client had MAX_WAITING_PER_CLIENT waiting
     fast_path_writes: int = 0
     hook_errors: int = 0
     errors: int = 0  # bugs: exceptions caught at the top of a handler
@@ -129,6 +140,22 @@ class Outcome:
     source: str  # cache | upstream | local | blocked | error
     elapsed: int = 0  # seconds the template has been cached
     upstream_ms: float | None = None
+
+
+@dataclass(slots=True, eq=False)
+class _Waiter:
+    query: Query
+    client: str
+    tcp: bool
+    respond: Respond
+
+
+@dataclass(slots=True, eq=False)
+class _Flight:
+    """One upstream question and the queries waiting for its answer."""
+
+    query: Query  # the first one: its name is the one asked
+    waiters: list[_Waiter] = field(default_factory=list)
 
 
 class Resolver:
@@ -155,15 +182,17 @@ class Resolver:
         self.on_answer: AnswerHook | None = None
         self.fast_path: FastPathCache | None = None
         self.stats = ResolverStats()
-        self._lock = threading.Lock()  # the cache is shared by both threads
-        self._inflight: dict[bytes, asyncio.Task[Outcome]] = {}
+        self._lock = threading.Lock()  # the cache: also read by other threads (stats)
+        self._inflight: dict[bytes, _Flight] = {}
+        self.waiting = 0  # queries waiting for an upstream answer
+        self._waiting_by_client: dict[str, int] = {}
 
     def purge_expired(self) -> int:
         """Drop expired cache entries (the event loop calls this now and then)."""
         with self._lock:
             return self.cache.purge_expired(self.clock())
 
-    # -- the UDP thread's fast answer ----------------------------------------
+    # -- the fast answer to UDP cache hits ------------------------------------
     def answer_cached(self, data: bytes, client: str) -> bytearray | None:
         """The reply to a cache hit of the common shape, or None (slow path)."""
         shape = quick_shape(data)
@@ -192,18 +221,42 @@ class Resolver:
     # -- the event loop's full path --------------------------------------------
     async def resolve(self, data: bytes, client: str, tcp: bool = False) -> bytes | None:
         """The reply to any query (None: drop it)."""
+        future: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+
+        def respond(reply: bytes | None) -> None:
+            if not future.done():  # (a TCP client that went away cancelled it)
+                future.set_result(reply)
+
+        self.answer(data, client, tcp, respond)
+        return await future
+
+    def answer(self, data: bytes, client: str, tcp: bool, respond: Respond) -> None:
+        """Answer any query: respond(reply) now, or once the upstream answered."""
         try:
             query = wire.parse_query(data)
         except wire.Drop:
             self.stats.dropped += 1
-            return None
+            respond(None)
+            return
         except wire.BadQueryWithQuery as exc:
-            return wire.badvers_reply(exc.query)
+            respond(wire.badvers_reply(exc.query))
+            return
         except wire.BadQuery as exc:
             self._count_error(exc.rcode)
             log.debug("bad query from %s: %s", client, exc)
-            return wire.error_reply(data, exc.rcode)
-        outcome = await self._outcome(query, client)
+            respond(wire.error_reply(data, exc.rcode))
+            return
+        outcome = self._outcome(query, client)
+        if outcome is not None:
+            respond(self._reply(query, client, tcp, outcome))
+            return
+        if self._over_limit(client):
+            outcome = Outcome(self._error(query, REFUSED), "error")
+            respond(self._reply(query, client, tcp, outcome))
+            return
+        self._wait(_Waiter(query, client, tcp, respond))
+
+    def _reply(self, query: Query, client: str, tcp: bool, outcome: Outcome) -> bytes:
         t = outcome.template
         limit = TCP_LIMIT if tcp else query.udp_limit
         edns = query.edns is not None
@@ -213,7 +266,8 @@ class Resolver:
         self._record(client, t, outcome.source, outcome.upstream_ms, reply)
         return bytes(reply)
 
-    async def _outcome(self, query: Query, client: str) -> Outcome:
+    def _outcome(self, query: Query, client: str) -> Outcome | None:
+        """The answer if no upstream is needed, else None."""
         if query.qclass != CLASS_IN:
             return Outcome(self._error(query, REFUSED), "error")
         if query.qtype in (TYPE_AXFR, TYPE_IXFR):
@@ -231,33 +285,89 @@ class Resolver:
         if entry is not None:
             self.stats.cache_hits += 1
             return Outcome(entry.template, "cache", entry.elapsed(now))
-        return await self._coalesced(query)
+        return None
 
-    async def _coalesced(self, query: Query) -> Outcome:
-        """One upstream question per distinct miss in flight. The question runs
-        as its own task, so a client that goes away cancels only its wait."""
-        key = query.key
-        task = self._inflight.get(key)
-        if task is None:
-            task = asyncio.create_task(self._forward(query))
-            self._inflight[key] = task
-            task.add_done_callback(lambda _done: self._inflight.pop(key, None))
-        else:
+    # -- waiting for the upstreams ------------------------------------------------
+    def _over_limit(self, client: str) -> bool:
+        """Whether this client's query may not wait for an upstream (counted)."""
+        if self.waiting >= MAX_WAITING:
+            self.stats.refused_busy += 1
+            return True
+        if self._waiting_by_client.get(client, 0) >= MAX_WAITING_PER_CLIENT:
+            self.stats.refused_client += 1
+            return True
+        return False
+
+    def _wait(self, waiter: _Waiter) -> None:
+        """Join the identical question in flight, or ask the upstreams."""
+        self.waiting += 1
+        by_client = self._waiting_by_client
+        by_client[waiter.client] = by_client.get(waiter.client, 0) + 1
+        key = waiter.query.key
+        flight = self._inflight.get(key)
+        if flight is not None:
             self.stats.coalesced += 1
-        return await asyncio.shield(task)
-
-    async def _forward(self, query: Query) -> Outcome:
+            flight.waiters.append(waiter)
+            return
+        flight = self._inflight[key] = _Flight(waiter.query, [waiter])
         self.stats.forwarded += 1
+        query = flight.query
+        try:
+            self.upstream.ask(
+                query.qname.lower(),
+                query.qtype,
+                query.qclass,
+                lambda reply, error: self._landed(key, flight, reply, error),
+            )
+        except Exception as exc:  # a bug: answer (SERVFAIL) and free the flight
+            self.stats.errors += 1
+            log.exception("asking the upstreams for %s failed", query.name)
+            self._landed(key, flight, None, str(exc))
+
+    def _landed(
+        self, key: bytes, flight: _Flight, reply: UpstreamReply | None, error: str | None
+    ) -> None:
+        """The upstream answer (or failure) for a flight: reply to every waiter."""
+        if self._inflight.get(key) is flight:
+            del self._inflight[key]
+        waiters, flight.waiters = flight.waiters, []  # (answered once, whatever happens)
+        if not waiters:
+            return
+        try:
+            outcome = self._upstream_outcome(flight.query, reply, error)
+        except Exception:  # a bug: the waiters still get an answer
+            self.stats.errors += 1
+            log.exception("upstream answer for %s failed", flight.query.name)
+            outcome = Outcome(self._error(flight.query, SERVFAIL), "error")
+        by_client = self._waiting_by_client
+        for waiter in waiters:
+            self.waiting -= 1
+            left = by_client[waiter.client] - 1
+            if left:
+                by_client[waiter.client] = left
+            else:
+                del by_client[waiter.client]
+            try:
+                waiter.respond(self._reply(waiter.query, waiter.client, waiter.tcp, outcome))
+            except Exception:
+                self.stats.errors += 1
+                log.exception("reply to %s failed", waiter.client)
+
+    def _upstream_outcome(
+        self, query: Query, reply: UpstreamReply | None, error: str | None
+    ) -> Outcome:
         qname = query.qname.lower()
         try:
-            reply = await self.upstream.query(qname, query.qtype, query.qclass)
-            record = message.parse_upstream(reply.data)
-            template = message.from_upstream(record, qname, query.qtype, query.qclass)
-        except (UpstreamError, UpstreamFormatError) as exc:
+            if reply is None:
+                raise UpstreamFormatError(error or "no upstream answer")
+            template = message.template_of_reply(
+                reply.data, qname, query.qtype, query.qclass, query.name
+            )
+        except UpstreamFormatError as exc:
             log.info("SERVFAIL for %s: %s", query.name, exc)
             self.stats.servfail += 1
             return Outcome(self._error(query, SERVFAIL), "error")
-        if self.rebind.violates(query.name, template.addresses):
+        if template.addresses and self.rebind.violates(query.name, template.addresses):
             addresses = ", ".join(template.addresses)
             log.warning("DNS rebinding refused: %s -> %s", query.name, addresses)
             self.stats.rebind_refused += 1

@@ -155,6 +155,7 @@ class DnsService:
 
     def stop(self) -> None:
         self.servers.stop()
+        self.upstream.close()  # the upstream socket pool (after the loop has stopped)
         if self._fast_path is not None:
             self._fast_path.clear()
 

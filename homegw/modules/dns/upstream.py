@@ -1,29 +1,37 @@
 """Asking upstream resolvers: UDP with staggered failover, TCP when truncated.
 
-One query goes to the preferred upstream first (the last one that answered).
+One question goes to the preferred upstream first (the last one that answered).
 If it has not answered after ``timeout / len(upstreams)`` seconds, the next
 one is asked too, and so on; an upstream that refuses (ICMP port unreachable,
 SERVFAIL, REFUSED, garbage) hands over at once. The first good reply wins;
-when ``timeout`` has passed with none, the query fails (the resolver answers
-SERVFAIL). So a dead upstream costs at most the time until failover, never the
-whole timeout, and a query never takes longer than the configured timeout.
+when ``timeout`` has passed with none, the question fails (the resolver
+answers SERVFAIL). So a dead upstream costs at most the time until failover,
+never the whole timeout, and a question never takes longer than the timeout.
 
-Each attempt uses a fresh socket (random source port) and a random ID; replies
-whose ID or question do not match are ignored (anti-spoofing). A reply with TC
-set is retried over TCP to the same upstream within the same deadline.
+Everything runs on the event loop with callbacks, no task per query. The
+queries go out on the random-port socket pool of
+:mod:`homegw.modules.dns.upstream_pool` with random IDs. A reply is accepted
+only if its ID is in flight on the socket it arrived on, it comes from the
+address and port that query went to, and it carries our question (name
+case-blind, type, class); anything else is ignored and counted by reason. An
+ICMP error counts only if it quotes a query in flight to that destination. A
+reply with TC set is retried over TCP to the same upstream within the same
+deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import logging
-import secrets
-import socket
+import os
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from homegw.modules.dns.upstream_pool import PoolSocket, SocketPool
 from homegw.modules.dns.wire import (
     FORMERR,
     HEADER,
@@ -42,13 +50,17 @@ log = logging.getLogger(__name__)
 
 DNS_PORT = 53
 FAILING_RCODES = (SERVFAIL, NOTIMP, REFUSED, FORMERR)  # ask another upstream
+SERVERS_MAX_AGE = 1.0  # seconds the upstream list is reused before asking again
+
+#: done(reply, None) or done(None, reason), called once per question.
+Done = Callable[["UpstreamReply | None", "str | None"], None]
 
 
 class UpstreamError(Exception):
     pass
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class UpstreamReply:
     data: bytes
     server: str
@@ -64,6 +76,12 @@ class UpstreamStats:
     failovers: int = 0  # attempts started because an earlier one failed or was slow
     failures: int = 0  # questions that got no usable reply in time
     refused: int = 0  # attempts refused (ICMP unreachable, error rcodes, bad replies)
+    sockets_opened: int = 0  # pool sockets bound (each on a new random port)
+    # datagrams ignored, by reason (late replies after failover land in unknown_id)
+    unknown_id: int = 0  # no query with this ID in flight on this socket
+    wrong_source: int = 0  # not from the address/port the query went to
+    wrong_question: int = 0  # right ID and source, but not our question (or not a reply)
+    short_reply: int = 0  # shorter than a DNS header
 
 
 def build_query(qid: int, qname: bytes, qtype: int, qclass: int) -> bytes:
@@ -89,6 +107,57 @@ def rcode_of(reply: bytes) -> int:
     return reply[3] & RCODE_MASK
 
 
+def _done_already(_reply: UpstreamReply | None, _error: str | None) -> None:
+    """What a finished question holds instead of its caller's callback."""
+
+
+class _Question:
+    """One question to the upstreams: its attempts, timer and deadline."""
+
+    __slots__ = (
+        "qname",
+        "qtype",
+        "qclass",
+        "wire",
+        "servers",
+        "next",
+        "start",
+        "deadline",
+        "stagger",
+        "done",
+        "step_at",
+        "attempts",
+        "errors",
+        "finished",
+    )
+
+    def __init__(self, question: tuple[bytes, int, int], servers: list[str], done: Done) -> None:
+        self.qname, self.qtype, self.qclass = question
+        self.wire = self.qname + struct.pack(">HH", self.qtype, self.qclass)
+        self.servers = servers
+        self.next = 0
+        self.start = self.deadline = self.stagger = 0.0
+        self.done = done
+        self.step_at = 0.0  # when its next failover or its deadline is due
+        self.attempts: list[_Attempt] = []
+        self.errors: list[str] = []
+        self.finished = False
+
+
+class _Attempt:
+    """The question sent to one upstream."""
+
+    __slots__ = ("question", "server", "slot", "qid", "query", "tcp")
+
+    def __init__(self, question: _Question, server: str) -> None:
+        self.question = question
+        self.server = server
+        self.slot: PoolSocket | None = None
+        self.qid = 0
+        self.query = b""
+        self.tcp: asyncio.Task[None] | None = None
+
+
 class UpstreamClient:
     def __init__(
         self,
@@ -101,6 +170,15 @@ class UpstreamClient:
         self.port = port
         self.preferred: str | None = None
         self.stats = UpstreamStats()
+        self._pool = SocketPool(self._datagram, self._icmp_error)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # Failover and deadline steps of the questions in flight, earliest first
+        # (finished ones are skipped when popped), and the one timer for them.
+        self._steps: list[tuple[float, int, _Question]] = []
+        self._sequence = itertools.count()
+        self._timer: asyncio.TimerHandle | None = None
+        self._live = 0  # questions in flight
+        self._servers_cache: tuple[float, str | None, list[str]] | None = None
 
     def servers(self) -> list[str]:
         """The upstreams in the order they are tried (preferred first)."""
@@ -110,116 +188,214 @@ class UpstreamClient:
             servers.insert(0, self.preferred)
         return servers
 
-    async def query(self, qname: bytes, qtype: int, qclass: int) -> UpstreamReply:
-        """The first good reply from any upstream; UpstreamError when none in time."""
-        servers = self.servers()
+    def _current_servers(self, now: float) -> list[str]:
+        """servers(), asked again at most every SERVERS_MAX_AGE seconds."""
+        cached = self._servers_cache
+        if cached is None or now - cached[0] > SERVERS_MAX_AGE or cached[1] != self.preferred:
+            cached = self._servers_cache = (now, self.preferred, self.servers())
+        return cached[2]
+
+    # -- asking ------------------------------------------------------------------
+    def ask(self, qname: bytes, qtype: int, qclass: int, done: Done) -> None:
+        """Ask the upstreams (on the running event loop); done() gets the answer.
+        It may be called before ask() returns (no upstream known)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():  # asked once: it costs a getpid()
+            self.close()
+            loop = self._loop = asyncio.get_running_loop()
+            self._pool.start(loop)
+        now = loop.time()
+        servers = self._current_servers(now)
         self.stats.queries += 1
         if not servers:
             self.stats.failures += 1
-            raise UpstreamError("no upstream resolvers known")
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        deadline = start + self.timeout
-        stagger = self.timeout / len(servers)
-        try:
-            return await self._race(servers, (qname, qtype, qclass), start, deadline, stagger)
-        except UpstreamError:
-            self.stats.failures += 1
-            raise
+            done(None, "no upstream resolvers known")
+            return
+        question = _Question((qname, qtype, qclass), servers, done)
+        self._live += 1
+        question.start = now
+        question.deadline = question.start + self.timeout
+        question.stagger = self.timeout / len(servers)
+        self._launch(question)
+        if not question.finished:
+            self._arm(question)
 
-    async def _race(
-        self,
-        servers: list[str],
-        question: tuple[bytes, int, int],
-        start: float,
-        deadline: float,
-        stagger: float,
-    ) -> UpstreamReply:
-        loop = asyncio.get_running_loop()
-        pending: set[asyncio.Task[UpstreamReply]] = set()
-        errors: list[str] = []
-        next_server, next_start = 0, start
-        try:
-            while True:
-                now = loop.time()
-                if next_server < len(servers) and (now >= next_start or not pending):
-                    if next_server:
-                        self.stats.failovers += 1
-                    task = asyncio.create_task(
-                        self._attempt(servers[next_server], question, start, deadline)
-                    )
-                    pending.add(task)
-                    next_server, next_start = next_server + 1, now + stagger
-                    continue
-                if not pending or now >= deadline:
-                    raise UpstreamError("; ".join(errors) or "upstream timeout")
-                until = deadline if next_server >= len(servers) else min(deadline, next_start)
-                done, pending = await asyncio.wait(
-                    pending, timeout=until - now, return_when=asyncio.FIRST_COMPLETED
-                )
-                for task in done:
-                    if task.exception() is None:
-                        reply = task.result()
-                        self.preferred = reply.server
-                        return reply
-                    errors.append(str(task.exception()))
-                    self.stats.refused += 1
-        finally:
-            for task in pending:
-                task.cancel()
-
-    async def _attempt(
-        self, server: str, question: tuple[bytes, int, int], start: float, deadline: float
-    ) -> UpstreamReply:
+    def _launch(self, question: _Question) -> None:
+        """Send the question to its next upstream."""
+        server = question.servers[question.next]
+        if question.next:
+            self.stats.failovers += 1
+        question.next += 1
         self.stats.attempts += 1
-        qid = secrets.randbits(16)
-        query = build_query(qid, *question)
-        qbytes = query[HEADER_LEN : HEADER_LEN + len(question[0]) + 4]
-        loop = asyncio.get_running_loop()
-        reply = await self._udp(server, query, qid, qbytes, deadline)
-        tcp = False
-        if reply[2] & (TC >> 8):
-            self.stats.tcp_retries += 1
-            reply = await self._tcp(server, query, qid, qbytes, deadline)
-            tcp = True
-        if rcode_of(reply) in FAILING_RCODES:
-            raise UpstreamError(f"{server}: rcode {rcode_of(reply)}")
-        return UpstreamReply(reply, server, loop.time() - start, tcp)
-
-    async def _udp(self, server: str, query: bytes, qid: int, qbytes: bytes, deadline: float):  # noqa: ANN202
-        loop = asyncio.get_running_loop()
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            sock.setblocking(False)
-            try:
-                sock.connect((server, self.port))
-                await loop.sock_sendall(sock, query)
-                while True:
-                    left = deadline - loop.time()
-                    if left <= 0:
-                        raise UpstreamError(f"{server}: no reply")
-                    reply = await asyncio.wait_for(loop.sock_recv(sock, 65535), left)
-                    if matches(reply, qid, qbytes):
-                        return reply
-                    log.debug("ignoring a reply from %s that does not match", server)
-            except TimeoutError as exc:
-                raise UpstreamError(f"{server}: no reply") from exc
-            except OSError as exc:
-                raise UpstreamError(f"{server}: {exc.strerror or exc}") from exc
-
-    async def _tcp(self, server: str, query: bytes, qid: int, qbytes: bytes, deadline: float):  # noqa: ANN202
-        loop = asyncio.get_running_loop()
-        left = deadline - loop.time()
-        if left <= 0:
-            raise UpstreamError(f"{server}: no time left for TCP")
+        attempt = _Attempt(question, server)
+        question.attempts.append(attempt)
         try:
-            return await asyncio.wait_for(self._tcp_exchange(server, query, qid, qbytes), left)
-        except TimeoutError as exc:
-            raise UpstreamError(f"{server}: no reply over TCP") from exc
-        except (OSError, asyncio.IncompleteReadError) as exc:
-            raise UpstreamError(f"{server}: TCP: {exc}") from exc
+            assert self._loop is not None
+            slot, qid = self._pool.register(self._loop.time(), attempt)
+            attempt.slot, attempt.qid = slot, qid
+            self.stats.sockets_opened = self._pool.opened
+            attempt.query = build_query(qid, question.qname, question.qtype, question.qclass)
+            slot.sock.sendto(attempt.query, (server, self.port))
+        except OSError as exc:  # no route, buffer full, not an IPv4 address, no fds...
+            self._failed(attempt, f"{server}: {exc.strerror or exc}")
 
-    async def _tcp_exchange(self, server: str, query: bytes, qid: int, qbytes: bytes) -> bytes:
-        reader, writer = await asyncio.open_connection(server, self.port)
+    def _arm(self, question: _Question) -> None:
+        """Schedule the question's next step: failover or its deadline."""
+        loop = self._loop
+        assert loop is not None
+        when = question.deadline
+        if question.next < len(question.servers):
+            when = min(when, loop.time() + question.stagger)
+        question.step_at = when
+        steps = self._steps
+        if len(steps) > 2 * self._live + 1024:  # mostly finished questions: drop them
+            steps[:] = [step for step in steps if step[2].step_at == step[0]]
+            heapq.heapify(steps)
+        heapq.heappush(steps, (when, next(self._sequence), question))
+        timer = self._timer
+        if timer is None or when < timer.when():
+            if timer is not None:
+                timer.cancel()
+            self._timer = loop.call_at(when, self._run_steps)
+
+    def _run_steps(self) -> None:
+        """Take every step that is due, then sleep until the next one."""
+        loop = self._loop
+        assert loop is not None
+        self._timer = None
+        steps = self._steps
+        now = loop.time()
+        while steps and steps[0][0] <= now:
+            when, _sequence, question = heapq.heappop(steps)
+            if not question.finished and question.step_at == when:
+                self._step(question)
+        if steps and self._timer is None:
+            self._timer = loop.call_at(steps[0][0], self._run_steps)
+
+    def _step(self, question: _Question) -> None:
+        assert self._loop is not None
+        if self._loop.time() >= question.deadline - 0.001:
+            self._finish(question, None, "; ".join(question.errors) or "upstream timeout")
+            return
+        if question.next < len(question.servers):
+            self._launch(question)
+        if not question.finished:
+            self._arm(question)
+
+    # -- outcomes of attempts --------------------------------------------------------
+    def _failed(self, attempt: _Attempt, reason: str) -> None:
+        """An attempt that will not give a reply: try the next upstream at once."""
+        question = attempt.question
+        self._release(attempt)
+        if question.finished or attempt not in question.attempts:
+            return
+        question.attempts.remove(attempt)
+        self.stats.refused += 1
+        question.errors.append(reason)
+        if question.next < len(question.servers):
+            self._launch(question)
+            if not question.finished:
+                self._arm(question)
+        elif not question.attempts:
+            self._finish(question, None, "; ".join(question.errors))
+
+    def _replied(self, attempt: _Attempt, reply: bytes, tcp: bool) -> None:
+        question = attempt.question
+        if question.finished:
+            return
+        if not tcp and reply[2] & (TC >> 8):
+            self.stats.tcp_retries += 1
+            attempt.tcp = asyncio.get_running_loop().create_task(self._tcp(attempt))
+            return
+        rcode = rcode_of(reply)
+        if rcode in FAILING_RCODES:
+            self._failed(attempt, f"{attempt.server}: rcode {rcode}")
+            return
+        assert self._loop is not None
+        latency = self._loop.time() - question.start
+        self.preferred = attempt.server
+        self._finish(question, UpstreamReply(reply, attempt.server, latency, tcp), None)
+
+    def _finish(self, question: _Question, reply: UpstreamReply | None, error: str | None) -> None:
+        question.finished = True  # its steps still queued are skipped
+        question.step_at = -1.0
+        self._live -= 1
+        for attempt in question.attempts:
+            self._release(attempt)
+            if attempt.tcp is not None and attempt.tcp is not asyncio.current_task():
+                attempt.tcp.cancel()
+        question.attempts.clear()
+        if reply is None:
+            self.stats.failures += 1
+        done, question.done = question.done, _done_already
+        try:
+            done(reply, error)
+        except Exception:  # the caller's bug must not stop the pool's reading
+            log.exception("upstream answer callback failed")
+
+    # -- the socket pool ------------------------------------------------------------------
+    def _release(self, attempt: _Attempt) -> None:
+        if attempt.slot is not None:
+            self._pool.release(attempt.slot, attempt.qid, attempt)
+
+    def close(self) -> None:
+        """Close every socket (the service stops); questions in flight are dropped."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._steps.clear()
+        self._pool.close()
+        self._loop = None
+
+    # -- what arrives on the pool --------------------------------------------------------
+    def _datagram(self, slot: PoolSocket, reply: bytes, source: tuple[str, int]) -> None:
+        stats = self.stats
+        if len(reply) < HEADER_LEN:
+            stats.short_reply += 1
+            return
+        attempt = slot.pending.get(reply[0] << 8 | reply[1])
+        if attempt is None:
+            stats.unknown_id += 1
+            return
+        if source[0] != attempt.server or source[1] != self.port:
+            stats.wrong_source += 1
+            return
+        if not matches(reply, attempt.qid, attempt.question.wire):
+            stats.wrong_question += 1
+            return
+        self._release(attempt)
+        self._replied(attempt, reply, tcp=False)
+
+    def _icmp_error(self, slot: PoolSocket, qid: int, target: tuple[str, int], errno: int) -> None:
+        """An ICMP error quoting a query of ours: that attempt has failed."""
+        attempt = slot.pending.get(qid)
+        if attempt is None or target[0] != attempt.server or target[1] != self.port:
+            return
+        self._failed(attempt, f"{attempt.server}: {os.strerror(errno) if errno else 'ICMP'}")
+
+    # -- TCP, after a truncated UDP reply -----------------------------------------------
+    async def _tcp(self, attempt: _Attempt) -> None:
+        question = attempt.question
+        loop = asyncio.get_running_loop()
+        left = question.deadline - loop.time()
+        try:
+            if left <= 0:
+                raise UpstreamError(f"{attempt.server}: no time left for TCP")
+            reply = await asyncio.wait_for(self._tcp_exchange(attempt), left)
+        except asyncio.CancelledError:
+            raise
+        except TimeoutError:
+            self._failed(attempt, f"{attempt.server}: no reply over TCP")
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            self._failed(attempt, f"{attempt.server}: TCP: {exc}")
+        except UpstreamError as exc:
+            self._failed(attempt, str(exc))
+        else:
+            self._replied(attempt, reply, tcp=True)
+
+    async def _tcp_exchange(self, attempt: _Attempt) -> bytes:
+        reader, writer = await asyncio.open_connection(attempt.server, self.port)
+        query = attempt.query
         try:
             writer.write(struct.pack(">H", len(query)) + query)
             await writer.drain()
@@ -229,6 +405,6 @@ class UpstreamClient:
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
-        if not matches(reply, qid, qbytes):
-            raise UpstreamError(f"{server}: TCP reply does not match the query")
+        if not matches(reply, attempt.qid, attempt.question.wire):
+            raise UpstreamError(f"{attempt.server}: TCP reply does not match the query")
         return reply

@@ -12,7 +12,7 @@ Upstream answers are parsed with dnslib (see :mod:`homegw.modules.dns.message`);
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 HEADER = struct.Struct(">HHHHHH")
 HEADER_LEN = 12
@@ -75,20 +75,18 @@ class Query:
     qtype: int
     qclass: int
     edns: Edns | None
+    #: The question section as echoed in a reply: name, type, class.
+    question: bytes = field(init=False, repr=False)
+    #: Cache key: the question with the name lower-cased (DNS is case-blind).
+    key: bytes = field(init=False, repr=False)
+    #: The name in presentation form, lower case (what policies and logs see).
+    name: str = field(init=False, repr=False)
 
-    @property
-    def question(self) -> bytes:
-        """The question section as echoed in a reply: name, type, class."""
-        return self.qname + struct.pack(">HH", self.qtype, self.qclass)
-
-    @property
-    def key(self) -> bytes:
-        """Cache key: the question with the name lower-cased (DNS is case-blind)."""
-        return self.question.lower()
-
-    @property
-    def name(self) -> str:
-        return name_to_text(self.qname.lower())
+    def __post_init__(self) -> None:  # computed once: every query needs all three
+        question = self.qname + struct.pack(">HH", self.qtype, self.qclass)
+        object.__setattr__(self, "question", question)
+        object.__setattr__(self, "key", question.lower())
+        object.__setattr__(self, "name", name_to_text(self.qname.lower()))
 
     @property
     def udp_limit(self) -> int:
@@ -111,6 +109,20 @@ def read_name(msg: bytes, offset: int) -> tuple[bytes, int]:
     Pointers must point strictly before the label sequence that holds them,
     so a chain of pointers always ends.
     """
+    i, end = offset, len(msg)
+    while i < end:  # the common case: no pointer, every label well-formed
+        length = msg[i]
+        if length == 0:
+            if i + 1 - offset > MAX_NAME:
+                break
+            return bytes(msg[offset : i + 1]), i + 1
+        if length > MAX_LABEL:
+            break
+        i += length + 1
+    return _read_name_strictly(msg, offset)
+
+
+def _read_name_strictly(msg: bytes, offset: int) -> tuple[bytes, int]:
     out = bytearray()
     end = -1
     floor = offset  # a pointer must go below every position read so far
@@ -260,20 +272,41 @@ def ttl_offsets(msg: bytes) -> list[RecordSpan]:
     return spans
 
 
+_PLAIN = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_*"
+
+
 def name_to_text(wire: bytes) -> str:
     """Presentation form of an uncompressed wire name, no trailing dot ("" = root).
 
-    Bytes outside letters, digits, '-' and '_' are escaped as \\DDD, and '.'
-    inside a label as '\\.', so distinct names never read the same.
+    Bytes outside letters, digits, '-', '_' and '*' are escaped as \\DDD, and
+    '.' inside a label as '\\.', so distinct names never read the same.
     """
     labels = []
     offset = 0
     while offset < len(wire) and wire[offset]:
         length = wire[offset]
         label = wire[offset + 1 : offset + 1 + length]
-        labels.append("".join(_char(b) for b in label))
+        if label.translate(None, _PLAIN):  # something to escape
+            labels.append("".join(_char(b) for b in label))
+        else:
+            labels.append(label.decode("ascii"))
         offset += 1 + length
     return ".".join(labels)
+
+
+def plain_name_text(wire: bytes) -> str | None:
+    """dnslib's text of an uncompressed name ("a.b." with the case kept) when
+    every label is letters, digits, '-' and '_'; None otherwise."""
+    labels = []
+    offset = 0
+    while wire[offset]:
+        length = wire[offset]
+        label = wire[offset + 1 : offset + 1 + length]
+        if label.translate(None, _PLAIN[:-1]):
+            return None
+        labels.append(label.decode("ascii"))
+        offset += 1 + length
+    return ".".join(labels) + "."
 
 
 def _char(b: int) -> str:
