@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from homegw.dataplane import attach as nic_attach
-from homegw.dataplane.abi import Hook, Nic, generation_key
+from homegw.dataplane.abi import DATAPLANE_ID, REASON_FRAGMENT, Hook, Nic, generation_key
 from homegw.dataplane.chain import Chain
+from homegw.dataplane.fragment import Fragmenter
 from homegw.dataplane.loader import ROOT_SOURCE, compile_source, load_function
 from homegw.dataplane.module import IOModule
 from homegw.dataplane.slowpath import SlowPath
@@ -59,6 +60,8 @@ class Dataplane:
         self._attached: list[tuple[Nic, Hook]] = []
         self._ifindex: dict[int, Nic] = {}  # of the attached NICs
         self.slowpath: SlowPath | None = None
+        # packets the router marked HOMEGW_F_FRAGMENT, punted by the chain's end
+        self.fragmenter = Fragmenter(interfaces)
 
     # -- loading ---------------------------------------------------------
     def load(self) -> None:
@@ -77,6 +80,7 @@ class Dataplane:
             Hook.TC: Chain(Hook.TC, lan_root["chain_tc"], generations),
         }
         self.slowpath = SlowPath(lan_root)
+        self.slowpath.register(DATAPLANE_ID, REASON_FRAGMENT, self.fragmenter.handle)
 
     def add_module(self, module: IOModule) -> LoadedModule:
         if module.name in self.modules:
@@ -184,6 +188,7 @@ class Dataplane:
             return
         if self.slowpath:
             self.slowpath.stop()
+        self.fragmenter.close()
         self.detach()
         for nic in Nic:
             for chain in self._chains.values():

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -151,6 +152,7 @@ def test_wan_link_down_gives_net_unreachable(routed) -> None:  # noqa: ANN001
 
 GARP = """
 import sys
+import time
 from scapy.layers.l2 import ARP, Ether
 from scapy.sendrecv import sendp
 mac, ip = sys.argv[1], sys.argv[2]
@@ -173,3 +175,15 @@ def test_gratuitous_arp_moves_a_neighbour(routed) -> None:  # noqa: ANN001
     finally:
         home.run("h3", ["ip", "link", "set", "eth0", "address", host.mac], check=True)
         home.run("h3", [sys.executable, "-c", GARP, host.mac, host.ip], check=True)
+
+
+def test_single_ttl_1_ping_sees_time_exceeded_at_once(routed) -> None:  # noqa: ANN001
+    """One probe, nothing after it: the ICMP error sent with XDP_TX must leave
+    lan0 on its own, not when the next frame arrives."""
+    home, _ = routed
+    for _ in range(3):  # the first also waits for ARP; the others do not
+        started = time.monotonic()
+        ping = home.run("h1", ["ping", "-c", "1", "-W", "1", "-t", "1", home.web_server])
+        elapsed = time.monotonic() - started
+        assert "Time to live exceeded" in ping.stdout, ping.stdout
+        assert elapsed < 1.0, (elapsed, ping.stdout)
