@@ -8,6 +8,7 @@ disabling and re-ordering modules later only rewrites chain slots.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import shutil
@@ -27,6 +28,7 @@ from homegw.dataplane.testrun import inject_xdp
 log = logging.getLogger(__name__)
 
 ROOT_FUNCTIONS = {Hook.XDP: "homegw_root_xdp", Hook.TC: "homegw_root_tc"}
+FRAGMENT_SOURCE = Path(__file__).parent / "fragment.bpf.c"
 
 
 @dataclass
@@ -55,6 +57,7 @@ class Dataplane:
         self.modules: dict[str, LoadedModule] = {}
         self.order: dict[Nic, list[str]] = {nic: [] for nic in Nic}
         self._roots: dict[Nic, object] = {}
+        self._fragment_bpf: object | None = None  # bcc.BPF of fragment.bpf.c
         self._root_fds: dict[tuple[Nic, Hook], int] = {}
         self._chains: dict[Hook, Chain] = {}
         self._attached: list[tuple[Nic, Hook]] = []
@@ -80,6 +83,15 @@ class Dataplane:
             Hook.TC: Chain(Hook.TC, lan_root["chain_tc"], generations),
         }
         self.slowpath = SlowPath(lan_root)
+        self._load_fragment_program(lan_root)
+
+    def _load_fragment_program(self, root) -> None:  # noqa: ANN001 - bcc.BPF
+        """The chain's end for packets to fragment, and their slow-path handler."""
+        bpf = compile_source(FRAGMENT_SOURCE, pin_dir=self.pin_dir, module_id=DATAPLANE_ID)
+        fd = load_function(bpf, "homegw_fragment_xdp", "xdp")
+        root["chain_fragment"][ctypes.c_uint32(0)] = ctypes.c_int(fd)
+        self._fragment_bpf = bpf
+        assert self.slowpath is not None
         self.slowpath.register(DATAPLANE_ID, REASON_FRAGMENT, self.fragmenter.handle)
 
     def add_module(self, module: IOModule) -> LoadedModule:
@@ -200,6 +212,11 @@ class Dataplane:
                 log.exception("module %s failed to unload", loaded.module.name)
             loaded.bpf.cleanup()
         self.modules.clear()
+        if self._fragment_bpf:
+            with contextlib.suppress(KeyError):
+                del self._roots[Nic.LAN]["chain_fragment"][ctypes.c_uint32(0)]
+            self._fragment_bpf.cleanup()
+            self._fragment_bpf = None
         for bpf in self._roots.values():
             bpf.cleanup()
         self._roots.clear()

@@ -101,6 +101,8 @@ struct homegw_punt {
 BPF_TABLE_PINNED("prog", u32, u32, chain_xdp, HOMEGW_CHAIN_SLOTS, HOMEGW_PIN("chain_xdp"));
 // <position slot, module program fd>: TC egress chains of both NICs
 BPF_TABLE_PINNED("prog", u32, u32, chain_tc, HOMEGW_CHAIN_SLOTS, HOMEGW_PIN("chain_tc"));
+// <0, the dataplane's fragment program>: see homegw_finish_xdp
+BPF_TABLE_PINNED("prog", u32, u32, chain_fragment, 1, HOMEGW_PIN("chain_fragment"));
 // <nic * HOMEGW_HOOKS + hook, active generation (0 or 1)>
 BPF_TABLE_PINNED("array", u32, u32, chain_generation, HOMEGW_NICS * HOMEGW_HOOKS,
 		 HOMEGW_PIN("chain_generation"));
@@ -181,19 +183,20 @@ static __always_inline int homegw_tx_xdp(struct xdp_md *ctx)
 /* The verdict at the end of a chain: what the modules decided, else the
  * kernel, which is the safe default for anything no module claimed. A packet
  * to fragment (HOMEGW_F_FRAGMENT, translated by now) goes to the dataplane's
- * slow path, which fragments it and sends the fragments out of the egress;
- * it is never handed to the kernel, which would forward it untranslated. */
+ * fragment program (fragment.bpf.c, in chain_fragment), which punts it to
+ * the slow path to be fragmented and sent out of the egress. It is never
+ * handed to the kernel, which would forward it untranslated. (A tail call,
+ * not the punt itself: this is inlined wherever a module ends its work, and
+ * the punt's code there would cost NAT its verification.) */
 static __always_inline int homegw_finish_xdp(struct xdp_md *ctx, struct homegw_cursor *cur)
 {
 	if (cur->fwd != HOMEGW_FWD_REDIRECT)
 		return XDP_PASS;
-	if (!(cur->flags & HOMEGW_F_FRAGMENT))
-		return bpf_redirect(cur->out_ifindex, 0);
-	/* The router drops what the punt cannot carry whole; this is a guard. */
-	if (ctx->data_end - ctx->data <= HOMEGW_PUNT_MAX_BYTES)
-		homegw_punt_as_xdp(ctx, HOMEGW_DATAPLANE_ID, HOMEGW_REASON_FRAGMENT,
-				   cur->out_ifindex, cur->out_nic);
-	return XDP_DROP;
+	if (cur->flags & HOMEGW_F_FRAGMENT) {
+		chain_fragment.call(ctx, 0);
+		return XDP_DROP; /* no fragment program loaded */
+	}
+	return bpf_redirect(cur->out_ifindex, 0);
 }
 
 /* Hand the packet to the next module of its chain. Returns only when there
