@@ -68,7 +68,8 @@ def _header(base: bytes, options: bytes, length: int, frag_field: int) -> bytes:
     ihl = (20 + len(options)) // 4
     header = bytearray(base[:20] + options)
     header[0] = 0x40 | ihl
-    struct.pack_into("!HH", header, 2, length, frag_field)
+    struct.pack_into("!H", header, 2, length)
+    struct.pack_into("!H", header, 6, frag_field)
     struct.pack_into("!H", header, 10, 0)
     struct.pack_into("!H", header, 10, _checksum(bytes(header)))
     return bytes(header)
@@ -79,7 +80,8 @@ def fragment_packet(packet: bytes, mtu: int) -> list[bytes]:
     if len(packet) < 20 or packet[0] >> 4 != 4:
         raise FragmentError("not an IPv4 packet")
     hlen = (packet[0] & 0xF) * 4
-    total, frag_field = struct.unpack_from("!HH", packet, 2)
+    (total,) = struct.unpack_from("!H", packet, 2)
+    (frag_field,) = struct.unpack_from("!H", packet, 6)
     if hlen < 20 or total < hlen or total > len(packet):
         raise FragmentError("bad IPv4 header or total length")
     if frag_field & IP_DF:

@@ -51,7 +51,8 @@ def test_flood_to_an_unresolved_next_hop_punts_once(
     for i in range(50):
         assert run(dataplane, Nic.WAN, to_lan(OFFLINE, i)).verdict == "XDP_DROP"
     counters = router.stats()["counters"]  # before the marker punt
-    assert (counters["neigh_miss"], counters["neigh_limited"]) == (1, 49)
+    assert counters["neigh_miss"] == 1  # punted; the other 49 dropped here
+    assert counters["neigh_limited"] == 49
     got = punts.drain()
     assert [(p.meta[0], p.meta[1], p.packet) for p in got] == [
         (be32(ipaddress.IPv4Address(OFFLINE)), Nic.LAN, to_lan(OFFLINE, 0))
