@@ -22,6 +22,7 @@ from homegw.dataplane.chain import Chain
 from homegw.dataplane.fragment import Fragmenter
 from homegw.dataplane.loader import ROOT_SOURCE, compile_source, load_function
 from homegw.dataplane.module import IOModule
+from homegw.dataplane.pinned import PinnedMap
 from homegw.dataplane.slowpath import SlowPath
 from homegw.dataplane.testrun import inject_xdp
 
@@ -29,6 +30,10 @@ log = logging.getLogger(__name__)
 
 ROOT_FUNCTIONS = {Hook.XDP: "homegw_root_xdp", Hook.TC: "homegw_root_tc"}
 FRAGMENT_SOURCE = Path(__file__).parent / "fragment.bpf.c"
+# Pinned maps whose value grew, and its size now: a pin left by an older homegw
+# is removed before loading (its contents are re-learned: the router mirrors
+# the kernel's neighbours into router_neigh afresh at every start).
+RESIZED_PINS = {"router_neigh": 24}  # struct homegw_neighbour
 
 
 @dataclass
@@ -69,6 +74,7 @@ class Dataplane:
     # -- loading ---------------------------------------------------------
     def load(self) -> None:
         ensure_bpffs()
+        drop_resized_pins(self.pin_dir)
         for nic in Nic:
             bpf = compile_source(
                 ROOT_SOURCE, pin_dir=self.pin_dir, defines={"HOMEGW_NIC": int(nic)}
@@ -251,6 +257,21 @@ def ensure_bpffs() -> None:
         "namespace (inside `ip netns exec`? use nsenter --net=...)",
         BPFFS,
     )
+
+
+def drop_resized_pins(pin_dir: str) -> None:
+    """Unpin the RESIZED_PINS an older homegw left with another value size
+    (bcc would reuse them and the verifier refuse the programs)."""
+    for name, value_size in RESIZED_PINS.items():
+        path = Path(pin_dir) / name
+        if not path.exists():
+            continue
+        pinned = PinnedMap(str(path))
+        old_size = pinned.value_size
+        pinned.close()
+        if old_size != value_size:
+            path.unlink()
+            log.warning("removed pinned %s of an older layout (%d-byte values)", name, old_size)
 
 
 def purge_pins(pin_dir: str) -> bool:

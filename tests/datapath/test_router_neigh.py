@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import ctypes
 import ipaddress
+import os
 import time
 from collections.abc import Iterator
 
 import pytest
+from bcc import BPF
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 
 from homegw.dataplane.abi import Nic
 from homegw.dataplane.dataplane import Dataplane
+from homegw.dataplane.pinned import PinnedMap
 from homegw.modules.router.maps import be32
 from homegw.modules.router.module import RouterModule
 from tests.datapath.punts import PuntLog, one_cpu
@@ -96,3 +99,22 @@ def test_forwarding_marks_the_next_hop_used(dataplane: Dataplane, router: Router
     run(dataplane, Nic.WAN, to_lan(HOST))
     used = router.maps.last_used(host)
     assert used is not None and int(before) - 1 <= used <= time.monotonic()
+
+
+def test_an_older_neighbour_pin_is_replaced(pin_dir: str) -> None:
+    """router_neigh pinned by a homegw with 8-byte values (mac, nic): the
+    dataplane unpins it, else the router's programs would not verify."""
+    os.makedirs(pin_dir)
+    old = BPF(
+        text=f'BPF_TABLE_PINNED("hash", u32, u64, router_neigh, 16, "{pin_dir}/router_neigh");'
+    )
+    old.cleanup()
+    dp = Dataplane(pin_dir, {})
+    dp.load()
+    try:
+        load_router(dp, CONFIG)  # verifies against the 24-byte map
+        pinned = PinnedMap(f"{pin_dir}/router_neigh")
+        assert pinned.value_size == 24
+        pinned.close()
+    finally:
+        dp.close()
