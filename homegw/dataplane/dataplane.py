@@ -8,6 +8,7 @@ disabling and re-ordering modules later only rewrites chain slots.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import shutil
@@ -16,16 +17,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from homegw.dataplane import attach as nic_attach
-from homegw.dataplane.abi import Hook, Nic, generation_key
+from homegw.dataplane.abi import DATAPLANE_ID, REASON_FRAGMENT, Hook, Nic, generation_key
 from homegw.dataplane.chain import Chain
+from homegw.dataplane.fragment import Fragmenter
 from homegw.dataplane.loader import ROOT_SOURCE, compile_source, load_function
 from homegw.dataplane.module import IOModule
+from homegw.dataplane.pinned import PinnedMap
 from homegw.dataplane.slowpath import SlowPath
 from homegw.dataplane.testrun import inject_xdp
 
 log = logging.getLogger(__name__)
 
 ROOT_FUNCTIONS = {Hook.XDP: "homegw_root_xdp", Hook.TC: "homegw_root_tc"}
+FRAGMENT_SOURCE = Path(__file__).parent / "fragment.bpf.c"
+# Pinned maps whose value grew, and its size now: a pin left by an older homegw
+# is removed before loading (its contents are re-learned: the router mirrors
+# the kernel's neighbours into router_neigh afresh at every start).
+RESIZED_PINS = {"router_neigh": 24}  # struct homegw_neighbour
 
 
 @dataclass
@@ -54,15 +62,19 @@ class Dataplane:
         self.modules: dict[str, LoadedModule] = {}
         self.order: dict[Nic, list[str]] = {nic: [] for nic in Nic}
         self._roots: dict[Nic, object] = {}
+        self._fragment_bpf: object | None = None  # bcc.BPF of fragment.bpf.c
         self._root_fds: dict[tuple[Nic, Hook], int] = {}
         self._chains: dict[Hook, Chain] = {}
         self._attached: list[tuple[Nic, Hook]] = []
         self._ifindex: dict[int, Nic] = {}  # of the attached NICs
         self.slowpath: SlowPath | None = None
+        # packets the router marked HOMEGW_F_FRAGMENT, punted by the chain's end
+        self.fragmenter = Fragmenter(interfaces)
 
     # -- loading ---------------------------------------------------------
     def load(self) -> None:
         ensure_bpffs()
+        drop_resized_pins(self.pin_dir)
         for nic in Nic:
             bpf = compile_source(
                 ROOT_SOURCE, pin_dir=self.pin_dir, defines={"HOMEGW_NIC": int(nic)}
@@ -77,6 +89,16 @@ class Dataplane:
             Hook.TC: Chain(Hook.TC, lan_root["chain_tc"], generations),
         }
         self.slowpath = SlowPath(lan_root)
+        self._load_fragment_program(lan_root)
+
+    def _load_fragment_program(self, root) -> None:  # noqa: ANN001 - bcc.BPF
+        """The chain's end for packets to fragment, and their slow-path handler."""
+        bpf = compile_source(FRAGMENT_SOURCE, pin_dir=self.pin_dir, module_id=DATAPLANE_ID)
+        fd = load_function(bpf, "homegw_fragment_xdp", "xdp")
+        root["chain_fragment"][ctypes.c_uint32(0)] = ctypes.c_int(fd)
+        self._fragment_bpf = bpf
+        assert self.slowpath is not None
+        self.slowpath.register(DATAPLANE_ID, REASON_FRAGMENT, self.fragmenter.handle)
 
     def add_module(self, module: IOModule) -> LoadedModule:
         if module.name in self.modules:
@@ -184,6 +206,7 @@ class Dataplane:
             return
         if self.slowpath:
             self.slowpath.stop()
+        self.fragmenter.close()
         self.detach()
         for nic in Nic:
             for chain in self._chains.values():
@@ -195,6 +218,11 @@ class Dataplane:
                 log.exception("module %s failed to unload", loaded.module.name)
             loaded.bpf.cleanup()
         self.modules.clear()
+        if self._fragment_bpf:
+            with contextlib.suppress(KeyError):
+                del self._roots[Nic.LAN]["chain_fragment"][ctypes.c_uint32(0)]
+            self._fragment_bpf.cleanup()
+            self._fragment_bpf = None
         for bpf in self._roots.values():
             bpf.cleanup()
         self._roots.clear()
@@ -229,6 +257,21 @@ def ensure_bpffs() -> None:
         "namespace (inside `ip netns exec`? use nsenter --net=...)",
         BPFFS,
     )
+
+
+def drop_resized_pins(pin_dir: str) -> None:
+    """Unpin the RESIZED_PINS an older homegw left with another value size
+    (bcc would reuse them and the verifier refuse the programs)."""
+    for name, value_size in RESIZED_PINS.items():
+        path = Path(pin_dir) / name
+        if not path.exists():
+            continue
+        pinned = PinnedMap(str(path))
+        old_size = pinned.value_size
+        pinned.close()
+        if old_size != value_size:
+            path.unlink()
+            log.warning("removed pinned %s of an older layout (%d-byte values)", name, old_size)
 
 
 def purge_pins(pin_dir: str) -> bool:

@@ -88,6 +88,7 @@ class PinnedMap:
             os.close(self.fd)
             raise OSError(ctypes.get_errno(), f"map info of {path}")
         self.key_size = info.key_size
+        self.value_size = info.value_size
 
     def keys(self) -> list[ctypes.Array]:
         found, prev = [], None

@@ -4,13 +4,17 @@ neighbour aging, WAN link down."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
 
+from homegw import netns
 from homegw.dataplane.abi import Nic
 from homegw.dataplane.pinned import read_percpu_counter, read_percpu_u64
 from homegw.modules.router.maps import COUNTERS
@@ -122,9 +126,11 @@ def test_traceroute_shows_the_gateway_hop(routed) -> None:  # noqa: ANN001
 def test_neighbour_ages_out_and_first_packet_survives_resolution(routed) -> None:  # noqa: ANN001
     home, app = routed
     home.run("h2", ["ping", "-c", "1", "-W", "2", home.web_server], check=True)
-    aged = len([x for x in app.lines if "aged out neighbours" in x])
-    # Wait for the next aging round (neighbour_timeout is 2 s): an event, not a sleep.
-    app.wait_for_count(r"aged out neighbours", aged + 1, timeout=30)
+    h2 = home.host("h2").ip
+    aged = len([x for x in app.lines if "aged out neighbours" in x and h2 in x])
+    # Wait until h2 ages out (neighbour_timeout is 2 s; it was used, so it is
+    # re-confirmed first, then unused): an event, not a sleep.
+    app.wait_for_count(rf"aged out neighbours.*{re.escape(h2)}\b", aged + 1, timeout=30)
     misses = counter(home, "neigh_miss")
     # One ping, one packet: the reply needs the aged-out neighbour again; it is
     # held while the kernel re-resolves, then sent, so nothing is lost.
@@ -151,6 +157,7 @@ def test_wan_link_down_gives_net_unreachable(routed) -> None:  # noqa: ANN001
 
 GARP = """
 import sys
+import time
 from scapy.layers.l2 import ARP, Ether
 from scapy.sendrecv import sendp
 mac, ip = sys.argv[1], sys.argv[2]
@@ -173,3 +180,44 @@ def test_gratuitous_arp_moves_a_neighbour(routed) -> None:  # noqa: ANN001
     finally:
         home.run("h3", ["ip", "link", "set", "eth0", "address", host.mac], check=True)
         home.run("h3", [sys.executable, "-c", GARP, host.mac, host.ip], check=True)
+
+
+@contextlib.contextmanager
+def lan_peer_without_xdp(home: VirtualHome) -> Iterator[None]:
+    """The LAN switch port as a real switch is: no XDP program of its own
+    (the virtual home gives its veth one; see netns.xdp_pass_on). GRO on, so
+    the veth still takes frames sent to it by XDP at all."""
+    sw = home.ns("sw")
+    home.run("sw", ["ip", "link", "set", "p-lan", "xdp", "off"], check=True)
+    home.run("sw", ["ethtool", "-K", "p-lan", "gro", "on"], check=True)
+    try:
+        yield
+    finally:
+        home.run("sw", ["ethtool", "-K", "p-lan", "gro", "off"], check=True)
+        netns.xdp_pass_on("p-lan", sw)
+
+
+def test_single_ttl_1_ping_sees_time_exceeded_at_once(routed) -> None:  # noqa: ANN001
+    """One probe, nothing after it: the ICMP error must leave lan0 on its
+    own, not when the next frame arrives (veth wakes a peer for XDP_TX frames
+    only if the peer runs XDP itself; homegw sends errors by redirect)."""
+    home, _ = routed
+    with lan_peer_without_xdp(home):
+        for _ in range(3):  # the first also waits for ARP; the others do not
+            started = time.monotonic()
+            ping = home.run("h1", ["ping", "-c", "1", "-W", "1", "-t", "1", home.web_server])
+            elapsed = time.monotonic() - started
+            assert "Time to live exceeded" in ping.stdout, ping.stdout
+            assert elapsed < 1.0, (elapsed, ping.stdout)
+
+
+def test_active_next_hops_never_miss(routed) -> None:  # noqa: ANN001
+    """Traffic for three neighbour timeouts (2 s): the next hops it uses are
+    re-confirmed with the kernel before they expire, so not one packet is
+    punted for them (before, every entry was deleted at its timeout)."""
+    home, _ = routed
+    home.run("h1", ["ping", "-c", "1", "-W", "2", home.web_server], check=True)
+    misses = counter(home, "neigh_miss")
+    ping = home.run("h1", ["ping", "-c", "30", "-i", "0.2", "-W", "2", home.web_server])
+    assert " 0% packet loss" in ping.stdout, ping.stdout
+    assert counter(home, "neigh_miss") == misses

@@ -101,6 +101,8 @@ struct homegw_punt {
 BPF_TABLE_PINNED("prog", u32, u32, chain_xdp, HOMEGW_CHAIN_SLOTS, HOMEGW_PIN("chain_xdp"));
 // <position slot, module program fd>: TC egress chains of both NICs
 BPF_TABLE_PINNED("prog", u32, u32, chain_tc, HOMEGW_CHAIN_SLOTS, HOMEGW_PIN("chain_tc"));
+// <0, the dataplane's fragment program>: see homegw_finish_xdp
+BPF_TABLE_PINNED("prog", u32, u32, chain_fragment, 1, HOMEGW_PIN("chain_fragment"));
 // <nic * HOMEGW_HOOKS + hook, active generation (0 or 1)>
 BPF_TABLE_PINNED("array", u32, u32, chain_generation, HOMEGW_NICS * HOMEGW_HOOKS,
 		 HOMEGW_PIN("chain_generation"));
@@ -137,13 +139,64 @@ static __always_inline struct homegw_cursor *homegw_cursor_tc(void)
 	return cursor_tc.lookup(&zero);
 }
 
-/* The verdict at the end of a chain: what the modules decided, else the
- * kernel, which is the safe default for anything no module claimed. */
-static __always_inline int homegw_finish_xdp(struct homegw_cursor *cur)
+/* Copy the packet (up to HOMEGW_PUNT_MAX_BYTES) with a header to the slow
+ * path, as module `module`. The caller decides the packet's fate: XDP_DROP
+ * when userspace takes it over (it may send it again through the packet-out
+ * path), XDP_PASS when the slow path only needs to know. Returns 0 or a
+ * negative errno. */
+static __always_inline int homegw_punt_as_xdp(struct xdp_md *ctx, __u16 module, __u16 reason,
+					      __u32 meta0, __u32 meta1)
 {
-	if (cur->fwd == HOMEGW_FWD_REDIRECT)
-		return bpf_redirect(cur->out_ifindex, 0);
-	return XDP_PASS;
+	struct homegw_punt hdr = {
+		.module = module,
+		.reason = reason,
+		.ifindex = ctx->ingress_ifindex,
+		.meta = { meta0, meta1, 0, 0 },
+	};
+	__u64 len = (__u64)(ctx->data_end - ctx->data);
+	__u64 cap = len > HOMEGW_PUNT_MAX_BYTES ? HOMEGW_PUNT_MAX_BYTES : len;
+
+	hdr.pkt_len = len;
+	/* bcc turns this into bpf_perf_event_output with cap << 32 in the flags:
+	 * the kernel appends cap bytes of the packet after the header. */
+	return slowpath.perf_submit_skb(ctx, cap, &hdr, sizeof(hdr));
+}
+
+/* The same as the module compiled in (HOMEGW_MODULE_ID). */
+static __always_inline int homegw_punt_xdp(struct xdp_md *ctx, __u16 reason, __u32 meta0,
+					   __u32 meta1)
+{
+	return homegw_punt_as_xdp(ctx, HOMEGW_MODULE_ID, reason, meta0, meta1);
+}
+
+/* Send the frame, rewritten into an answer, back out of the NIC it came in
+ * on. Not XDP_TX: on a veth, XDP_TX frames reach the peer's ring but wake
+ * the peer's NAPI only if the peer runs an XDP program of its own (the
+ * kernel's veth_xdp_flush), so a lone answer sat there until the next frame
+ * arrived. A redirect is flushed with XDP_XMIT_FLUSH, which always wakes the
+ * peer; on a physical NIC the two cost the same. */
+static __always_inline int homegw_tx_xdp(struct xdp_md *ctx)
+{
+	return bpf_redirect(ctx->ingress_ifindex, 0);
+}
+
+/* The verdict at the end of a chain: what the modules decided, else the
+ * kernel, which is the safe default for anything no module claimed. A packet
+ * to fragment (HOMEGW_F_FRAGMENT, translated by now) goes to the dataplane's
+ * fragment program (fragment.bpf.c, in chain_fragment), which punts it to
+ * the slow path to be fragmented and sent out of the egress. It is never
+ * handed to the kernel, which would forward it untranslated. (A tail call,
+ * not the punt itself: this is inlined wherever a module ends its work, and
+ * the punt's code there would cost NAT its verification.) */
+static __always_inline int homegw_finish_xdp(struct xdp_md *ctx, struct homegw_cursor *cur)
+{
+	if (cur->fwd != HOMEGW_FWD_REDIRECT)
+		return XDP_PASS;
+	if (cur->flags & HOMEGW_F_FRAGMENT) {
+		chain_fragment.call(ctx, 0);
+		return XDP_DROP; /* no fragment program loaded */
+	}
+	return bpf_redirect(cur->out_ifindex, 0);
 }
 
 /* Hand the packet to the next module of its chain. Returns only when there
@@ -157,7 +210,7 @@ static __always_inline int homegw_next_xdp(struct xdp_md *ctx)
 		cur->pos++;
 		chain_xdp.call(ctx, cur->slot_base + cur->pos);
 	}
-	return homegw_finish_xdp(cur);
+	return homegw_finish_xdp(ctx, cur);
 }
 
 static __always_inline int homegw_next_tc(struct __sk_buff *skb)
@@ -172,26 +225,81 @@ static __always_inline int homegw_next_tc(struct __sk_buff *skb)
 	return TC_ACT_OK;
 }
 
-/* Copy the packet (up to HOMEGW_PUNT_MAX_BYTES) with a header to the slow
- * path. The caller decides the packet's fate: XDP_DROP when userspace takes
- * it over (it may send it again through the packet-out path), XDP_PASS when
- * the slow path only needs to know. Returns 0 or a negative errno. */
-static __always_inline int homegw_punt_xdp(struct xdp_md *ctx, __u16 reason,
-					   __u32 meta0, __u32 meta1)
-{
-	struct homegw_punt hdr = {
-		.module = HOMEGW_MODULE_ID,
-		.reason = reason,
-		.ifindex = ctx->ingress_ifindex,
-		.meta = { meta0, meta1, 0, 0 },
-	};
-	__u64 len = (__u64)(ctx->data_end - ctx->data);
-	__u64 cap = len > HOMEGW_PUNT_MAX_BYTES ? HOMEGW_PUNT_MAX_BYTES : len;
+/* Next hops (neighbours), shared by the modules that forward: the router
+ * mirrors the kernel's ARP table into homegw_neigh (homegw/modules/router/
+ * neigh.py) and resolves misses; any module may look a next hop up with
+ * homegw_neighbour_xdp, which punts a miss as the router's NEIGH_MISS. */
+#define HOMEGW_ROUTER_ID 2          /* the router module's id */
+#define HOMEGW_REASON_NEIGH_MISS 1  /* router reason: meta0 = next hop, meta1 = egress NIC */
+#define HOMEGW_MAX_NEIGHBOURS 4096
+/* An unresolved next hop is punted at most this often; its other packets are
+ * dropped, so a flood to an offline host cannot swamp the slow path. */
+#define HOMEGW_NEIGH_PUNT_INTERVAL_NS 200000000ULL
 
-	hdr.pkt_len = len;
-	/* bcc turns this into bpf_perf_event_output with cap << 32 in the flags:
-	 * the kernel appends cap bytes of the packet after the header. */
-	return slowpath.perf_submit_skb(ctx, cap, &hdr, sizeof(hdr));
+struct homegw_neighbour {
+	unsigned char mac[ETH_ALEN];
+	__u16 nic;        /* HOMEGW_NIC_* of the egress; HOMEGW_NIC_NONE: incomplete */
+	__u32 used_s;     /* CLOCK_MONOTONIC second of the last use, written on change */
+	__u64 punted_ns;  /* when a miss for it was last punted (incomplete entries) */
+};
+
+/* A lookup's outcome when it returned no entry. */
+#define HOMEGW_NEIGH_PUNTED 1  /* handed to the slow path: it resolves and resends */
+#define HOMEGW_NEIGH_LIMITED 2 /* dropped: a punt for it went up less than an interval ago */
+
+// <next-hop IPv4 address, MAC, egress NIC, last use>: mirrored from the
+// kernel by the router's neigh.py; incomplete entries are made here on a miss.
+// Pinned as router_neigh; its first 8 bytes keep the old layout (mac, nic).
+BPF_TABLE_PINNED("hash", __be32, struct homegw_neighbour, homegw_neigh, HOMEGW_MAX_NEIGHBOURS,
+		 HOMEGW_PIN("router_neigh"));
+
+/* Punt a miss for next_hop unless one went up less than an interval ago (the
+ * CPU that wins the compare-and-swap of punted_ns punts). */
+static __always_inline int homegw_neigh_punt_limited(struct xdp_md *ctx, struct homegw_neighbour *n,
+						     __be32 next_hop, __u32 nic, __u64 now)
+{
+	__u64 last = n->punted_ns;
+
+	if (now - last < HOMEGW_NEIGH_PUNT_INTERVAL_NS ||
+	    __sync_val_compare_and_swap(&n->punted_ns, last, now) != last)
+		return HOMEGW_NEIGH_LIMITED;
+	homegw_punt_as_xdp(ctx, HOMEGW_ROUTER_ID, HOMEGW_REASON_NEIGH_MISS, next_hop, nic);
+	return HOMEGW_NEIGH_PUNTED;
+}
+
+/* The MAC of next_hop out of NIC `nic`, its use marked (one write a second
+ * at most). NULL on a miss, with *miss = HOMEGW_NEIGH_PUNTED (the slow path
+ * owns a copy: the caller returns XDP_DROP) or HOMEGW_NEIGH_LIMITED (drop).
+ * A first miss leaves an incomplete entry that carries the rate limit. */
+static __always_inline struct homegw_neighbour *homegw_neighbour_xdp(struct xdp_md *ctx,
+							      __be32 next_hop, __u32 nic,
+							      int *miss)
+{
+	__u64 now = bpf_ktime_get_coarse_ns();
+	struct homegw_neighbour *n = homegw_neigh.lookup(&next_hop);
+
+	if (n && n->nic == nic) {
+		__u32 second = now / 1000000000ULL;
+		if (n->used_s != second)
+			n->used_s = second;
+		return n;
+	}
+	if (!n) {
+		struct homegw_neighbour incomplete = { .nic = HOMEGW_NIC_NONE, .punted_ns = now };
+		if (homegw_neigh.insert(&next_hop, &incomplete) == 0) { /* BPF_NOEXIST */
+			homegw_punt_as_xdp(ctx, HOMEGW_ROUTER_ID, HOMEGW_REASON_NEIGH_MISS,
+					   next_hop, nic);
+			*miss = HOMEGW_NEIGH_PUNTED;
+			return NULL;
+		}
+		n = homegw_neigh.lookup(&next_hop); /* another CPU made it, or full */
+		if (!n) {
+			*miss = HOMEGW_NEIGH_LIMITED;
+			return NULL;
+		}
+	}
+	*miss = homegw_neigh_punt_limited(ctx, n, next_hop, nic, now);
+	return NULL;
 }
 
 /* Incremental checksum update for a 16-bit field change (RFC 1624). Values

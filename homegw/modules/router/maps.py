@@ -24,6 +24,18 @@ COUNTERS = (
     "unreachable",
     "icmp_rate_limited",
     "device_table_full",
+    "bad_version",
+    "bad_ihl",
+    "bad_checksum",
+    "bad_length",
+    "link_broadcast",
+    "martian",
+    "wan_to_wan",
+    "icmp_suppressed",
+    "icmp_failed",
+    "to_fragment",
+    "frag_too_big",
+    "neigh_limited",
 )
 
 
@@ -49,7 +61,16 @@ class Iface(ctypes.Structure):
 
 
 class Neighbour(ctypes.Structure):
-    _fields_ = [("mac", ctypes.c_ubyte * 6), ("nic", ctypes.c_uint16)]
+    # struct homegw_neighbour in include/homegw.h
+    _fields_ = [
+        ("mac", ctypes.c_ubyte * 6),
+        ("nic", ctypes.c_uint16),
+        ("used_s", ctypes.c_uint32),
+        ("punted_ns", ctypes.c_uint64),
+    ]
+
+
+NIC_NONE = 0xFF  # Neighbour.nic of an incomplete entry (made by the datapath on a miss)
 
 
 def be32(address: ipaddress.IPv4Address | None) -> int:
@@ -83,7 +104,7 @@ class RouterMaps:
         self._routes = bpf["router_routes"]
         self._ifaces = bpf["router_ifaces"]
         self._settings = bpf["router_settings"]
-        self._neigh = bpf["router_neigh"]
+        self._neigh = bpf["homegw_neigh"]  # pinned as router_neigh
         self._stats = bpf["router_stats"]
         self._nic_stats = bpf["router_nic_stats"]
         self._devices = bpf["router_devices"]
@@ -129,19 +150,47 @@ class RouterMaps:
         self._neigh.clear()
 
     def set_neighbour(self, ip: ipaddress.IPv4Address, mac: str, nic: Nic) -> None:
-        self._neigh[ctypes.c_uint32(be32(ip))] = Neighbour(mac_bytes(mac), nic)
+        self._neigh[ctypes.c_uint32(be32(ip))] = Neighbour(mac_bytes(mac), nic, 0, 0)
+
+    def _entry(self, ip: ipaddress.IPv4Address) -> Neighbour | None:
+        try:
+            return self._neigh[ctypes.c_uint32(be32(ip))]
+        except KeyError:
+            return None
+
+    def last_used(self, ip: ipaddress.IPv4Address) -> float | None:
+        """When the datapath last forwarded to ip (CLOCK_MONOTONIC seconds,
+        whole), or None if never since the entry was written."""
+        entry = self._entry(ip)
+        return float(entry.used_s) if entry and entry.used_s else None
+
+    def del_incomplete(self, ip: ipaddress.IPv4Address) -> None:
+        """Remove ip's entry if it is still the datapath's incomplete one."""
+        entry = self._entry(ip)
+        if entry is not None and entry.nic == NIC_NONE:
+            self.del_neighbour(ip)
 
     def del_neighbour(self, ip: ipaddress.IPv4Address) -> None:
         with contextlib.suppress(KeyError):
             del self._neigh[ctypes.c_uint32(be32(ip))]
 
     def neighbours(self) -> dict[ipaddress.IPv4Address, str]:
+        """Resolved entries: address -> MAC."""
         return {
             ipaddress.IPv4Address(socket.inet_ntoa(struct.pack("=I", k.value))): bytes(v.mac).hex(
                 ":"
             )
             for k, v in self._neigh.items()
+            if v.nic != NIC_NONE
         }
+
+    def incomplete(self) -> list[ipaddress.IPv4Address]:
+        """Next hops the datapath missed and nobody resolved yet."""
+        return [
+            ipaddress.IPv4Address(socket.inet_ntoa(struct.pack("=I", k.value)))
+            for k, v in self._neigh.items()
+            if v.nic == NIC_NONE
+        ]
 
     def counters(self) -> dict[str, int]:
         counts = {

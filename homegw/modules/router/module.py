@@ -23,7 +23,7 @@ from homegw.modules.router.watcher import KernelWatcher, LinkEvent, NeighEvent
 
 log = logging.getLogger(__name__)
 
-REASON_NEIGH_MISS = 1
+REASON_NEIGH_MISS = 1  # HOMEGW_REASON_NEIGH_MISS in homegw.h: any module's misses
 
 
 def _iface_info(ifname: str, address: ipaddress.IPv4Address | None) -> IfaceInfo:
@@ -138,8 +138,9 @@ class RouterModule(IOModule):
     def _on_miss(self, punt: Punt) -> None:
         next_hop = ipaddress.IPv4Address(punt.meta[0].to_bytes(4, "little"))
         out = Nic(punt.meta[1])
+        whole = punt.packet if punt.pkt_len == len(punt.packet) else None
         with self._lock:
-            first = self.table.hold(next_hop, punt.packet, punt.ifindex, time.monotonic())
+            first = self.table.hold(next_hop, whole, punt.ifindex, time.monotonic())
         if first and self.watcher:
             self.watcher.resolve(next_hop, self.ifaces[out].ifindex)
 
@@ -187,14 +188,27 @@ class RouterModule(IOModule):
             self.expire(time.monotonic())
 
     def expire(self, now: float) -> list[ipaddress.IPv4Address]:
+        """One aging round: unused entries out of the map, used ones
+        re-confirmed with the kernel (they stay meanwhile), incomplete ones
+        nobody punted for lately out. Returns the entries removed."""
+        assert self.maps is not None
         with self._lock:
-            gone = self.table.expire(now)
-            for ip in gone:
-                if self.maps:
-                    self.maps.del_neighbour(ip)
-        if gone:
-            log.info("router: aged out neighbours %s", ", ".join(map(str, gone)))
-        return gone
+            work = self.table.age(now, self.maps.last_used)
+            for ip in work.stale:
+                self.maps.del_neighbour(ip)
+            for ip in work.incomplete:
+                self.maps.del_incomplete(ip)
+            confirm = [(ip, self.table.entries[ip].nic) for ip in work.confirm]
+        for ip, nic in confirm:
+            if self.watcher:
+                self.watcher.confirm(ip, self.ifaces[nic].ifindex)
+        if work.stale:
+            log.info("router: aged out neighbours %s", ", ".join(map(str, work.stale)))
+        if confirm:
+            log.debug(
+                "router: re-confirming neighbours in use %s", ", ".join(str(c[0]) for c in confirm)
+            )
+        return work.stale
 
     def set_neighbour(self, ip: ipaddress.IPv4Address, mac: str, nic: Nic) -> None:
         """Install a neighbour as if the kernel had resolved it."""
@@ -211,5 +225,6 @@ class RouterModule(IOModule):
             "nics": self.maps.nic_counters(),
             "devices": self.maps.devices(),
             "neighbours": {str(k): v for k, v in self.maps.neighbours().items()},
+            "incomplete": [str(ip) for ip in self.maps.incomplete()],
             "pending_dropped": self.table.dropped,
         }

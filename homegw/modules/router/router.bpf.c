@@ -1,25 +1,43 @@
-/* Router IO module: IPv4 forwarding between the LAN and WAN NICs in XDP.
+/* Router IO module: IPv4 forwarding between the LAN and WAN NICs in XDP
+ * (RFC 1812 as it applies to a home gateway).
  *
- * For a packet to forward it looks up the route (LPM trie), the next hop's
- * MAC (neighbour map, filled by the slow path), decrements the TTL, rewrites
- * the MACs and records the egress in the chain cursor; the chain's end then
- * redirects it (or the NAT module after it translates it first). The gateway's
- * own traffic, broadcast and multicast, non-IPv4 and the cases below go on
- * to the kernel; nothing is dropped silently:
- *   TTL <= 1           ICMP time exceeded from the gateway (XDP_TX)
- *   DF and over MTU    ICMP fragmentation needed (XDP_TX)
- *   no route / NIC down ICMP destination net unreachable (XDP_TX)
- *   unknown neighbour  punted to the slow path, which resolves it and sends
- *                      the packet again through the chain */
+ * For a packet to forward it validates the IPv4 header, looks up the route
+ * (LPM trie), the next hop's MAC (the shared neighbour map, homegw.h),
+ * decrements the TTL, rewrites the MACs and records the egress in the chain
+ * cursor; the chain's end then redirects it (or the NAT module after it
+ * translates it first). Outcomes, each counted:
+ *   not IPv4, for the gateway, to an IP broadcast or multicast address, or
+ *     a unicast frame for another MAC: the kernel (its input path; nothing
+ *     the kernel would have to forward is handed to it)
+ *   bad IPv4 header (version, IHL, checksum, total length vs the frame):
+ *     dropped, a counter per reason
+ *   link-layer broadcast or multicast to a unicast IP: dropped (RFC 1812
+ *     5.3.4 leaves forwarding them to nobody)
+ *   martian: from 0/8, 127/8, 224/3, 255.255.255.255, a subnet broadcast,
+ *     or to 0/8, 127/8, 240/4: dropped
+ *   WAN back out of the WAN: dropped (nobody on the ISP's link transits us);
+ *     LAN back out of the LAN (a static route via a LAN router): forwarded
+ *   TTL <= 1           ICMP time exceeded
+ *   DF and over MTU    ICMP fragmentation needed
+ *   no route / NIC down ICMP destination net unreachable
+ *   over MTU, no DF    forwarded with HOMEGW_F_FRAGMENT: the chain's end hands
+ *                      it, translated by NAT by then, to the dataplane's slow
+ *                      path, which fragments it; frames over the punt cap
+ *                      (1514 bytes) dropped
+ *   unknown neighbour  punted to the slow path (at most one punt per next hop
+ *                      per HOMEGW_NEIGH_PUNT_INTERVAL_NS, others dropped),
+ *                      which resolves it and sends the packet again
+ * ICMP errors go back out of the ingress NIC from the gateway's address
+ * there, at most ROUTER_ICMP_PER_SEC per CPU, never where RFC 1812 4.3.2.7
+ * forbids them (then the packet is dropped, counted icmp_suppressed); they
+ * quote up to 576 bytes, the packet as the remote sent it if NAT translated
+ * its destination (HOMEGW_F_DNAT). */
 #include "homegw.h"
 #include "homegw_icmp.h"
 
 #define ROUTER_MAX_ROUTES 1024
-#define ROUTER_MAX_NEIGHBOURS 4096
 #define ROUTER_MAX_DEVICES 4096
 #define ROUTER_ICMP_PER_SEC 1000 /* ICMP errors per CPU and second, at most */
-
-#define REASON_NEIGH_MISS 1
 
 /* Keep in step with homegw/modules/router/maps.py. */
 enum router_counter {
@@ -31,6 +49,18 @@ enum router_counter {
 	C_UNREACHABLE,
 	C_ICMP_RATE_LIMITED,
 	C_DEVICE_TABLE_FULL,
+	C_BAD_VERSION,
+	C_BAD_IHL,
+	C_BAD_CHECKSUM,
+	C_BAD_LENGTH,
+	C_LINK_BROADCAST,
+	C_MARTIAN,
+	C_WAN_TO_WAN,
+	C_ICMP_SUPPRESSED,
+	C_ICMP_FAILED,
+	C_TO_FRAGMENT,
+	C_FRAG_TOO_BIG,
+	C_NEIGH_LIMITED,
 	C_COUNTERS,
 };
 
@@ -59,11 +89,6 @@ struct settings {
 	__u32 use_lpm;  /* static routes exist: look routes up in the trie */
 };
 
-struct neighbour {
-	unsigned char mac[ETH_ALEN];
-	__u16 nic;
-};
-
 struct device_counters {
 	__u64 tx_packets; /* sent by the device (LAN -> gateway) */
 	__u64 tx_bytes;
@@ -84,10 +109,7 @@ BPF_F_TABLE("lpm_trie", struct route_key, struct route, router_routes, ROUTER_MA
 BPF_ARRAY(router_ifaces, struct iface, HOMEGW_NICS);
 // <0, how routes are looked up>
 BPF_ARRAY(router_settings, struct settings, 1);
-// <next-hop IPv4 address, MAC and NIC>: mirrored from the kernel by neigh.py;
-// pinned because the NAT module reads it for hairpinned packets
-BPF_TABLE_PINNED("hash", __be32, struct neighbour, router_neigh, ROUTER_MAX_NEIGHBOURS,
-		 HOMEGW_PIN("router_neigh"));
+// (the neighbour map, homegw_neigh, is declared in homegw.h: NAT uses it too)
 // <enum router_counter, packets>
 BPF_TABLE_PINNED("percpu_array", u32, u64, router_stats, C_COUNTERS,
 		 HOMEGW_PIN("router_stats"));
@@ -144,7 +166,7 @@ static __always_inline int icmp_allowed(void)
 {
 	u32 zero = 0;
 	struct icmp_budget *budget = router_icmp_budget.lookup(&zero);
-	u64 now = bpf_ktime_get_ns();
+	u64 now = bpf_ktime_get_coarse_ns();
 
 	if (!budget)
 		return 0;
@@ -160,18 +182,89 @@ static __always_inline int icmp_allowed(void)
 	return 1;
 }
 
-/* Answer with an ICMP error from the gateway's address on the ingress NIC;
- * hand the packet to the kernel when that cannot be done here. */
-static __always_inline int icmp_error(struct xdp_md *ctx, struct iface *in, u8 type, u8 code,
-				      __be32 rest, u32 counter)
+static __always_inline int is_subnet_broadcast(__be32 addr, struct iface *nic)
+{
+	return nic->addr && nic->mask != 0xffffffff && addr == (nic->addr | ~nic->mask);
+}
+
+/* Destinations the kernel's input path takes (it forwards none of them). */
+static __always_inline int is_broadcast_or_multicast(__be32 daddr, struct iface *in,
+						     struct iface *other)
+{
+	return (ntohl(daddr) >> 28) == 0xe || daddr == 0xffffffff ||
+	       is_subnet_broadcast(daddr, in) || is_subnet_broadcast(daddr, other);
+}
+
+/* Not a unique host's address as a source (RFC 1812 5.3.7, 4.3.2.7). */
+static __always_inline int is_martian_source(__be32 saddr, struct iface *in)
+{
+	u32 host = ntohl(saddr);
+
+	return (host >> 24) == 0 || (host >> 24) == 127 || (host >> 29) == 7 ||
+	       is_subnet_broadcast(saddr, in);
+}
+
+static __always_inline int is_martian_destination(__be32 daddr)
+{
+	u32 host = ntohl(daddr);
+
+	return (host >> 24) == 0 || (host >> 24) == 127 || (host >> 28) == 0xf;
+}
+
+/* What is wrong with the IPv4 header (a counter), or -1. The checksum costs
+ * ten 16-bit adds; options add up to twenty more. */
+static __always_inline int ip_header_problem(struct iphdr *ip, void *data, void *end)
+{
+	if (ip->version != 4)
+		return C_BAD_VERSION;
+	if (ip->ihl < 5)
+		return C_BAD_IHL;
+	u32 header_bytes = ip->ihl * 4;
+	__u16 *word = (__u16 *)ip;
+	u32 sum = 0;
+#pragma unroll
+	for (int i = 0; i < 10; i++)
+		sum += word[i];
+	if (header_bytes > 20) {
+		/* options: 4 to 40 bytes, one 32-bit word at a time */
+#pragma clang loop unroll(full)
+		for (int i = 0; i < 10; i++) {
+			__u16 *option = (void *)ip + 20 + 4 * i;
+			if (20 + 4 * i >= header_bytes)
+				break;
+			if ((void *)(option + 2) > end)
+				return C_BAD_LENGTH;
+			sum += option[0];
+			sum += option[1];
+		}
+	}
+	if (homegw_csum_fold(sum))
+		return C_BAD_CHECKSUM;
+	u32 total = ntohs(ip->tot_len);
+	if (total < header_bytes || (void *)ip + total > end)
+		return C_BAD_LENGTH;
+	return -1;
+}
+
+/* Answer with an ICMP error from the gateway's address on the ingress NIC,
+ * where RFC 1812 allows one; drop the packet otherwise. */
+static __always_inline int icmp_error(struct xdp_md *ctx, struct homegw_cursor *cur,
+				      struct iface *in, struct iphdr *ip, void *end, u8 type,
+				      u8 code, __be32 rest, u32 counter)
 {
 	count(counter);
+	if (!homegw_icmp_error_allowed(ip, end)) {
+		count(C_ICMP_SUPPRESSED);
+		return XDP_DROP;
+	}
 	if (!in->addr || !icmp_allowed())
 		return XDP_DROP;
-	if (homegw_icmp_error_xdp(ctx, type, code, in->addr, rest) == 0)
-		return XDP_TX;
-	count(C_TO_KERNEL);
-	return XDP_PASS;
+	__be32 orig_daddr = (cur->flags & HOMEGW_F_DNAT) ? cur->orig_daddr : 0;
+	if (homegw_icmp_error_quoting_xdp(ctx, type, code, in->addr, rest, orig_daddr,
+					  cur->orig_dport) == 0)
+		return homegw_tx_xdp(ctx);
+	count(C_ICMP_FAILED);
+	return XDP_DROP;
 }
 
 static __always_inline int same_mac(const unsigned char *a, const unsigned char *b)
@@ -179,13 +272,6 @@ static __always_inline int same_mac(const unsigned char *a, const unsigned char 
 	/* not __builtin_memcmp: clang may emit a call to memcmp, which BPF lacks */
 	return *(const __u32 *)a == *(const __u32 *)b &&
 	       *(const __u16 *)(a + 4) == *(const __u16 *)(b + 4);
-}
-
-static __always_inline int is_martian(__be32 addr)
-{
-	u32 host = ntohl(addr);
-
-	return host == 0 || (host >> 24) == 127 || (host >> 28) == 0xe || host == 0xffffffff;
 }
 
 /* The route to daddr. The trie holds every route; without static routes
@@ -228,6 +314,12 @@ static __always_inline int to_kernel(struct xdp_md *ctx)
 	return homegw_next_xdp(ctx);
 }
 
+static __always_inline int drop(u32 counter)
+{
+	count(counter);
+	return XDP_DROP;
+}
+
 int router_xdp(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
@@ -236,8 +328,13 @@ int router_xdp(struct xdp_md *ctx)
 	struct iphdr *ip = data + sizeof(*eth);
 	struct homegw_cursor *cur = homegw_cursor_xdp();
 
-	if (!cur || (void *)(ip + 1) > end || eth->h_proto != htons(ETH_P_IP) || ip->version != 4)
+	if (!cur || (void *)(eth + 1) > end || eth->h_proto != htons(ETH_P_IP))
 		return homegw_next_xdp(ctx);
+	if ((void *)(ip + 1) > end)
+		return drop(C_BAD_LENGTH);
+	int problem = ip_header_problem(ip, data, end);
+	if (problem >= 0)
+		return drop(problem);
 	u32 in_nic = cur->nic;
 	struct iface *in = router_ifaces.lookup(&in_nic);
 	if (!in)
@@ -250,38 +347,45 @@ int router_xdp(struct xdp_md *ctx)
 		cur->flags |= HOMEGW_F_LOCAL;
 		return homegw_next_xdp(ctx);
 	}
-	/* broadcast, multicast, frames not sent to our MAC, odd sources: kernel */
-	if (is_martian(ip->daddr) || is_martian(ip->saddr) || ip->ihl < 5 ||
-	    !same_mac(eth->h_dest, in->mac))
+	if (is_broadcast_or_multicast(ip->daddr, in, other))
 		return to_kernel(ctx);
+	if (!same_mac(eth->h_dest, in->mac)) {
+		if (eth->h_dest[0] & 1) /* link-layer broadcast or multicast */
+			return drop(C_LINK_BROADCAST);
+		return to_kernel(ctx); /* another host's frame: the kernel discards it */
+	}
+	if (is_martian_source(ip->saddr, in) || is_martian_destination(ip->daddr))
+		return drop(C_MARTIAN);
 
 	struct route route;
 	int routed = find_route(ip->daddr, in_nic, in, other, &route);
 	u32 out_nic = routed ? route.nic : HOMEGW_NIC_NONE;
 	struct iface *out = out_nic == in_nic ? in : other;
-
+	/* Everything but plain forwarding. Each answer returns at once: after an
+	 * ICMP error is built the packet pointers are stale. */
 	if (!routed || !out->up || !out->ifindex)
-		return icmp_error(ctx, in, ICMP_DEST_UNREACH, ICMP_NET_UNREACH, 0, C_UNREACHABLE);
-	if (out_nic == in_nic) /* back out where it came from: the kernel sends a redirect */
-		return to_kernel(ctx);
+		return icmp_error(ctx, cur, in, ip, end, ICMP_DEST_UNREACH, ICMP_NET_UNREACH, 0,
+				  C_UNREACHABLE);
+	if (out_nic == in_nic && in_nic == HOMEGW_NIC_WAN)
+		return drop(C_WAN_TO_WAN);
 	if (ip->ttl <= 1)
-		return icmp_error(ctx, in, ICMP_TIME_EXCEEDED, ICMP_EXC_TTL, 0, C_TTL_EXCEEDED);
+		return icmp_error(ctx, cur, in, ip, end, ICMP_TIME_EXCEEDED, ICMP_EXC_TTL, 0,
+				  C_TTL_EXCEEDED);
 	if (ntohs(ip->tot_len) > out->mtu) {
-		if (!(ip->frag_off & htons(0x4000))) /* no DF: the kernel fragments */
-			return to_kernel(ctx);
-		return icmp_error(ctx, in, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED,
-				  htonl(out->mtu & 0xffff), C_FRAG_NEEDED);
+		if (ip->frag_off & htons(HOMEGW_IP_DF))
+			return icmp_error(ctx, cur, in, ip, end, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED,
+					  htonl(out->mtu & 0xffff), C_FRAG_NEEDED);
+		if (end - data > HOMEGW_PUNT_MAX_BYTES)
+			return drop(C_FRAG_TOO_BIG);
+		count(C_TO_FRAGMENT);
+		cur->flags |= HOMEGW_F_FRAGMENT; /* the chain's end fragments it */
 	}
 
 	__be32 next_hop = route.gateway ? route.gateway : ip->daddr;
-	struct neighbour *neigh = router_neigh.lookup(&next_hop);
-	if (!neigh || neigh->nic != out_nic) {
-		count(C_NEIGH_MISS);
-		/* The slow path owns the packet now: it resolves the neighbour and
-		 * sends the packet through the chain again. */
-		homegw_punt_xdp(ctx, REASON_NEIGH_MISS, next_hop, out_nic);
-		return XDP_DROP;
-	}
+	int miss = 0;
+	struct homegw_neighbour *neigh = homegw_neighbour_xdp(ctx, next_hop, out_nic, &miss);
+	if (!neigh) /* punted (the slow path resends it once resolved) or limited */
+		return drop(miss == HOMEGW_NEIGH_PUNTED ? C_NEIGH_MISS : C_NEIGH_LIMITED);
 
 	u64 bytes = (u64)(end - data);
 	if (in_nic == HOMEGW_NIC_LAN)

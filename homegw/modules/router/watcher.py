@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.rtnl import RTMGRP_LINK, RTMGRP_NEIGH
 
-from homegw.modules.router.neigh import USABLE
+from homegw.modules.router.neigh import CONFIRMED, USABLE
 
 log = logging.getLogger(__name__)
 
@@ -80,15 +80,25 @@ class KernelWatcher:
         """Have the kernel resolve ip on ifindex; the answer arrives as a
         neighbour event. A kernel entry that is usable already is reported as
         it is and left alone (asking again would reset even a permanent one)."""
-        if self._loop:
-            asyncio.run_coroutine_threadsafe(self._resolve(ip, ifindex), self._loop)
+        self._ask(ip, ifindex, USABLE)
 
-    async def _resolve(self, ip: ipaddress.IPv4Address, ifindex: int) -> None:
+    def confirm(self, ip: ipaddress.IPv4Address, ifindex: int) -> None:
+        """Have the kernel re-confirm a next hop in use: an entry it confirmed
+        lately (REACHABLE, PERMANENT, NOARP) is reported as it is; any other
+        is sent through the kernel's state machine (STALE -> DELAY -> PROBE:
+        a unicast ARP), whose outcome arrives as neighbour events."""
+        self._ask(ip, ifindex, CONFIRMED)
+
+    def _ask(self, ip: ipaddress.IPv4Address, ifindex: int, good_enough: int) -> None:
+        if self._loop:
+            asyncio.run_coroutine_threadsafe(self._resolve(ip, ifindex, good_enough), self._loop)
+
+    async def _resolve(self, ip: ipaddress.IPv4Address, ifindex: int, good_enough: int) -> None:
         try:
             async with AsyncIPRoute() as ipr:
                 async for msg in await ipr.neigh("dump", family=AF_INET, ifindex=ifindex):
                     event = _neigh_event(msg)
-                    if event and event.ip == ip and event.mac and event.state & USABLE:
+                    if event and event.ip == ip and event.mac and event.state & good_enough:
                         self._deliver(self._on_neigh, event)
                         return
                 # as `ip neigh replace IP dev X use nud none`: resolve like a packet would
