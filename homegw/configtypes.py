@@ -65,6 +65,7 @@ class ChainRules:
     def before(self, side: str) -> tuple[str, ...]:
         return self.lan_before if side == "lan" else self.wan_before
 
+
 _TEXT = WithJsonSchema({"type": "string"})
 _INT_OR_TEXT = WithJsonSchema({"type": ["integer", "string"]})
 
