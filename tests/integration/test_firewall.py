@@ -9,6 +9,7 @@ kernel fallback path (router disabled) keeps the LAN just as closed."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 import subprocess
@@ -20,6 +21,7 @@ import pytest
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 
+from homegw import kernelpath
 from homegw.dataplane.pinned import read_percpu_u64
 from homegw.modules.firewall.maps import COUNTERS
 from homegw.virtualhome import LAN_GATEWAY, VirtualHome
@@ -213,6 +215,13 @@ def nft_counter(home: VirtualHome, chain: str) -> int:
         if any("drop" in e for e in expr) and "comment" in item["rule"]:
             return next(e["counter"]["packets"] for e in expr if "counter" in e)
     raise AssertionError(f"no counted drop rule in {chain}: {listing}")
+
+
+def test_every_kernel_path_ruleset_is_accepted_by_nft(home: VirtualHome) -> None:
+    for forwards, masquerade, ping, wan_to_lan in itertools.product((False, True), repeat=4):
+        path = kernelpath.KernelPath("lan0", "wan0", forwards, masquerade, ping, wan_to_lan)
+        check = home.run("gw", ["nft", "-c", "-f", "-"], input=kernelpath.ruleset(path))
+        assert check.returncode == 0, (path, check.stderr)
 
 
 # The last two tests stop the module's gateway and run their own.

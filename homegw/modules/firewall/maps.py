@@ -74,10 +74,17 @@ class Settings:
             be32(self.lan.ip),
             be32(self.lan.network.broadcast_address),
             be32(self.wan.ip if self.wan else None),
-            be32(self.wan.network.broadcast_address if self.wan else None),
+            be32(self._wan_broadcast()),
             flags,
             0,
         )
+
+    def _wan_broadcast(self) -> ipaddress.IPv4Address | None:
+        """None on a point-to-point /31 or /32: no broadcast, the other
+        address is the peer's."""
+        if self.wan is None or self.wan.network.prefixlen >= 31:
+            return None
+        return self.wan.network.broadcast_address
 
 
 def inside_routes(
