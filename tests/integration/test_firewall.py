@@ -100,14 +100,18 @@ def stop_gateway(app: ApplianceProcess) -> None:
 
 
 @pytest.fixture(scope="module")
-def home(virtual_home_module: VirtualHome) -> Iterator[VirtualHome]:
-    h = virtual_home_module
-    listener = h.popen("h1", [sys.executable, "-c", LISTENER], stdout=subprocess.PIPE, text=True)
-    assert listener.stdout.readline().strip() == "listening"
-    h.listener = listener  # type: ignore[attr-defined]
-    yield h
-    listener.terminate()
-    listener.wait(10)
+def home(virtual_home_module: VirtualHome) -> VirtualHome:
+    return virtual_home_module
+
+
+@pytest.fixture(scope="module")
+def listener(home: VirtualHome) -> Iterator[subprocess.Popen]:
+    """LISTENER on h1 (TCP 8000, UDP 9000)."""
+    proc = home.popen("h1", [sys.executable, "-c", LISTENER], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "listening"
+    yield proc
+    proc.terminate()
+    proc.wait(10)
 
 
 @pytest.fixture(scope="module")
@@ -130,20 +134,26 @@ def probes_fail(home: VirtualHome, target: str) -> None:
     assert wait_for_count(home, "wan_to_lan", before + 3) >= before + 3
 
 
-def listener_heard_nothing(home: VirtualHome) -> None:
-    """h1's listener got nothing: a marker datagram from h1 itself is the
-    first line it prints."""
-    home.run("h1", [sys.executable, "-c", PROBE, "127.0.0.1", "1", "9000"])
-    assert home.listener.stdout.readline().split() == ["udp", "127.0.0.1"]  # type: ignore[attr-defined]
+def listener_heard_nothing(home: VirtualHome, listener: subprocess.Popen) -> None:
+    """h1's listener got nothing from the ISP: h2 (on the LAN) reaches it
+    over TCP and UDP, and those are the next lines it prints."""
+    h1, h2 = home.host("h1").ip, home.host("h2").ip
+    assert home.run("h2", [sys.executable, "-c", PROBE, h1, "8000", "9000"]).returncode == 0
+    heard = {listener.stdout.readline().strip(), listener.stdout.readline().strip()}
+    assert heard == {f"udp {h2}", f"tcp {h2}"}
 
 
-def test_wan_to_lan_host_and_gateway_lan_address_fail(home: VirtualHome, gateway) -> None:  # noqa: ANN001
+def test_wan_to_lan_host_and_gateway_lan_address_fail(
+    home: VirtualHome,
+    gateway,  # noqa: ANN001
+    listener: subprocess.Popen,
+) -> None:
     _, wan = gateway
     lan_host = home.host("h1").ip
     assert home.run("isp", ["ip", "route", "get", lan_host]).stdout.find(f"via {wan}") > 0
     probes_fail(home, lan_host)
     probes_fail(home, LAN_GATEWAY)
-    listener_heard_nothing(home)
+    listener_heard_nothing(home, listener)
     web_ui = home.run("isp", ["curl", "-sS", "--max-time", "2", f"http://{LAN_GATEWAY}/healthz"])
     assert web_ui.returncode != 0
 
@@ -240,7 +250,11 @@ def test_wan_ping_false_drops_echo(home: VirtualHome, gateway) -> None:  # noqa:
         stop_gateway(quiet)
 
 
-def test_kernel_fallback_path_keeps_the_lan_closed(home: VirtualHome, gateway) -> None:  # noqa: ANN001
+def test_kernel_fallback_path_keeps_the_lan_closed(
+    home: VirtualHome,
+    gateway,  # noqa: ANN001
+    listener: subprocess.Popen,
+) -> None:
     app, _ = gateway
     stop_gateway(app)
     fallback, _ = start_gateway(home, "fallback", router={"enabled": False})
@@ -248,7 +262,7 @@ def test_kernel_fallback_path_keeps_the_lan_closed(home: VirtualHome, gateway) -
         assert "TEMPORARY KERNEL PATH active" in fallback.log
         probes_fail(home, home.host("h1").ip)
         probes_fail(home, LAN_GATEWAY)
-        listener_heard_nothing(home)
+        listener_heard_nothing(home, listener)
         page = home.run("h1", ["curl", "-sS", "--max-time", "10", f"http://{home.web_server}/"])
         assert home.web_text in page.stdout, page.stderr  # forwarded and masqueraded by Linux
     finally:
