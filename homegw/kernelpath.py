@@ -3,8 +3,9 @@
 
 - input: from the WAN only the gateway's own replies (established/related),
   its DHCP client's offers and acks, the ICMP errors it needs, ICMP echo when
-  ``firewall.wan_ping``, and ICMPv6 neighbour discovery / router adverts on
-  the link; everything else from the WAN is dropped and counted.
+  ``firewall.wan_ping``, and ICMPv6 neighbour discovery / router adverts /
+  MLD queries on the link (RFC 4890) and ICMPv6 errors; everything else from
+  the WAN is dropped and counted, IPv6 included.
 - forward: drop by default, counted. With the router forwarding in XDP the
   kernel forwards nothing between LAN and WAN (a packet it sent out of the
   WAN would leave untranslated); only LAN -> LAN (the router hands such a
@@ -57,6 +58,7 @@ def _input_chain(path: KernelPath) -> str:
         {wan} icmp type {{ destination-unreachable, time-exceeded, parameter-problem }} accept
         {wan} icmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert, nd-router-advert }} \
 ip6 hoplimit 255 accept
+        {wan} icmpv6 type mld-listener-query ip6 saddr fe80::/10 accept
         {wan} icmpv6 type {{ destination-unreachable, packet-too-big, time-exceeded,
                               parameter-problem }} accept
         {wan} counter drop comment "from the WAN, not the gateway's own"
