@@ -208,12 +208,13 @@ class Appliance:
         router, nat = self._module("router"), self._module("nat")
         firewall = self._module("firewall")
         try:
-            if isinstance(firewall, FirewallModule):  # first: it says what is spoofed
-                firewall.set_wan(lease.address if lease else None)
             if isinstance(nat, NatModule):
                 nat.set_wan(lease.address if lease else None)
             if isinstance(router, RouterModule):
                 router.set_wan(lease.address if lease else None, lease.router if lease else None)
+            # last: until it knows the new address, packets to it are dropped
+            if isinstance(firewall, FirewallModule):
+                firewall.set_wan(lease.address if lease else None)
         except Exception:
             log.exception("applying the WAN lease to the modules failed")
 

@@ -14,8 +14,9 @@ from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
 from scapy.layers.l2 import ARP, Ether
 
 from homegw.config import parse_config
-from homegw.dataplane.abi import Nic
+from homegw.dataplane.abi import META_REINJECTED, Hook, Nic
 from homegw.dataplane.dataplane import Dataplane
+from homegw.dataplane.testrun import prog_test_run
 from homegw.modules.firewall.maps import DROPS
 from homegw.modules.firewall.module import FirewallModule
 from homegw.modules.nat.module import NatModule
@@ -342,3 +343,18 @@ def test_wan_address_followed_live(make_gateway) -> None:  # noqa: ANN001
     dhcp.set_wan("203.0.113.9/24")
     assert dhcp.dropped(dhcp.wan, wan_probe(WAN)) == "wan_transit"
     assert dhcp.firewall.stats()["wan_address"] == "203.0.113.9/24"
+
+
+def test_reinjected_frame_goes_on_after_nat_translated_it(gw: Gateway) -> None:
+    """What the router holds for a neighbour after NAT translated a port
+    forward, re-injected by the slow path with the marker: it passed the
+    firewall already. The same frame from the wire is WAN -> LAN."""
+    translated = from_wan(TCP(sport=33334, dport=80, flags="S"), dst="192.168.1.12")
+    assert gw.dropped(gw.wan, translated) == "wan_to_lan"
+    before = gw.counters()["reinjected"]
+    root = gw.dp.root_fd(Nic.WAN, Hook.XDP)
+    result = prog_test_run(root, translated, meta=META_REINJECTED)
+    assert (result.verdict, result.data) == ("XDP_REDIRECT", to_lan(translated, "192.168.1.12"))
+    assert gw.counters()["reinjected"] == before + 1
+    # other metadata is no marker
+    assert prog_test_run(root, translated, meta=bytes(4)).verdict == "XDP_DROP"

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import itertools
 import json
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -104,14 +106,38 @@ def home(virtual_home_module: VirtualHome) -> VirtualHome:
     return virtual_home_module
 
 
+class Listener:
+    """LISTENER on h1 (TCP 8000, UDP 9000); its lines as they come."""
+
+    def __init__(self, home: VirtualHome) -> None:
+        argv = [sys.executable, "-c", LISTENER]
+        self.proc = home.popen("h1", argv, stdout=subprocess.PIPE, text=True)
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        assert self.next_line() == "listening"
+
+    def _read(self) -> None:
+        assert self.proc.stdout
+        for line in self.proc.stdout:
+            self.lines.put(line.strip())
+
+    def next_line(self, timeout: float = WAIT_S) -> str | None:
+        """The next line it printed, or None if none came within timeout."""
+        try:
+            return self.lines.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
 @pytest.fixture(scope="module")
-def listener(home: VirtualHome) -> Iterator[subprocess.Popen]:
-    """LISTENER on h1 (TCP 8000, UDP 9000)."""
-    proc = home.popen("h1", [sys.executable, "-c", LISTENER], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "listening"
-    yield proc
-    proc.terminate()
-    proc.wait(10)
+def listener(home: VirtualHome) -> Iterator[Listener]:
+    h1_listener = Listener(home)
+    yield h1_listener
+    h1_listener.stop()
 
 
 @pytest.fixture(scope="module")
@@ -134,19 +160,19 @@ def probes_fail(home: VirtualHome, target: str) -> None:
     assert wait_for_count(home, "wan_to_lan", before + 3) >= before + 3
 
 
-def listener_heard_nothing(home: VirtualHome, listener: subprocess.Popen) -> None:
+def listener_heard_nothing(home: VirtualHome, listener: Listener) -> None:
     """h1's listener got nothing from the ISP: h2 (on the LAN) reaches it
     over TCP and UDP, and those are the next lines it prints."""
     h1, h2 = home.host("h1").ip, home.host("h2").ip
     assert home.run("h2", [sys.executable, "-c", PROBE, h1, "8000", "9000"]).returncode == 0
-    heard = {listener.stdout.readline().strip(), listener.stdout.readline().strip()}
+    heard = {listener.next_line(), listener.next_line()}
     assert heard == {f"udp {h2}", f"tcp {h2}"}
 
 
 def test_wan_to_lan_host_and_gateway_lan_address_fail(
     home: VirtualHome,
     gateway,  # noqa: ANN001
-    listener: subprocess.Popen,
+    listener: Listener,
 ) -> None:
     _, wan = gateway
     lan_host = home.host("h1").ip
@@ -234,7 +260,47 @@ def test_every_kernel_path_ruleset_is_accepted_by_nft(home: VirtualHome) -> None
         assert check.returncode == 0, (path, check.stderr)
 
 
-# The last two tests stop the module's gateway and run their own.
+# The last tests stop the module's gateway and run their own.
+
+
+FORWARD_TO_H1 = {
+    "nat": {
+        "port_forwards": [
+            {
+                "protocol": "udp",
+                "external_port": 7000,
+                "internal_address": "192.168.1.11",
+                "internal_port": 9000,
+            }
+        ]
+    },
+    "router": {"neighbour_timeout": "2s"},
+}
+
+
+def test_first_forwarded_packet_survives_neighbour_resolution(
+    home: VirtualHome,
+    gateway,  # noqa: ANN001
+    listener: Listener,
+) -> None:
+    """A port-forwarded datagram to a LAN host whose neighbour entry aged
+    out is held, resolved and re-injected after NAT translated it: the
+    firewall must not take the re-injected frame for WAN -> LAN traffic."""
+    app, _ = gateway
+    stop_gateway(app)
+    forwarding, wan = start_gateway(home, "forward", **FORWARD_TO_H1)
+    try:
+        h1 = home.host("h1").ip
+        assert ping(home, "h1", home.web_server, count=3)  # the gateway learns h1
+        forwarding.wait_for(rf"aged out neighbours .*{h1}\b", timeout=30)
+        send = (
+            "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+            f"s.sendto(b'one', ('{wan}', 7000))"
+        )
+        assert home.run("isp", [sys.executable, "-c", send]).returncode == 0
+        assert listener.next_line() == f"udp {home.isp_address}"
+    finally:
+        stop_gateway(forwarding)
 
 
 def test_wan_ping_false_drops_echo(home: VirtualHome, gateway) -> None:  # noqa: ANN001
@@ -253,7 +319,7 @@ def test_wan_ping_false_drops_echo(home: VirtualHome, gateway) -> None:  # noqa:
 def test_kernel_fallback_path_keeps_the_lan_closed(
     home: VirtualHome,
     gateway,  # noqa: ANN001
-    listener: subprocess.Popen,
+    listener: Listener,
 ) -> None:
     app, _ = gateway
     stop_gateway(app)

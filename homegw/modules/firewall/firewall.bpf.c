@@ -32,6 +32,9 @@
  *   other sources, anything else    dropped: lan_spoofed_source
  * Non-IPv4 (ARP, IPv6) goes on (non_ipv4): the kernel's nftables table
  * (homegw/kernelpath.py) drops IPv6 from the WAN that is not allowed.
+ * A frame the slow path re-injects (HOMEGW_META_REINJECTED: a frame the
+ * router held for a neighbour) goes on (reinjected): it passed this module
+ * already, and NAT may have translated it to a LAN address since.
  */
 #include "homegw.h"
 #include <uapi/linux/icmp.h>
@@ -57,6 +60,7 @@ enum firewall_counter {
 	F_WAN_MARTIAN_SOURCE,
 	F_WAN_PING_DROPPED,
 	F_LAN_SPOOFED_SOURCE,
+	F_REINJECTED,
 	F_COUNTERS,
 };
 
@@ -223,6 +227,8 @@ int firewall_xdp(struct xdp_md *ctx)
 
 	if (!cur || !cfg || (void *)(eth + 1) > end)
 		return drop(F_MALFORMED);
+	if (homegw_reinjected_xdp(ctx))
+		return pass(ctx, F_REINJECTED);
 	if (eth->h_proto != htons(ETH_P_IP))
 		return pass(ctx, F_NON_IPV4);
 	struct iphdr *ip = ipv4_header(data + sizeof(*eth), end);

@@ -24,8 +24,9 @@ COUNTERS = (
     "wan_martian_source",
     "wan_ping_dropped",
     "lan_spoofed_source",
+    "reinjected",
 )
-PASSES = ("wan_passed", "wan_forwarded", "lan_passed", "non_ipv4")
+PASSES = ("wan_passed", "wan_forwarded", "lan_passed", "non_ipv4", "reinjected")
 DROPS = tuple(name for name in COUNTERS if name not in PASSES)
 
 FW_WAN_PING = 1
