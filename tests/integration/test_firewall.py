@@ -4,8 +4,10 @@ ping, TCP and UDP to a LAN host and to the gateway's LAN address all fail,
 and the drops are counted by reason in the pinned firewall_stats. Spoofed
 sources are dropped, ping to the WAN address follows firewall.wan_ping, IPv6
 from the WAN meets the kernel's table, and the home still works: a LAN host
-browses and resolves, the WAN DHCP client gets and renews its lease. The
-kernel fallback path (router disabled) keeps the LAN just as closed."""
+browses and resolves, the WAN DHCP client gets and renews its lease, a port
+forward's first datagram survives the LAN host's neighbour resolution. The
+kernel fallback path (router disabled) keeps the LAN just as closed, and so
+does the kernel's forward chain on its own."""
 
 from __future__ import annotations
 

@@ -22,7 +22,9 @@
  *   to 255.255.255.255 / the WAN    goes on (wan_passed): DHCP offers; the
  *   subnet's broadcast              kernel's input chain guards the rest
  *   UDP 67 -> 68 elsewhere          goes on (wan_passed): a DHCP offer/ack
- *                                   unicast to an address not ours yet
+ *                                   unicast to an address not ours yet (if
+ *                                   it is not, the router hands it to the
+ *                                   kernel, whose forward chain drops it)
  *   anything else                   dropped: wan_transit (WAN -> WAN, multicast)
  * LAN chain [..., firewall, router, nat], IPv4:
  *   truncated / bad header          dropped: malformed
