@@ -26,6 +26,7 @@ from homegw.modules.dhcp.service import DhcpService
 from homegw.modules.dhcp.wan_client import WanDhcpClient, WanLease
 from homegw.modules.dns.module import DnsModule
 from homegw.modules.dns.service import DnsService
+from homegw.modules.firewall.module import FirewallModule
 from homegw.modules.nat.module import NatModule
 from homegw.modules.router.module import RouterModule
 from webui import create_app
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 
 # Modules whose datapath is built, by config name.
 AVAILABLE_MODULES: dict[str, type[IOModule]] = {
+    "firewall": FirewallModule,
     "router": RouterModule,
     "nat": NatModule,
     "dhcp": DhcpModule,
@@ -176,9 +178,19 @@ class Appliance:
         dataplane.slowpath.start()
 
     def _start_forwarding_path(self) -> None:
-        masquerade = self.config.nat.enabled and not self._forwarding_in_xdp()
-        kernelpath.enable(self.config.lan.interface, self.config.wan.interface, masquerade)
-        self.kernel_path = masquerade
+        cfg = self.config
+        kernel_forwards = not self._forwarding_in_xdp()
+        kernelpath.enable(
+            kernelpath.KernelPath(
+                cfg.lan.interface,
+                cfg.wan.interface,
+                kernel_forwards=kernel_forwards,
+                masquerade=cfg.nat.enabled,
+                wan_ping=cfg.firewall.wan_ping,
+                forward_wan_to_lan=cfg.firewall.forward_wan_to_lan,
+            )
+        )
+        self.kernel_path = kernel_forwards and cfg.nat.enabled
 
     def _start_web(self) -> None:
         listen = self.config.webui.listen
@@ -194,11 +206,15 @@ class Appliance:
         if lease is None:
             log.warning("WAN lease lost on %s", self.config.wan.interface)
         router, nat = self._module("router"), self._module("nat")
+        firewall = self._module("firewall")
         try:
             if isinstance(nat, NatModule):
                 nat.set_wan(lease.address if lease else None)
             if isinstance(router, RouterModule):
                 router.set_wan(lease.address if lease else None, lease.router if lease else None)
+            # last: until it knows the new address, packets to it are dropped
+            if isinstance(firewall, FirewallModule):
+                firewall.set_wan(lease.address if lease else None)
         except Exception:
             log.exception("applying the WAN lease to the modules failed")
 

@@ -1,23 +1,44 @@
-"""The kernel's part in forwarding: ip_forward, an input guard, and (until the
-NAT IO module lands) the TEMPORARY KERNEL PATH masquerade.
+"""The kernel's part in forwarding: ip_forward and one nftables table
+(``inet``, so IPv6 is held too) for everything XDP hands to the kernel.
 
-- Linux forwarding is on: what XDP hands to the kernel (fragmentation, IP
-  options with TTL 1, frames for the same interface) is still forwarded.
-- The gateway's own services are not reachable from the WAN (input chain).
-- With NAT wanted but no NAT module in the chain, Linux forwards LAN->WAN and
-  nftables masquerades on the WAN: the temporary kernel path, said in the log.
+- input: from the WAN only the gateway's own replies (established/related),
+  its DHCP client's offers and acks, the ICMP errors it needs, ICMP echo when
+  ``firewall.wan_ping``, and ICMPv6 neighbour discovery / router adverts /
+  MLD queries on the link (RFC 4890) and ICMPv6 errors; everything else from
+  the WAN is dropped and counted, IPv6 included.
+- forward: drop by default, counted. With the router forwarding in XDP the
+  kernel forwards nothing between LAN and WAN (a packet it sent out of the
+  WAN would leave untranslated); only LAN -> LAN (the router hands such a
+  frame up so the kernel sends an ICMP redirect). With the router disabled
+  (the kernel fallback path) LAN -> WAN and its replies are forwarded, WAN ->
+  LAN only with ``firewall.forward_wan_to_lan``; with NAT wanted nftables
+  masquerades on the WAN (the TEMPORARY KERNEL PATH, said in the log).
 """
 
 from __future__ import annotations
 
 import logging
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 TABLE = "homegw_kernelpath"
+FAMILY = "inet"
 FORWARDING_SYSCTL = Path("/proc/sys/net/ipv4/ip_forward")
+
+
+@dataclass(frozen=True)
+class KernelPath:
+    """What the table must allow; see the module docstring."""
+
+    lan_if: str
+    wan_if: str
+    kernel_forwards: bool  # the router is not in XDP: Linux forwards LAN <-> WAN
+    masquerade: bool  # ... and masquerades (NAT wanted)
+    wan_ping: bool = True
+    forward_wan_to_lan: bool = False
 
 
 def _nft(script: str) -> None:
@@ -26,57 +47,85 @@ def _nft(script: str) -> None:
         raise RuntimeError(f"nft refused the kernel-path rules: {result.stderr.strip()}")
 
 
-def _input_chain(wan_if: str) -> str:
+def _input_chain(path: KernelPath) -> str:
+    wan = f'iifname "{path.wan_if}"'
+    ping = f"\n        {wan} icmp type echo-request accept" if path.wan_ping else ""
     return f"""
     chain input {{
         type filter hook input priority filter; policy accept;
-        iifname "{wan_if}" ct state established,related accept
-        iifname "{wan_if}" udp sport 67 udp dport 68 accept
-        iifname "{wan_if}" icmp type {{ echo-request, destination-unreachable,
-                                        time-exceeded }} accept
-        iifname "{wan_if}" drop
+        {wan} ct state established,related accept
+        {wan} udp sport 67 udp dport 68 accept{ping}
+        {wan} icmp type {{ destination-unreachable, time-exceeded, parameter-problem }} accept
+        {wan} icmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert, nd-router-advert }} \
+ip6 hoplimit 255 accept
+        {wan} icmpv6 type mld-listener-query ip6 saddr fe80::/10 accept
+        {wan} icmpv6 type {{ destination-unreachable, packet-too-big, time-exceeded,
+                              parameter-problem }} accept
+        {wan} counter drop comment "from the WAN, not the gateway's own"
     }}"""
 
 
-def _masquerade_chains(lan_if: str, wan_if: str) -> str:
+def _forward_chain(path: KernelPath) -> str:
+    lan_in, lan_out = f'iifname "{path.lan_if}"', f'oifname "{path.lan_if}"'
+    wan_in, wan_out = f'iifname "{path.wan_if}"', f'oifname "{path.wan_if}"'
+    rules = [f"{lan_in} {lan_out} accept"]
+    if path.kernel_forwards:
+        rules[:0] = ["ct state established,related accept", "ct state invalid counter drop"]
+        rules.append(f"{lan_in} {wan_out} meta nfproto ipv4 accept")
+        if path.forward_wan_to_lan:
+            rules.append(f"{wan_in} {lan_out} meta nfproto ipv4 accept")
+    body = "\n        ".join(rules)
     return f"""
     chain forward {{
         type filter hook forward priority filter; policy drop;
-        ct state established,related accept
-        ct state invalid drop
-        iifname "{lan_if}" oifname "{wan_if}" accept
-    }}
-    chain postrouting {{
-        type nat hook postrouting priority srcnat; policy accept;
-        oifname "{wan_if}" masquerade
+        {body}
+        counter drop comment "default deny"
     }}"""
 
 
-def ruleset(lan_if: str, wan_if: str, masquerade: bool) -> str:
-    chains = _input_chain(wan_if)
-    if masquerade:
-        chains += _masquerade_chains(lan_if, wan_if)
-    return f"table ip {TABLE} {{{chains}\n}}\n"
+def _postrouting_chain(path: KernelPath) -> str:
+    return f"""
+    chain postrouting {{
+        type nat hook postrouting priority srcnat; policy accept;
+        oifname "{path.wan_if}" meta nfproto ipv4 masquerade
+    }}"""
 
 
-def enable(lan_if: str, wan_if: str, masquerade: bool) -> None:
+def ruleset(path: KernelPath) -> str:
+    chains = _input_chain(path) + _forward_chain(path)
+    if path.kernel_forwards and path.masquerade:
+        chains += _postrouting_chain(path)
+    return f"table {FAMILY} {TABLE} {{{chains}\n}}\n"
+
+
+def enable(path: KernelPath) -> None:
     disable(quiet=True)
-    _nft(ruleset(lan_if, wan_if, masquerade))
+    _nft(ruleset(path))
     FORWARDING_SYSCTL.write_text("1")
-    if masquerade:
+    if path.kernel_forwards and path.masquerade:
         log.warning(
             "TEMPORARY KERNEL PATH active: %s -> %s forwarded by Linux + nftables masquerade "
             "(no NAT IO module in the chain)",
-            lan_if,
-            wan_if,
+            path.lan_if,
+            path.wan_if,
+        )
+    elif path.kernel_forwards:
+        log.warning(
+            "kernel path: %s -> %s forwarded by Linux (router disabled), forward chain "
+            "default deny",
+            path.lan_if,
+            path.wan_if,
         )
     else:
-        log.info("kernel forwarding on for what XDP hands up; WAN input guarded")
+        log.info("kernel forwards nothing between LAN and WAN; WAN input guarded (%s)", FAMILY)
 
 
 def disable(quiet: bool = False) -> None:
-    result = subprocess.run(["nft", "delete", "table", "ip", TABLE], capture_output=True)
-    if result.returncode == 0:
+    removed = False
+    for family in (FAMILY, "ip"):  # "ip": the table of versions before the firewall
+        result = subprocess.run(["nft", "delete", "table", family, TABLE], capture_output=True)
+        removed |= result.returncode == 0
+    if removed:
         FORWARDING_SYSCTL.write_text("0")
         if not quiet:
             log.info("kernel path removed")

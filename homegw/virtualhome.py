@@ -332,6 +332,24 @@ class VirtualHome:
         """Give the ISP a route to the LAN (for router tests without NAT)."""
         netns.ip("route", "replace", net, "via", via, ns=self.ns("isp"))
 
+    def mac_of(self, short: str, ifname: str) -> str:
+        """The MAC address of an interface in namespace `short`."""
+        out = self.run(short, ["cat", f"/sys/class/net/{ifname}/address"], check=True)
+        return out.stdout.strip()
+
+    def send_frames(self, short: str, ifname: str, frames: Sequence[bytes]) -> None:
+        """Send raw Ethernet frames out of `ifname` in namespace `short` (an
+        AF_PACKET socket): packets no socket would send, e.g. spoofed sources."""
+        script = (
+            "import socket, sys\n"
+            "s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)\n"
+            "s.bind((sys.argv[1], 0))\n"
+            "for line in sys.stdin.read().split():\n"
+            "    s.send(bytes.fromhex(line))\n"
+        )
+        hex_frames = "\n".join(frame.hex() for frame in frames)
+        self.run(short, [sys.executable, "-c", script, ifname], input=hex_frames, check=True)
+
     # ---------------------------------------------------------------- services
 
     def _dnsmasq_common(self, name: str) -> list[str]:

@@ -1,5 +1,6 @@
 """Constants shared with include/homegw.h: keep both in step."""
 
+import struct
 from enum import IntEnum
 
 MAX_MODULES = 8  # chain positions per NIC, hook and generation
@@ -9,6 +10,8 @@ PUNT_MAX_BYTES = 1514
 # Punts from the chain itself (struct homegw_punt.module == DATAPLANE_ID).
 DATAPLANE_ID = 0
 REASON_FRAGMENT = 1  # meta0 = egress ifindex, meta1 = egress Nic
+# XDP metadata of frames the slow path re-injects (HOMEGW_META_REINJECTED)
+META_REINJECTED = struct.pack("=I", 0x686D6772)
 
 
 class Nic(IntEnum):

@@ -17,7 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from homegw.dataplane import attach as nic_attach
-from homegw.dataplane.abi import DATAPLANE_ID, REASON_FRAGMENT, Hook, Nic, generation_key
+from homegw.dataplane.abi import (
+    DATAPLANE_ID,
+    META_REINJECTED,
+    REASON_FRAGMENT,
+    Hook,
+    Nic,
+    generation_key,
+)
 from homegw.dataplane.chain import Chain
 from homegw.dataplane.fragment import Fragmenter
 from homegw.dataplane.loader import ROOT_SOURCE, compile_source, load_function
@@ -187,7 +194,7 @@ class Dataplane:
                 "dropped a re-injected frame: ifindex %d is not an attached NIC", ingress_ifindex
             )
             return
-        inject_xdp(self._root_fds[(nic, Hook.XDP)], frame, ingress_ifindex)
+        inject_xdp(self._root_fds[(nic, Hook.XDP)], frame, ingress_ifindex, meta=META_REINJECTED)
 
     # -- observation -----------------------------------------------------
     def root_fd(self, nic: Nic, hook: Hook) -> int:

@@ -60,23 +60,32 @@ class RunResult:
         return names.get(signed, str(signed))
 
 
-def prog_test_run(prog_fd: int, packet: bytes, *, repeat: int = 1, hook: str = "xdp") -> RunResult:
-    """Run prog_fd once (or `repeat` times: later runs see the modified packet)."""
-    data_in = ctypes.create_string_buffer(bytes(packet), len(packet))
-    out_size = len(packet) + 4096
+def prog_test_run(
+    prog_fd: int, packet: bytes, *, repeat: int = 1, hook: str = "xdp", meta: bytes = b""
+) -> RunResult:
+    """Run prog_fd once (or `repeat` times: later runs see the modified packet).
+    XDP only: `meta` (a multiple of 4 bytes, at most 32) is the frame's XDP
+    metadata; the result's data is the frame without it."""
+    data_in = ctypes.create_string_buffer(meta + bytes(packet), len(meta) + len(packet))
+    out_size = len(meta) + len(packet) + 4096
     data_out = ctypes.create_string_buffer(out_size)
+    ctx = _XdpMd(len(meta), len(meta) + len(packet), 0, 0, 0, 0)
     opts = _ProgTestRunOpts(
         sz=ctypes.sizeof(_ProgTestRunOpts),
         data_in=ctypes.cast(data_in, ctypes.c_void_p),
         data_out=ctypes.cast(data_out, ctypes.c_void_p),
-        data_size_in=len(packet),
+        data_size_in=len(meta) + len(packet),
         data_size_out=out_size,
         repeat=repeat,
     )
+    if meta:
+        opts.ctx_in = ctypes.cast(ctypes.pointer(ctx), ctypes.c_void_p)
+        opts.ctx_size_in = ctypes.sizeof(ctx)
     if _lib().bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts)) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"BPF_PROG_TEST_RUN failed: {os.strerror(err)}")
-    return RunResult(opts.retval, data_out.raw[: opts.data_size_out], opts.duration, hook)
+    data = data_out.raw[len(meta) : opts.data_size_out]  # data_out starts at data_meta
+    return RunResult(opts.retval, data, opts.duration, hook)
 
 
 class _XdpMd(ctypes.Structure):
@@ -95,18 +104,25 @@ BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
 
 
 def inject_xdp(
-    prog_fd: int, frame: bytes, ingress_ifindex: int, repeat: int = 1, batch_size: int = 0
+    prog_fd: int,
+    frame: bytes,
+    ingress_ifindex: int,
+    repeat: int = 1,
+    batch_size: int = 0,
+    meta: bytes = b"",
 ) -> None:
     """Run an XDP program on `frame` as if it had arrived on ingress_ifindex,
     and carry out its verdict for real (XDP_TX, XDP_REDIRECT, XDP_PASS into
     the stack): the packet-out path for frames the slow path held, and, with
-    `repeat`, the benchmarks' traffic generator."""
-    data_in = ctypes.create_string_buffer(bytes(frame), len(frame))
-    ctx = _XdpMd(0, len(frame), 0, ingress_ifindex, 0, 0)
+    `repeat`, the benchmarks' traffic generator. `meta`: XDP metadata (a
+    multiple of 4 bytes, at most 32) in front of the frame."""
+    size = len(meta) + len(frame)
+    data_in = ctypes.create_string_buffer(meta + bytes(frame), size)
+    ctx = _XdpMd(len(meta), size, 0, ingress_ifindex, 0, 0)
     opts = _ProgTestRunOpts(
         sz=ctypes.sizeof(_ProgTestRunOpts),
         data_in=ctypes.cast(data_in, ctypes.c_void_p),
-        data_size_in=len(frame),
+        data_size_in=size,
         ctx_in=ctypes.cast(ctypes.pointer(ctx), ctypes.c_void_p),
         ctx_size_in=ctypes.sizeof(ctx),
         repeat=repeat,

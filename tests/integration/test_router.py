@@ -25,6 +25,7 @@ WAN_IP = "203.0.113.2"
 ROUTED = {
     "wan": {"mode": "static", "address": f"{WAN_IP}/24", "gateway": "203.0.113.1"},
     "nat": {"enabled": False},
+    "firewall": {"forward_wan_to_lan": True},  # a routed LAN: the ISP routes back to it
     "router": {"neighbour_timeout": "2s"},
     "webui": {"listen": "192.168.1.1:8080"},
 }

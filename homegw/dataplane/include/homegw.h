@@ -77,6 +77,13 @@ struct homegw_cursor {
  * sends the fragments out of out_ifindex. Never to the kernel untranslated. */
 #define HOMEGW_F_FRAGMENT 4
 
+/* XDP metadata (4 bytes) of a frame the slow path sends through its chain
+ * again (Dataplane.reinject: held until a neighbour was resolved). Such a
+ * frame already passed the modules before the one that punted it (the
+ * firewall sits before every module that does), maybe translated by NAT.
+ * A frame from the wire has no metadata: no homegw module writes any. */
+#define HOMEGW_META_REINJECTED 0x686d6772
+
 /* Punts from the chain itself (no module): module id and reasons. */
 #define HOMEGW_DATAPLANE_ID 0
 #define HOMEGW_REASON_FRAGMENT 1 /* meta0 = out_ifindex, meta1 = out_nic */
@@ -223,6 +230,17 @@ static __always_inline int homegw_next_tc(struct __sk_buff *skb)
 		chain_tc.call(skb, cur->slot_base + cur->pos);
 	}
 	return TC_ACT_OK;
+}
+
+/* Whether the slow path re-injected this frame (HOMEGW_META_REINJECTED). */
+static __always_inline int homegw_reinjected_xdp(struct xdp_md *ctx)
+{
+	void *meta = (void *)(long)ctx->data_meta;
+	void *data = (void *)(long)ctx->data;
+
+	if (meta + sizeof(__u32) > data)
+		return 0;
+	return *(__u32 *)meta == HOMEGW_META_REINJECTED;
 }
 
 /* Next hops (neighbours), shared by the modules that forward: the router
