@@ -6,8 +6,10 @@
  * decrements the TTL, rewrites the MACs and records the egress in the chain
  * cursor; the chain's end then redirects it (or the NAT module after it
  * translates it first). Outcomes, each counted:
- *   not IPv4, for the gateway, to an IP broadcast or multicast address, or
- *     a unicast frame for another MAC: the kernel (its input path; nothing
+ *   not IPv4, for the gateway, to an IP broadcast or multicast address, a
+ *     DHCP server's reply arriving on the WAN (the gateway's own client, to
+ *     an address it may not have yet), or a unicast frame for another MAC:
+ *     the kernel (its input path; nothing
  *     the kernel would have to forward is handed to it)
  *   bad IPv4 header (version, IHL, checksum, total length vs the frame):
  *     dropped, a counter per reason
@@ -196,6 +198,19 @@ static __always_inline int is_broadcast_or_multicast(__be32 daddr, struct iface 
 }
 
 /* Not a unique host's address as a source (RFC 1812 5.3.7, 4.3.2.7). */
+/* UDP from a DHCP server to a client (67 -> 68): on the WAN, for the
+ * gateway's own DHCP client, also when unicast to an address it has not
+ * configured yet. */
+static __always_inline int is_dhcp_to_client(struct iphdr *ip, void *end)
+{
+	__be16 *ports = (void *)ip + ip->ihl * 4;
+
+	if (ip->protocol != IPPROTO_UDP || (ip->frag_off & htons(0x1fff)) ||
+	    (void *)(ports + 2) > end)
+		return 0;
+	return ports[0] == htons(67) && ports[1] == htons(68);
+}
+
 static __always_inline int is_martian_source(__be32 saddr, struct iface *in)
 {
 	u32 host = ntohl(saddr);
@@ -349,6 +364,8 @@ int router_xdp(struct xdp_md *ctx)
 	}
 	if (is_broadcast_or_multicast(ip->daddr, in, other))
 		return to_kernel(ctx);
+	if (in_nic == HOMEGW_NIC_WAN && is_dhcp_to_client(ip, end))
+		return to_kernel(ctx); /* an offer to the address the gateway is getting */
 	if (!same_mac(eth->h_dest, in->mac)) {
 		if (eth->h_dest[0] & 1) /* link-layer broadcast or multicast */
 			return drop(C_LINK_BROADCAST);
