@@ -264,11 +264,17 @@ class NatMaps:
         self, proto: int, ext_port: int, addr: ipaddress.IPv4Address, port: int
     ) -> None:
         """A port forward: static binding plus its mapping (EIM both ways)."""
+        self.bind(proto, ext_port, addr, port, BINDING_STATIC)
+
+    def bind(
+        self, proto: int, ext_port: int, addr: ipaddress.IPv4Address, port: int, flags: int
+    ) -> None:
+        """A binding and its mapping made by userspace (and accounted)."""
         internal = Endpoint(be32(addr), net16(port), proto, 0)
         key = BindingKey(net16(ext_port), proto, 0)
         if self._bindings.get(key) is None:
             self._port_freed(proto, ext_port, -1)  # one more binding there
-        self._bindings[key] = Binding(internal, BINDING_STATIC, 0)
+        self._bindings[key] = Binding(internal, flags, 0)
         self._mappings[internal] = Mapping(net16(ext_port), 0)
 
     def bindings(self) -> Iterator[BindingEntry]:

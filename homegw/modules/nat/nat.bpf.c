@@ -1215,8 +1215,8 @@ int nat_alloc(struct xdp_md *ctx)
 		nat_progs.call(ctx, NAT_PROG_ALLOC);
 		done = -ENOMEM;
 	}
-	if (done > 0)
-		finish_mapping(&internal, cfg, ext_port);
+	if (done > 0 && finish_mapping(&internal, cfg, ext_port) == 0)
+		req->at = 0; /* mapped: the caller finds it, and no later packet is refused */
 	nat_progs.call(ctx, req->back);
 	return untranslated(ctx, cur);
 }
