@@ -717,14 +717,27 @@ static __always_inline int punt_allowed(void)
 	return 1;
 }
 
-/* A later fragment before its first: to userspace, which holds it. */
-static __always_inline int hold_fragment(struct xdp_md *ctx, struct frag_key *key)
+/* A later fragment before its first: to userspace, which holds it, then
+ * sends it through the chain again. Outbound, the router has already
+ * forwarded it: it goes up as it arrived (MACs, TTL) to be routed again. */
+static __always_inline int hold_fragment(struct xdp_md *ctx, struct homegw_cursor *cur,
+					 struct frag_key *key)
 {
 	__u64 len = (__u64)(ctx->data_end - ctx->data);
+	struct ethhdr *eth = (void *)(long)ctx->data;
+	struct iphdr *ip = (void *)(eth + 1);
 
-	if (len > HOMEGW_PUNT_MAX_BYTES || !punt_allowed()) {
+	if (len > HOMEGW_PUNT_MAX_BYTES || !punt_allowed() ||
+	    (void *)(ip + 1) > (void *)(long)ctx->data_end) {
 		count(N_FRAGMENT_DROPPED);
 		return XDP_DROP;
+	}
+	if (!key->inbound) {
+		__builtin_memcpy(eth->h_source, cur->in_src_mac, ETH_ALEN);
+		__builtin_memcpy(eth->h_dest, cur->in_dst_mac, ETH_ALEN);
+		__u16 old_word = *(__u16 *)&ip->ttl;
+		ip->ttl++;
+		homegw_csum_replace2(&ip->check, old_word, *(__u16 *)&ip->ttl);
 	}
 	struct homegw_punt hdr = {};
 	frag_punt_header(&hdr, ctx, NAT_REASON_FRAG_EARLY, key);
@@ -742,7 +755,7 @@ static __always_inline int translate_later(struct xdp_md *ctx, struct homegw_cur
 	struct frag *f = nat_frags.lookup(&key);
 
 	if (!f)
-		return hold_fragment(ctx, &key);
+		return hold_fragment(ctx, cur, &key);
 	if (inbound && f->new_daddr != ip->daddr)
 		mark_dnat(cur, ip->daddr, 0);
 	homegw_csum_replace4(&ip->check, ip->saddr, f->new_saddr);
