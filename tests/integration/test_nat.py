@@ -1,11 +1,14 @@
 """The NAT IO module live in the virtual home, with real tools: curl, iperf3,
 ping, traceroute, a port forward, hairpinning, RFC 4787 mapping and
-filtering behaviour, and 10,000 concurrent flows."""
+filtering behaviour, and 10,000 concurrent flows. A capture at the ISP runs
+for the whole module: no packet with a LAN (192.168.0.0/16) source may ever
+reach it."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -43,6 +46,36 @@ def home(virtual_home_module: VirtualHome) -> VirtualHome:
     h = virtual_home_module
     h.run("isp", ["ip", "addr", "add", f"{SECOND_SERVER}/32", "dev", "inet0"], check=True)
     return h
+
+
+# what leaked (a LAN source), and the translated SYNs and non-TCP packets
+# that show the capture saw the module's traffic (not every TCP segment)
+CAPTURE_FILTER = (
+    f"src net 192.168.0.0/16 or (src host {WAN_IP} and (not tcp or tcp[tcpflags] & tcp-syn != 0))"
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def isp_capture(home: VirtualHome) -> Iterator[None]:
+    """tcpdump on the ISP's side of the WAN link for the whole module; at the
+    end: probes seen, and not one packet with a 192.168.0.0/16 source."""
+    pcap = home.tmpdir / "isp0-nat.pcap"
+    dump = home.popen(
+        "isp",
+        ["tcpdump", "-i", "isp0", "-n", "-U", "-s", "96", "-w", str(pcap), CAPTURE_FILTER],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert "listening on" in dump.stderr.readline()
+    yield
+    dump.terminate()
+    stats = dump.communicate(timeout=10)[1]
+    assert not re.search(r"[1-9]\d* packets? dropped by kernel", stats), stats
+    read = subprocess.run(["tcpdump", "-n", "-r", str(pcap)], capture_output=True, text=True)
+    lines = read.stdout.splitlines()
+    leaked = [line for line in lines if re.search(r" IP 192\.168\.", line)]
+    assert leaked == [], leaked[:20]
+    assert any(f" IP {WAN_IP}" in line for line in lines)  # the capture did see NAT's output
 
 
 @pytest.fixture(scope="module")
