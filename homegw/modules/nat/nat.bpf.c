@@ -255,8 +255,6 @@ BPF_ARRAY(nat_ports_bound, struct occupancy, 1);
 // reserved (the web UI's port)>: written by userspace only. One value, so
 // that the allocator's loop reads both without a lookup per block.
 BPF_ARRAY(nat_ports_freed, struct occupancy, 1);
-// <0, a scratch word of this CPU: see opaque()>
-BPF_PERCPU_ARRAY(nat_scratch, u64, 1);
 // <0, what this CPU's nat_alloc is to map>
 BPF_PERCPU_ARRAY(nat_alloc_req, struct alloc_request, 1);
 // <NAT_PROG_*, program of that path>: filled by module.py
@@ -277,21 +275,6 @@ static __always_inline u64 now_ns(void)
 	return bpf_ktime_get_coarse_ns();
 }
 
-/* The value, with its history hidden from the verifier: a round trip
- * through memory. Its precision tracking would otherwise tell apart the
- * states after a loop by the index the loop stopped at, and walk the rest
- * of the program once per index (the allocator's loops: 1M instructions). */
-static __always_inline u64 opaque(u64 value)
-{
-	u32 zero = 0;
-	volatile u64 *scratch = nat_scratch.lookup(&zero);
-
-	if (!scratch)
-		return value;
-	*scratch = value;
-	return *scratch;
-}
-
 /* The cursor learns the destination as the remote sent it (homegw.h). */
 static __always_inline void mark_dnat(struct homegw_cursor *cur, __be32 daddr, __be16 dport)
 {
@@ -307,7 +290,7 @@ static __always_inline void count_bound(struct nat_settings *cfg, __u8 proto, __
 	u32 zero = 0;
 	struct occupancy *bound = nat_ports_bound.lookup(&zero);
 
-	u32 slot = opaque(occupancy_slot(proto, port)) & (NAT_OCCUPANCY_SLOTS - 1);
+	u32 slot = occupancy_slot(proto, port) & (NAT_OCCUPANCY_SLOTS - 1);
 
 	if (bound && allocatable(cfg, port))
 		__sync_fetch_and_add(&bound->slot[slot], n);
@@ -1029,6 +1012,8 @@ static __always_inline int hairpin(struct xdp_md *ctx, struct homegw_cursor *cur
 
 	if ((eth->h_dest[0] & 1) || is_later_fragment(ip)) /* broadcast, multicast */
 		return homegw_next_xdp(ctx);
+	if (!(*(__u32 *)cfg->lan_mac | *(__u16 *)&cfg->lan_mac[4]))
+		return homegw_next_xdp(ctx); /* our MAC unknown: hairpinning is off */
 	if ((ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP) ||
 	    parse_l4(&p, end, 1) != L4_PORTS)
 		return homegw_next_xdp(ctx);
