@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import AfterValidator, Field, ValidationError, model_validator
 
 from homegw.configtypes import (
+    EPHEMERAL_PORTS,
     ChainRules,
     Hostname,
     HostPort,
@@ -24,6 +25,7 @@ from homegw.configtypes import (
     IPv4Address,
     IPv4Interface,
     Loc,
+    PortRange,
     Problem,
     Section,
     duplicates,
@@ -234,7 +236,7 @@ def _cross_problems(s: Mapping[str, Any]) -> list[Problem]:
         if "dhcp" in s:
             problems += _dhcp_problems(s["dhcp"], s["lan"])
         if "nat" in s:
-            problems += _nat_problems(s["nat"], s["lan"])
+            problems += _nat_problems(s["nat"], s["lan"], s.get("webui"))
         if "router" in s:
             problems += _route_problems(s["router"], s["lan"], s.get("wan"))
     if "webui" in s:
@@ -310,11 +312,29 @@ def _dhcp_problems(dhcp: DhcpConfig, lan: LanConfig) -> list[Problem]:
     return problems
 
 
-def _nat_problems(nat: NatConfig, lan: LanConfig) -> list[Problem]:
+def _nat_problems(
+    nat: NatConfig, lan: LanConfig, webui: WebuiConfig | None = None
+) -> list[Problem]:
+    """Port forwards to hosts outside the LAN, or onto a port of the gateway
+    itself: DNS 53, DHCP client UDP 68, the web UI's TCP port, the kernel's
+    ephemeral range (its own connections)."""
+    listen = webui.listen if webui is not None else None
+    own = [
+        (PortRange(53, 53), ("tcp", "udp"), "the gateway's DNS"),
+        (PortRange(68, 68), ("udp",), "the gateway's DHCP client"),
+        (PortRange(*EPHEMERAL_PORTS), ("tcp", "udp"), "the kernel's ephemeral port range"),
+    ]
+    admin = listen.port if listen is not None else 80
+    own.append((PortRange(admin, admin), ("tcp",), "the web UI (webui.listen)"))
     problems: list[Problem] = []
     for i, forward in enumerate(nat.port_forwards):
         if reason := _not_a_lan_host(forward.internal_address, lan):
             problems.append((("nat", "port_forwards", i, "internal_address"), reason))
+        for ports, protocols, whose in own:
+            if forward.external_port.overlaps(ports) and set(protocols) & set(forward.protocols):
+                reason = f"{forward.external_port} overlaps {ports}, {whose}"
+                problems.append((("nat", "port_forwards", i, "external_port"), reason))
+                break
     if nat.dmz_host is not None and (reason := _not_a_lan_host(nat.dmz_host, lan)):
         problems.append((("nat", "dmz_host"), reason))
     return problems

@@ -61,7 +61,7 @@ class Gateway:
         self.dp.load()
         parsed = parse_config(config)
         self.router = RouterModule(parsed, iface_info=fake_nic, watch_kernel=False)
-        self.nat = NatModule(parsed, run_gc=False)
+        self.nat = NatModule(parsed, run_gc=False, interface_mac=lambda _name: LAN_MAC)
         self.dp.add_module(self.router)
         self.dp.add_module(self.nat)
         self.dp.set_order(Nic.LAN, ["router", "nat"])

@@ -89,6 +89,7 @@ DEFAULTS = {
     "router": {"enabled": True, "routes": [], "neighbour_timeout": "5m"},
     "nat": {"enabled": True, "filtering": "address-port-dependent", "max_sessions": 65536,
             "port_range": "10000-32767", "port_forwards": [], "dmz_host": None,
+            "inbound_limits": {"sessions": None, "per_remote": 256, "per_port": None},
             "timeouts": {"tcp_established": "2h4m", "tcp_transitory": "4m", "udp": "5m",
                          "icmp": "1m"}},
     "dns": {"enabled": True, "cache_size": 10000, "upstream_timeout": "2s",
@@ -365,7 +366,7 @@ def test_nat_checks():
     assert errors_of(minimal(nat={"port_forwards": forwards[3:]})) == [
         "nat.port_forwards.0.external_port: 25000 is inside nat.port_range"
     ]
-    lan_side = {"port_forwards": [{"external_port": 80, "internal_address": "192.168.1.1"}],
+    lan_side = {"port_forwards": [{"external_port": 88, "internal_address": "192.168.1.1"}],
                 "dmz_host": "10.1.1.1"}  # fmt: skip
     assert errors_of(minimal(nat=lan_side)) == [
         "nat.port_forwards.0.internal_address: 192.168.1.1 is the gateway's own address "
@@ -534,3 +535,41 @@ def test_config_is_frozen():
     with pytest.raises(ValueError, match="frozen"):
         config.wan.interface = "eth9"  # type: ignore[misc]
     assert hash(config) == hash(parse_config(minimal()))
+
+
+def test_port_forwards_never_take_the_gateways_own_ports():
+    def forward(port: object, protocol: str = "both") -> dict:
+        return {"external_port": port, "protocol": protocol, "internal_address": "192.168.1.10"}
+
+    forwards = [
+        forward(53, "udp"),
+        forward("60-70", "udp"),
+        forward(68, "tcp"),  # the DHCP client is UDP only: fine
+        forward("8440-8450", "tcp"),
+        forward(8443, "udp"),  # the web UI is TCP only: fine
+        forward("60990-61010"),
+    ]
+    data = minimal(nat={"port_forwards": forwards}, webui={"listen": "192.168.1.1:8443"})
+    assert errors_of(data) == [
+        "nat.port_forwards.0.external_port: 53 overlaps 53, the gateway's DNS",
+        "nat.port_forwards.1.external_port: 60-70 overlaps 68, the gateway's DHCP client",
+        "nat.port_forwards.3.external_port: 8440-8450 overlaps 8443, the web UI (webui.listen)",
+        "nat.port_forwards.5.external_port: 60990-61010 overlaps 32768-60999, the kernel's "
+        "ephemeral port range",
+    ]
+    # without webui.listen the web UI is on port 80
+    assert errors_of(minimal(nat={"port_forwards": [forward(80, "tcp")]})) == [
+        "nat.port_forwards.0.external_port: 80 overlaps 80, the web UI (webui.listen)"
+    ]
+
+
+def test_nat_inbound_limits():
+    config = parse_config(minimal())
+    assert config.nat.inbound_budget == (16384, 256, 8192)
+    small = parse_config(minimal(nat={"max_sessions": 2048, "inbound_limits": {"per_remote": 8}}))
+    assert small.nat.inbound_budget == (512, 8, 256)
+    too_many = minimal(nat={"max_sessions": 4096, "inbound_limits": {"sessions": 4000}})
+    assert errors_of(too_many) == [
+        "nat.inbound_limits.sessions: 4000 is more than half of max_sessions (4096): the LAN's "
+        "own flows need the rest"
+    ]

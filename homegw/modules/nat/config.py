@@ -35,6 +35,18 @@ class NatTimeouts(Section):
     icmp: Annotated[Duration, duration_range(60, why="RFC 5508")] = 60
 
 
+class InboundLimits(Section):
+    """Sessions that packets from outside may create (port forwards, the DMZ,
+    endpoint-independent filtering): a budget of its own, so that strangers
+    cannot fill the table the home's own flows need (RFC 6888 REQ-4/5).
+    ``sessions`` defaults to a quarter of ``max_sessions``, ``per_port`` to
+    half of ``sessions``."""
+
+    sessions: Annotated[int, Field(strict=True, ge=64, le=2_097_152)] | None = None
+    per_remote: Annotated[int, Field(strict=True, ge=1, le=2_097_152)] = 256
+    per_port: Annotated[int, Field(strict=True, ge=1, le=2_097_152)] | None = None
+
+
 class PortForward(Section):
     """Inbound WAN ``external_port`` (one port or a range) to a LAN host.
 
@@ -86,11 +98,30 @@ class NatConfig(Section):
     timeouts: NatTimeouts = Field(default_factory=NatTimeouts)
     port_forwards: tuple[PortForward, ...] = ()
     dmz_host: IPv4Address | None = None
+    inbound_limits: InboundLimits = Field(default_factory=InboundLimits)
 
     @model_validator(mode="after")
     def _check(self) -> NatConfig:
-        raise_problems("NatConfig", self._pool_problems() + self._forward_problems())
+        problems = self._pool_problems() + self._forward_problems() + self._budget_problems()
+        raise_problems("NatConfig", problems)
         return self
+
+    @property
+    def inbound_budget(self) -> tuple[int, int, int]:
+        """(sessions, per remote, per port) that packets from outside may create."""
+        limits = self.inbound_limits
+        sessions = limits.sessions or self.max_sessions // 4
+        return sessions, limits.per_remote, limits.per_port or max(1, sessions // 2)
+
+    def _budget_problems(self) -> list[Problem]:
+        sessions = self.inbound_limits.sessions
+        if sessions is not None and sessions * 2 > self.max_sessions:
+            reason = (
+                f"{sessions} is more than half of max_sessions "
+                f"({self.max_sessions}): the LAN's own flows need the rest"
+            )
+            return [(("inbound_limits", "sessions"), reason)]
+        return []
 
     def _pool_problems(self) -> list[Problem]:
         pool, ephemeral = self.port_range, PortRange(*EPHEMERAL_PORTS)

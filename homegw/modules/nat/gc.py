@@ -4,7 +4,10 @@ Sessions expire by protocol and TCP state (RFC 5382/7857: established 2 h
 4 min, transitory 4 min; RFC 4787: UDP 5 min; RFC 5508: ICMP 60 s). A dynamic
 binding whose sessions are all gone is put in quarantine: its mapping goes
 (the next flow of that endpoint gets a fresh port) but the port stays taken
-for QUARANTINE_S (RFC 6888: do not reuse a freed port for 120 s).
+for QUARANTINE_S (RFC 6888: do not reuse a freed port for 120 s), then
+released: only the binding goes, never the endpoint's newer mapping. A
+binding the datapath made for the DMZ host goes at once, mapping and all: its
+port goes back to the same host (the DMZ), which must keep serving it.
 """
 
 from __future__ import annotations
@@ -13,7 +16,13 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from homegw.modules.nat.maps import BINDING_QUARANTINE, BINDING_STATIC, BindingEntry, SessionEntry
+from homegw.modules.nat.maps import (
+    BINDING_DMZ,
+    BINDING_QUARANTINE,
+    BINDING_STATIC,
+    BindingEntry,
+    SessionEntry,
+)
 
 QUARANTINE_S = 120
 NS = 1_000_000_000
@@ -33,6 +42,7 @@ class GcPlan:
     expired_sessions: list[SessionEntry] = field(default_factory=list)
     quarantine: list[BindingEntry] = field(default_factory=list)
     release: list[BindingEntry] = field(default_factory=list)
+    unbind: list[BindingEntry] = field(default_factory=list)  # DMZ bindings
     live_sessions: int = 0
 
 
@@ -77,5 +87,6 @@ def plan(
         elif (binding.proto, binding.ext_port) not in in_use and (
             now_ns - binding.last_seen_ns >= grace_ns
         ):
-            result.quarantine.append(binding)
+            idle = result.unbind if binding.flags & BINDING_DMZ else result.quarantine
+            idle.append(binding)
     return result

@@ -29,10 +29,33 @@ COUNTERS = (
     "fragments_dropped",
     "other_protocol",
     "hairpin_neighbour_miss",
+    "inbound_budget_full",
+    "inbound_remote_cap",
+    "inbound_port_cap",
+    "inbound_table_full",
+    "new_inbound_sessions",
+    "new_dmz_bindings",
+    "icmp_errors_unmatched",
+    "icmp_errors_bad",
+    "icmp_out_dropped",
+    "truncated_dropped",
+    "untranslatable_dropped",
+    "fragments_punted",
+    "fragment_firsts_notified",
 )
 
 BINDING_STATIC = 1
 BINDING_QUARANTINE = 2
+BINDING_DMZ = 4
+SESSION_INBOUND = 1
+
+# nat_parse.h / nat.bpf.c geometry of the budget and port-occupancy arrays.
+REMOTE_BUCKETS = 4096
+BUDGET_TOTAL, BUDGET_REMOTE, BUDGET_PORT = 0, 1, 1 + REMOTE_BUCKETS
+PRIVILEGED_PORTS = (512, 1023)
+BLOCK_SHIFT, BLOCKS = 7, 65536 >> 7
+OCCUPANCY_SLOTS = 4 * 2 * BLOCKS
+U64 = (1 << 64) - 1
 
 
 class Settings(ctypes.Structure):
@@ -45,6 +68,12 @@ class Settings(ctypes.Structure):
         ("kernel_high", ctypes.c_uint16),
         ("endpoint_independent_filtering", ctypes.c_uint32),
         ("dmz_addr", ctypes.c_uint32),
+        ("admin_port", ctypes.c_uint16),
+        ("lan_mac", ctypes.c_uint8 * 6),
+        ("hash_seed", ctypes.c_uint32),
+        ("in_sessions", ctypes.c_uint32),
+        ("in_per_remote", ctypes.c_uint32),
+        ("in_per_port", ctypes.c_uint32),
     ]
 
 
@@ -69,6 +98,61 @@ class Binding(ctypes.Structure):
     _fields_ = [("internal", Endpoint), ("flags", ctypes.c_uint32), ("last_seen", ctypes.c_uint64)]
 
 
+class FragKey(ctypes.Structure):
+    _fields_ = [
+        ("saddr", ctypes.c_uint32),
+        ("daddr", ctypes.c_uint32),
+        ("id", ctypes.c_uint16),
+        ("proto", ctypes.c_uint8),
+        ("inbound", ctypes.c_uint8),
+    ]
+
+    @classmethod
+    def from_meta(cls, meta: tuple[int, ...]) -> FragKey:
+        """The key a fragment punt carries in meta[0..2] (nat.bpf.c)."""
+        return cls(meta[0], meta[1], meta[2] & 0xFFFF, (meta[2] >> 16) & 0xFF, meta[2] >> 24)
+
+    def ident(self) -> tuple[int, int, int, int, int]:
+        return (self.saddr, self.daddr, self.id, self.proto, self.inbound)
+
+
+class Occupancy(ctypes.Structure):
+    _fields_ = [("slot", ctypes.c_uint64 * OCCUPANCY_SLOTS)]
+
+
+def occupancy_slot(proto: int, port: int) -> int:
+    """nat_parse.h occupancy_slot: (protocol, parity, block of 128 ports)."""
+    return (_kind(proto) * 2 + (port & 1)) * BLOCKS + (port >> BLOCK_SHIFT)
+
+
+def _kind(proto: int) -> int:
+    return {socket.IPPROTO_TCP: 0, socket.IPPROTO_UDP: 1}.get(proto, 2)
+
+
+def allocatable(pool: tuple[int, int], port: int) -> bool:
+    """nat_parse.h allocatable(): the pool, and 512-1023 for privileged ports."""
+    return pool[0] <= port <= pool[1] or PRIVILEGED_PORTS[0] <= port <= PRIVILEGED_PORTS[1]
+
+
+def reserved_slots(pool: tuple[int, int], admin_port: int) -> dict[int, int]:
+    """Ports the allocator's blocks hold but never hands out, per occupancy
+    slot: those outside the ranges in a block a range touches, and the web
+    UI's. Counted as taken, so that a full block always holds 64."""
+    blocks = {
+        block
+        for low, high in (pool, PRIVILEGED_PORTS)
+        for block in range(low >> BLOCK_SHIFT, (high >> BLOCK_SHIFT) + 1)
+    }
+    taken: dict[int, int] = {}
+    for proto in PROTOCOLS.values():
+        for block in blocks:
+            for port in range(block << BLOCK_SHIFT, (block + 1) << BLOCK_SHIFT):
+                if not allocatable(pool, port) or port == admin_port:
+                    slot = occupancy_slot(proto, port)
+                    taken[slot] = taken.get(slot, 0) + 1
+    return taken
+
+
 def net16(port: int) -> int:
     """A port as the datapath stores it (network order in a u16)."""
     return socket.htons(port)
@@ -90,6 +174,8 @@ class SessionEntry:
     remote_port: int
     last_seen_ns: int
     tcp_seen: int
+    origin: int = 0  # SESSION_INBOUND: counts against the inbound budget
+    remote_bucket: int = 0
 
 
 @dataclass(frozen=True)
@@ -103,25 +189,92 @@ class BindingEntry:
 
 
 class NatMaps:
-    """All bcc access of the NAT module goes through here."""
+    """All bcc access of the NAT module goes through here.
 
-    def __init__(self, bpf) -> None:  # noqa: ANN001 - bcc.BPF
+    Budget and port-occupancy counters have one writer per value: the
+    datapath counts what it creates (nat_in_created, nat_ports_bound), this
+    class what it removes (nat_in_released, nat_ports_freed), so a session or
+    binding that userspace deletes is accounted here, right after it went.
+    """
+
+    def __init__(self, bpf, pool: tuple[int, int], admin_port: int) -> None:  # noqa: ANN001
         self._settings = bpf["nat_settings"]
         self._mappings = bpf["nat_mappings"]
         self._bindings = bpf["nat_bindings"]
         self._sessions = bpf["nat_sessions"]
         self._others = bpf["nat_others"]
         self._stats = bpf["nat_stats"]
+        self._frags = bpf["nat_frags"]
+        self._waiting = bpf["nat_frag_waiting"]
+        self._in_created = bpf["nat_in_created"]
+        self._in_released = bpf["nat_in_released"]
+        self._ports_bound = bpf["nat_ports_bound"]
+        self._ports_freed = bpf["nat_ports_freed"]
+        self._pool = pool
+        self._admin_port = admin_port
+        self._freed = Occupancy()  # our counters: the map's one value
 
     def write_settings(self, settings: Settings) -> None:
         self._settings[ctypes.c_int(0)] = settings
 
+    # -- accounting (userspace's side of the counters) --------------------------------
+    @staticmethod
+    def _add(table, slot: int, delta: int) -> None:  # noqa: ANN001
+        key = ctypes.c_int(slot)
+        table[key] = ctypes.c_uint64((table[key].value + delta) & U64)
+
+    def _port_freed(self, proto: int, port: int, delta: int, write: bool = True) -> None:
+        if allocatable(self._pool, port):
+            slot = occupancy_slot(proto, port)
+            self._freed.slot[slot] = (self._freed.slot[slot] + delta) & U64
+            if write:
+                self._ports_freed[ctypes.c_int(0)] = self._freed
+
+    def _release_budget(self, session: SessionEntry) -> None:
+        for slot in (
+            BUDGET_TOTAL,
+            BUDGET_REMOTE + session.remote_bucket,
+            BUDGET_PORT + session.ext_port,
+        ):
+            self._add(self._in_released, slot, 1)
+
+    def inbound_sessions(self) -> int:
+        """Sessions created from outside that are live (the budget's use)."""
+        key = ctypes.c_int(BUDGET_TOTAL)
+        return (self._in_created[key].value - self._in_released[key].value) & U64
+
+    def resync_ports(self) -> None:
+        """After a (re)load: the fresh occupancy counters learn the ports
+        never handed out and the bindings already in the pinned map (port
+        forwards of the last run)."""
+        for slot, taken in reserved_slots(self._pool, self._admin_port).items():
+            self._freed.slot[slot] = -taken & U64
+        for entry in self.bindings():
+            self._port_freed(entry.proto, entry.ext_port, -1, write=False)
+        self._ports_freed[ctypes.c_int(0)] = self._freed
+
+    def ports_taken(self, proto: int, port: int) -> int:
+        """Ports its block of that parity holds taken, as the allocator sees it."""
+        slot = occupancy_slot(proto, port)
+        bound = self._ports_bound[ctypes.c_int(0)].slot[slot]
+        return (bound - self._freed.slot[slot]) & U64
+
+    # -- bindings and mappings --------------------------------------------------------
     def bind_static(
         self, proto: int, ext_port: int, addr: ipaddress.IPv4Address, port: int
     ) -> None:
         """A port forward: static binding plus its mapping (EIM both ways)."""
+        self.bind(proto, ext_port, addr, port, BINDING_STATIC)
+
+    def bind(
+        self, proto: int, ext_port: int, addr: ipaddress.IPv4Address, port: int, flags: int
+    ) -> None:
+        """A binding and its mapping made by userspace (and accounted)."""
         internal = Endpoint(be32(addr), net16(port), proto, 0)
-        self._bindings[BindingKey(net16(ext_port), proto, 0)] = Binding(internal, BINDING_STATIC, 0)
+        key = BindingKey(net16(ext_port), proto, 0)
+        if self._bindings.get(key) is None:
+            self._port_freed(proto, ext_port, -1)  # one more binding there
+        self._bindings[key] = Binding(internal, flags, 0)
         self._mappings[internal] = Mapping(net16(ext_port), 0)
 
     def bindings(self) -> Iterator[BindingEntry]:
@@ -141,22 +294,27 @@ class NatMaps:
         self._bindings[key] = Binding(internal, flags, last_seen_ns)
 
     def unbind_mapping_only(self, entry: BindingEntry) -> None:
-        """The endpoint's next flow gets a fresh port; this one stays taken."""
+        """The endpoint's next flow gets a fresh port; this one stays taken.
+        A mapping of the endpoint to another port (made since) stays."""
+        internal = Endpoint(be32(entry.internal), net16(entry.internal_port), entry.proto, 0)
+        mapping = self._mappings.get(internal)
+        if mapping is not None and mapping.ext_port == net16(entry.ext_port):
+            with contextlib.suppress(KeyError):
+                del self._mappings[internal]
+
+    def release(self, entry: BindingEntry) -> None:
+        """The port of a quarantined binding is free again. Its mapping went
+        at quarantine: whatever mapping the endpoint has now is newer."""
         with contextlib.suppress(KeyError):
-            del self._mappings[
-                Endpoint(be32(entry.internal), net16(entry.internal_port), entry.proto, 0)
-            ]
+            del self._bindings[BindingKey(net16(entry.ext_port), entry.proto, 0)]
+            self._port_freed(entry.proto, entry.ext_port, 1)
 
     def unbind(self, entry: BindingEntry) -> None:
-        """Delete a binding and its mapping."""
-        internal = Endpoint(be32(entry.internal), net16(entry.internal_port), entry.proto, 0)
-        for table, key in (
-            (self._bindings, BindingKey(net16(entry.ext_port), entry.proto, 0)),
-            (self._mappings, internal),
-        ):
-            with contextlib.suppress(KeyError):
-                del table[key]
+        """Delete a binding and the endpoint's mapping if it is to this port."""
+        self.unbind_mapping_only(entry)
+        self.release(entry)
 
+    # -- sessions ---------------------------------------------------------------------
     def sessions(self) -> Iterator[SessionEntry]:
         for key, value in self._sessions.items():
             yield SessionEntry(
@@ -166,14 +324,21 @@ class NatMaps:
                 host16(key.remote_port),
                 value.last_seen,
                 value.tcp_seen,
+                value.origin,
+                value.remote_bucket,
             )
 
-    def delete_session(self, entry: SessionEntry) -> None:
+    def delete_session(self, entry: SessionEntry) -> bool:
         key = self._sessions.Key(
             be32(entry.remote), net16(entry.remote_port), net16(entry.ext_port), entry.proto
         )
-        with contextlib.suppress(KeyError):
+        try:
             del self._sessions[key]
+        except KeyError:
+            return False
+        if entry.origin & SESSION_INBOUND:
+            self._release_budget(entry)
+        return True
 
     def expire_others(self, older_than_ns: int) -> int:
         stale = [k for k, v in self._others.items() if v.last_seen < older_than_ns]
@@ -181,13 +346,35 @@ class NatMaps:
             del self._others[key]
         return len(stale)
 
-    def flush_dynamic(self) -> None:
-        """Forget every dynamic mapping (the WAN address changed)."""
-        self._sessions.clear()
+    def flush_dynamic(self, account: bool = True) -> None:
+        """Forget every dynamic mapping (the WAN address changed). Without
+        `account` (at load, when the counters are fresh) nothing is counted."""
+        if account:
+            for session in list(self.sessions()):
+                self.delete_session(session)
+        else:
+            self._sessions.clear()
         self._others.clear()
         for entry in list(self.bindings()):
             if not entry.flags & BINDING_STATIC:
-                self.unbind(entry)
+                if account:
+                    self.unbind(entry)
+                else:
+                    del self._bindings[BindingKey(net16(entry.ext_port), entry.proto, 0)]
+        if not account:
+            self._mappings.clear()  # the port forwards' are installed again
+
+    # -- fragments held in userspace --------------------------------------------------
+    def fragment_translated(self, key: FragKey) -> bool:
+        """Whether the first fragment of that train was translated."""
+        return self._frags.get(key) is not None
+
+    def wait_for_first(self, key: FragKey, now_ns: int) -> None:
+        self._waiting[key] = ctypes.c_uint64(now_ns)
+
+    def stop_waiting(self, key: FragKey) -> None:
+        with contextlib.suppress(KeyError):
+            del self._waiting[key]
 
     def counters(self) -> dict[str, int]:
         return {

@@ -1,22 +1,32 @@
 """The NAT IO module's control side: settings and port forwards into the
-maps, the WAN address followed live, expiry of state."""
+maps, the WAN address followed live, expiry of state, and the fragments
+that came before their first (held, then sent through the chain again)."""
 
 from __future__ import annotations
 
+import ctypes
 import ipaddress
 import logging
+import secrets
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+from pyroute2 import IPRoute
 
 from homegw.config import Config
 from homegw.configtypes import EPHEMERAL_PORTS
+from homegw.dataplane.loader import load_function
 from homegw.dataplane.module import IOModule
+from homegw.dataplane.slowpath import Punt, PuntHandler
 from homegw.modules.nat import gc
+from homegw.modules.nat.frags import FragmentHolder, Held
 from homegw.modules.nat.maps import (
     BINDING_QUARANTINE,
     PROTOCOLS,
     BindingEntry,
+    FragKey,
     NatMaps,
     Settings,
 )
@@ -25,6 +35,16 @@ from homegw.modules.router.maps import be32
 log = logging.getLogger(__name__)
 
 GC_INTERVAL_S = 5.0
+REASON_FRAG_EARLY = 1  # nat.bpf.c NAT_REASON_*
+REASON_FRAG_READY = 2
+# nat.bpf.c NAT_PROG_*: the paths nat_xdp tail-calls (all but established flows)
+PROGRAMS = ("nat_out", "nat_in", "nat_hairpin", "nat_alloc")
+
+
+def _interface_mac(ifname: str) -> str | None:
+    with IPRoute() as ipr:
+        found = ipr.link_lookup(ifname=ifname)
+        return ipr.link("get", index=found[0])[0].get_attr("IFLA_ADDRESS") if found else None
 
 
 class NatModule(IOModule):
@@ -33,8 +53,19 @@ class NatModule(IOModule):
     source = Path(__file__).parent / "nat.bpf.c"
     xdp_function = "nat_xdp"
 
-    def __init__(self, config: Config, run_gc: bool = True) -> None:
+    def __init__(
+        self,
+        config: Config,
+        run_gc: bool = True,
+        interface_mac: Callable[[str], str | None] = _interface_mac,
+    ) -> None:
+        """interface_mac reads the LAN NIC's MAC (hairpinned frames leave from it)."""
         self.config = config
+        self._interface_mac = interface_mac
+        self._hash_seed = secrets.randbits(32)
+        self._lan_mac = bytes(6)
+        self.fragments = FragmentHolder()
+        self._frag_lock = threading.Lock()
         nat = config.nat
         self.timeouts = gc.Timeouts(
             nat.timeouts.tcp_established,
@@ -51,11 +82,22 @@ class NatModule(IOModule):
         self._gc_thread: threading.Thread | None = None
 
     def defines(self) -> dict[str, int | str]:
-        return {"NAT_MAX_SESSIONS": self.config.nat.max_sessions}
+        return {
+            "NAT_MAX_SESSIONS": self.config.nat.max_sessions,
+            "NAT_PARSE_H": f'"{Path(__file__).parent / "nat_parse.h"}"',
+        }
 
     def on_load(self, bpf) -> None:  # noqa: ANN001
-        self.maps = NatMaps(bpf)
-        self.maps.flush_dynamic()  # the pinned state of a run with maybe another address
+        progs = bpf["nat_progs"]
+        for index, name in enumerate(PROGRAMS):
+            progs[ctypes.c_int(index)] = ctypes.c_int(load_function(bpf, name, "xdp"))
+        pool = self.config.nat.port_range
+        self.maps = NatMaps(bpf, (pool.low, pool.high), self.admin_port())
+        # the pinned state of a run with maybe another address; the budget and
+        # port counters are new (not pinned): nothing to account
+        self.maps.flush_dynamic(account=False)
+        self.maps.resync_ports()
+        self._lan_mac = self._read_lan_mac()
         self._write_settings()
         self._install_forwards()
         if self._run_gc:
@@ -67,21 +109,46 @@ class NatModule(IOModule):
         if self._gc_thread:
             self._gc_thread.join(5)
 
+    def handlers(self) -> dict[int, PuntHandler]:
+        return {REASON_FRAG_EARLY: self._on_early_fragment, REASON_FRAG_READY: self._on_first}
+
+    def _read_lan_mac(self) -> bytes:
+        try:
+            mac = self._interface_mac(self.config.lan.interface)
+        except OSError as exc:
+            mac = None
+            log.warning("nat: cannot read the MAC of %s: %s", self.config.lan.interface, exc)
+        if not mac:
+            log.warning("nat: no MAC for %s: hairpinning is off", self.config.lan.interface)
+            return bytes(6)
+        return bytes.fromhex(mac.replace(":", ""))
+
+    def admin_port(self) -> int:
+        webui = getattr(self.config, "webui", None)
+        listen = webui.listen if webui is not None else None
+        return listen.port if listen is not None else 80
+
     def _write_settings(self) -> None:
         nat = self.config.nat
         assert self.maps is not None
-        self.maps.write_settings(
-            Settings(
-                wan_addr=be32(self.wan_address),
-                lan_addr=be32(self.config.lan.address.ip),
-                pool_low=nat.port_range.low,
-                pool_high=nat.port_range.high,
-                kernel_low=EPHEMERAL_PORTS[0],
-                kernel_high=EPHEMERAL_PORTS[1],
-                endpoint_independent_filtering=int(nat.filtering == "endpoint-independent"),
-                dmz_addr=be32(nat.dmz_host),
-            )
+        sessions, per_remote, per_port = nat.inbound_budget
+        settings = Settings(
+            wan_addr=be32(self.wan_address),
+            lan_addr=be32(self.config.lan.address.ip),
+            pool_low=nat.port_range.low,
+            pool_high=nat.port_range.high,
+            kernel_low=EPHEMERAL_PORTS[0],
+            kernel_high=EPHEMERAL_PORTS[1],
+            endpoint_independent_filtering=int(nat.filtering == "endpoint-independent"),
+            dmz_addr=be32(nat.dmz_host),
+            admin_port=self.admin_port(),
+            hash_seed=self._hash_seed,
+            in_sessions=sessions,
+            in_per_remote=per_remote,
+            in_per_port=per_port,
         )
+        settings.lan_mac[:] = list(self._lan_mac)
+        self.maps.write_settings(settings)
 
     def _install_forwards(self) -> None:
         assert self.maps is not None
@@ -133,7 +200,7 @@ class NatModule(IOModule):
         with self._lock:
             self.wan_address = new
             if self.maps:
-                self.maps.flush_dynamic()
+                self.maps.flush_dynamic(account=True)
                 self._write_settings()
         log.info("nat: masquerading to %s", new)
 
@@ -157,9 +224,12 @@ class NatModule(IOModule):
                 self.maps.unbind_mapping_only(binding)
                 self.maps.set_binding(binding, BINDING_QUARANTINE, now_ns)
             for binding in result.release:
+                self.maps.release(binding)
+            for binding in result.unbind:
                 self.maps.unbind(binding)
             self.maps.expire_others(now_ns - self.timeouts.udp * gc.NS)
             self.live_sessions = result.live_sessions
+        self.expire_fragments(now_ns)
         if result.expired_sessions or result.release:
             log.info(
                 "nat: expired %d sessions, released %d ports, %d sessions live",
@@ -169,10 +239,61 @@ class NatModule(IOModule):
             )
         return result
 
+    # -- fragments before their first ----------------------------------------------
+    def _on_early_fragment(self, punt: Punt) -> None:
+        """Hold it until the first fragment is translated (or send it at once
+        if that happened while the punt was on its way)."""
+        now = time.monotonic_ns()
+        key = FragKey.from_meta(punt.meta)
+        train = key.ident()
+        assert self.maps is not None
+        with self._frag_lock:
+            self._expire_fragments_locked(now)
+            if not self.fragments.hold(train, punt.packet, punt.ifindex, now):
+                return
+            self.maps.wait_for_first(key, now)
+            # the datapath reports a first fragment only once it sees we wait
+            ready = self.maps.fragment_translated(key)
+            frames = self._release_locked(key) if ready else []
+        self._send_again(frames)
+
+    def _on_first(self, punt: Punt) -> None:
+        assert self.maps is not None
+        key = FragKey.from_meta(punt.meta)
+        with self._frag_lock:
+            frames = self._release_locked(key)
+        self._send_again(frames)
+
+    def _release_locked(self, key: FragKey) -> list[Held]:
+        assert self.maps is not None
+        self.maps.stop_waiting(key)
+        return self.fragments.release(key.ident())
+
+    def _send_again(self, frames: list[Held]) -> None:
+        for held in frames:
+            self.reinject(held.frame, held.ifindex)
+
+    def expire_fragments(self, now_ns: int) -> None:
+        with self._frag_lock:
+            self._expire_fragments_locked(now_ns)
+
+    def _expire_fragments_locked(self, now_ns: int) -> None:
+        assert self.maps is not None
+        for train in self.fragments.expire(now_ns):
+            self.maps.stop_waiting(FragKey(*train))
+
     def stats(self) -> dict:
         assert self.maps is not None
+        held = self.fragments.stats
         return {
             "counters": self.maps.counters(),
+            "fragments": {
+                "held": held.held,
+                "sent_again": held.released,
+                "expired": held.expired,
+                "over_limit": held.over_limit,
+            },
+            "inbound_sessions": self.maps.inbound_sessions(),
             "sessions": self.live_sessions,
             "wan_address": str(self.wan_address) if self.wan_address else None,
         }
