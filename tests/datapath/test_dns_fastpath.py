@@ -1,5 +1,5 @@
 """The DNS module's XDP fast path through BPF_PROG_TEST_RUN, via the LAN root
-program: a cached A query comes back as the exact reply (XDP_TX); everything
+program: a cached A query comes back as the exact reply (redirected to its ingress); everything
 it cannot answer goes on down the chain unchanged."""
 
 from __future__ import annotations
@@ -159,7 +159,7 @@ def test_cached_query_answered_in_place(dataplane: Dataplane, dns: Counting) -> 
     publish(dns, ["198.51.100.80"], 299.5)  # rounds up to 300 for the next half second
     q = query()
     result = run(dataplane, frame(q.pack()))
-    assert result.verdict == "XDP_TX"
+    assert result.verdict == "XDP_REDIRECT"
     assert result.data == expected_reply(q, ["198.51.100.80"], 300)
     assert dns.stats() == FastPathStats(hits=1)
 
@@ -175,7 +175,7 @@ def test_mixed_case_several_addresses_edns(dataplane: Dataplane, dns: Counting) 
     publish(dns, addresses, 59.5)
     q = query("WwW.ExAmPlE.tEsT", edns=EDNS0(udp_len=4096), cd=1, rd=0, qid=0xFFFF)
     result = run(dataplane, frame(q.pack()))
-    assert result.verdict == "XDP_TX"
+    assert result.verdict == "XDP_REDIRECT"
     assert result.data == expected_reply(q, addresses, 60, edns=True)
 
 

@@ -306,7 +306,7 @@ def test_full_table_refuses_with_icmp_13() -> None:
             assert gateway.lan(frame).verdict == "XDP_REDIRECT", i
         refused = from_lan("192.168.1.11", UDP(sport=3000, dport=53))
         result = gateway.lan(refused)
-        assert result.verdict == "XDP_TX"
+        assert result.verdict == "XDP_REDIRECT"
         reply = Ether(result.data)
         assert (reply.dst, reply[IP].src, reply[IP].dst) == (
             HOSTS["192.168.1.11"],

@@ -3,7 +3,8 @@
  * A UDP query to DNS_LAN_ADDR:53 asking one A question (class IN), without
  * EDNS or with a plain EDNS0 OPT record (version 0, no options), whose
  * lower-cased name is in dns_cache with a deadline still ahead, is turned into
- * its reply in place and sent back out of the NIC it came in on (XDP_TX):
+ * its reply in place and sent back out of the NIC it came in on (redirected
+ * to the ingress, homegw_tx_xdp: a veth peer wakes for it, unlike XDP_TX):
  * MACs, addresses and ports swapped, QR/RA set (RD and CD kept), the A
  * records appended after the question (owner = pointer to the question),
  * our OPT record after them if the query had one, IP total length and
@@ -315,7 +316,9 @@ int dns_xdp(struct xdp_md *ctx)
 	if (bpf_xdp_adjust_tail(ctx, new_len - old_len))
 		goto pass;
 	dns_count(DNS_STAT_HIT);
-	return dns_write_reply(ctx, name_len, has_opt, hit, count, ttl);
+	int verdict = dns_write_reply(ctx, name_len, has_opt, hit, count, ttl);
+	/* redirected back to the ingress, not XDP_TX: see homegw_tx_xdp */
+	return verdict == XDP_TX ? homegw_tx_xdp(ctx) : verdict;
 
 pass:
 	dns_count(DNS_STAT_PASS);

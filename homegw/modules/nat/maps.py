@@ -42,6 +42,7 @@ COUNTERS = (
     "untranslatable_dropped",
     "fragments_punted",
     "fragment_firsts_notified",
+    "hairpin_neighbour_limited",
 )
 
 BINDING_STATIC = 1

@@ -71,8 +71,6 @@
 #define FRAG_PUNT_INTERVAL_NS 1000000ULL /* early fragments punted: 1000/s per CPU */
 #define FRAG_PUNT_BURST 32
 
-#define REASON_NEIGH_MISS 1 /* the router's reason: its handler resolves for us */
-#define ROUTER_MODULE_ID 2
 #define NAT_REASON_FRAG_EARLY 1 /* a later fragment before its first: hold it */
 #define NAT_REASON_FRAG_READY 2 /* that first came: send the held ones again */
 
@@ -124,6 +122,7 @@ enum nat_counter {
 	N_NO_TRANSLATION,  /* LAN -> WAN without a WAN address, or not IPv4 */
 	N_FRAGMENT_HELD,   /* early fragments punted to be held */
 	N_FRAGMENT_READY,  /* first fragments that released held ones */
+	N_NEIGH_LIMITED,   /* hairpin to an unresolved server, its punt rate-limited */
 	N_COUNTERS,
 };
 
@@ -214,11 +213,6 @@ struct occupancy {
 	__u64 slot[NAT_OCCUPANCY_SLOTS]; /* occupancy_slot() */
 };
 
-struct neighbour { /* router.bpf.c's, read here for hairpinned packets */
-	unsigned char mac[ETH_ALEN];
-	__u16 nic;
-};
-
 // <0, addresses, port pool, filtering, budgets>
 BPF_ARRAY(nat_settings, struct nat_settings, 1);
 // <internal endpoint (proto, address, port), its external port>
@@ -236,9 +230,6 @@ BPF_TABLE("lru_hash", struct frag_key, struct frag, nat_frags, NAT_MAX_FRAGS);
 // <proto (ESP, GRE) + remote address, the LAN host talking to it>
 BPF_TABLE_PINNED("hash", struct other_key, struct other, nat_others, NAT_MAX_OTHERS,
 		 HOMEGW_PIN("nat_others"));
-// <next-hop IPv4 address, MAC and NIC>: the router's map
-BPF_TABLE_PINNED("hash", __be32, struct neighbour, router_neigh, 4096,
-		 HOMEGW_PIN("router_neigh"));
 // <first fragment's (src, dst, id, proto, direction), since when userspace
 // holds later fragments of it>: written by userspace only
 BPF_TABLE("hash", struct frag_key, u64, nat_frag_waiting, NAT_MAX_WAITING);
@@ -649,7 +640,7 @@ static __always_inline int refuse(struct xdp_md *ctx, struct homegw_cursor *cur,
 	cur->fwd = HOMEGW_FWD_KERNEL;
 	if (homegw_icmp_error_xdp(ctx, ICMP_DEST_UNREACH, 13, cfg->lan_addr, 0))
 		return XDP_DROP;
-	return XDP_TX;
+	return homegw_tx_xdp(ctx); /* not XDP_TX: see homegw_tx_xdp */
 }
 
 /* -- fragments ---------------------------------------------------------------- */
@@ -1022,18 +1013,12 @@ static __always_inline int hairpin(struct xdp_md *ctx, struct homegw_cursor *cur
 	if (!b)
 		return homegw_next_xdp(ctx); /* a service of the gateway itself */
 	__be32 server = b->internal.addr;
-	struct neighbour *neigh = router_neigh.lookup(&server);
-	if (!neigh || neigh->nic != HOMEGW_NIC_LAN) {
-		/* The router's slow path resolves it and sends this frame again. */
-		count(N_NEIGH_MISS);
-		struct homegw_punt hdr = {
-			.module = ROUTER_MODULE_ID, .reason = REASON_NEIGH_MISS,
-			.ifindex = ctx->ingress_ifindex, .meta = { server, HOMEGW_NIC_LAN, 0, 0 },
-		};
-		__u64 len = (__u64)(end - (void *)eth);
-		__u64 cap = len > HOMEGW_PUNT_MAX_BYTES ? HOMEGW_PUNT_MAX_BYTES : len;
-		hdr.pkt_len = len;
-		slowpath.perf_submit_skb(ctx, cap, &hdr, sizeof(hdr));
+	int miss = 0;
+	struct homegw_neighbour *neigh = homegw_neighbour_xdp(ctx, server, HOMEGW_NIC_LAN, &miss);
+	if (!neigh) {
+		/* punted: the router's slow path resolves it and sends this frame
+		 * again; or rate-limited (a punt for it went up moments ago) */
+		count(miss == HOMEGW_NEIGH_PUNTED ? N_NEIGH_MISS : N_NEIGH_LIMITED);
 		return XDP_DROP;
 	}
 	if (ip->ttl <= 1)
