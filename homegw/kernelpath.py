@@ -8,8 +8,9 @@
   the WAN is dropped and counted, IPv6 included.
 - forward: drop by default, counted. With the router forwarding in XDP the
   kernel forwards nothing between LAN and WAN (a packet it sent out of the
-  WAN would leave untranslated); only LAN -> LAN (the router hands such a
-  frame up so the kernel sends an ICMP redirect). With the router disabled
+  WAN would leave untranslated); only LAN -> LAN, which the router itself
+  forwards in XDP (a static route via a LAN router), so nothing it hands up
+  needs forwarding. With the router disabled
   (the kernel fallback path) LAN -> WAN and its replies are forwarded, WAN ->
   LAN only with ``firewall.forward_wan_to_lan``; with NAT wanted nftables
   masquerades on the WAN (the TEMPORARY KERNEL PATH, said in the log).
