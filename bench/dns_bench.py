@@ -15,9 +15,10 @@ Topology (unique namespace names, removed on every exit path)::
 Both forwarders cache 10,000 answers and forward to 10.53.2.2. dnsmasq is
 measured first, before any XDP program is on lan0; homegw runs as
 `python -m homegw.modules.dns.service` (the Python path), then again with
-`--xdp` (the DNS IO module on lan0 answers cache hits with XDP_TX). The
-client's veth runs an XDP_PASS program, without which veth delays XDP_TX
-frames (they wait in the peer's ring until other traffic wakes it).
+`--xdp` (the DNS IO module on lan0 answers cache hits in XDP, redirected
+back to lan0). The client's veth runs an XDP_PASS program, as it did when
+the answers went out with XDP_TX (which veth delivers late to a peer
+without XDP); kept so runs stay comparable.
 Also printed: the XDP program's cost per answered query (BPF_PROG_TEST_RUN).
 """
 
@@ -75,8 +76,8 @@ def parse_dnsperf(out: str) -> Perf:
 
 
 class XdpPass:
-    """XDP_PASS on the client's veth: veth hands XDP_TX frames to a peer at once
-    only if the peer runs XDP (with GRO alone they wait for other traffic)."""
+    """XDP_PASS on the client's veth (see the module docstring: a peer without
+    XDP gets XDP_TX frames late; homegw now redirects, kept for comparability)."""
 
     def __init__(self, ns: str, dev: str) -> None:
         from bcc import BPF
@@ -272,7 +273,7 @@ def xdp_cost_ns() -> tuple[float, float]:
         fast_path.put(
             text_to_wire("www.example.test"), ["198.51.100.80"], time.monotonic_ns() + 600 * 10**9
         )
-        with_dns = mean_ns("XDP_TX")
+        with_dns = mean_ns("XDP_REDIRECT")  # the reply, back to its ingress
         fast_path.close()
         return with_dns, root_only
     finally:

@@ -186,11 +186,16 @@ class NatState:
 
     def __init__(self, pin_dir: str) -> None:
         self.pin_dir = pin_dir
-        self.maps = {name: PinnedMap(f"{pin_dir}/{name}") for name in self.DYNAMIC}
+        names = (*self.DYNAMIC, "nat_ports_bound")
+        self.maps = {name: PinnedMap(f"{pin_dir}/{name}") for name in names}
 
     def flush(self) -> None:
         for name in self.DYNAMIC:
             self.maps[name].clear()
+        # the allocator's per-block count of the bindings just removed, as a
+        # restart starts it (homegw/modules/nat/maps.py resync_ports)
+        bound = self.maps["nat_ports_bound"]
+        bound.update(bytes(4), bytes(bound.value_size))
 
     def mappings(self) -> int:
         return len(self.maps["nat_mappings"].keys())

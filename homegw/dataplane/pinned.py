@@ -105,5 +105,13 @@ class PinnedMap:
             _lib().bpf_map_delete_elem(self.fd, key)
         return len(keys)
 
+    def update(self, key: bytes, value: bytes) -> None:
+        """Write one entry (BPF_ANY); key and value as the map's raw bytes."""
+        if len(key) != self.key_size or len(value) != self.value_size:
+            raise ValueError(f"entry of {len(key)}+{len(value)} bytes for this map")
+        if _lib().bpf_map_update_elem(self.fd, key, value, 0) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"map update: {os.strerror(err)}")
+
     def close(self) -> None:
         os.close(self.fd)

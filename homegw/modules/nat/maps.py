@@ -247,7 +247,8 @@ class NatMaps:
     def resync_ports(self) -> None:
         """After a (re)load: the fresh occupancy counters learn the ports
         never handed out and the bindings already in the pinned map (port
-        forwards of the last run)."""
+        forwards of the last run). The datapath's pinned count starts over."""
+        self._ports_bound[ctypes.c_int(0)] = Occupancy()
         for slot, taken in reserved_slots(self._pool, self._admin_port).items():
             self._freed.slot[slot] = -taken & U64
         for entry in self.bindings():

@@ -240,8 +240,11 @@ BPF_ARRAY(nat_in_created, u64, BUDGET_SLOTS);
 // <BUDGET_* slot, of those, the ones expired>: written by userspace only
 BPF_ARRAY(nat_in_released, u64, BUDGET_SLOTS);
 // <0, per (protocol, parity, block of 128 ports): bindings the datapath made
-// there, less the ones it took back>: written by the datapath only (atomics)
-BPF_ARRAY(nat_ports_bound, struct occupancy, 1);
+// there, less the ones it took back>: written by the datapath only (atomics),
+// zeroed by userspace at load (as a fresh map would be). Pinned so that a
+// benchmark that empties the pinned NAT maps can empty it too.
+BPF_TABLE_PINNED("array", u32, struct occupancy, nat_ports_bound, 1,
+		 HOMEGW_PIN("nat_ports_bound"));
 // <0, per slot: bindings userspace removed there, less the ones it made or
 // reserved (the web UI's port)>: written by userspace only. One value, so
 // that the allocator's loop reads both without a lookup per block.
