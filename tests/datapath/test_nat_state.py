@@ -91,7 +91,11 @@ def test_budget_total_and_per_remote_caps_and_expiry_gives_back(make) -> None:  
         for i in range(100)
     ]
     assert verdicts.count("XDP_REDIRECT") == 64 - 5
-    assert counters(gw)["inbound_budget_full"] == 100 - 59
+    # per-remote caps count hashed buckets (random seed): a stranger that
+    # shares the first remote's full bucket is refused by that cap instead
+    refused = counters(gw)
+    assert refused["inbound_budget_full"] + refused["inbound_remote_cap"] - 3 == 100 - 59
+    assert refused["inbound_budget_full"] >= 100 - 59 - 5
     # the sessions expire (UDP: 5 min): the budget is free again
     now = max(s.last_seen_ns for s in gw.nat.maps.sessions())
     gw.nat.collect(now + 301 * NS)
