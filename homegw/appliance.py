@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from homegw import interfaces, kernelpath
 from homegw.config import Config, config_diff
 from homegw.configtypes import EPHEMERAL_PORTS
+from homegw.control import Control
 from homegw.dataplane.abi import Nic
 from homegw.dataplane.dataplane import Dataplane
 from homegw.dataplane.module import IOModule
@@ -51,6 +52,8 @@ class Appliance:
         self.dns: DnsService | None = None
         self._control = ThreadPoolExecutor(max_workers=1, thread_name_prefix="control")
         self.kernel_path = False
+        # what the management API asks (homegw.management.Management), set by `homegw run`
+        self.control: Control | None = None
         self.ready = threading.Event()
         self._reconfiguring = threading.RLock()  # one reconfiguration at a time
         self.started_at = time.time()

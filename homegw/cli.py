@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 
 log = logging.getLogger("homegw")
 
@@ -53,7 +54,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    from homegw.management import Management
+
     appliance = Appliance(config)
+    appliance.control = Management(appliance, Path(args.config))
     # SIGUSR1 renews the WAN lease now, as udhcpc does (a "renew" button)
     signal.signal(signal.SIGUSR1, lambda *_: appliance.renew_wan_lease())
     try:
