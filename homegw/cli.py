@@ -51,7 +51,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if config is None:
         return 1
     _setup_logging(config.log_level)
+    from homegw import supervise
+
     stop = threading.Event()
+    fatal: list[str] = []
+    supervise.on_fatal(lambda reason: (fatal.append(reason), stop.set()))
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     from homegw.management import Management
@@ -66,9 +70,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.error("cannot start: %s", exc)
         return 1
     stop.wait()
-    log.info("stopping")
+    log.info("stopping%s", f" ({fatal[0]})" if fatal else "")
     appliance.stop()
-    return 0
+    return 1 if fatal else 0
 
 
 def cmd_demo(_args: argparse.Namespace) -> int:
