@@ -3,7 +3,10 @@
 start() checks everything it can before changing anything (config is already
 valid, interfaces must exist), then configures the interfaces, loads and
 attaches the dataplane, starts the slow path and the web UI, and logs
-"ready". stop() undoes what start() did, keeping the pinned state maps.
+"ready". stop() stops the process's part and leaves the datapath running
+(roots attached, chains, maps and builds pinned, the kernel-path table in
+place): the next start adopts it without dropping a flow. `homegw cleanup`
+removes it.
 """
 
 from __future__ import annotations
@@ -80,6 +83,9 @@ class Appliance:
             self._start_wan_client()
             self._start_forwarding_path()
             self._start_web()
+            # process model: the last run's modules and builds go only now
+            assert self.dataplane is not None
+            self.dataplane.prune()
         except Exception:
             self.stop()
             raise
@@ -169,8 +175,7 @@ class Appliance:
         )
         self.dataplane = dataplane
         dataplane.load()
-        for module in self._modules():
-            dataplane.add_module(module)
+        dataplane.add_modules(self._modules())  # process model: built in parallel children
         dataplane.set_order(Nic.LAN, [n for n in cfg.dataplane.order.lan if n in dataplane.modules])
         dataplane.set_order(Nic.WAN, [n for n in cfg.dataplane.order.wan if n in dataplane.modules])
         dataplane.attach()
@@ -247,7 +252,8 @@ class Appliance:
         if self.web:
             self.web.stop()
             self.web = None
-        kernelpath.disable()
+        # process model: the kernel-path table stays, so default-deny holds
+        # while no process runs (a restart); `homegw cleanup` removes it
         self.kernel_path = False
         if self.dns:
             self.dns.stop()
@@ -263,6 +269,7 @@ class Appliance:
             self.wan_client = None
         self._control.shutdown(wait=True)
         log.info(
-            "homegw stopped: programs detached, pinned state kept in %s",
+            "homegw stopped: datapath left running for the next start (state pinned in %s; "
+            "`homegw cleanup` removes it)",
             self.config.dataplane.pin_dir,
         )

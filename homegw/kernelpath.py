@@ -100,8 +100,10 @@ def ruleset(path: KernelPath) -> str:
 
 
 def enable(path: KernelPath) -> None:
-    disable(quiet=True)
-    _nft(ruleset(path))
+    """Install the table, replacing the last run's in one nft transaction:
+    the forward path is never open, not even across a restart."""
+    _delete_legacy_table()
+    _nft(f"table {FAMILY} {TABLE} {{}}\ndelete table {FAMILY} {TABLE}\n{ruleset(path)}")
     FORWARDING_SYSCTL.write_text("1")
     if path.kernel_forwards and path.masquerade:
         log.warning(
@@ -119,6 +121,11 @@ def enable(path: KernelPath) -> None:
         )
     else:
         log.info("kernel forwards nothing between LAN and WAN; WAN input guarded (%s)", FAMILY)
+
+
+def _delete_legacy_table() -> None:
+    """The "ip" table of versions before the firewall."""
+    subprocess.run(["nft", "delete", "table", "ip", TABLE], capture_output=True)
 
 
 def disable(quiet: bool = False) -> None:
