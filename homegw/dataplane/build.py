@@ -1,5 +1,5 @@
-"""The build child: `python -m homegw.dataplane.build` reads one build request
-(JSON, from builds.BuildSpec.request) on stdin, compiles the source with bcc,
+"""The build child: `python -m homegw.dataplane.build REQUEST` takes one build
+request (JSON, from builds.BuildSpec.request) as its argument, compiles the source with bcc,
 loads every function, pins programs and private maps, writes the manifest,
 and prints {"manifest": ...} or {"error": "..."} on stdout. It is the only
 process of homegw that imports bcc (and with it LLVM); it exits when done.
@@ -190,17 +190,30 @@ def _copy_entries(old_fd: int, new_fd: int, key_size: int, value_size: int, per_
         copied += 1
 
 
+def _compile(request: dict[str, Any]) -> Any:  # bcc.BPF
+    """compile_source; again if a sibling build child pinned a shared map
+    between bcc's look for it and its pinning of a new one."""
+    for attempt in range(MAX_ATTEMPTS):
+        try:
+            return compile_source(
+                Path(request["source"]),
+                pin_dir=request["pin_dir"],
+                module_id=request["module_id"],
+                defines=request["defines"],
+            )
+        except LoadError as exc:
+            if "failed to pin map" not in str(exc) or attempt == MAX_ATTEMPTS - 1:
+                raise
+            log.info("%s: a shared map was pinned meanwhile; compiling again", request["name"])
+    raise AssertionError("unreachable")
+
+
 def compile_fitting(request: dict[str, Any]) -> Any:  # bcc.BPF
     """Compile; while a shared pin's layout differs from what the program
     wants, migrate or drop it and compile again."""
     pin_dir = request["pin_dir"]
     for _ in range(MAX_ATTEMPTS):
-        bpf = compile_source(
-            Path(request["source"]),
-            pin_dir=pin_dir,
-            module_id=request["module_id"],
-            defines=request["defines"],
-        )
+        bpf = _compile(request)
         shared = shared_pins(pin_dir)
         changed = []
         for layout in table_layouts(bpf):
@@ -232,12 +245,7 @@ def _replace_pins(pin_dir: str, changed: list, request: dict[str, Any]) -> None:
     if not old_fds:
         return
     # the next compile makes the new maps; make them now to copy into
-    bpf = compile_source(
-        Path(request["source"]),
-        pin_dir=pin_dir,
-        module_id=request["module_id"],
-        defines=request["defines"],
-    )
+    bpf = _compile(request)
     try:
         for layout, path, old_fd in old_fds:
             new_fd = libbpf.obj_get(path)
@@ -364,7 +372,7 @@ def _pin_maps(bpf: Any, pin_dir: str, staging: Path, final: Path) -> dict[str, A
 def build(request: dict[str, Any]) -> dict[str, Any]:
     final = Path(request["build_dir"])
     (Path(request["pin_dir"]) / BUILDS).mkdir(parents=True, exist_ok=True)
-    staging = final.parent / f".staging-{final.name}-{os.getpid()}"
+    staging = final.parent / f"staging-{final.name}-{os.getpid()}"  # bpffs: no dots
     staging.mkdir()
     try:
         bpf = compile_fitting(request)
@@ -400,7 +408,7 @@ def main() -> int:
     answer = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    request = json.load(sys.stdin)
+    request = json.loads(sys.argv[1])
     try:
         result: dict[str, Any] = {"manifest": build(request)}
     except (LoadError, OSError) as exc:

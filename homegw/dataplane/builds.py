@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 BUILDS = "builds"
 MANIFEST = "manifest"
 BUILD_TIMEOUT_S = 120
+FIRST_PIN = "chain_xdp"  # one of the maps every build's shared header pins
 PROG_TYPES = {"xdp": 6, "tc": 3}  # BPF_PROG_TYPE_XDP, BPF_PROG_TYPE_SCHED_CLS
 
 
@@ -231,15 +232,12 @@ def _run_children(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
     children = []
     for request in requests:
         child = subprocess.Popen(
-            [sys.executable, "-m", "homegw.dataplane.build"],
-            stdin=subprocess.PIPE,
+            [sys.executable, "-m", "homegw.dataplane.build", json.dumps(request)],
+            stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
-        assert child.stdin is not None
-        child.stdin.write(json.dumps(request))
-        child.stdin.close()
         children.append((request, child))
     results = []
     for request, child in children:
@@ -290,7 +288,13 @@ def get_builds(specs: Iterable[BuildSpec]) -> list[AdoptedBuild]:
         else:
             wanted.append(index)
     if wanted:
-        built = _run_children([specs[i].request(keys[i]) for i in wanted])
+        requests = [specs[i].request(keys[i]) for i in wanted]
+        if not (Path(specs[0].pin_dir) / FIRST_PIN).exists():
+            # the first build pins the shared header's maps; the others,
+            # built together, would race it to pin them
+            built = _run_children(requests[:1]) + _run_children(requests[1:])
+        else:
+            built = _run_children(requests)
         for index, manifest in zip(wanted, built, strict=True):
             log.info("%s: compiled and pinned build %s", specs[index].name, keys[index][:12])
             found[index] = (manifest, False)

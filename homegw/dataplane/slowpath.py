@@ -127,6 +127,7 @@ class SlowPath:
         self._handlers: dict[tuple[int, int], PuntHandler] = {}
         self._buffer: PerfBuffer | None = None
         self._wakeup = -1  # eventfd: stop() wakes the reader with it
+        self._map_fd = -1
         self._thread: threading.Thread | None = None
         self.received = 0
         self.unhandled = 0
@@ -143,11 +144,10 @@ class SlowPath:
     def start(self) -> None:
         if self.path is None:
             raise RuntimeError("a SlowPath without a perf ring cannot start")
-        fd = libbpf.obj_get(self.path)
-        try:
-            self._buffer = PerfBuffer(fd, self.dispatch, self._on_lost)
-        finally:
-            os.close(fd)  # the buffer holds the map by its own references
+        # kept open while the rings are in use: the kernel takes a perf event
+        # array's entries out when the file they were written through closes
+        self._map_fd = libbpf.obj_get(self.path)
+        self._buffer = PerfBuffer(self._map_fd, self.dispatch, self._on_lost)
         self._wakeup = os.eventfd(0, os.EFD_CLOEXEC)
         self._thread = threading.Thread(target=self._run, name="slowpath", daemon=True)
         self._thread.start()
@@ -160,9 +160,10 @@ class SlowPath:
         if self._buffer:
             self._buffer.free()
             self._buffer = None
-        if self._wakeup >= 0:
-            os.close(self._wakeup)
-            self._wakeup = -1
+        for fd in (self._wakeup, self._map_fd):
+            if fd >= 0:
+                os.close(fd)
+        self._wakeup = self._map_fd = -1
 
     def _run(self) -> None:
         assert self._buffer is not None

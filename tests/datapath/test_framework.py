@@ -224,7 +224,7 @@ def test_a_changed_option_switches_in_a_new_build_and_prunes_the_old(
         again.close()
 
 
-def test_a_pinned_map_of_another_capacity_is_migrated(pin_dir: str) -> None:
+def test_a_pinned_map_of_another_capacity_is_migrated(pin_dir: str, tmp_path: Path) -> None:
     """A shared pin whose max_entries changed: a new map, the entries copied."""
     from bcc import BPF
 
@@ -232,7 +232,7 @@ def test_a_pinned_map_of_another_capacity_is_migrated(pin_dir: str) -> None:
     old = BPF(text=f'BPF_TABLE_PINNED("hash", u32, u64, grown, 4, "{pin_dir}/grown");')
     old["grown"][ctypes.c_uint32(5)] = ctypes.c_uint64(55)
     old.cleanup()
-    source = Path(pin_dir + "-src.bpf.c")
+    source = tmp_path / "src.bpf.c"
     source.write_text(
         '#include "homegw.h"\n'
         'BPF_TABLE_PINNED("hash", u32, u64, grown, 64, HOMEGW_PIN("grown"));\n'
@@ -248,9 +248,9 @@ def test_a_pinned_map_of_another_capacity_is_migrated(pin_dir: str) -> None:
         source.unlink()
 
 
-def test_a_pinned_map_whose_type_changed_is_dropped(pin_dir: str) -> None:
+def test_a_pinned_map_whose_type_changed_is_dropped(pin_dir: str, tmp_path: Path) -> None:
     os.makedirs(pin_dir)
-    source = Path(pin_dir + "-src.bpf.c")
+    source = tmp_path / "src.bpf.c"
     text = (
         '#include "homegw.h"\nstruct v {{ {fields}; }};\n'
         'BPF_TABLE_PINNED("hash", u32, struct v, kept, 8, HOMEGW_PIN("kept"));\n'

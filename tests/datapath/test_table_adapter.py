@@ -18,7 +18,7 @@ from homegw.dataplane.pinned import possible_cpus
 from homegw.dataplane.table import LPM_TRIE, PERCPU_ARRAY, PERCPU_HASH, Table, open_table
 
 SOURCE = """
-struct pair { u32 a; u16 b; u8 mac[6]; };
+struct pair { u32 a; u16 b; u8 mac[6]; u32 pad; };
 struct nested {
     struct pair inner;
     union { u32 word; u8 bytes[4]; };
@@ -30,7 +30,7 @@ BPF_TABLE_PINNED("array", u32, u64, t_array, 4, "{pin}/t_array");
 BPF_TABLE_PINNED("percpu_array", u32, struct pair, t_percpu, 2, "{pin}/t_percpu");
 BPF_TABLE_PINNED("percpu_array", u32, u32, t_percpu32, 2, "{pin}/t_percpu32");
 BPF_TABLE_PINNED("percpu_hash", u64, u64, t_percpu_hash, 8, "{pin}/t_percpu_hash");
-BPF_TABLE_PINNED("lpm_trie", struct lpm_key, u32, t_lpm, 16, "{pin}/t_lpm");
+BPF_TABLE_PINNED("lpm_trie", struct lpm_key, u32, t_lpm, 16, "{pin}/t_lpm", BPF_F_NO_PREALLOC);
 int touch(struct xdp_md *ctx) {
     u32 k = 0;
     u64 *v = t_array.lookup(&k);
