@@ -26,7 +26,8 @@ from homegw.dataplane.dataplane import Dataplane
 from homegw.dataplane.module import IOModule
 from homegw.modules.dhcp.module import DhcpModule
 from homegw.modules.dhcp.service import DhcpService
-from homegw.modules.dhcp.wan_client import WanDhcpClient, WanLease
+from homegw.modules.dhcp.wan_client import WanDhcpClient, WanLease, to_wan_lease
+from homegw.modules.dhcp.wan_client import _lease_type as wan_lease_type
 from homegw.modules.dns.module import DnsModule
 from homegw.modules.dns.service import DnsService
 from homegw.modules.firewall.module import FirewallModule
@@ -176,11 +177,29 @@ class Appliance:
         self.dataplane = dataplane
         dataplane.load()
         dataplane.add_modules(self._modules())  # process model: built in parallel children
+        self._restore_wan_lease()  # process model: before the new chains switch in
         dataplane.set_order(Nic.LAN, [n for n in cfg.dataplane.order.lan if n in dataplane.modules])
         dataplane.set_order(Nic.WAN, [n for n in cfg.dataplane.order.wan if n in dataplane.modules])
         dataplane.attach()
         assert dataplane.slowpath is not None
         dataplane.slowpath.start()
+
+    def _restore_wan_lease(self) -> None:
+        """Process model: the lease the last run held (persisted by the WAN
+        client), applied to the modules before their chains are switched in,
+        so that a restart forwards with the WAN address from its first
+        packet. The client's own report of it follows and changes nothing."""
+        cfg = self.config
+        if cfg.wan.mode != "dhcp":
+            return
+        saved = wan_lease_type(Path(cfg.state_dir)).load(cfg.wan.interface)
+        if saved is None:
+            return
+        lease = to_wan_lease(saved)
+        if lease.obtained_at + lease.lease_time <= time.time():
+            return
+        log.info("applying the last run's WAN lease %s until the client confirms it", lease.address)
+        self._apply_wan_lease(lease)
 
     def _start_forwarding_path(self) -> None:
         cfg = self.config
