@@ -170,14 +170,17 @@ class SlowPath:
         with contextlib.closing(select.epoll()) as poller:
             poller.register(self._buffer.epoll_fd(), select.EPOLLIN)
             poller.register(self._wakeup, select.EPOLLIN)
+            # A ring's readiness is handed out once per wakeup (perf_poll
+            # clears it), and registering above may have taken it for a punt
+            # that came before: read what is there, then wait for more.
             while True:
-                ready = {fd for fd, _ in poller.poll()}
-                if self._wakeup in ready:
-                    return
                 try:
                     self._buffer.consume()
                 except OSError:
                     log.exception("reading the slow-path ring failed")
+                    return
+                ready = {fd for fd, _ in poller.poll()}
+                if self._wakeup in ready:
                     return
 
     def _on_lost(self, count: int) -> None:

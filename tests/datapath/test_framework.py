@@ -273,3 +273,22 @@ def test_a_pinned_map_whose_type_changed_is_dropped(pin_dir: str, tmp_path: Path
 def test_program_types_come_from_the_context_argument() -> None:
     text = "int a(struct xdp_md *ctx) {}\nint b (struct __sk_buff *skb) {}\nstatic int c(int x) {}"
     assert function_types(text) == {"a": "xdp", "b": "tc"}
+
+
+def test_a_punt_right_after_the_reader_starts_is_delivered(dataplane: Dataplane, stamps) -> None:  # noqa: ANN001
+    """Each new reader (a restarted appliance) gets the punts sent at once:
+    registering the rings with epoll must not swallow their first wakeup."""
+    dataplane.set_order(Nic.LAN, ["stampA", "stampB"])
+    for _ in range(10):
+        reader = SlowPath(f"{dataplane.pin_dir}/slowpath")
+        got = threading.Event()
+        reader.register(16, REASON_PUNT, lambda _p, got=got: got.set())
+        reader.start()
+        try:
+            assert (
+                run_lan(dataplane, udp_frame(b"slow", dport=STAMP_PUNT_PORT)).verdict == "XDP_DROP"
+            )
+            assert got.wait(timeout=10), "punt never reached the new reader"
+            assert reader.received == 1
+        finally:
+            reader.stop()
