@@ -176,19 +176,21 @@ class Appliance:
         )
         self.dataplane = dataplane
         dataplane.load()
-        dataplane.add_modules(self._modules())  # process model: built in parallel children
-        self._restore_wan_lease()  # process model: before the new chains switch in
+        # process model: read punts from the start (a restart adopts a running
+        # chain); modules built in parallel children, given the last run's WAN
+        # lease before they write their maps
+        assert dataplane.slowpath is not None
+        dataplane.slowpath.start()
+        dataplane.add_modules(self._modules(), before_load=self._restore_wan_lease)
         dataplane.set_order(Nic.LAN, [n for n in cfg.dataplane.order.lan if n in dataplane.modules])
         dataplane.set_order(Nic.WAN, [n for n in cfg.dataplane.order.wan if n in dataplane.modules])
         dataplane.attach()
-        assert dataplane.slowpath is not None
-        dataplane.slowpath.start()
 
     def _restore_wan_lease(self) -> None:
         """Process model: the lease the last run held (persisted by the WAN
-        client), applied to the modules before their chains are switched in,
-        so that a restart forwards with the WAN address from its first
-        packet. The client's own report of it follows and changes nothing."""
+        client), applied to the modules before they write their maps, so that
+        a restart forwards with the WAN address from its first packet. The
+        client's own report of it follows and changes nothing."""
         cfg = self.config
         if cfg.wan.mode != "dhcp":
             return

@@ -22,7 +22,7 @@ import logging
 import os
 import shutil
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -119,8 +119,15 @@ class Dataplane:
     def add_module(self, module: IOModule) -> LoadedModule:
         return self.add_modules([module])[0]
 
-    def add_modules(self, modules: Iterable[IOModule]) -> list[LoadedModule]:
-        """Build (or reuse) the modules' datapaths, all at once, and load them."""
+    def add_modules(
+        self, modules: Iterable[IOModule], before_load: Callable[[], None] | None = None
+    ) -> list[LoadedModule]:
+        """Build (or reuse) the modules' datapaths, all at once, then load
+        them (on_load, handlers). `before_load` runs when every module is in
+        self.modules but none has written its maps yet: the appliance hands
+        them the last run's WAN lease there, so that modules whose build was
+        reused (their maps are the ones the running chain reads) never write
+        a state without it."""
         modules = list(modules)
         for module in modules:
             if module.name in self.modules:
@@ -129,7 +136,17 @@ class Dataplane:
             BuildSpec(m.name, m.source, self.pin_dir, m.module_id, m.defines()) for m in modules
         ]
         builds = get_builds(specs)
-        return [self._adopt(m, b) for m, b in zip(modules, builds, strict=True)]
+        loaded = [self._adopt(m, b) for m, b in zip(modules, builds, strict=True)]
+        try:
+            if before_load is not None:
+                before_load()
+            for entry in loaded:
+                self._load(entry)
+        except Exception:
+            for entry in loaded:
+                self.modules.pop(entry.module.name, None)
+            raise
+        return loaded
 
     def _adopt(self, module: IOModule, build: AdoptedBuild) -> LoadedModule:
         loaded = LoadedModule(module, build)
@@ -138,11 +155,15 @@ class Dataplane:
             loaded.fds[Hook.XDP] = build.program_fd(module.xdp_function, "xdp")
         if module.tc_function:
             loaded.fds[Hook.TC] = build.program_fd(module.tc_function, "tc")
+        self.modules[module.name] = loaded
+        return loaded
+
+    def _load(self, loaded: LoadedModule) -> None:
+        module, build = loaded.module, loaded.bpf
         module.on_load(build)
         if self.slowpath:
             for reason, handler in module.handlers().items():
                 self.slowpath.register(module.module_id, reason, handler)
-        self.modules[module.name] = loaded
         log.info(
             "loaded module %s (hooks: %s; build %s, %s)",
             module.name,
@@ -150,7 +171,6 @@ class Dataplane:
             build.key[:12],
             "reused" if build.reused else "new",
         )
-        return loaded
 
     # -- chains ----------------------------------------------------------
     def set_order(self, nic: Nic, names: list[str]) -> None:
