@@ -34,8 +34,8 @@ class ApplianceProcess:
         self.proc: subprocess.Popen[str] | None = None
 
     def start(self) -> ApplianceProcess:
-        """Start `homegw run` (again, after stop() or kill(): a restart)."""
-        self.lines = []
+        """Start `homegw run` (again, after stop() or kill(): a restart; the
+        log goes on)."""
         # home.popen keeps the machine's bpffs visible in the gateway namespace,
         # so pinned maps outlive the process as they do on a real gateway.
         argv = [sys.executable, "-m", "homegw", "run", "-c", str(self.config_path)]
