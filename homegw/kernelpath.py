@@ -14,6 +14,10 @@
   (the kernel fallback path) LAN -> WAN and its replies are forwarded, WAN ->
   LAN only with ``firewall.forward_wan_to_lan``; with NAT wanted nftables
   masquerades on the WAN (the TEMPORARY KERNEL PATH, said in the log).
+
+The table outlives the appliance process, so that default-deny holds while a
+restart is under way: enable() replaces it in one nft transaction, and only
+disable() (`homegw cleanup`) removes it.
 """
 
 from __future__ import annotations

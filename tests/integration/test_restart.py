@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from homegw.dataplane.attach import xdp_prog_id
+from homegw.netns import in_netns
 from homegw.virtualhome import WEB_SERVER, VirtualHome
 from tests.integration.appliance_proc import ApplianceProcess
 
@@ -60,6 +62,12 @@ def flood_result(flood: subprocess.Popen[str]) -> tuple[int, int]:
     return int(found.group(1)), int(found.group(2))
 
 
+def xdp_roots(home: VirtualHome) -> tuple[int | None, int | None]:
+    """Ids of the XDP programs attached to the gateway's NICs."""
+    with in_netns(home.ns("gw")):
+        return xdp_prog_id("lan0"), xdp_prog_id("wan0")
+
+
 def restart(app: ApplianceProcess, how: str, change: dict) -> ApplianceProcess:
     if how == "kill":
         app.kill()
@@ -78,6 +86,8 @@ def test_download_and_flood_survive_restarts(virtual_home: VirtualHome) -> None:
     app = ApplianceProcess(home, home.gateway_config()).start()
     app.wait_healthy(timeout=120, wan=True)
     assert_no_bcc(app)
+    roots = xdp_roots(home)
+    assert None not in roots
 
     target = Path(home.tmpdir) / "download.bin"
     url = f"http://{WEB_SERVER}/big.bin"
@@ -101,6 +111,8 @@ def test_download_and_flood_survive_restarts(virtual_home: VirtualHome) -> None:
                 f"restart {number} ({how}, {change}): {sent - received} of {sent} pings lost"
             )
             assert download.poll() is None, f"the download ended by restart {number}"
+            # the roots' builds never changed: the very programs stayed attached
+            assert xdp_roots(home) == roots, f"restart {number} re-attached the roots"
         _, err = download.communicate(timeout=900)
         assert download.returncode == 0, err
     finally:
