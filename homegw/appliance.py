@@ -197,7 +197,11 @@ class Appliance:
         saved = wan_lease_type(Path(cfg.state_dir)).load(cfg.wan.interface)
         if saved is None:
             return
-        lease = to_wan_lease(saved)
+        try:
+            lease = to_wan_lease(saved)
+        except (TypeError, ValueError, KeyError) as exc:
+            log.warning("ignoring the last run's WAN lease: %s", exc)
+            return
         if lease.obtained_at + lease.lease_time <= time.time():
             return
         log.info("applying the last run's WAN lease %s until the client confirms it", lease.address)
