@@ -228,37 +228,51 @@ def _cached(spec: BuildSpec, key: str) -> dict[str, Any] | None:
 
 
 def _run_children(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One build child per request, all at once; their manifests in order."""
+    """One build child per request, all at once; their manifests in order.
+    Every child is waited for (or killed) before an error is raised: none
+    outlives the call."""
     children = []
-    for request in requests:
-        child = subprocess.Popen(
-            [sys.executable, "-m", "homegw.dataplane.build", json.dumps(request)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+    try:
+        for request in requests:
+            child = subprocess.Popen(
+                [sys.executable, "-m", "homegw.dataplane.build", json.dumps(request)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            children.append((request, child))
+        answers = [_answer(request, child) for request, child in children]
+    finally:
+        for _, child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    errors = [answer for answer in answers if isinstance(answer, LoadError)]
+    if errors:
+        raise errors[0]
+    return answers  # type: ignore[return-value]
+
+
+def _answer(request: dict[str, Any], child: subprocess.Popen[str]) -> dict[str, Any] | LoadError:
+    """The manifest one child made, or the error it met."""
+    try:
+        out, err = child.communicate(timeout=BUILD_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.communicate()
+        return LoadError(f"building {request['name']} took over {BUILD_TIMEOUT_S} s")
+    _relay(request["name"], err)
+    try:
+        answer = json.loads(out)
+    except ValueError:
+        return LoadError(
+            f"the build child of {request['name']} failed (exit {child.returncode}): "
+            f"{err.strip()[-4000:]}"
         )
-        children.append((request, child))
-    results = []
-    for request, child in children:
-        try:
-            out, err = child.communicate(timeout=BUILD_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.communicate()
-            raise LoadError(f"building {request['name']} took over {BUILD_TIMEOUT_S} s") from None
-        _relay(request["name"], err)
-        try:
-            answer = json.loads(out)
-        except ValueError:
-            raise LoadError(
-                f"the build child of {request['name']} failed (exit {child.returncode}): "
-                f"{err.strip()[-4000:]}"
-            ) from None
-        if "error" in answer:
-            raise LoadError(answer["error"])
-        results.append(answer["manifest"])
-    return results
+    if "error" in answer:
+        return LoadError(answer["error"])
+    return answer["manifest"]
 
 
 def _relay(name: str, stderr: str) -> None:

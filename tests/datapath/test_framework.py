@@ -292,3 +292,32 @@ def test_a_punt_right_after_the_reader_starts_is_delivered(dataplane: Dataplane,
             assert reader.received == 1
         finally:
             reader.stop()
+
+
+def test_a_failing_build_names_its_error_and_leaves_no_child(pin_dir: str, tmp_path: Path) -> None:
+    def source(name: str, body: str) -> Path:
+        path = tmp_path / f"{name}.bpf.c"
+        path.write_text(f'#include "homegw.h"\nint {name}(struct xdp_md *ctx) {{ {body} }}\n')
+        return path
+
+    [first] = get_builds([BuildSpec("first", source("first", "return XDP_PASS;"), pin_dir)])
+    first.cleanup()
+    together = [
+        BuildSpec("broken", source("broken", "return undefined_name;"), pin_dir),
+        BuildSpec("fine", source("fine", "return XDP_DROP;"), pin_dir),
+    ]
+    with pytest.raises(LoadError, match=r"broken\.bpf\.c:2.*undefined_name"):
+        get_builds(together)
+    assert build_children(pin_dir) == []
+
+
+def build_children(pin_dir: str) -> list[Path]:
+    """Processes whose command line names pin_dir (build children)."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if pin_dir.encode() in (proc / "cmdline").read_bytes():
+                found.append(proc)
+        except OSError:
+            continue  # gone meanwhile
+    return found
