@@ -3,7 +3,10 @@
 start() checks everything it can before changing anything (config is already
 valid, interfaces must exist), then configures the interfaces, loads and
 attaches the dataplane, starts the slow path and the web UI, and logs
-"ready". stop() undoes what start() did, keeping the pinned state maps.
+"ready". stop() stops the process's part and leaves the datapath running
+(roots attached, chains, maps and builds pinned, the kernel-path table in
+place): the next start adopts it without dropping a flow. `homegw cleanup`
+removes it.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from homegw.dataplane.abi import Nic
 from homegw.dataplane.dataplane import Dataplane
 from homegw.dataplane.module import IOModule
 from homegw.modules.dhcp.service import DhcpService
-from homegw.modules.dhcp.wan_client import WanDhcpClient, WanLease
+from homegw.modules.dhcp.wan_client import WanDhcpClient, WanLease, to_wan_lease
+from homegw.modules.dhcp.wan_client import _lease_type as wan_lease_type
 from homegw.modules.dns.service import DnsService
 from homegw.registry import MODULES, spec
 from webui import create_app
@@ -76,6 +80,9 @@ class Appliance:
             self._start_wan_client()
             self._start_forwarding_path()
             self._start_web()
+            # process model: the last run's modules and builds go only now
+            assert self.dataplane is not None
+            self.dataplane.prune()
         except Exception:
             self._stop_parts()
             raise
@@ -172,13 +179,36 @@ class Appliance:
         )
         self.dataplane = dataplane
         dataplane.load()
-        for module in self._modules():
-            dataplane.add_module(module)
+        # process model: read punts from the start (a restart adopts a running
+        # chain); modules built in parallel children, given the last run's WAN
+        # lease before they write their maps
+        assert dataplane.slowpath is not None
+        dataplane.slowpath.start()
+        dataplane.add_modules(self._modules(), before_load=self._restore_wan_lease)
         dataplane.set_order(Nic.LAN, [n for n in cfg.dataplane.order.lan if n in dataplane.modules])
         dataplane.set_order(Nic.WAN, [n for n in cfg.dataplane.order.wan if n in dataplane.modules])
         dataplane.attach()
-        assert dataplane.slowpath is not None
-        dataplane.slowpath.start()
+
+    def _restore_wan_lease(self) -> None:
+        """Process model: the lease the last run held (persisted by the WAN
+        client), applied to the modules before they write their maps, so that
+        a restart forwards with the WAN address from its first packet. The
+        client's own report of it follows and changes nothing."""
+        cfg = self.config
+        if cfg.wan.mode != "dhcp":
+            return
+        saved = wan_lease_type(Path(cfg.state_dir)).load(cfg.wan.interface)
+        if saved is None:
+            return
+        try:
+            lease = to_wan_lease(saved)
+        except (TypeError, ValueError, KeyError) as exc:
+            log.warning("ignoring the last run's WAN lease: %s", exc)
+            return
+        if lease.obtained_at + lease.lease_time <= time.time():
+            return
+        log.info("applying the last run's WAN lease %s until the client confirms it", lease.address)
+        self._apply_wan_lease(lease)
 
     def _kernel_path(self, cfg: Config) -> kernelpath.KernelPath:
         return kernelpath.KernelPath(
@@ -355,7 +385,8 @@ class Appliance:
         if self.web:
             self.web.stop()
             self.web = None
-        kernelpath.disable()
+        # process model: the kernel-path table stays, so default-deny holds
+        # while no process runs (a restart); `homegw cleanup` removes it
         self.kernel_path = False
         if self.dns:
             self.dns.stop()
@@ -370,6 +401,7 @@ class Appliance:
             self.wan_client.stop()
             self.wan_client = None
         log.info(
-            "homegw stopped: programs detached, pinned state kept in %s",
+            "homegw stopped: datapath left running for the next start (state pinned in %s; "
+            "`homegw cleanup` removes it)",
             self.config.dataplane.pin_dir,
         )

@@ -77,7 +77,8 @@ def cmd_demo(_args: argparse.Namespace) -> int:
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
-    """Detach programs and drop the pinned state a crashed run left."""
+    """Detach the roots, remove the kernel-path table and every pin (maps
+    and cached builds): a stop leaves them all for the next start."""
     from homegw import kernelpath
     from homegw.dataplane import attach
     from homegw.dataplane.dataplane import purge_pins
@@ -105,7 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a config file")
     check.add_argument("file")
     check.set_defaults(func=cmd_check_config)
-    cleanup = sub.add_parser("cleanup", help="detach programs and remove pinned state")
+    cleanup = sub.add_parser(
+        "cleanup", help="detach programs, remove pinned state (a stop leaves it for a restart)"
+    )
     cleanup.add_argument("-c", "--config", required=True)
     cleanup.set_defaults(func=cmd_cleanup)
     return parser

@@ -162,11 +162,13 @@ def run_demo(
     cleanup_leftovers(tag)
     home = VirtualHome(tag, mgmt=True)
     child: subprocess.Popen | None = None
+    config = Path()
     with _signals_set(stop):
         try:
             home.build()
             print(f"demo: virtual home {tag!r} built (namespaces {home.ns('isp')} ...)")
-            child = _start_appliance(home, appliance_argv, _write_config(home))
+            config = _write_config(home)
+            child = _start_appliance(home, appliance_argv, config)
             out = ChildOutput(child.stdout)  # type: ignore[arg-type]
             state = _wait_ready(child, out, lambda: not _keep_going(stop, keep_going_event))
             if state == "stopped":
@@ -185,6 +187,8 @@ def run_demo(
         finally:
             if child is not None:
                 _stop_appliance(child)
+                # a stop leaves the datapath for a restart; the demo is over
+                home.run("gw", [sys.executable, "-m", "homegw", "cleanup", "-c", str(config)])
             print("demo: removing the virtual home", flush=True)
             home.teardown()
 

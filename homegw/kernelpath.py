@@ -14,6 +14,10 @@
   (the kernel fallback path) LAN -> WAN and its replies are forwarded, WAN ->
   LAN only with ``firewall.forward_wan_to_lan``; with NAT wanted nftables
   masquerades on the WAN (the TEMPORARY KERNEL PATH, said in the log).
+
+The table outlives the appliance process, so that default-deny holds while a
+restart is under way: enable() replaces it in one nft transaction, and only
+disable() (`homegw cleanup`) removes it.
 """
 
 from __future__ import annotations
@@ -100,8 +104,10 @@ def ruleset(path: KernelPath) -> str:
 
 
 def enable(path: KernelPath) -> None:
-    disable(quiet=True)
-    _nft(ruleset(path))
+    """Install the table, replacing the last run's in one nft transaction:
+    the forward path is never open, not even across a restart."""
+    _delete_legacy_table()
+    _nft(f"table {FAMILY} {TABLE} {{}}\ndelete table {FAMILY} {TABLE}\n{ruleset(path)}")
     FORWARDING_SYSCTL.write_text("1")
     if path.kernel_forwards and path.masquerade:
         log.warning(
@@ -119,6 +125,11 @@ def enable(path: KernelPath) -> None:
         )
     else:
         log.info("kernel forwards nothing between LAN and WAN; WAN input guarded (%s)", FAMILY)
+
+
+def _delete_legacy_table() -> None:
+    """The "ip" table of versions before the firewall."""
+    subprocess.run(["nft", "delete", "table", "ip", TABLE], capture_output=True)
 
 
 def disable(quiet: bool = False) -> None:

@@ -22,7 +22,7 @@ class ChainError(ValueError):
 
 
 class Chain:
-    def __init__(self, hook: Hook, prog_array, generations) -> None:  # noqa: ANN001 - bcc tables
+    def __init__(self, hook: Hook, prog_array, generations) -> None:  # noqa: ANN001 - tables
         self.hook = hook
         self._progs = prog_array
         self._generations = generations
@@ -55,6 +55,14 @@ class Chain:
         """Empty both generations: packets go straight to the kernel."""
         self.install(nic, [])
         self.install(nic, [])
+
+    def clear_inactive(self, nic: Nic) -> None:
+        """Empty the generation no packet starts in (after a switch, once the
+        packets that were in the old one are long gone): its programs are
+        then referenced by nothing of ours."""
+        target = 1 - self.active_generation(nic)
+        for position in range(MAX_MODULES):
+            self._clear(ctypes.c_uint32(chain_slot(nic, target, position)))
 
     def _clear(self, slot: ctypes.c_uint32) -> None:
         with contextlib.suppress(KeyError):

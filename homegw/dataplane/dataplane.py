@@ -1,18 +1,28 @@
 """The dataplane: root programs on the NICs, module chains, the slow path.
 
-Lifecycle: Dataplane(pin_dir, interfaces).load() compiles the roots and opens
-the pinned chain maps; add_module() compiles and loads a module; set_order()
-installs a NIC's chain; attach() puts the roots on the NICs. Enabling,
-disabling and re-ordering modules later only rewrites chain slots.
+Lifecycle: Dataplane(pin_dir, interfaces).load() gets the roots' builds and
+opens the pinned chain maps; add_modules() gets the modules' builds (reused
+from the pin dir when nothing changed, else compiled in parallel children:
+builds.py) and hands each module its adopted build; set_order() installs a
+NIC's chain; attach() puts the roots on the NICs (replacing, atomically, the
+roots a previous process left there if their build changed); prune() then
+unpins the builds nothing uses any more. Enabling, disabling and re-ordering
+modules later only rewrites chain slots.
+
+close() leaves everything in the kernel: roots attached, chains filled, maps
+and builds pinned, so traffic keeps flowing while the process is away and
+the next start adopts it (a hitless restart). detach() and purge_pins()
+(`homegw cleanup`) take it all away.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import logging
+import os
 import shutil
 import subprocess
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,11 +35,11 @@ from homegw.dataplane.abi import (
     Nic,
     generation_key,
 )
+from homegw.dataplane.builds import AdoptedBuild, BuildSpec, get_builds, prune_builds
 from homegw.dataplane.chain import Chain
 from homegw.dataplane.fragment import Fragmenter
-from homegw.dataplane.loader import ROOT_SOURCE, compile_source, load_function
+from homegw.dataplane.loader import ROOT_SOURCE
 from homegw.dataplane.module import IOModule
-from homegw.dataplane.pinned import PinnedMap
 from homegw.dataplane.slowpath import SlowPath
 from homegw.dataplane.testrun import inject_xdp
 
@@ -37,16 +47,12 @@ log = logging.getLogger(__name__)
 
 ROOT_FUNCTIONS = {Hook.XDP: "homegw_root_xdp", Hook.TC: "homegw_root_tc"}
 FRAGMENT_SOURCE = Path(__file__).parent / "fragment.bpf.c"
-# Pinned maps whose value grew, and its size now: a pin left by an older homegw
-# is removed before loading (its contents are re-learned: the router mirrors
-# the kernel's neighbours into router_neigh afresh at every start).
-RESIZED_PINS = {"router_neigh": 24}  # struct homegw_neighbour
 
 
 @dataclass
 class LoadedModule:
     module: IOModule
-    bpf: object  # bcc.BPF
+    bpf: AdoptedBuild
     fds: dict[Hook, int] = field(default_factory=dict)
     enabled: bool = True
 
@@ -68,11 +74,10 @@ class Dataplane:
         self.xdp_mode = xdp_mode
         self.modules: dict[str, LoadedModule] = {}
         self.order: dict[Nic, list[str]] = {nic: [] for nic in Nic}
-        self._roots: dict[Nic, object] = {}
-        self._fragment_bpf: object | None = None  # bcc.BPF of fragment.bpf.c
+        self._roots: dict[Nic, AdoptedBuild] = {}
+        self._fragment: AdoptedBuild | None = None
         self._root_fds: dict[tuple[Nic, Hook], int] = {}
         self._chains: dict[Hook, Chain] = {}
-        self._attached: list[tuple[Nic, Hook]] = []
         self._ifindex: dict[int, Nic] = {}  # of the attached NICs
         self.slowpath: SlowPath | None = None
         # packets the router marked HOMEGW_F_FRAGMENT, punted by the chain's end
@@ -81,58 +86,91 @@ class Dataplane:
     # -- loading ---------------------------------------------------------
     def load(self) -> None:
         ensure_bpffs()
-        drop_resized_pins(self.pin_dir)
-        for nic in Nic:
-            bpf = compile_source(
-                ROOT_SOURCE, pin_dir=self.pin_dir, defines={"HOMEGW_NIC": int(nic)}
+        os.makedirs(self.pin_dir, exist_ok=True)
+        specs = [
+            BuildSpec(
+                f"root_{nic.name.lower()}", ROOT_SOURCE, self.pin_dir, 0, {"HOMEGW_NIC": int(nic)}
             )
-            self._roots[nic] = bpf
+            for nic in Nic
+        ]
+        specs.append(BuildSpec("fragment", FRAGMENT_SOURCE, self.pin_dir, DATAPLANE_ID))
+        *roots, fragment = get_builds(specs)
+        for nic, build in zip(Nic, roots, strict=True):
+            self._roots[nic] = build
             for hook, function in ROOT_FUNCTIONS.items():
-                self._root_fds[(nic, hook)] = load_function(bpf, function, hook.name.lower())
+                self._root_fds[(nic, hook)] = build.program_fd(function, hook.name.lower())
         lan_root = self._roots[Nic.LAN]
         generations = lan_root["chain_generation"]
         self._chains = {
             Hook.XDP: Chain(Hook.XDP, lan_root["chain_xdp"], generations),
             Hook.TC: Chain(Hook.TC, lan_root["chain_tc"], generations),
         }
-        self.slowpath = SlowPath(lan_root)
-        self._load_fragment_program(lan_root)
+        self.slowpath = SlowPath(f"{self.pin_dir}/slowpath")
+        self._install_fragment_program(fragment)
 
-    def _load_fragment_program(self, root) -> None:  # noqa: ANN001 - bcc.BPF
+    def _install_fragment_program(self, build: AdoptedBuild) -> None:
         """The chain's end for packets to fragment, and their slow-path handler."""
-        bpf = compile_source(FRAGMENT_SOURCE, pin_dir=self.pin_dir, module_id=DATAPLANE_ID)
-        fd = load_function(bpf, "homegw_fragment_xdp", "xdp")
-        root["chain_fragment"][ctypes.c_uint32(0)] = ctypes.c_int(fd)
-        self._fragment_bpf = bpf
+        fd = build.program_fd("homegw_fragment_xdp", "xdp")
+        self._roots[Nic.LAN]["chain_fragment"][ctypes.c_uint32(0)] = ctypes.c_int(fd)
+        self._fragment = build
         assert self.slowpath is not None
         self.slowpath.register(DATAPLANE_ID, REASON_FRAGMENT, self.fragmenter.handle)
 
     def add_module(self, module: IOModule) -> LoadedModule:
-        if module.name in self.modules:
-            raise DataplaneError(f"module {module.name} is already loaded")
-        bpf = compile_source(
-            module.source,
-            pin_dir=self.pin_dir,
-            module_id=module.module_id,
-            defines=module.defines(),
-        )
-        loaded = LoadedModule(module, bpf)
+        return self.add_modules([module])[0]
+
+    def add_modules(
+        self, modules: Iterable[IOModule], before_load: Callable[[], None] | None = None
+    ) -> list[LoadedModule]:
+        """Build (or reuse) the modules' datapaths, all at once, then load
+        them (on_load, handlers). `before_load` runs when every module is in
+        self.modules but none has written its maps yet: the appliance hands
+        them the last run's WAN lease there, so that modules whose build was
+        reused (their maps are the ones the running chain reads) never write
+        a state without it."""
+        modules = list(modules)
+        for module in modules:
+            if module.name in self.modules:
+                raise DataplaneError(f"module {module.name} is already loaded")
+        specs = [
+            BuildSpec(m.name, m.source, self.pin_dir, m.module_id, m.defines()) for m in modules
+        ]
+        builds = get_builds(specs)
+        loaded = [self._adopt(m, b) for m, b in zip(modules, builds, strict=True)]
+        try:
+            if before_load is not None:
+                before_load()
+            for entry in loaded:
+                self._load(entry)
+        except Exception:
+            for entry in loaded:
+                self.modules.pop(entry.module.name, None)
+            raise
+        return loaded
+
+    def _adopt(self, module: IOModule, build: AdoptedBuild) -> LoadedModule:
+        loaded = LoadedModule(module, build)
         module.reinject = self.reinject
         if module.xdp_function:
-            loaded.fds[Hook.XDP] = load_function(bpf, module.xdp_function, "xdp")
+            loaded.fds[Hook.XDP] = build.program_fd(module.xdp_function, "xdp")
         if module.tc_function:
-            loaded.fds[Hook.TC] = load_function(bpf, module.tc_function, "tc")
-        module.on_load(bpf)
+            loaded.fds[Hook.TC] = build.program_fd(module.tc_function, "tc")
+        self.modules[module.name] = loaded
+        return loaded
+
+    def _load(self, loaded: LoadedModule) -> None:
+        module, build = loaded.module, loaded.bpf
+        module.on_load(build)
         if self.slowpath:
             for reason, handler in module.handlers().items():
                 self.slowpath.register(module.module_id, reason, handler)
-        self.modules[module.name] = loaded
         log.info(
-            "loaded module %s (hooks: %s)",
+            "loaded module %s (hooks: %s; build %s, %s)",
             module.name,
             ", ".join(h.name for h in loaded.fds) or "none",
+            build.key[:12],
+            "reused" if build.reused else "new",
         )
-        return loaded
 
     def replace_module(self, module: IOModule) -> LoadedModule:
         """Load a new instance of a loaded module (new config or compile-time
@@ -151,6 +189,7 @@ class Dataplane:
             if module.name in names:
                 self._install(nic)
         self._unload(old)
+        self.prune()  # the old build, if it was another one
         return loaded
 
     def remove_module(self, name: str) -> None:
@@ -164,11 +203,13 @@ class Dataplane:
         if self.slowpath:
             self.slowpath.unregister_module(loaded.module.module_id)
         self._unload(loaded)
+        self.prune()
 
     @staticmethod
     def _unload(loaded: LoadedModule) -> None:
-        """on_unload and free the programs (the slow-path handlers of a
-        replaced module were already overwritten by its successor's)."""
+        """on_unload and close this process's handles of its build (the
+        slow-path handlers of a replaced module were already overwritten by
+        its successor's; a build no chain uses is unpinned by prune())."""
         try:
             loaded.module.on_unload()
         except Exception:
@@ -203,29 +244,40 @@ class Dataplane:
 
     # -- NICs ------------------------------------------------------------
     def attach(self) -> None:
-        """Attach the roots to the NICs; on failure, undo what was attached."""
-        try:
-            for nic, ifname in self.interfaces.items():
-                self._ifindex[nic_attach.ifindex(ifname)] = nic
+        """Put the roots on the NICs. A root already there (left by the last
+        run, same build) stays; another one is replaced atomically, never
+        detached first."""
+        for nic, ifname in self.interfaces.items():
+            self._ifindex[nic_attach.ifindex(ifname)] = nic
+            xdp_id = self._roots[nic].program_id(ROOT_FUNCTIONS[Hook.XDP])
+            if nic_attach.xdp_prog_id(ifname) == xdp_id:
+                log.info("%s: XDP root (program %d) kept from the last run", ifname, xdp_id)
+            else:
                 nic_attach.attach_xdp(ifname, self._root_fds[(nic, Hook.XDP)], self.xdp_mode)
-                self._attached.append((nic, Hook.XDP))
-                nic_attach.attach_tc_egress(
-                    ifname, self._root_fds[(nic, Hook.TC)], f"homegw_root_{nic.name.lower()}"
-                )
-                self._attached.append((nic, Hook.TC))
-        except nic_attach.AttachError:
-            self.detach()
-            raise
+            nic_attach.attach_tc_egress(
+                ifname, self._root_fds[(nic, Hook.TC)], f"homegw_root_{nic.name.lower()}"
+            )
 
     def detach(self) -> None:
-        for nic, hook in reversed(self._attached):
-            ifname = self.interfaces[nic]
-            if hook is Hook.XDP:
-                nic_attach.detach_xdp(ifname, self.xdp_mode)
-            else:
-                nic_attach.detach_tc_egress(ifname)
-        self._attached.clear()
+        """Take the roots off the NICs (`homegw cleanup`, tests)."""
+        for ifname in self.interfaces.values():
+            nic_attach.detach_xdp(ifname, self.xdp_mode)
+            nic_attach.detach_tc_egress(ifname)
         self._ifindex.clear()
+
+    def prune(self) -> None:
+        """Once the chains and roots are this process's: empty the chains'
+        inactive generations (the last run's modules) and unpin every build
+        nothing uses now, so their programs and private maps are freed."""
+        for nic in Nic:
+            for chain in self._chains.values():
+                chain.clear_inactive(nic)
+        keep = [b.build_dir for b in self._builds()]
+        prune_builds(self.pin_dir, keep)
+
+    def _builds(self) -> list[AdoptedBuild]:
+        builds = list(self._roots.values()) + [m.bpf for m in self.modules.values()]
+        return builds + ([self._fragment] if self._fragment else [])
 
     def reinject(self, frame: bytes, ingress_ifindex: int) -> None:
         """Send a frame through the XDP chain of the NIC it arrived on, for real."""
@@ -248,28 +300,25 @@ class Dataplane:
 
     # -- shutdown --------------------------------------------------------
     def close(self) -> None:
-        """Detach, empty the chains (freeing the programs), unload modules.
-        State maps stay pinned for the next start. Safe to call twice."""
+        """Stop the slow path and the modules' threads, close this process's
+        fds. Roots, chains, maps and builds stay in the kernel for the next
+        start. Safe to call twice."""
         if not self._roots:
             return
         if self.slowpath:
             self.slowpath.stop()
         self.fragmenter.close()
-        self.detach()
-        for nic in Nic:
-            for chain in self._chains.values():
-                chain.clear(nic)
         for loaded in self.modules.values():
-            self._unload(loaded)
+            try:
+                loaded.module.on_unload()
+            except Exception:
+                log.exception("module %s failed to unload", loaded.module.name)
+        for build in self._builds():
+            build.cleanup()
         self.modules.clear()
-        if self._fragment_bpf:
-            with contextlib.suppress(KeyError):
-                del self._roots[Nic.LAN]["chain_fragment"][ctypes.c_uint32(0)]
-            self._fragment_bpf.cleanup()
-            self._fragment_bpf = None
-        for bpf in self._roots.values():
-            bpf.cleanup()
+        self._fragment = None
         self._roots.clear()
+        self._root_fds.clear()
         self._chains.clear()
 
 
@@ -301,21 +350,6 @@ def ensure_bpffs() -> None:
         "namespace (inside `ip netns exec`? use nsenter --net=...)",
         BPFFS,
     )
-
-
-def drop_resized_pins(pin_dir: str) -> None:
-    """Unpin the RESIZED_PINS an older homegw left with another value size
-    (bcc would reuse them and the verifier refuse the programs)."""
-    for name, value_size in RESIZED_PINS.items():
-        path = Path(pin_dir) / name
-        if not path.exists():
-            continue
-        pinned = PinnedMap(str(path))
-        old_size = pinned.value_size
-        pinned.close()
-        if old_size != value_size:
-            path.unlink()
-            log.warning("removed pinned %s of an older layout (%d-byte values)", name, old_size)
 
 
 def purge_pins(pin_dir: str) -> bool:

@@ -88,7 +88,12 @@ def compile_source(
 
 
 def load_function(bpf, name: str, prog_type: str) -> int:  # noqa: ANN001
-    """Load one function of a compiled object as XDP or SCHED_CLS; return its fd."""
+    """Load one function of a compiled object as XDP or SCHED_CLS; return its fd.
+    With an adopted build (the appliance: loaded by the build child) the
+    function is already loaded and pinned: its fd is returned."""
+    program_fd = getattr(bpf, "program_fd", None)
+    if program_fd is not None:
+        return program_fd(name, prog_type)
     bcc = _bcc()
     kind = {"xdp": bcc.BPF.XDP, "tc": bcc.BPF.SCHED_CLS}[prog_type]
     with captured_stderr() as verifier_log:

@@ -21,10 +21,15 @@ class IOModule:
     """One IO module: a .bpf.c datapath plus its control side.
 
     Subclasses set the class attributes and override the hooks they need.
-    The framework compiles `source` with `defines()`, loads `xdp_function`
-    (XDP ingress chains) and `tc_function` (TC egress chains), then calls
-    `on_load(bpf)` so the module fills its maps, and registers `handlers()`
-    for its slow-path reasons.
+    The framework builds `source` with `defines()` (compiled, loaded and
+    pinned by a build child, or reused from the pin dir: builds.py), puts
+    `xdp_function` in the XDP ingress chains and `tc_function` in the TC
+    egress chains, then calls `on_load(bpf)` so the module fills its maps,
+    and registers `handlers()` for its slow-path reasons. `bpf` is the
+    adopted build (`bpf["map"]` a table with bcc's table API, table.py; the
+    datapath tests may hand a bcc.BPF instead); every function of the
+    source is loaded, and `loader.load_function(bpf, name, type)` gives the
+    fd of any of them (programs the module tail-calls itself).
     """
 
     name: ClassVar[str]
@@ -46,7 +51,7 @@ class IOModule:
         """Compile-time options (-D) computed from the module's config."""
         return {}
 
-    def on_load(self, bpf) -> None:  # noqa: ANN001 - bcc.BPF
+    def on_load(self, bpf) -> None:  # noqa: ANN001 - an AdoptedBuild (or a bcc.BPF)
         """Fill the module's maps from its config and state."""
 
     def handlers(self) -> dict[int, PuntHandler]:

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from homegw.dataplane.abi import Hook, Nic, generation_key
+from homegw.dataplane.libbpf import map_info, obj_get
 from homegw.dataplane.testrun import _lib
 
 
@@ -21,18 +22,10 @@ def possible_cpus() -> int:
     return max(int(part.split("-")[-1]) for part in text.split(",")) + 1
 
 
-def _open(path: str) -> int:
-    fd = _lib().bpf_obj_get(path.encode())
-    if fd < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{path}: {os.strerror(err)}")
-    return fd
-
-
 def read_percpu_counter(path: str, key: int) -> tuple[int, int]:
     """(packets, bytes) of one entry of a pinned per-CPU array of struct
     homegw_counter, summed over CPUs."""
-    fd = _open(path)
+    fd = obj_get(path)
     try:
         values = (_Counter * possible_cpus())()
         index = ctypes.c_uint32(key)
@@ -51,7 +44,7 @@ def read_chain_stats(pin_dir: str, nic: Nic, hook: Hook) -> tuple[int, int]:
 
 def read_percpu_u64(path: str, key: int) -> int:
     """One entry of a pinned per-CPU array of u64 counters, summed over CPUs."""
-    fd = _open(path)
+    fd = obj_get(path)
     try:
         values = (ctypes.c_uint64 * possible_cpus())()
         index = ctypes.c_uint32(key)
@@ -63,30 +56,17 @@ def read_percpu_u64(path: str, key: int) -> int:
         os.close(fd)
 
 
-class _MapInfo(ctypes.Structure):
-    # the head of struct bpf_map_info; the kernel wants the rest zeroed
-    _fields_ = [
-        ("type", ctypes.c_uint32),
-        ("id", ctypes.c_uint32),
-        ("key_size", ctypes.c_uint32),
-        ("value_size", ctypes.c_uint32),
-        ("max_entries", ctypes.c_uint32),
-        ("map_flags", ctypes.c_uint32),
-        ("rest", ctypes.c_uint8 * 256),
-    ]
-
-
 class PinnedMap:
     """A pinned map opened by path (another process's, e.g. the running
     appliance's): list its keys or empty it."""
 
     def __init__(self, path: str) -> None:
-        self.fd = _open(path)
-        info = _MapInfo()
-        size = ctypes.c_uint32(ctypes.sizeof(info))
-        if _lib().bpf_obj_get_info_by_fd(self.fd, ctypes.byref(info), ctypes.byref(size)):
+        self.fd = obj_get(path)
+        try:
+            info = map_info(self.fd)
+        except OSError:
             os.close(self.fd)
-            raise OSError(ctypes.get_errno(), f"map info of {path}")
+            raise
         self.key_size = info.key_size
         self.value_size = info.value_size
 

@@ -2,20 +2,84 @@
 
 A module punts with homegw_punt_xdp(ctx, reason, meta0, meta1): a struct
 homegw_punt header followed by the packet's first bytes, on the pinned perf
-ring `slowpath`. The reader thread dispatches on (module id, reason) to the
-handler that module registered. Packet-out is an AF_PACKET socket per NIC.
+ring `slowpath`. The reader thread sleeps in epoll on libbpf's perf buffer
+(opened on the pinned map by path, no bcc) and dispatches each message on
+(module id, reason) to the handler that module registered. Packet-out is an
+AF_PACKET socket per NIC.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
+import os
+import select
 import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from homegw.dataplane import libbpf
+from homegw.dataplane.testrun import _lib
+
 log = logging.getLogger(__name__)
+PAGES_PER_CPU = 64
+
+_SAMPLE_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_uint32)
+_LOST_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int, ctypes.c_uint64)
+
+
+class PerfBuffer:
+    """libbpf's perf_buffer on a BPF_MAP_TYPE_PERF_EVENT_ARRAY: one ring per
+    CPU, installed in the map (replacing a previous process's), readable
+    through one epoll fd."""
+
+    def __init__(
+        self,
+        map_fd: int,
+        on_sample: Callable[[bytes], None],
+        on_lost: Callable[[int], None],
+        pages: int = PAGES_PER_CPU,
+    ) -> None:
+        lib = _lib()
+        lib.perf_buffer__new.restype = ctypes.c_void_p
+        lib.perf_buffer__new.argtypes = [
+            ctypes.c_int,
+            ctypes.c_size_t,
+            _SAMPLE_FN,
+            _LOST_FN,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+        ]
+        for call in ("perf_buffer__epoll_fd", "perf_buffer__consume"):
+            getattr(lib, call).argtypes = [ctypes.c_void_p]
+            getattr(lib, call).restype = ctypes.c_int
+        lib.perf_buffer__free.argtypes = [ctypes.c_void_p]
+        lib.perf_buffer__free.restype = None
+        # kept referenced: libbpf calls them for as long as the buffer lives
+        self._sample = _SAMPLE_FN(
+            lambda _ctx, _cpu, data, size: on_sample(ctypes.string_at(data, size))
+        )
+        self._lost = _LOST_FN(lambda _ctx, _cpu, count: on_lost(count))
+        self._pb = lib.perf_buffer__new(map_fd, pages, self._sample, self._lost, None, None)
+        if not self._pb:
+            err = ctypes.get_errno()
+            raise OSError(err, f"perf_buffer__new: {os.strerror(err)}")
+
+    def epoll_fd(self) -> int:
+        return _lib().perf_buffer__epoll_fd(self._pb)
+
+    def consume(self) -> None:
+        """Hand every waiting message to on_sample."""
+        if _lib().perf_buffer__consume(self._pb) < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"perf_buffer__consume: {os.strerror(err)}")
+
+    def free(self) -> None:
+        if self._pb:
+            _lib().perf_buffer__free(self._pb)
+            self._pb = None
 
 
 class _PuntHeader(ctypes.Structure):
@@ -55,12 +119,15 @@ PuntHandler = Callable[[Punt], None]
 
 
 class SlowPath:
-    """Reads the perf ring in a thread and calls handlers[(module, reason)]."""
+    """Reads the pinned perf ring at `path` in a thread and calls
+    handlers[(module, reason)]. With path None only dispatch() works."""
 
-    def __init__(self, bpf) -> None:  # noqa: ANN001 - any bcc object that opened `slowpath`
-        self._bpf = bpf
+    def __init__(self, path: str | None) -> None:
+        self.path = path
         self._handlers: dict[tuple[int, int], PuntHandler] = {}
-        self._stop = threading.Event()
+        self._buffer: PerfBuffer | None = None
+        self._wakeup = -1  # eventfd: stop() wakes the reader with it
+        self._map_fd = -1
         self._thread: threading.Thread | None = None
         self.received = 0
         self.unhandled = 0
@@ -75,26 +142,50 @@ class SlowPath:
             del self._handlers[key]
 
     def start(self) -> None:
-        self._bpf["slowpath"].open_perf_buffer(self._on_event, page_cnt=64, lost_cb=self._on_lost)
+        if self.path is None:
+            raise RuntimeError("a SlowPath without a perf ring cannot start")
+        # kept open while the rings are in use: the kernel takes a perf event
+        # array's entries out when the file they were written through closes
+        self._map_fd = libbpf.obj_get(self.path)
+        self._buffer = PerfBuffer(self._map_fd, self.dispatch, self._on_lost)
+        self._wakeup = os.eventfd(0, os.EFD_CLOEXEC)
         self._thread = threading.Thread(target=self._run, name="slowpath", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
-        self._stop.set()
         if self._thread:
+            os.eventfd_write(self._wakeup, 1)
             self._thread.join(timeout=5)
+            self._thread = None
+        if self._buffer:
+            self._buffer.free()
+            self._buffer = None
+        for fd in (self._wakeup, self._map_fd):
+            if fd >= 0:
+                os.close(fd)
+        self._wakeup = self._map_fd = -1
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            self._bpf.perf_buffer_poll(timeout=100)
+        assert self._buffer is not None
+        with contextlib.closing(select.epoll()) as poller:
+            poller.register(self._buffer.epoll_fd(), select.EPOLLIN)
+            poller.register(self._wakeup, select.EPOLLIN)
+            # A ring's readiness is handed out once per wakeup (perf_poll
+            # clears it), and registering above may have taken it for a punt
+            # that came before: read what is there, then wait for more.
+            while True:
+                try:
+                    self._buffer.consume()
+                except OSError:
+                    log.exception("reading the slow-path ring failed")
+                    return
+                ready = {fd for fd, _ in poller.poll()}
+                if self._wakeup in ready:
+                    return
 
     def _on_lost(self, count: int) -> None:
         self.lost += count
         log.warning("slow path lost %d punts (ring full)", count)
-
-    def _on_event(self, _cpu: int, data: int, size: int) -> None:
-        raw = ctypes.string_at(data, size)
-        self.dispatch(raw)
 
     def dispatch(self, raw: bytes) -> None:
         """Parse one message and hand it to its handler; never raises."""

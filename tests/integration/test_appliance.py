@@ -38,7 +38,9 @@ def curl(home: VirtualHome, ns: str, url: str, timeout: int = 5) -> subprocess.C
     return home.run(ns, ["curl", "-sS", "--max-time", str(timeout), url])
 
 
-def test_ready_healthz_and_clean_stop(appliance: ApplianceProcess) -> None:
+def test_ready_healthz_stop_keeps_the_datapath_cleanup_removes_it(
+    appliance: ApplianceProcess,
+) -> None:
     home = appliance.home
     appliance.wait_for(r"homegw ready")
     assert xdp_attached(home, "lan0") and xdp_attached(home, "wan0")
@@ -46,10 +48,16 @@ def test_ready_healthz_and_clean_stop(appliance: ApplianceProcess) -> None:
     assert health.returncode == 0, health.stderr
     assert '"ready":true' in health.stdout.replace(" ", "")
     assert appliance.stop() == 0
-    assert not xdp_attached(home, "lan0") and not xdp_attached(home, "wan0")
-    tables = home.run("gw", ["nft", "list", "tables"]).stdout
-    assert "homegw" not in tables
+    # a stop is a restart's first half: roots, pins and the kernel-path table stay
+    assert xdp_attached(home, "lan0") and xdp_attached(home, "wan0")
+    assert "homegw" in home.run("gw", ["nft", "list", "tables"]).stdout
     assert "Traceback" not in appliance.log
+    argv = [sys.executable, "-m", "homegw", "cleanup", "-c", str(appliance.config_path)]
+    cleanup = home.run("gw", argv)
+    assert cleanup.returncode == 0, cleanup.stderr
+    assert not xdp_attached(home, "lan0") and not xdp_attached(home, "wan0")
+    assert "homegw" not in home.run("gw", ["nft", "list", "tables"]).stdout
+    assert not home.pin_dir.exists()
 
 
 def test_lan_host_reaches_isp_web_server(appliance: ApplianceProcess) -> None:

@@ -4,6 +4,7 @@ order, and toggling a module never loses a packet."""
 
 from __future__ import annotations
 
+import ctypes
 import re
 import socket
 import subprocess
@@ -111,3 +112,48 @@ def test_ping_flood_loses_nothing_while_a_module_toggles(live) -> None:
     sent, received = map(int, re.search(r"(\d+) packets transmitted, (\d+) received", out).groups())
     assert (sent, received) == (count, count), out
     assert dp.chain_of(Nic.LAN, Hook.XDP) == ["stampA", "stampB"]
+
+
+def test_attach_keeps_its_own_root_and_replaces_another_without_loss(live) -> None:  # noqa: ANN001
+    """What a restart does: a root of the same build stays attached; any other
+    program there (an older build's root) is replaced in one netlink call, so
+    a ping flood through it loses nothing."""
+    from bcc import BPF
+
+    home, dp, _ = live
+    ours = attached_prog_id(home, "lan0")
+    with in_netns(home.ns("gw")):
+        dp.attach()  # the same build: kept
+    assert attached_prog_id(home, "lan0") == ours
+    older = BPF(
+        text="BPF_ARRAY(seen, u64, 1);\n"
+        "int older_root(struct xdp_md *ctx) {\n"
+        "    u32 k = 0; u64 *n = seen.lookup(&k);\n"
+        "    if (n) __sync_fetch_and_add(n, 1);\n"
+        "    return XDP_PASS;\n}"
+    )
+    try:
+        with in_netns(home.ns("gw")):
+            attach.attach_xdp("lan0", older.load_func("older_root", BPF.XDP).fd, "native")
+        assert attached_prog_id(home, "lan0") not in (None, ours)
+        count = 5000
+        ping = home.popen(
+            "h1",
+            ["ping", "-f", "-c", str(count), "-w", "60", GW],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        deadline = time.monotonic() + 60
+        while older["seen"][ctypes.c_int(0)].value < 100:  # the flood runs through the older
+            assert ping.poll() is None and time.monotonic() < deadline, "no flood"
+            time.sleep(0.001)
+        with in_netns(home.ns("gw")):
+            dp.attach()
+        assert ping.poll() is None, "the flood ended before the replacement: raise the count"
+        assert attached_prog_id(home, "lan0") == ours
+        out, _ = ping.communicate(timeout=120)
+    finally:
+        older.cleanup()
+    sent, received = map(int, re.search(r"(\d+) packets transmitted, (\d+) received", out).groups())
+    assert (sent, received) == (count, count), out

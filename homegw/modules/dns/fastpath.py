@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from homegw.dataplane.cenum import counter_names
+from homegw.dataplane.libbpf import obj_get
 from homegw.dataplane.pinned import possible_cpus
 from homegw.dataplane.testrun import _lib
 
@@ -77,21 +78,13 @@ def make_answer(addresses: Sequence[str], expires_ns: int) -> DnsAnswer | None:
     return value
 
 
-def _obj_get(path: str) -> int:
-    fd = _lib().bpf_obj_get(path.encode())
-    if fd < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{path}: {os.strerror(err)}")
-    return fd
-
-
 class FastPathCache:
     """The pinned dns_cache and dns_stats maps under a dataplane pin dir."""
 
     def __init__(self, pin_dir: str) -> None:
         self.pin_dir = pin_dir
-        self._cache_fd = _obj_get(f"{pin_dir}/dns_cache")
-        self._stats_fd = _obj_get(f"{pin_dir}/dns_stats")
+        self._cache_fd = obj_get(f"{pin_dir}/dns_cache")
+        self._stats_fd = obj_get(f"{pin_dir}/dns_stats")
         self.writes = self.failures = 0
 
     def put(self, qname: bytes, addresses: Sequence[str], expires_ns: int) -> bool:

@@ -35,16 +35,14 @@ class DnsModule(IOModule):
         self.bpf = None
 
     def defines(self) -> dict[str, Define]:
-        """Also drops the previous run's dns_cache pin (called right before the
-        compile): the map's size follows dns.cache_size, and no answer cached
-        under an older block list outlives a restart. Cached answers are not
-        state worth keeping; the counters restart with them."""
-        for name in PIN_NAMES:
-            Path(self.pin_dir, name).unlink(missing_ok=True)
         return {"DNS_LAN_ADDR": int(self.lan_ip), "DNS_CACHE_SIZE": self.cache_size}
 
-    def on_load(self, bpf) -> None:  # bcc.BPF
+    def on_load(self, bpf) -> None:  # the build's maps
+        """Empties the previous run's dns_cache: no answer cached under an
+        older block list outlives a restart (when dns.cache_size changes, the
+        build child makes the map anew at that size). The counters are kept."""
         self.bpf = bpf
+        bpf["dns_cache"].clear()
 
     @classmethod
     def wanted(cls, config: Config) -> bool:

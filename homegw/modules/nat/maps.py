@@ -191,6 +191,12 @@ class NatMaps:
     def write_settings(self, settings: Settings) -> None:
         self._settings[ctypes.c_int(0)] = settings
 
+    def settings_wan(self) -> ipaddress.IPv4Address | None:
+        """The WAN address in the settings map before we write ours: the last
+        run's (its map kept or carried over), None if there was none."""
+        wan = self._settings[ctypes.c_int(0)].wan_addr
+        return ip_of(wan) if wan else None
+
     # -- accounting (userspace's side of the counters) --------------------------------
     @staticmethod
     def _add(table, slot: int, delta: int) -> None:

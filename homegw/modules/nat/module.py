@@ -99,9 +99,16 @@ class NatModule(IOModule):
             progs[ctypes.c_int(index)] = ctypes.c_int(load_function(bpf, name, "xdp"))
         pool = self.config.nat.port_range
         self.maps = NatMaps(bpf, (pool.low, pool.high), self.admin_port())
-        # the pinned state of a run with maybe another address; the budget and
-        # port counters are new (not pinned): nothing to account
-        self.maps.flush_dynamic(account=False)
+        # the maps hold the last run's state (the same build kept, or a new one
+        # carried over by the build child): its flows stay if the WAN address
+        # is the same (a restart); with DHCP that address holds until a lease
+        last_wan = self.maps.settings_wan()
+        if self.wan_address is None and self.config.wan.mode == "dhcp":
+            self.wan_address = last_wan
+        if last_wan is None:  # no last run: fresh budget counters, nothing to account
+            self.maps.flush_dynamic(account=False)
+        elif last_wan != self.wan_address:
+            self.maps.flush_dynamic(account=True)
         self.maps.resync_ports()
         self._lan_mac = self._read_lan_mac()
         self._write_settings()
