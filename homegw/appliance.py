@@ -194,7 +194,8 @@ class Appliance:
 
     def _start_web(self) -> None:
         listen = self.config.webui.listen
-        self.web = WebServer(create_app(self.status), str(listen.host), listen.port)
+        app = create_app(self, self.config.state_dir)  # self: homegw.control.Control
+        self.web = WebServer(app, str(listen.host), listen.port)
         self.web.start()
 
     def _on_wan_lease(self, lease: WanLease | None) -> None:

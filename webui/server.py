@@ -1,32 +1,38 @@
-"""Serve the Flask app from a thread of the appliance process."""
+"""Serve the Flask app with waitress (a production WSGI server, pure
+Python) from a thread of the appliance process."""
 
 from __future__ import annotations
 
 import logging
-import socketserver
 import threading
 
 from flask import Flask
-from werkzeug.serving import ThreadedWSGIServer
+from waitress.server import create_server
 
 log = logging.getLogger(__name__)
 
-
-class _Server(ThreadedWSGIServer):
-    def server_bind(self) -> None:
-        # http.server looks up the listen address's FQDN here: a reverse DNS
-        # query that stalls start-up for 10 s when no resolver answers (a
-        # gateway is often its own resolver, not running yet). The name is unused.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = self.server_address[:2]
+THREADS = 4  # concurrent requests; more wait in waitress's queue
+CONNECTION_LIMIT = 64
+CHANNEL_TIMEOUT_S = 30  # idle keep-alive connections are closed after this
 
 
 class WebServer:
     def __init__(self, app: Flask, host: str, port: int) -> None:
-        self._server = _Server(host, port, app)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="webui", daemon=True
+        # waitress binds here, so a taken port fails start-up, not the thread
+        self._channels: dict = {}  # waitress's socket map: the listener and connections
+        self._server = create_server(
+            app,
+            map=self._channels,
+            host=host,
+            port=port,
+            threads=THREADS,
+            connection_limit=CONNECTION_LIMIT,
+            channel_timeout=CHANNEL_TIMEOUT_S,
+            ident="homegw",
+            clear_untrusted_proxy_headers=True,
         )
+        self._thread = threading.Thread(target=self._server.run, name="webui", daemon=True)
+        port = self._server.effective_port
         self.url = f"http://{host}:{port}/"
 
     def start(self) -> None:
@@ -34,5 +40,17 @@ class WebServer:
         log.info("web UI listening on %s", self.url)
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._thread.join(timeout=5)
+        """Close the listening socket and every connection from waitress's
+        own loop thread (its trigger), then end the worker threads."""
+        server = self._server
+
+        def close_all() -> None:
+            for channel in list(self._channels.values()):
+                channel.close()
+
+        if self._thread.is_alive():
+            server.pull_trigger(close_all)
+            self._thread.join(timeout=5)
+        else:
+            close_all()
+        server.task_dispatcher.shutdown(timeout=5)
