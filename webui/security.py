@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flask import Flask, Response, g, jsonify, request, session
+from flask import Flask, Response, jsonify, request, session
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from homegw.atomicfile import write_atomic
@@ -35,6 +35,7 @@ SESSION_COOKIE = "homegw_session"
 OPEN_ENDPOINTS = frozenset({"healthz", "api.login", "api.setup"})
 METRICS_ENDPOINT = "metrics"
 UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+LOGIN_KEY = "homegw.login"
 
 csrf = CSRFProtect()
 
@@ -72,9 +73,11 @@ def state() -> WebState:
 
 
 def login_method() -> str | None:
-    """How the current request is logged in: "token", "session" or None."""
-    if "login" in g:
-        return g.login
+    """How the current request is logged in: "token", "session" or None
+    (memoised in the request's environ: g lives as long as the app context,
+    which may outlive one request)."""
+    if LOGIN_KEY in request.environ:
+        return request.environ[LOGIN_KEY]
     web = state()
     method: str | None = None
     header = request.headers.get("Authorization")
@@ -86,7 +89,7 @@ def login_method() -> str | None:
         sid = session.get("sid")
         if isinstance(sid, str) and web.sessions.touch(sid, web.clock()):
             method = "session"
-    g.login = method
+    request.environ[LOGIN_KEY] = method
     return method
 
 
@@ -94,7 +97,7 @@ def start_session() -> None:
     web = state()
     session.clear()
     session["sid"] = web.sessions.open(web.clock())
-    g.login = "session"
+    request.environ[LOGIN_KEY] = "session"
 
 
 def end_session() -> None:
@@ -102,7 +105,7 @@ def end_session() -> None:
     if isinstance(sid, str):
         state().sessions.close(sid)
     session.clear()
-    g.login = None
+    request.environ[LOGIN_KEY] = None
 
 
 def unauthorized() -> Response:

@@ -14,6 +14,7 @@ CONFIG: dict[str, Any] = {
     "log_level": "info",
     "wan": {"interface": "wan0", "mode": "dhcp"},
     "lan": {"interface": "lan0", "address": "192.168.1.1/24"},
+    "dhcp": {"lease_time": 3600},
     "dns": {"enabled": True},
     "webui": {"metrics_public": True},
 }
