@@ -32,6 +32,7 @@ class WebServer:
             clear_untrusted_proxy_headers=True,
         )
         self._thread = threading.Thread(target=self._server.run, name="webui", daemon=True)
+        self._stopped = False
         port = self._server.effective_port
         self.url = f"http://{host}:{port}/"
 
@@ -42,6 +43,9 @@ class WebServer:
     def stop(self) -> None:
         """Close the listening socket and every connection from waitress's
         own loop thread (its trigger), then end the worker threads."""
+        if self._stopped:
+            return
+        self._stopped = True
         server = self._server
 
         def close_all() -> None:
@@ -49,7 +53,7 @@ class WebServer:
                 channel.close()
 
         if self._thread.is_alive():
-            server.pull_trigger(close_all)
+            server.trigger.pull_trigger(close_all)
             self._thread.join(timeout=5)
         else:
             close_all()
