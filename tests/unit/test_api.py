@@ -16,6 +16,7 @@ from tests.unit.fake_control import FakeControl
 from webui import create_app
 
 PASSWORD = "correct horse battery"
+SAMPLE_ARGS: dict[str, Any] = {"version": 1, "nic": "lan"}
 OPEN_PATHS = {"/healthz", "/metrics", "/api/v1/setup", "/api/v1/auth/login"}
 
 
@@ -71,7 +72,7 @@ def api_rules(app: Flask) -> list[tuple[str, str]]:
     for rule in app.url_map.iter_rules():
         if rule.endpoint == "static":
             continue
-        values = {arg: 1 if arg == "version" else "dns" for arg in rule.arguments}
+        values = {arg: SAMPLE_ARGS.get(arg, "dns") for arg in rule.arguments}
         path = rule.build(values, append_unknown=False)[1]
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
             out.append((method, path))

@@ -83,7 +83,7 @@ def _flask_paths(app: Flask) -> set[tuple[str, str]]:
     for rule in app.url_map.iter_rules():
         if rule.endpoint == "static":
             continue
-        path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
+        path = re.sub(r"<(?:[^:>]+:)?(\w+)>", r"{\1}", rule.rule)
         out |= {(m.lower(), path) for m in rule.methods - {"HEAD", "OPTIONS"}}
     return out
 

@@ -15,6 +15,18 @@ Password = Annotated[str, StringConstraints(min_length=PASSWORD_MIN, max_length=
 AnyPassword = Annotated[str, StringConstraints(min_length=1, max_length=PASSWORD_MAX)]
 
 
+def config_sections() -> list[str]:
+    """The config's sections that are objects (``lan``, ``dns``, ...): the
+    ones /config/<section> reads and replaces."""
+    from homegw.configschema import Config
+
+    return [
+        name
+        for name, info in Config.model_fields.items()
+        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel)
+    ]
+
+
 class Request(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 

@@ -51,17 +51,9 @@ def _name(what: str) -> dict[str, Any]:
     return {"type": "string", "pattern": NAME_PATTERN, "description": what}
 
 
-def _sections() -> list[str]:
-    return [
-        name
-        for name, info in Config.model_fields.items()
-        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel)
-    ]
-
-
 OBJECT = {"type": "object", "additionalProperties": True}
 _PATH_PARAMS: dict[str, dict[str, Any]] = {
-    "section": {"type": "string", "enum": _sections()},
+    "section": {"type": "string", "enum": m.config_sections()},
     "version": {"type": "integer", "minimum": 0},
     "name": _name("a module or table name"),
     "nic": {"type": "string", "enum": ["lan", "wan"]},

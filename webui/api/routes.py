@@ -11,7 +11,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from homegw.control import Control, NotFound
 from webui.api.errors import BadInput, body, json_object, parse
-from webui.api.models import OrderRequest, TableQuery
+from webui.api.models import OrderRequest, TableQuery, config_sections
 from webui.security import state
 
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
@@ -38,6 +38,9 @@ def add_routes(bp: Blueprint) -> None:
 
 
 def _status_and_config(bp: Blueprint) -> None:
+    # only real sections match: PUT /config/history is a 405, not a section
+    section = f"<any({','.join(config_sections())}):section>"
+
     @bp.get("/status")
     def status() -> Response:
         return jsonify(_control().status())
@@ -54,9 +57,8 @@ def _status_and_config(bp: Blueprint) -> None:
     def config_validate() -> Response:
         return jsonify(asdict(_control().config_apply(json_object(), dry_run=True)))
 
-    @bp.post("/config/validate/<section>")
+    @bp.post(f"/config/validate/{section}")
     def config_validate_section(section: str) -> Response:
-        section = _name(section, "config section")
         result = _control().config_apply(json_object(), section=section, dry_run=True)
         return jsonify(asdict(result))
 
@@ -68,13 +70,12 @@ def _status_and_config(bp: Blueprint) -> None:
     def config_rollback(version: int) -> Response:
         return jsonify(asdict(_control().config_rollback(version)))
 
-    @bp.get("/config/<section>")
+    @bp.get(f"/config/{section}")
     def config_get_section(section: str) -> Response:
-        return jsonify(_control().config_get(_name(section, "config section")))
+        return jsonify(_control().config_get(section))
 
-    @bp.put("/config/<section>")
+    @bp.put(f"/config/{section}")
     def config_put_section(section: str) -> Response:
-        section = _name(section, "config section")
         return jsonify(asdict(_control().config_apply(json_object(), section=section)))
 
 
@@ -91,10 +92,8 @@ def _modules(bp: Blueprint) -> None:
     def module_disable(name: str) -> Response:
         return jsonify(_control().module_set_enabled(_name(name, "module"), False))
 
-    @bp.put("/modules/order/<nic>")
+    @bp.put(f"/modules/order/<any({','.join(NICS)}):nic>")
     def module_order(nic: str) -> Response:
-        if nic not in NICS:
-            raise NotFound(f"no NIC {nic!r}: lan or wan")
         order = body(OrderRequest)
         return jsonify(_control().module_set_order(nic, list(order.modules)))
 
