@@ -21,28 +21,14 @@ from homegw.configtypes import EPHEMERAL_PORTS
 from homegw.dataplane.abi import Nic
 from homegw.dataplane.dataplane import Dataplane
 from homegw.dataplane.module import IOModule
-from homegw.modules.dhcp.module import DhcpModule
 from homegw.modules.dhcp.service import DhcpService
 from homegw.modules.dhcp.wan_client import WanDhcpClient, WanLease
-from homegw.modules.dns.module import DnsModule
 from homegw.modules.dns.service import DnsService
-from homegw.modules.firewall.module import FirewallModule
-from homegw.modules.nat.module import NatModule
-from homegw.modules.router.module import RouterModule
+from homegw.registry import MODULES, spec
 from webui import create_app
 from webui.server import WebServer
 
 log = logging.getLogger(__name__)
-
-# Modules whose datapath is built, by config name.
-AVAILABLE_MODULES: dict[str, type[IOModule]] = {
-    "firewall": FirewallModule,
-    "router": RouterModule,
-    "nat": NatModule,
-    "dhcp": DhcpModule,
-    "dns": DnsModule,
-}
-FORWARDING_MODULES = ("router", "nat")
 
 
 class ApplianceError(RuntimeError):
@@ -113,8 +99,8 @@ class Appliance:
             return
         self.dns = DnsService(self.config, self._wan_dns)
         module = self._module("dns")
-        if isinstance(module, DnsModule):
-            self.dns.set_fast_path(module.fast_path())
+        if module is not None:
+            self.dns.set_fast_path(module.fast_path())  # type: ignore[attr-defined]
         self.dns.start()
         if self.dhcp is not None:
             self.dhcp.subscribe_names(self.dns.lease_name_changed)
@@ -139,26 +125,33 @@ class Appliance:
         masquerades): XDP forwarding would bypass a kernel masquerade, and the
         NAT module translates what the router decided to send out."""
         cfg = self.config
-        router = cfg.router.enabled and "router" in AVAILABLE_MODULES
-        nat_ok = not cfg.nat.enabled or "nat" in AVAILABLE_MODULES
-        return router and nat_ok
+        return cfg.router.enabled and all(
+            entry.datapath is not None
+            for entry in MODULES
+            if entry.forwarding and getattr(cfg, entry.name).enabled
+        )
+
+    def wanted_modules(self, config: Config) -> list[str]:
+        """The modules whose datapath `config` asks for, in registry order."""
+        in_chains = set(config.dataplane.order.lan + config.dataplane.order.wan)
+        names = []
+        for entry in MODULES:
+            cls = entry.datapath_class()
+            if entry.name not in in_chains or cls is None or not cls.wanted(config):
+                continue
+            if entry.forwarding and not self._forwarding_in_xdp():
+                log.info("module %s: left out, the kernel forwards (router disabled?)", entry.name)
+                continue
+            names.append(entry.name)
+        return names
+
+    def build_module(self, name: str, config: Config) -> IOModule:
+        cls = spec(name).datapath_class()
+        assert cls is not None
+        return cls(config)
 
     def _modules(self) -> list[IOModule]:
-        wanted = dict.fromkeys(self.config.dataplane.order.lan + self.config.dataplane.order.wan)
-        modules = []
-        for name in wanted:
-            if not getattr(self.config, name).enabled:
-                continue
-            if name not in AVAILABLE_MODULES:
-                log.info("module %s: datapath not built yet; skipped", name)
-                continue
-            if name in FORWARDING_MODULES and not self._forwarding_in_xdp():
-                log.info("module %s: left out, the kernel forwards (router disabled?)", name)
-                continue
-            if name == "dns" and not (self.config.dns.fast_path and self.config.dns.cache_size):
-                continue
-            modules.append(AVAILABLE_MODULES[name](self.config))
-        return modules
+        return [self.build_module(name, self.config) for name in self.wanted_modules(self.config)]
 
     def _start_dataplane(self) -> None:
         cfg = self.config
@@ -206,18 +199,15 @@ class Appliance:
     def _apply_wan_lease(self, lease: WanLease | None) -> None:
         if lease is None:
             log.warning("WAN lease lost on %s", self.config.wan.interface)
-        router, nat = self._module("router"), self._module("nat")
-        firewall = self._module("firewall")
-        try:
-            if isinstance(nat, NatModule):
-                nat.set_wan(lease.address if lease else None)
-            if isinstance(router, RouterModule):
-                router.set_wan(lease.address if lease else None, lease.router if lease else None)
-            # last: until it knows the new address, packets to it are dropped
-            if isinstance(firewall, FirewallModule):
-                firewall.set_wan(lease.address if lease else None)
-        except Exception:
-            log.exception("applying the WAN lease to the modules failed")
+        address, gateway = (lease.address, lease.router) if lease else (None, None)
+        for entry in MODULES:  # registry order: the firewall last
+            module = self._module(entry.name)
+            if module is None:
+                continue
+            try:
+                module.on_wan(address, gateway)
+            except Exception:
+                log.exception("module %s: applying the WAN lease failed", entry.name)
 
     def renew_wan_lease(self) -> None:
         if self.wan_client:

@@ -14,7 +14,7 @@ import ipaddress
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import AfterValidator, Field, ValidationError, model_validator
+from pydantic import AfterValidator, Field, ValidationError, create_model, model_validator
 
 from homegw.configtypes import (
     EPHEMERAL_PORTS,
@@ -32,17 +32,15 @@ from homegw.configtypes import (
     raise_problems,
 )
 from homegw.modules.dhcp.config import DhcpConfig, default_range
-from homegw.modules.dns.config import DnsConfig
-from homegw.modules.dpi.config import DpiConfig
-from homegw.modules.firewall.config import FirewallConfig
 from homegw.modules.nat.config import NatConfig
 from homegw.modules.router.config import RouterConfig
+from homegw.registry import MODULE_NAMES, MODULES
 
 #: A module that can sit in a datapath chain (``dataplane.order``).
-ModuleName = Literal["dhcp", "dns", "firewall", "router", "nat", "dpi"]
+ModuleName = Literal[MODULE_NAMES]  # type: ignore[valid-type]
 CHAIN_MODULES: tuple[str, ...] = get_args(ModuleName)
-#: Top-level sections that belong to a module.
-MODULE_SECTIONS = ("dhcp", "firewall", "router", "nat", "dns", "dpi")
+#: Top-level sections that belong to a module (one per registry entry).
+MODULE_SECTIONS = MODULE_NAMES
 #: ``type`` of the errors raised by the checks that span sections.
 CROSS_CHECK = "cross_check"
 
@@ -165,21 +163,30 @@ class DataplaneConfig(Section):
     order: ChainOrder = Field(default_factory=ChainOrder)
 
 
-class Config(Section):
-    """The whole configuration.  Build it with :func:`parse_config` or :func:`load_config`."""
+class _RootSections(Section):
+    """The sections of the whole configuration that belong to no module."""
 
     state_dir: Annotated[str, AfterValidator(_absolute)] = "/var/lib/homegw"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     wan: WanConfig
     lan: LanConfig
-    dhcp: DhcpConfig = Field(default_factory=DhcpConfig)
-    firewall: FirewallConfig = Field(default_factory=FirewallConfig)
-    router: RouterConfig = Field(default_factory=RouterConfig)
-    nat: NatConfig = Field(default_factory=NatConfig)
-    dns: DnsConfig = Field(default_factory=DnsConfig)
-    dpi: DpiConfig = Field(default_factory=DpiConfig)
+
+
+class _ApplianceSections(Section):
     webui: WebuiConfig = Field(default_factory=WebuiConfig)
     dataplane: DataplaneConfig = Field(default_factory=DataplaneConfig)
+
+
+# one ``<name>:`` section per registry entry, defaulted from its model
+_ModuleSections = create_model(
+    "_ModuleSections",
+    __base__=Section,
+    **{spec.name: (spec.section, Field(default_factory=spec.section)) for spec in MODULES},
+)
+
+
+class Config(_ApplianceSections, _ModuleSections, _RootSections):  # type: ignore[misc,valid-type]
+    """The whole configuration.  Build it with :func:`parse_config` or :func:`load_config`."""
 
     @model_validator(mode="wrap")
     @classmethod

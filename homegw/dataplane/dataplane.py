@@ -134,6 +134,47 @@ class Dataplane:
         )
         return loaded
 
+    def replace_module(self, module: IOModule) -> LoadedModule:
+        """Load a new instance of a loaded module (new config or compile-time
+        options) and switch the chains to it in one generation flip each; the
+        old instance is unloaded only then, so no packet misses the module."""
+        old = self.modules.pop(module.name, None)
+        if old is None:
+            raise DataplaneError(f"module {module.name} is not loaded")
+        try:
+            loaded = self.add_module(module)
+        except Exception:
+            self.modules[module.name] = old
+            raise
+        loaded.enabled = old.enabled
+        for nic, names in self.order.items():
+            if module.name in names:
+                self._install(nic)
+        self._unload(old)
+        return loaded
+
+    def remove_module(self, name: str) -> None:
+        """Take a module out of every chain, then unload it."""
+        loaded = self.modules[name]
+        for nic, names in self.order.items():
+            if name in names:
+                self.order[nic] = [n for n in names if n != name]
+                self._install(nic)
+        del self.modules[name]
+        if self.slowpath:
+            self.slowpath.unregister_module(loaded.module.module_id)
+        self._unload(loaded)
+
+    @staticmethod
+    def _unload(loaded: LoadedModule) -> None:
+        """on_unload and free the programs (the slow-path handlers of a
+        replaced module were already overwritten by its successor's)."""
+        try:
+            loaded.module.on_unload()
+        except Exception:
+            log.exception("module %s failed to unload", loaded.module.name)
+        loaded.bpf.cleanup()
+
     # -- chains ----------------------------------------------------------
     def set_order(self, nic: Nic, names: list[str]) -> None:
         unknown = [n for n in names if n not in self.modules]
@@ -219,11 +260,7 @@ class Dataplane:
             for chain in self._chains.values():
                 chain.clear(nic)
         for loaded in self.modules.values():
-            try:
-                loaded.module.on_unload()
-            except Exception:
-                log.exception("module %s failed to unload", loaded.module.name)
-            loaded.bpf.cleanup()
+            self._unload(loaded)
         self.modules.clear()
         if self._fragment_bpf:
             with contextlib.suppress(KeyError):

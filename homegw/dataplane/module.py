@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from homegw.dataplane.loader import Define
 from homegw.dataplane.slowpath import PuntHandler
+
+if TYPE_CHECKING:
+    from homegw.config import Config
+
+#: A table the management API pages through: rows as flat JSON objects.
+TableReader = Callable[[], list[dict[str, Any]]]
 
 
 class IOModule:
@@ -30,6 +37,11 @@ class IOModule:
     # path held, e.g. until a neighbour was resolved).
     reinject: Callable[[bytes, int], None]
 
+    @classmethod
+    def wanted(cls, config: Config) -> bool:
+        """Whether the config asks for this module's datapath."""
+        return bool(getattr(config, cls.name).enabled)
+
     def defines(self) -> dict[str, Define]:
         """Compile-time options (-D) computed from the module's config."""
         return {}
@@ -43,3 +55,22 @@ class IOModule:
 
     def on_unload(self) -> None:
         """Release what on_load took (threads, sockets)."""
+
+    def on_wan(
+        self, address: ipaddress.IPv4Interface | None, gateway: ipaddress.IPv4Address | None
+    ) -> None:
+        """The WAN address changed (a DHCP lease came, changed or went)."""
+
+    def apply(self, config: Config) -> bool:
+        """Take a new config without a reload, by map updates (only called
+        when the module's compile-time options, defines(), are unchanged).
+        Returns False when it cannot: the dataplane then reloads the module."""
+        return False
+
+    def tables(self) -> dict[str, TableReader]:
+        """The module's tables for the management API, by table name."""
+        return {}
+
+    def counters(self) -> dict[str, int]:
+        """The module's datapath counters by reason (for /metrics and the API)."""
+        return {}

@@ -225,7 +225,7 @@ def test_type_messages():
         "dns.blocklists.0: 'lists/ads.txt' must be an absolute path or an http(s):// URL",
         "dataplane.pin_dir: '/tmp/bpf' must be a directory under /sys/fs/bpf/, e.g. "
         "/sys/fs/bpf/homegw",
-        "dataplane.order.lan.1: must be one of: dhcp, dns, firewall, router, nat, dpi (not 'qos')",
+        "dataplane.order.lan.1: must be one of: dhcp, router, nat, dns, dpi, firewall (not 'qos')",
     ]
 
 
@@ -255,8 +255,8 @@ def test_chain_order_that_would_leak_is_rejected():
     ]
     order = {"lan": ["router"], "wan": ["firewall", "router", "nat"]}
     assert errors_of(minimal(dataplane={"order": order})) == [
-        f"dataplane.order.lan: firewall is missing while router is in the chain: {why_fw}",
         f"dataplane.order.lan: nat is missing while router is in the chain: {why_nat}",
+        f"dataplane.order.lan: firewall is missing while router is in the chain: {why_fw}",
         f"dataplane.order.wan.2: nat must come before router: {why_nat}",
     ]
     # without NAT the router may run alone on the LAN side of the firewall

@@ -253,11 +253,15 @@ static __always_inline int homegw_reinjected_xdp(struct xdp_md *ctx)
 /* An unresolved next hop is punted at most this often; its other packets are
  * dropped, so a flood to an offline host cannot swamp the slow path. */
 #define HOMEGW_NEIGH_PUNT_INTERVAL_NS 200000000ULL
+/* Use marks count ticks of 2^30 ns (1.07 s): a shift, where a division by 1e9
+ * would cost a 64-bit divide on every forwarded packet. */
+#define HOMEGW_NEIGH_TICK_SHIFT 30
 
 struct homegw_neighbour {
 	unsigned char mac[ETH_ALEN];
 	__u16 nic;        /* HOMEGW_NIC_* of the egress; HOMEGW_NIC_NONE: incomplete */
-	__u32 used_s;     /* CLOCK_MONOTONIC second of the last use, written on change */
+	__u32 used_tick;  /* CLOCK_MONOTONIC >> HOMEGW_NEIGH_TICK_SHIFT of the last use,
+			   * written on change */
 	__u64 punted_ns;  /* when a miss for it was last punted (incomplete entries) */
 };
 
@@ -297,9 +301,9 @@ static __always_inline struct homegw_neighbour *homegw_neighbour_xdp(struct xdp_
 	struct homegw_neighbour *n = homegw_neigh.lookup(&next_hop);
 
 	if (n && n->nic == nic) {
-		__u32 second = now / 1000000000ULL;
-		if (n->used_s != second)
-			n->used_s = second;
+		__u32 tick = now >> HOMEGW_NEIGH_TICK_SHIFT;
+		if (n->used_tick != tick)
+			n->used_tick = tick;
 		return n;
 	}
 	if (!n) {

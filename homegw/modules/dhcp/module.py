@@ -124,6 +124,17 @@ class DhcpModule(IOModule):
         if listener is not None and len(punt.packet) >= 12:
             listener(sender, punt.packet[6:12])
 
+    def apply(self, config: Config) -> bool:
+        """The guard's switch and the gateway's address by one map write (the
+        DHCP server itself is restarted by the appliance with its service)."""
+        self.config = config
+        if self.bpf is not None:
+            self.set_source_guard(config.dhcp.source_guard)
+        return True
+
+    def counters(self) -> dict[str, int]:
+        return self.guard_stats() if self.bpf is not None else {}
+
     # -- BindingsWriter ----------------------------------------------------------------
 
     def _key(self, mac: str):  # noqa: ANN202 - a bcc ctypes key

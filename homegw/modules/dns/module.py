@@ -46,6 +46,16 @@ class DnsModule(IOModule):
     def on_load(self, bpf) -> None:  # noqa: ANN001 - bcc.BPF
         self.bpf = bpf
 
+    @classmethod
+    def wanted(cls, config: Config) -> bool:
+        """Only with the XDP answer cache on (dns.fast_path and a cache size)."""
+        return config.dns.enabled and config.dns.fast_path and config.dns.cache_size > 0
+
+    def apply(self, config: Config) -> bool:
+        """Nothing but compile-time options (the LAN address, the cache size)
+        is in its datapath; the DNS service takes the rest."""
+        return True
+
     def fast_path(self) -> FastPathCache:
         """A writer for the pinned map, to hand to DnsService.set_fast_path()."""
         return FastPathCache(self.pin_dir)

@@ -52,6 +52,22 @@ class FirewallModule(IOModule):
                 self.maps.write(self.settings())
         log.info("firewall: WAN address now %s", address)
 
+    def on_wan(
+        self, address: ipaddress.IPv4Interface | None, gateway: ipaddress.IPv4Address | None
+    ) -> None:
+        self.set_wan(address)
+
+    def apply(self, config: Config) -> bool:
+        with self._lock:
+            self.config = config
+            if self.maps:
+                self.maps.write(self.settings())
+        return True
+
+    def counters(self) -> dict[str, int]:
+        assert self.maps is not None
+        return self.maps.counters()
+
     def stats(self) -> dict:
         assert self.maps is not None
         return {

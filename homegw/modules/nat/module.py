@@ -18,7 +18,7 @@ from pyroute2 import IPRoute
 from homegw.config import Config
 from homegw.configtypes import EPHEMERAL_PORTS
 from homegw.dataplane.loader import load_function
-from homegw.dataplane.module import IOModule
+from homegw.dataplane.module import IOModule, TableReader
 from homegw.dataplane.slowpath import Punt, PuntHandler
 from homegw.modules.nat import gc
 from homegw.modules.nat.frags import FragmentHolder, Held
@@ -33,6 +33,7 @@ from homegw.modules.nat.maps import (
 from homegw.modules.router.maps import be32
 
 log = logging.getLogger(__name__)
+PROTOCOL_NAMES = {number: name for name, number in PROTOCOLS.items()}
 
 GC_INTERVAL_S = 5.0
 REASON_FRAG_EARLY = 1  # nat.bpf.c NAT_REASON_*
@@ -45,6 +46,16 @@ def _interface_mac(ifname: str) -> str | None:
     with IPRoute() as ipr:
         found = ipr.link_lookup(ifname=ifname)
         return ipr.link("get", index=found[0])[0].get_attr("IFLA_ADDRESS") if found else None
+
+
+def _idle_seconds(last_seen_ns: int) -> float:
+    """Seconds since the datapath's clock (CLOCK_MONOTONIC) stamped an entry."""
+    return round(max(0, time.monotonic_ns() - last_seen_ns) / 1e9, 1)
+
+
+def _timeouts(config: Config) -> gc.Timeouts:
+    t = config.nat.timeouts
+    return gc.Timeouts(t.tcp_established, t.tcp_transitory, t.udp, t.icmp)
 
 
 class NatModule(IOModule):
@@ -66,13 +77,7 @@ class NatModule(IOModule):
         self._lan_mac = bytes(6)
         self.fragments = FragmentHolder()
         self._frag_lock = threading.Lock()
-        nat = config.nat
-        self.timeouts = gc.Timeouts(
-            nat.timeouts.tcp_established,
-            nat.timeouts.tcp_transitory,
-            nat.timeouts.udp,
-            nat.timeouts.icmp,
-        )
+        self.timeouts = _timeouts(config)
         self.wan_address = config.wan.address.ip if config.wan.mode == "static" else None
         self.maps: NatMaps | None = None
         self.live_sessions = 0
@@ -204,6 +209,24 @@ class NatModule(IOModule):
                 self._write_settings()
         log.info("nat: masquerading to %s", new)
 
+    def on_wan(
+        self, address: ipaddress.IPv4Interface | None, gateway: ipaddress.IPv4Address | None
+    ) -> None:
+        self.set_wan(address)
+
+    def apply(self, config: Config) -> bool:
+        """Forwards, timeouts, filtering, the DMZ and the inbound budget change
+        by map writes; a new port pool needs the occupancy counts rebuilt: reload."""
+        if config.nat.port_range != self.config.nat.port_range:
+            return False
+        self.set_port_forwards(config.nat.port_forwards)
+        with self._lock:
+            self.config = config
+            self.timeouts = _timeouts(config)
+            if self.maps:
+                self._write_settings()
+        return True
+
     # -- expiry -----------------------------------------------------------------------
     def _gc_loop(self) -> None:
         while not self._stop.wait(GC_INTERVAL_S):
@@ -281,6 +304,50 @@ class NatModule(IOModule):
         assert self.maps is not None
         for train in self.fragments.expire(now_ns):
             self.maps.stop_waiting(FragKey(*train))
+
+    def counters(self) -> dict[str, int]:
+        assert self.maps is not None
+        return self.maps.counters()
+
+    def tables(self) -> dict[str, TableReader]:
+        return {"nat_sessions": self._session_rows, "nat_bindings": self._binding_rows}
+
+    def _session_rows(self) -> list[dict]:
+        assert self.maps is not None
+        return [
+            {
+                "protocol": PROTOCOL_NAMES.get(s.proto, str(s.proto)),
+                "external_port": s.ext_port,
+                "remote": str(s.remote),
+                "remote_port": s.remote_port,
+                "inbound": bool(s.origin),
+                "idle_s": _idle_seconds(s.last_seen_ns),
+            }
+            for s in self.maps.sessions()
+        ]
+
+    def _binding_rows(self) -> list[dict]:
+        assert self.maps is not None
+        return [
+            {
+                "protocol": PROTOCOL_NAMES.get(b.proto, str(b.proto)),
+                "external_port": b.ext_port,
+                "internal": str(b.internal),
+                "internal_port": b.internal_port,
+                "flags": b.flags,
+                "idle_s": _idle_seconds(b.last_seen_ns),
+            }
+            for b in self.maps.bindings()
+        ]
+
+    def flush(self) -> int:
+        """Forget every dynamic session and binding (port forwards stay)."""
+        assert self.maps is not None
+        with self._lock:
+            count = sum(1 for _ in self.maps.sessions())
+            self.maps.flush_dynamic(account=True)
+            self._install_forwards()
+        return count
 
     def stats(self) -> dict:
         assert self.maps is not None

@@ -60,12 +60,15 @@ class Iface(ctypes.Structure):
     ]
 
 
+NEIGH_TICK_SHIFT = 30  # HOMEGW_NEIGH_TICK_SHIFT in homegw.h
+
+
 class Neighbour(ctypes.Structure):
     # struct homegw_neighbour in include/homegw.h
     _fields_ = [
         ("mac", ctypes.c_ubyte * 6),
         ("nic", ctypes.c_uint16),
-        ("used_s", ctypes.c_uint32),
+        ("used_tick", ctypes.c_uint32),
         ("punted_ns", ctypes.c_uint64),
     ]
 
@@ -159,10 +162,11 @@ class RouterMaps:
             return None
 
     def last_used(self, ip: ipaddress.IPv4Address) -> float | None:
-        """When the datapath last forwarded to ip (CLOCK_MONOTONIC seconds,
-        whole), or None if never since the entry was written."""
+        """When the datapath last forwarded to ip (CLOCK_MONOTONIC seconds, to
+        a tick of 2^30 ns, rounded down), or None if never since the entry
+        was written."""
         entry = self._entry(ip)
-        return float(entry.used_s) if entry and entry.used_s else None
+        return (entry.used_tick << NEIGH_TICK_SHIFT) / 1e9 if entry and entry.used_tick else None
 
     def del_incomplete(self, ip: ipaddress.IPv4Address) -> None:
         """Remove ip's entry if it is still the datapath's incomplete one."""

@@ -14,7 +14,7 @@ from pyroute2 import IPRoute
 
 from homegw.config import Config
 from homegw.dataplane.abi import Nic
-from homegw.dataplane.module import IOModule
+from homegw.dataplane.module import IOModule, TableReader
 from homegw.dataplane.slowpath import Punt, PuntHandler
 from homegw.modules.router.maps import IfaceInfo, RouterMaps
 from homegw.modules.router.neigh import CONFIRMED, USABLE, NeighbourTable
@@ -131,6 +131,20 @@ class RouterModule(IOModule):
         if self.watcher and self.wan.gateway and Nic.WAN in self.ifaces:
             self.watcher.resolve(self.wan.gateway, self.ifaces[Nic.WAN].ifindex)
 
+    def on_wan(
+        self, address: ipaddress.IPv4Interface | None, gateway: ipaddress.IPv4Address | None
+    ) -> None:
+        self.set_wan(address, gateway)
+
+    def apply(self, config: Config) -> bool:
+        """Static routes and the neighbour timeout change by map writes."""
+        with self._lock:
+            self.config = config
+            self.table.timeout = float(config.router.neighbour_timeout)
+            if self.maps:
+                self._write_interfaces()
+        return True
+
     # -- neighbours ---------------------------------------------------------------
     def _nic_of(self, ifindex: int) -> Nic | None:
         return next((nic for nic, i in self.ifaces.items() if i.ifindex == ifindex), None)
@@ -218,6 +232,43 @@ class RouterModule(IOModule):
             self.maps.set_neighbour(ip, mac, nic)
 
     # -- observation ----------------------------------------------------------------
+    def counters(self) -> dict[str, int]:
+        assert self.maps is not None
+        return self.maps.counters()
+
+    def tables(self) -> dict[str, TableReader]:
+        return {
+            "neighbours": self._neighbour_rows,
+            "routes": self._route_rows,
+            "devices": self._device_rows,
+        }
+
+    def _neighbour_rows(self) -> list[dict]:
+        assert self.maps is not None
+        rows = [
+            {"address": str(ip), "mac": mac, "state": "reachable"}
+            for ip, mac in self.maps.neighbours().items()
+        ]
+        rows += [
+            {"address": str(ip), "mac": None, "state": "incomplete"}
+            for ip in self.maps.incomplete()
+        ]
+        return rows
+
+    def _route_rows(self) -> list[dict]:
+        return [
+            {
+                "destination": str(route.destination),
+                "nic": route.nic.name.lower(),
+                "gateway": str(route.gateway) if route.gateway else None,
+            }
+            for route in self.routes
+        ]
+
+    def _device_rows(self) -> list[dict]:
+        assert self.maps is not None
+        return [{"mac": mac, **counts} for mac, counts in self.maps.devices().items()]
+
     def stats(self) -> dict:
         assert self.maps is not None
         return {

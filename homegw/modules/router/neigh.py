@@ -6,7 +6,7 @@ entries into the neighbour map (homegw.h), holds the packets of an
 unresolved next hop until the kernel has resolved it, and ages entries:
 
 - an entry the datapath used since it was learned (the map's coarse
-  `used_s`) is re-confirmed with the kernel from half its timeout on, and
+  `used_tick`) is re-confirmed with the kernel from half its timeout on, and
   stays in the map meanwhile: active next hops never miss;
 - an unused one is removed at its timeout (a moved device is re-resolved);
 - the datapath makes an incomplete entry on a miss, which rate-limits the
@@ -24,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from homegw.dataplane.abi import Nic
+
+USE_TICK_S = 2**30 / 1e9  # HOMEGW_NEIGH_TICK_SHIFT: the datapath's use marks, rounded down
 
 PENDING_PACKETS = 3  # per next hop, as Linux's unres_qlen
 PENDING_TOTAL = 256
@@ -140,8 +142,8 @@ class NeighbourTable:
 
     @staticmethod
     def _used(entry: Entry, used_at: float | None) -> bool:
-        """Used since it was learned (the datapath marks whole seconds)."""
-        return used_at is not None and used_at + 1 > entry.installed_at
+        """Used since it was learned (the datapath marks ticks of 2^30 ns)."""
+        return used_at is not None and used_at + USE_TICK_S > entry.installed_at
 
     def expire(self, now: float) -> list[ipaddress.IPv4Address]:
         """An aging round that knows of no use: entries go at their timeout."""
