@@ -241,8 +241,10 @@ class SessionTable:
     """Server-side web sessions: the cookie carries only a random id, so a
     logout or a password change ends a session for good."""
 
-    def __init__(self, idle_s: float = 3600, max_age_s: float = 12 * 3600) -> None:
-        self.idle_s, self.max_age_s = idle_s, max_age_s
+    def __init__(
+        self, idle_s: float = 3600, max_age_s: float = 12 * 3600, max_sessions: int = 32
+    ) -> None:
+        self.idle_s, self.max_age_s, self.max_sessions = idle_s, max_age_s, max_sessions
         self._lock = threading.Lock()
         self._sessions: dict[str, tuple[float, float]] = {}  # id -> (created, last seen)
 
@@ -250,6 +252,8 @@ class SessionTable:
         sid = secrets.token_urlsafe(32)
         with self._lock:
             self._expire(now)
+            while len(self._sessions) >= self.max_sessions:  # the oldest goes
+                del self._sessions[min(self._sessions, key=lambda k: self._sessions[k][0])]
             self._sessions[sid] = (now, now)
         return sid
 

@@ -137,6 +137,18 @@ def _require_login() -> Response | None:
     return None
 
 
+def _headers(response: Response) -> Response:
+    """Nothing of the admin surface is cached, framed or sniffed."""
+    response.headers.setdefault("Cache-Control", "no-store")
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers.setdefault(
+        "Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"
+    )
+    response.headers["Referrer-Policy"] = "no-referrer"
+    return response
+
+
 def _csrf_refused(error: CSRFError) -> tuple[Response, int]:
     return jsonify(error=f"CSRF check failed: {error.description}"), 403
 
@@ -153,4 +165,5 @@ def install(app: Flask, web: WebState) -> None:
     )
     csrf.init_app(app)
     app.before_request(_require_login)
+    app.after_request(_headers)
     app.register_error_handler(CSRFError, _csrf_refused)

@@ -116,6 +116,8 @@ def test_setup_creates_the_admin_once(app: Flask, client: FlaskClient) -> None:
 def test_session_cookie_is_httponly_and_samesite_strict(app: Flask, client: FlaskClient) -> None:
     set_up_admin(app, client)
     response = client.post("/api/v1/auth/login", json={"password": PASSWORD})
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["X-Frame-Options"] == "DENY"
     cookie = response.headers["Set-Cookie"]
     assert cookie.startswith("homegw_session=")
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie

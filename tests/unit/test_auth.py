@@ -156,3 +156,10 @@ def test_limiter_forgets_a_client_after_success_and_bounds_memory() -> None:
     for client in "bcdef":
         limiter.failed(client, now=3)
     assert len(limiter._failures) <= 3
+
+
+def test_sessions_are_bounded_the_oldest_goes() -> None:
+    table = SessionTable(max_sessions=3)
+    first, *rest = [table.open(now=t) for t in range(4)]
+    assert not table.touch(first, now=5)
+    assert all(table.touch(sid, now=5) for sid in rest)
