@@ -3,6 +3,7 @@ against a real waitress server (over a fake Control)."""
 
 from __future__ import annotations
 
+import io
 import re
 import shutil
 import socket
@@ -17,6 +18,7 @@ import yaml
 from flask import Flask
 
 from homegw import sdnotify
+from homegw.auth import AuthStore
 from homegw.cli import main
 from homegw.control import Sample
 from tests.unit.fake_control import FakeControl
@@ -271,7 +273,7 @@ def test_cli_without_an_appliance_exits_2(
 
 def test_cli_passwd(served: tuple[WebServer, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     server, config = served
-    monkeypatch.setattr("sys.stdin", __import__("io").StringIO("a long new password\n"))
+    monkeypatch.setattr("sys.stdin", io.StringIO("a long new password\n"))
     assert main(["passwd", "--password-stdin", "-c", str(config)]) == 0
     login = urllib.request.Request(
         server.url + "api/v1/auth/login",
@@ -280,3 +282,17 @@ def test_cli_passwd(served: tuple[WebServer, Path], monkeypatch: pytest.MonkeyPa
     )
     with urllib.request.urlopen(login, timeout=10) as response:
         assert response.status == 200
+
+
+def test_cli_passwd_without_an_appliance_writes_state_dir(
+    served: tuple[WebServer, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, config = served
+    server.stop()
+    monkeypatch.setattr("sys.stdin", io.StringIO("console password 1\n"))
+    assert main(["passwd", "--password-stdin", "-c", str(config)]) == 0
+    state_dir = Path(yaml.safe_load(config.read_text())["state_dir"])
+    assert AuthStore(state_dir).check_login("admin", "console password 1")
+    assert not (state_dir / "setup-token").exists()
+    monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
+    assert main(["passwd", "--password-stdin", "-c", str(config)]) == 1
