@@ -31,6 +31,11 @@ _ERRORS = {
     429: ("too many failed attempts from this client: see Retry-After", m.Error),
 }
 
+_HEADERS = {
+    401: {"WWW-Authenticate": {"schema": {"type": "string"}, "required": True}},
+    429: {"Retry-After": {"schema": {"type": "string", "pattern": "^[0-9]+$"}, "required": True}},
+}
+
 
 @dataclass(frozen=True)
 class Op:
@@ -167,6 +172,8 @@ def _responses(op: Op) -> dict[str, Any]:
     for code in sorted(codes):
         text, model = _ERRORS[code]
         responses[str(code)] = {"description": text, "content": _json(model)}
+        if code in _HEADERS:
+            responses[str(code)]["headers"] = _HEADERS[code]
     for code, text in op.extra_responses.items():
         responses[str(code)] = {"description": text, "content": _json(op.response or m.Error)}
     return responses

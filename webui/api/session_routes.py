@@ -37,7 +37,10 @@ def _failed(status: int, message: str) -> tuple[Response, int]:
     web = state()
     web.limiter.failed(_client(), web.clock())
     log.warning("refused from %s: %s", _client(), message)
-    return jsonify(error=message), status
+    response = jsonify(error=message)
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="homegw"'
+    return response, status
 
 
 def add_routes(bp: Blueprint) -> None:
