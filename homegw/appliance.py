@@ -11,12 +11,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from homegw import interfaces, kernelpath
-from homegw.config import Config
+from homegw.config import Config, config_diff
 from homegw.configtypes import EPHEMERAL_PORTS
 from homegw.dataplane.abi import Nic
 from homegw.dataplane.dataplane import Dataplane
@@ -29,6 +30,11 @@ from webui import create_app
 from webui.server import WebServer
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Sections that interfaces, addresses and every module hang on: a change
+# restarts the whole appliance (its pinned state and attachments stay).
+RESTART_SECTIONS = frozenset({"state_dir", "wan", "lan", "webui"})
 
 
 class ApplianceError(RuntimeError):
@@ -46,6 +52,7 @@ class Appliance:
         self._control = ThreadPoolExecutor(max_workers=1, thread_name_prefix="control")
         self.kernel_path = False
         self.ready = threading.Event()
+        self._reconfiguring = threading.RLock()  # one reconfiguration at a time
         self.started_at = time.time()
 
     # -- start -------------------------------------------------------------
@@ -67,7 +74,7 @@ class Appliance:
             self._start_forwarding_path()
             self._start_web()
         except Exception:
-            self.stop()
+            self._stop_parts()
             raise
         self.ready.set()
         log.info(
@@ -119,12 +126,12 @@ class Appliance:
             )
             self.wan_client.start()
 
-    def _forwarding_in_xdp(self) -> bool:
+    def _forwarding_in_xdp(self, config: Config | None = None) -> bool:
         """The router forwards in XDP, with the NAT module after it when NAT
         is wanted; otherwise both stay out and the kernel forwards (and
         masquerades): XDP forwarding would bypass a kernel masquerade, and the
         NAT module translates what the router decided to send out."""
-        cfg = self.config
+        cfg = config or self.config
         return cfg.router.enabled and all(
             entry.datapath is not None
             for entry in MODULES
@@ -139,7 +146,7 @@ class Appliance:
             cls = entry.datapath_class()
             if entry.name not in in_chains or cls is None or not cls.wanted(config):
                 continue
-            if entry.forwarding and not self._forwarding_in_xdp():
+            if entry.forwarding and not self._forwarding_in_xdp(config):
                 log.info("module %s: left out, the kernel forwards (router disabled?)", entry.name)
                 continue
             names.append(entry.name)
@@ -170,20 +177,20 @@ class Appliance:
         assert dataplane.slowpath is not None
         dataplane.slowpath.start()
 
-    def _start_forwarding_path(self) -> None:
-        cfg = self.config
-        kernel_forwards = not self._forwarding_in_xdp()
-        kernelpath.enable(
-            kernelpath.KernelPath(
-                cfg.lan.interface,
-                cfg.wan.interface,
-                kernel_forwards=kernel_forwards,
-                masquerade=cfg.nat.enabled,
-                wan_ping=cfg.firewall.wan_ping,
-                forward_wan_to_lan=cfg.firewall.forward_wan_to_lan,
-            )
+    def _kernel_path(self, cfg: Config) -> kernelpath.KernelPath:
+        return kernelpath.KernelPath(
+            cfg.lan.interface,
+            cfg.wan.interface,
+            kernel_forwards=not self._forwarding_in_xdp(cfg),
+            masquerade=cfg.nat.enabled,
+            wan_ping=cfg.firewall.wan_ping,
+            forward_wan_to_lan=cfg.firewall.forward_wan_to_lan,
         )
-        self.kernel_path = kernel_forwards and cfg.nat.enabled
+
+    def _start_forwarding_path(self) -> None:
+        path = self._kernel_path(self.config)
+        kernelpath.enable(path)
+        self.kernel_path = path.kernel_forwards and path.masquerade
 
     def _start_web(self) -> None:
         listen = self.config.webui.listen
@@ -209,6 +216,11 @@ class Appliance:
             except Exception:
                 log.exception("module %s: applying the WAN lease failed", entry.name)
 
+    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        """Run fn in the control thread, after what is queued there (WAN
+        leases, reconfigurations): one change to the modules at a time."""
+        return self._control.submit(fn, *args)
+
     def renew_wan_lease(self) -> None:
         if self.wan_client:
             log.info("renewing the WAN lease")
@@ -217,6 +229,104 @@ class Appliance:
     def _module(self, name: str) -> IOModule | None:
         loaded = self.dataplane.modules.get(name) if self.dataplane else None
         return loaded.module if loaded else None
+
+    # -- reconfigure -------------------------------------------------------
+    def reconfigure(self, new: Config) -> dict[str, str]:
+        """Make `new` (validated) the running config, changing only what
+        differs: map writes where a module can (apply), a reload of a module
+        whose compile-time options changed, a restart of a service whose
+        section changed, a whole restart for the sections everything hangs
+        on. Returns how each changed part was applied. On a failure the old
+        config is applied again and the error raised."""
+        old = self.config
+        with self._reconfiguring:
+            try:
+                return self._reconfigure(old, new)
+            except Exception:
+                log.exception("applying the new config failed: going back to the running one")
+                self._reconfigure(new, old)
+                raise
+
+    def _reconfigure(self, old: Config, new: Config) -> dict[str, str]:
+        changed = config_diff(old, new)
+        if (
+            changed & RESTART_SECTIONS
+            or old.dataplane.model_copy(update={"order": new.dataplane.order}) != new.dataplane
+        ):
+            self._stop_parts()
+            self.config = new
+            self.start()
+            return dict.fromkeys(sorted(changed), "restart")
+        self.config = new
+        applied: dict[str, str] = {}
+        if "log_level" in changed:
+            logging.getLogger().setLevel(new.log_level.upper())
+            applied["log_level"] = "set"
+        applied |= self._reconfigure_datapath(old, new, changed)
+        applied |= self._reconfigure_services(changed)
+        if self._kernel_path(old) != self._kernel_path(new):
+            self._start_forwarding_path()
+            applied["kernel_path"] = "replaced"
+        return applied
+
+    def _reconfigure_datapath(self, old: Config, new: Config, changed: set[str]) -> dict[str, str]:
+        dataplane = self.dataplane
+        assert dataplane is not None
+        wanted = self.wanted_modules(new)
+        applied: dict[str, str] = {}
+        fresh: list[IOModule] = []
+        for name in [n for n in wanted if n in dataplane.modules]:
+            module = dataplane.modules[name].module
+            if not module.compile_options_changed(new) and module.apply(new):
+                if name in changed:
+                    applied[name] = "maps"
+                continue
+            fresh.append(dataplane.replace_module(self.build_module(name, new)).module)
+            applied[name] = "reload"
+        for name in [n for n in wanted if n not in dataplane.modules]:
+            fresh.append(dataplane.add_module(self.build_module(name, new)).module)
+            applied[name] = "load"
+        order = new.dataplane.order
+        for nic, names in ((Nic.LAN, order.lan), (Nic.WAN, order.wan)):
+            dataplane.set_order(nic, [n for n in names if n in wanted])
+        if old.dataplane.order != order:
+            applied["dataplane.order"] = "chains"
+        for name in [n for n in dataplane.modules if n not in wanted]:
+            dataplane.remove_module(name)
+            applied[name] = "unload"
+        self._tell_wan(fresh)
+        return applied
+
+    def _tell_wan(self, modules: list[IOModule]) -> None:
+        """Modules loaded after the WAN lease came learn it now."""
+        lease = self.wan_client.lease if self.wan_client else None
+        if lease is None:
+            return
+        for module in modules:
+            module.on_wan(lease.address, lease.router)
+
+    def _reconfigure_services(self, changed: set[str]) -> dict[str, str]:
+        applied: dict[str, str] = {}
+        if "dhcp" in changed:
+            if self.dhcp:
+                self.dhcp.stop()
+                self.dhcp = None
+            self._start_dhcp_server()
+            applied["dhcp.server"] = "restart"
+        if "dns" in changed or "dhcp" in changed:
+            if self.dns:
+                self.dns.stop()
+                self.dns = None
+            self._start_dns()
+            applied["dns.server"] = "restart"
+        return applied
+
+    def restart_module(self, name: str) -> None:
+        """Reload one module in place: a new instance switched into its chains."""
+        with self._reconfiguring:
+            assert self.dataplane is not None
+            module = self.dataplane.replace_module(self.build_module(name, self.config)).module
+            self._tell_wan([module])
 
     # -- observe -----------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -234,6 +344,11 @@ class Appliance:
     # -- stop --------------------------------------------------------------
     def stop(self) -> None:
         """Undo start() in reverse; safe to call more than once."""
+        self._stop_parts()
+        self._control.shutdown(wait=True)
+
+    def _stop_parts(self) -> None:
+        """stop() but for the control thread (a restart runs in it)."""
         self.ready.clear()
         if self.web:
             self.web.stop()
@@ -252,7 +367,6 @@ class Appliance:
         if self.wan_client:
             self.wan_client.stop()
             self.wan_client = None
-        self._control.shutdown(wait=True)
         log.info(
             "homegw stopped: programs detached, pinned state kept in %s",
             self.config.dataplane.pin_dir,

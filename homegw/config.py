@@ -49,6 +49,7 @@ __all__ = [
     "WanConfig",
     "WebuiConfig",
     "check_config_main",
+    "changed_keys",
     "config_diff",
     "config_to_dict",
     "load_config",
@@ -237,6 +238,21 @@ _HEADER = "# homegw configuration, written by homegw (homegw.example.yaml docume
 def config_diff(old: Config, new: Config) -> set[str]:
     """Names of the top-level keys (sections, ``state_dir``, ``log_level``) that differ."""
     return {name for name in Config.model_fields if getattr(old, name) != getattr(new, name)}
+
+
+def changed_keys(old: Config, new: Config) -> list[str]:
+    """Dotted paths of the values that differ (a list counts as one value)."""
+    return sorted(_changed(old.model_dump(mode="json"), new.model_dump(mode="json"), ()))
+
+
+def _changed(old: Any, new: Any, at: tuple[str, ...]) -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [
+            path
+            for key in dict.fromkeys([*old, *new])
+            for path in _changed(old.get(key), new.get(key), (*at, str(key)))
+        ]
+    return [".".join(at)] if old != new else []
 
 
 def check_config_main(path: str) -> int:

@@ -61,6 +61,11 @@ class IOModule:
     ) -> None:
         """The WAN address changed (a DHCP lease came, changed or went)."""
 
+    def compile_options_changed(self, config: Config) -> bool:
+        """Whether `config` changes what defines() compiles in: then the
+        dataplane reloads the module instead of calling apply()."""
+        return False
+
     def apply(self, config: Config) -> bool:
         """Take a new config without a reload, by map updates (only called
         when the module's compile-time options, defines(), are unchanged).

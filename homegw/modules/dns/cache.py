@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from dnslib import QTYPE
+
 from homegw.modules.dns.message import Template
 
 
@@ -91,8 +93,23 @@ class DnsCache:
         self.expired += len(dead)
         return len(dead)
 
-    def clear(self) -> None:
+    def clear(self) -> int:
+        count = len(self._entries)
         self._entries.clear()
+        return count
+
+    def rows(self, now: float) -> list[dict]:
+        """The live entries, most recently used last (for the management API)."""
+        return [
+            {
+                "name": entry.template.name,
+                "type": QTYPE.get(entry.template.qtype, str(entry.template.qtype)),
+                "answer": list(entry.template.answer_text),
+                "ttl_s": entry.remaining(now),
+            }
+            for entry in list(self._entries.values())
+            if now < entry.expires
+        ]
 
     def stats(self) -> CacheStats:
         return CacheStats(

@@ -51,6 +51,9 @@ class DnsModule(IOModule):
         """Only with the XDP answer cache on (dns.fast_path and a cache size)."""
         return config.dns.enabled and config.dns.fast_path and config.dns.cache_size > 0
 
+    def compile_options_changed(self, config: Config) -> bool:
+        return (config.lan.ip, max(1, config.dns.cache_size)) != (self.lan_ip, self.cache_size)
+
     def apply(self, config: Config) -> bool:
         """Nothing but compile-time options (the LAN address, the cache size)
         is in its datapath; the DNS service takes the rest."""

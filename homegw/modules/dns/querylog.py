@@ -33,6 +33,11 @@ class QueryLog:
     def __len__(self) -> int:
         return len(self._ring)
 
+    def clear(self) -> int:
+        count = len(self._ring)
+        self._ring.clear()
+        return count
+
     def entries(self, limit: int | None = None) -> list[QueryLogEntry]:
         """The logged queries, oldest first; the newest `limit` if given."""
         items = list(self._ring)

@@ -174,6 +174,13 @@ class DnsService:
             out["fast_path"] = asdict(self._fast_path.stats())
         return out
 
+    def flush_cache(self) -> int:
+        """Forget every cached answer, here and in the XDP cache; how many here."""
+        removed = self.resolver.cache.clear()
+        if self._fast_path is not None:
+            self._fast_path.clear()
+        return removed
+
     def query_log(self, limit: int | None = None) -> list[QueryLogEntry]:
         return self.resolver.querylog.entries(limit)
 

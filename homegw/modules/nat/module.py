@@ -214,6 +214,9 @@ class NatModule(IOModule):
     ) -> None:
         self.set_wan(address)
 
+    def compile_options_changed(self, config: Config) -> bool:
+        return config.nat.max_sessions != self.config.nat.max_sessions
+
     def apply(self, config: Config) -> bool:
         """Forwards, timeouts, filtering, the DMZ and the inbound budget change
         by map writes; a new port pool needs the occupancy counts rebuilt: reload."""
