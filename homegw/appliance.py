@@ -42,8 +42,9 @@ class ApplianceError(RuntimeError):
 
 
 class Appliance:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, config_path: Path | None = None) -> None:
         self.config = config
+        self.config_path = config_path  # where an applied config is saved
         self.dataplane: Dataplane | None = None
         self.web: WebServer | None = None
         self.wan_client: WanDhcpClient | None = None
@@ -193,8 +194,10 @@ class Appliance:
         self.kernel_path = path.kernel_forwards and path.masquerade
 
     def _start_web(self) -> None:
+        from homegw.management import Management  # it imports this module
+
         listen = self.config.webui.listen
-        app = create_app(self, self.config.state_dir)  # self: homegw.control.Control
+        app = create_app(Management(self, self.config_path), self.config.state_dir)
         self.web = WebServer(app, str(listen.host), listen.port)
         self.web.start()
 

@@ -57,7 +57,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    appliance = Appliance(config)
+    appliance = Appliance(config, Path(args.config))
     # SIGUSR1 renews the WAN lease now, as udhcpc does (a "renew" button)
     signal.signal(signal.SIGUSR1, lambda *_: appliance.renew_wan_lease())
     try:
