@@ -163,12 +163,12 @@ def test_cli_against_the_running_appliance(appliance: ApplianceProcess) -> None:
     refused = cli(home, appliance, "config", "set", "dhcp.lease_time", "5")
     assert refused.returncode == 1
     assert "homegw: dhcp.lease_time:" in refused.stderr, refused.stderr
-    changed = cli(home, appliance, "config", "set", "dhcp.lease_time", "7200")
+    changed = cli(home, appliance, "config", "set", "dhcp.lease_time", "10800")
     assert changed.returncode == 0, changed.stderr
     assert "dhcp" in changed.stdout
     after = cli(home, appliance, "config", "get", "dhcp")
-    assert yaml.safe_load(after.stdout)["lease_time"] == 7200
-    assert yaml.safe_load(appliance.config_path.read_text())["dhcp"]["lease_time"] == 7200
+    assert yaml.safe_load(after.stdout)["lease_time"] == "3h"  # durations print as written
+    assert yaml.safe_load(appliance.config_path.read_text())["dhcp"]["lease_time"] == "3h"
 
 
 def tcp_connects(home: VirtualHome, ns: str, address: str, port: int) -> bool:
