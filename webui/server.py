@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 
 from flask import Flask
+from waitress import wasyncore
+from waitress.channel import HTTPChannel
 from waitress.server import create_server
 
 log = logging.getLogger(__name__)
@@ -14,6 +18,8 @@ log = logging.getLogger(__name__)
 THREADS = 4  # concurrent requests; more wait in waitress's queue
 CONNECTION_LIMIT = 64
 CHANNEL_TIMEOUT_S = 30  # idle keep-alive connections are closed after this
+DRAIN_S = 5  # at stop, answers in flight get this long to be sent
+DRAIN_POLL_S = 0.02
 
 
 class WebServer:
@@ -33,28 +39,43 @@ class WebServer:
         )
         self._thread = threading.Thread(target=self._server.run, name="webui", daemon=True)
         self._stopped = False
-        port = self._server.effective_port
-        self.url = f"http://{host}:{port}/"
+        self.url = f"http://{host}:{self._server.effective_port}/"
 
     def start(self) -> None:
         self._thread.start()
         log.info("web UI listening on %s", self.url)
 
+    def _in_loop(self, thunk: Callable[[], object]) -> None:
+        """Run `thunk` in waitress's loop thread, which owns the sockets."""
+        if self._thread.is_alive():
+            self._server.trigger.pull_trigger(thunk)
+        else:
+            thunk()
+
+    def _busy(self) -> bool:
+        """A connection has a request in flight or an answer not yet sent."""
+        return any(
+            isinstance(c, HTTPChannel) and (c.requests or c.total_outbufs_len)
+            for c in list(self._channels.values())
+        )
+
     def stop(self) -> None:
-        """Close the listening socket and every connection from waitress's
-        own loop thread (its trigger), then end the worker threads."""
+        """Stop listening, let the answers in flight go out (an API call
+        that restarts the appliance is answered first), then close every
+        connection and end the worker threads."""
         if self._stopped:
             return
         self._stopped = True
         server = self._server
+        self._in_loop(lambda: wasyncore.dispatcher.close(server))
+        deadline = time.monotonic() + DRAIN_S
+        while self._busy() and time.monotonic() < deadline:
+            time.sleep(DRAIN_POLL_S)
 
         def close_all() -> None:
             for channel in list(self._channels.values()):
                 channel.close()
 
-        if self._thread.is_alive():
-            server.trigger.pull_trigger(close_all)
-            self._thread.join(timeout=5)
-        else:
-            close_all()
+        self._in_loop(close_all)
+        self._thread.join(timeout=5)
         server.task_dispatcher.shutdown(timeout=5)

@@ -9,6 +9,8 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -296,3 +298,42 @@ def test_cli_passwd_without_an_appliance_writes_state_dir(
     assert not (state_dir / "setup-token").exists()
     monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
     assert main(["passwd", "--password-stdin", "-c", str(config)]) == 1
+
+
+def test_stop_lets_an_answer_in_flight_go_out() -> None:
+    """An API call that restarts the appliance is answered before the server
+    goes: stop() waits for the request in flight, then closes."""
+    app = Flask(__name__)
+    entered, release = threading.Event(), threading.Event()
+
+    @app.get("/slow")
+    def slow() -> str:
+        entered.set()
+        release.wait(10)
+        return "answered"
+
+    server = WebServer(app, "127.0.0.1", 0)
+    server.start()
+    answers: list[str] = []
+
+    def fetch() -> None:
+        with urllib.request.urlopen(server.url + "slow", timeout=20) as response:
+            answers.append(response.read().decode())
+
+    client = threading.Thread(target=fetch)
+    client.start()
+    assert entered.wait(10)
+    stopper = threading.Thread(target=server.stop)
+    stopper.start()
+    port = int(server.url.rsplit(":", 1)[1].rstrip("/"))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # until stop() has closed the listener
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except ConnectionRefusedError:
+            break
+    release.set()
+    stopper.join(20)
+    client.join(20)
+    assert answers == ["answered"]
+    assert not stopper.is_alive()
