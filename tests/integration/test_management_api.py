@@ -302,7 +302,7 @@ def test_schemathesis_against_the_served_document(appliance: ApplianceProcess) -
         "--checks",
         SCHEMATHESIS_CHECKS,
         "--max-examples",
-        "15",
+        "40",
         "--workers",
         "1",
         "--request-timeout",
