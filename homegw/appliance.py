@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from homegw import interfaces, kernelpath
 from homegw.config import Config, config_diff
 from homegw.configtypes import EPHEMERAL_PORTS
+from homegw.control import Control
 from homegw.dataplane.abi import Nic
 from homegw.dataplane.dataplane import Dataplane
 from homegw.dataplane.module import IOModule
@@ -42,9 +43,8 @@ class ApplianceError(RuntimeError):
 
 
 class Appliance:
-    def __init__(self, config: Config, config_path: Path | None = None) -> None:
+    def __init__(self, config: Config) -> None:
         self.config = config
-        self.config_path = config_path  # where an applied config is saved
         self.dataplane: Dataplane | None = None
         self.web: WebServer | None = None
         self.wan_client: WanDhcpClient | None = None
@@ -52,6 +52,8 @@ class Appliance:
         self.dns: DnsService | None = None
         self._control = ThreadPoolExecutor(max_workers=1, thread_name_prefix="control")
         self.kernel_path = False
+        # what the management API asks (homegw.management.Management), set by `homegw run`
+        self.control: Control | None = None
         self.ready = threading.Event()
         self._reconfiguring = threading.RLock()  # one reconfiguration at a time
         self.started_at = time.time()
@@ -197,7 +199,8 @@ class Appliance:
         from homegw.management import Management  # it imports this module
 
         listen = self.config.webui.listen
-        app = create_app(Management(self, self.config_path), self.config.state_dir)
+        control = self.control if self.control is not None else Management(self, None)
+        app = create_app(control, self.config.state_dir)
         self.web = WebServer(app, str(listen.host), listen.port)
         self.web.start()
 

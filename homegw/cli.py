@@ -54,10 +54,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     if config is None:
         return 1
     _setup_logging(config.log_level)
+    from homegw import supervise
+
     stop = threading.Event()
+    fatal: list[str] = []
+    supervise.on_fatal(lambda reason: (fatal.append(reason), stop.set()))
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    appliance = Appliance(config, Path(args.config))
+    from homegw.management import Management
+
+    appliance = Appliance(config)
+    appliance.control = Management(appliance, Path(args.config))
     # SIGUSR1 renews the WAN lease now, as udhcpc does (a "renew" button)
     signal.signal(signal.SIGUSR1, lambda *_: appliance.renew_wan_lease())
     try:
@@ -67,10 +74,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
     watchdog = _tell_systemd_ready(appliance)
     stop.wait()
-    log.info("stopping")
+    log.info("stopping%s", f" ({fatal[0]})" if fatal else "")
     _tell_systemd_stopping(watchdog)
     appliance.stop()
-    return 0
+    return 1 if fatal else 0
 
 
 def _tell_systemd_ready(appliance: Any) -> Any:  # -> homegw.sdnotify.Watchdog | None

@@ -19,6 +19,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from homegw import supervise
 from homegw.appliance import RESTART_SECTIONS, Appliance
 from homegw.config import (
     Config,
@@ -350,6 +351,7 @@ class Management:
                     )
             yield from self._chain_samples()
             yield from self._slowpath_samples()
+        yield from _supervision_samples()
         if app.dhcp is not None:
             yield from _flat("dhcp", app.dhcp.stats())
         if app.dns is not None:
@@ -378,6 +380,25 @@ class Management:
                 {},
                 getattr(slowpath, key),
             )
+
+
+def _supervision_samples() -> Iterable[Sample]:
+    for name, count in supervise.failures.items():
+        yield Sample(
+            "thread_failures_total",
+            "counter",
+            "Exceptions that ended a thread or escaped a loop's callback",
+            {"thread": name},
+            count,
+        )
+    for name, count in supervise.restarts.items():
+        yield Sample(
+            "thread_restarts_total",
+            "counter",
+            "Restarts of a crashed thread",
+            {"thread": name},
+            count,
+        )
 
 
 def _flat(prefix: str, stats: dict[str, Any]) -> Iterable[Sample]:

@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from homegw import supervise
 from homegw.modules.dhcp import packet as p
 from homegw.modules.dhcp.l2 import ArpSocket, FrameSender
 from homegw.modules.dhcp.leases import Lease
@@ -142,7 +143,7 @@ class DhcpServer:
         """Open the sockets (in the caller's network namespace), start the thread."""
         self._open_sockets()
         self._stopping.clear()
-        self._thread = threading.Thread(target=self._run, name="dhcp-server", daemon=True)
+        self._thread = supervise.Thread(self._run, "dhcp-server")
         self._thread.start()
         log.info(
             "DHCP server on %s (%s): pool %s-%s, lease %d s, ARP probe %s",

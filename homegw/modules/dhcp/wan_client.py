@@ -58,6 +58,7 @@ from pyroute2.dhcp.leases import Lease, MissingOptionError
 from pyroute2.iproute.linux import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from homegw import supervise
 from homegw.atomicfile import write_atomic
 
 log = logging.getLogger(__name__)
@@ -257,8 +258,8 @@ class WanDhcpClient:
         if self.running:
             raise RuntimeError("WAN DHCP client already running")
         ready = threading.Event()
-        self._thread = threading.Thread(
-            target=self._thread_main, args=(ready,), name=f"wan-dhcp-{self.interface}", daemon=True
+        self._thread = supervise.Thread(
+            self._thread_main, f"wan-dhcp-{self.interface}", args=(ready,)
         )
         self._thread.start()
         ready.wait(timeout=10.0)
@@ -308,6 +309,7 @@ class WanDhcpClient:
     async def _supervise(self, ready: threading.Event) -> None:
         """Run client sessions until stop(), restarting failed ones with backoff."""
         self._loop = asyncio.get_running_loop()
+        supervise.watch_loop(self._loop, f"wan-dhcp-{self.interface}")
         self._stop = asyncio.Event()
         ready.set()
         backoff = RESTART_BACKOFF_FIRST

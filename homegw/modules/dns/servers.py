@@ -22,6 +22,7 @@ import socket
 import struct
 import threading
 
+from homegw import supervise
 from homegw.modules.dns import wire
 from homegw.modules.dns.resolver import Resolver
 
@@ -64,7 +65,8 @@ class DnsServers:
         self._tcp.listen(128)
         self._udp.setblocking(False)
         self.loop = asyncio.new_event_loop()
-        loop_thread = threading.Thread(target=self._run_loop, name="dns-loop", daemon=True)
+        supervise.watch_loop(self.loop, "dns-loop")
+        loop_thread = supervise.Thread(self._run_loop, "dns-loop")
         self._threads = [loop_thread]
         loop_thread.start()
         future = asyncio.run_coroutine_threadsafe(self._start_sockets(), self.loop)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pyroute2 import IPRoute
 
+from homegw import supervise
 from homegw.config import Config
 from homegw.configtypes import EPHEMERAL_PORTS
 from homegw.dataplane.loader import load_function
@@ -106,7 +107,7 @@ class NatModule(IOModule):
         self._write_settings()
         self._install_forwards()
         if self._run_gc:
-            self._gc_thread = threading.Thread(target=self._gc_loop, name="nat-gc", daemon=True)
+            self._gc_thread = supervise.Thread(self._gc_loop, "nat-gc", restart=True)
             self._gc_thread.start()
 
     def on_unload(self) -> None:

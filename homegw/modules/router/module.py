@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pyroute2 import IPRoute
 
+from homegw import supervise
 from homegw.config import Config
 from homegw.dataplane.abi import Nic
 from homegw.dataplane.module import IOModule, TableReader
@@ -77,7 +78,7 @@ class RouterModule(IOModule):
             return
         self.watcher = KernelWatcher(self._on_neigh, self._on_link)
         self.watcher.start()
-        self._ager = threading.Thread(target=self._age_loop, name="router-aging", daemon=True)
+        self._ager = supervise.Thread(self._age_loop, "router-aging", restart=True)
         self._ager.start()
         self._resolve_gateway()
 

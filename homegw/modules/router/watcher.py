@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.rtnl import RTMGRP_LINK, RTMGRP_NEIGH
 
+from homegw import supervise
 from homegw.modules.router.neigh import CONFIRMED, USABLE
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ class KernelWatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task | None = None
         self._started = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="router-netlink", daemon=True)
+        self._thread = supervise.Thread(self._run, "router-netlink")
 
     def start(self) -> None:
         self._thread.start()
@@ -112,6 +113,7 @@ class KernelWatcher:
 
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
+        supervise.watch_loop(self._loop, "router-netlink")
         self._task = asyncio.current_task()
         async with AsyncIPRoute() as events, AsyncIPRoute() as dump:
             await events.bind(groups=RTMGRP_NEIGH | RTMGRP_LINK)
