@@ -3,7 +3,7 @@ counters, named by the appliance) plus the process's own RSS and start count.
 
 Each scrape reads the samples anew (a custom collector on a registry of our
 own, not prometheus_client's global one). A sample the exposition format
-cannot carry (a bad name, labels that differ from its family's) is left out
+cannot carry (a bad name or value, labels that differ from its family's) is left out
 and counted in homegw_metrics_dropped_samples_total, never a failed scrape.
 """
 
@@ -55,7 +55,15 @@ class _Families:
     def add(self, sample: Sample) -> None:
         name = PREFIX + sample.name
         labels = tuple(sorted(sample.labels))
-        if not _NAME.match(sample.name) or not all(_NAME.match(label) for label in labels):
+        try:
+            value = float(sample.value)
+        except (TypeError, ValueError):
+            value = None
+        if (
+            value is None
+            or not _NAME.match(sample.name)
+            or not all(_NAME.match(label) for label in labels)
+        ):
             self.dropped += 1
             return
         known = self.by_name.get(name)
@@ -67,7 +75,7 @@ class _Families:
         if labels != family_labels:
             self.dropped += 1
             return
-        family.add_metric([str(sample.labels[label]) for label in labels], sample.value)
+        family.add_metric([str(sample.labels[label]) for label in labels], value)
 
 
 class SamplesCollector:

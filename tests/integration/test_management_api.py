@@ -143,6 +143,10 @@ def test_metrics_over_http(appliance: ApplianceProcess) -> None:
     rss = re.search(r"^homegw_process_resident_memory_bytes (\S+)$", text, re.M)
     assert rss and float(rss.group(1)) > 10e6
     assert re.search(r"^homegw_starts_total 1.0$", text, re.M)
+    # the appliance's own samples, every one carried
+    assert re.search(r'^homegw_module_packets_total\{module="router",', text, re.M), text
+    assert "homegw_metrics_dropped_samples 0.0" in text
+    assert "homegw_metrics_scrape_errors_total 0.0" in text
 
 
 def cli(home: VirtualHome, app: ApplianceProcess, *args: str) -> subprocess.CompletedProcess:

@@ -65,9 +65,11 @@ def test_bad_samples_are_left_out_and_counted(app: Flask, control: FakeControl) 
     control.samples_list += [
         Sample("bad name", "gauge", "x", {}, 1),
         Sample("router_packets", "counter", "packets", {"other": "label"}, 1),
+        Sample("odd_value", "gauge", "x", {}, "many"),  # not a number
     ]
     text = app.test_client().get("/metrics").get_data(as_text=True)
-    assert "homegw_metrics_dropped_samples 2.0" in text
+    assert "homegw_metrics_dropped_samples 3.0" in text
+    assert "odd_value" not in text
     assert 'homegw_router_packets_total{nic="lan",reason="ok"} 5.0' in text
 
 
