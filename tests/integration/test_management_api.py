@@ -175,6 +175,22 @@ def test_cli_against_the_running_appliance(appliance: ApplianceProcess) -> None:
     assert yaml.safe_load(appliance.config_path.read_text())["dhcp"]["lease_time"] == "3h"
 
 
+def test_passwd_on_the_console_then_login_from_the_lan(
+    appliance: ApplianceProcess, tmp_path: Path
+) -> None:
+    home = appliance.home
+    argv = [sys.executable, "-m", "homegw", "passwd", "--password-stdin"]
+    argv += ["-c", str(appliance.config_path)]
+    done = home.run("gw", argv, input="set on the console\n", timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert not (Path(home.state_dir) / "setup-token").exists()
+    login = {"password": "set on the console"}
+    status, answer = http(home, "POST", f"{BASE}/api/v1/auth/login", login, jar=tmp_path / "c")
+    assert status == 200, answer
+    wrong = {"password": "something else"}
+    assert http(home, "POST", f"{BASE}/api/v1/auth/login", wrong)[0] == 401
+
+
 def tcp_connects(home: VirtualHome, ns: str, address: str, port: int) -> bool:
     probe = (
         "import socket,sys\n"
