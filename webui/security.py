@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flask import Flask, Response, jsonify, request, session
+from flask import Flask, Response, current_app, jsonify, request, session
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from homegw.atomicfile import write_atomic
@@ -67,8 +67,6 @@ def load_secret_key(state_dir: Path) -> bytes:
 
 
 def state() -> WebState:
-    from flask import current_app
-
     return current_app.extensions["homegw"]
 
 
