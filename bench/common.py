@@ -1,7 +1,7 @@
 """Shared pieces of the benchmarks: a generator -> gateway -> sink topology in
 namespaces, an XDP live-frames traffic generator and an XDP counting sink.
 
-Traps avoided (DESIGN.md §6): the sink drops ARP too, so the gateway gets a
+Traps avoided: the sink drops ARP too, so the gateway gets a
 permanent neighbour entry for it; programs are detached on every exit path;
 packets are counted at an XDP sink, not as skbs.
 """

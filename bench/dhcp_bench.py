@@ -145,7 +145,7 @@ def start_homegw(bed: Bed, preload: int) -> tuple[subprocess.Popen, Path]:
     }
     path = bed.workdir / "homegw.yaml"
     path.write_text(yaml.safe_dump(config))
-    argv = [sys.executable, "-m", "homegw.modules.dhcp.server", "--config", str(path)]
+    argv = [sys.executable, "-m", "homegw.standalone", "dhcp", "--config", str(path)]
     argv += ["--probe-timeout", "0"]
     return bed.popen(bed.srv, argv, bed.workdir / "homegw.log"), db_path
 

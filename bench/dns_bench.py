@@ -14,7 +14,7 @@ Topology (unique namespace names, removed on every exit path)::
 
 Both forwarders cache 10,000 answers and forward to 10.53.2.2. dnsmasq is
 measured first, before any XDP program is on lan0; homegw runs as
-`python -m homegw.modules.dns.service` (the Python path), then again with
+`python -m homegw.standalone dns` (the Python path), then again with
 `--xdp` (the DNS IO module on lan0 answers cache hits in XDP, redirected
 back to lan0). The client's veth runs an XDP_PASS program, as it did when
 the answers went out with XDP_TX (which veth delivers late to a peer
@@ -124,7 +124,7 @@ class Bed:
     def run(self, short: str, *argv: str) -> str:
         return netns.run_cmd(netns.exec_argv(self.ns(short), list(argv)), timeout=120)
 
-    def spawn(self, short: str, argv: list[str], log: str, host_bpffs: bool = False):  # noqa: ANN201
+    def spawn(self, short: str, argv: list[str], log: str, host_bpffs: bool = False):
         with open(self.dir / log, "wb") as out:
             proc = subprocess.Popen(
                 netns.exec_argv(self.ns(short), argv, host_bpffs),
@@ -317,7 +317,7 @@ def run_all(bed: Bed, seconds: int) -> dict[str, dict[str, Perf]]:
     bed.wait_listening(forwarder, DNSMASQ, "forwarder.out")
     results["dnsmasq"] = measure(bed, DNSMASQ, "dnsmasq", seconds, cached)
     bed.stop(forwarder)
-    argv = [sys.executable, "-m", "homegw.modules.dns.service", "-c", str(homegw_config(bed))]
+    argv = [sys.executable, "-m", "homegw.standalone", "dns", "-c", str(homegw_config(bed))]
     for label, extra, log in (
         ("homegw (Python)", [], "python.log"),
         ("homegw (XDP)", ["--xdp"], "xdp.log"),

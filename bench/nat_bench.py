@@ -147,7 +147,7 @@ int xdp_sink(struct xdp_md *ctx)
 }
 """
 
-    def __init__(self, topo: Topology) -> None:  # noqa: D107 - replaces Sink's program
+    def __init__(self, topo: Topology) -> None:  # replaces Sink's program
         self.topo = topo
         self.bpf = BPF(text=self.SOURCE, cflags=[f"-DWAN_ADDR={le32(GW_WAN_IP)}u"])
         fd = self.bpf.load_func("xdp_sink", BPF.XDP).fd

@@ -35,16 +35,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return check_config_main(args.file)
 
 
-def _load(path: str):  # noqa: ANN202 - homegw.config.Config | None
-    """The config, or None after printing every error with its key path."""
-    from homegw.config import ConfigError, load_config
+def _load(path: str):  # homegw.config.Config | None
+    from homegw.config import load_or_report
 
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        for line in exc.lines():
-            print(f"homegw: {line}", file=sys.stderr)
-        return None
+    return load_or_report(path)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

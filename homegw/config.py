@@ -53,6 +53,7 @@ __all__ = [
     "config_diff",
     "config_to_dict",
     "load_config",
+    "load_or_report",
     "parse_config",
     "save_config",
 ]
@@ -253,6 +254,16 @@ def _changed(old: Any, new: Any, at: tuple[str, ...]) -> list[str]:
             for path in _changed(old.get(key), new.get(key), (*at, str(key)))
         ]
     return [".".join(at)] if old != new else []
+
+
+def load_or_report(path: str | Path) -> Config | None:
+    """The config, or None after printing every error with its key path to stderr."""
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for line in exc.lines():
+            print(f"homegw: {line}", file=sys.stderr)
+        return None
 
 
 def check_config_main(path: str) -> int:

@@ -1,5 +1,7 @@
 """Constants shared with include/homegw.h: keep both in step."""
 
+import ipaddress
+import socket
 import struct
 from enum import IntEnum
 
@@ -37,3 +39,10 @@ def generation_key(nic: Nic, hook: Hook) -> int:
 # XDP verdicts, for logs and tests.
 XDP_VERDICTS = {0: "XDP_ABORTED", 1: "XDP_DROP", 2: "XDP_PASS", 3: "XDP_TX", 4: "XDP_REDIRECT"}
 TC_VERDICTS = {-1: "TC_ACT_UNSPEC", 0: "TC_ACT_OK", 2: "TC_ACT_SHOT", 7: "TC_ACT_REDIRECT"}
+
+
+def be32(address: ipaddress.IPv4Address | None) -> int:
+    """An address as the u32 the datapath compares with (network byte order)."""
+    if address is None:
+        return 0
+    return struct.unpack("=I", socket.inet_aton(str(address)))[0]

@@ -48,7 +48,7 @@ def fake_nic(
     return IfaceInfo(ifindex, mac, wan_mtu if ifname == "wan0" else lan_mtu, up, address)
 
 
-def load_router(dataplane: Dataplane, config: dict, iface_info=fake_nic) -> RouterModule:  # noqa: ANN001
+def load_router(dataplane: Dataplane, config: dict, iface_info=fake_nic) -> RouterModule:
     module = RouterModule(parse_config(config), iface_info=iface_info, watch_kernel=False)
     dataplane.add_module(module)
     dataplane.set_order(Nic.LAN, ["router"])

@@ -120,7 +120,7 @@ class Counting:
     def put(self, qname: bytes, addresses: list[str], expires_ns: int) -> bool:
         return self.fp.put(qname, addresses, expires_ns)
 
-    def get(self, qname: bytes):  # noqa: ANN201
+    def get(self, qname: bytes):
         return self.fp.get(qname)
 
     def clear(self) -> int:
@@ -147,7 +147,7 @@ def dns(loaded: Loaded) -> Counting:
     return Counting(loaded.fast_path)
 
 
-def run(dp: Dataplane, data: bytes):  # noqa: ANN201
+def run(dp: Dataplane, data: bytes):
     return prog_test_run(dp.root_fd(Nic.LAN, Hook.XDP), data)
 
 

@@ -78,7 +78,7 @@ class Gateway(NatGateway):
     def counters(self) -> dict[str, int]:
         return self.firewall.stats()["counters"]
 
-    def dropped(self, send, frame: bytes) -> str:  # noqa: ANN001
+    def dropped(self, send, frame: bytes) -> str:
         """Send the frame; it must be dropped and counted under exactly one
         reason, which is returned."""
         before = self.counters()
@@ -89,7 +89,7 @@ class Gateway(NatGateway):
         assert len(moved) == 1 and after[moved[0]] == before[moved[0]] + 1, moved
         return moved[0]
 
-    def passed(self, send, frame: bytes) -> dict[str, int]:  # noqa: ANN001
+    def passed(self, send, frame: bytes) -> dict[str, int]:
         """Send the frame; it must go to the kernel untouched with no drop
         counted. Returns how much each counter moved."""
         before = self.counters()
@@ -120,7 +120,7 @@ def make_gateway() -> Iterator:
         gateway.close()
 
 
-def wan_probe(dst: str, l4=None, src: str = REMOTE) -> bytes:  # noqa: ANN001
+def wan_probe(dst: str, l4=None, src: str = REMOTE) -> bytes:
     """From the WAN segment, routed at the WAN address's MAC."""
     return from_wan(ICMP(id=7, seq=1) if l4 is None else l4, src=src, dst=dst)
 
@@ -208,7 +208,7 @@ def test_port_forward_gets_in(gw: Gateway) -> None:
     assert result.data == to_lan(syn, "192.168.1.12", dport=80)
 
 
-def test_dmz_host_gets_the_rest(make_gateway) -> None:  # noqa: ANN001
+def test_dmz_host_gets_the_rest(make_gateway) -> None:
     dmz = make_gateway({"nat": {"dmz_host": "192.168.1.13"}})
     knock = from_wan(UDP(sport=4444, dport=5555) / b"knock")
     result = dmz.wan(knock)
@@ -250,7 +250,7 @@ def test_gateways_own_traffic_goes_to_the_kernel_untouched(gw: Gateway, name: st
     assert moved["wan_passed"] + moved["non_ipv4"] == 1
 
 
-def test_wan_ping_false_drops_echo_to_the_wan_address(make_gateway) -> None:  # noqa: ANN001
+def test_wan_ping_false_drops_echo_to_the_wan_address(make_gateway) -> None:
     quiet = make_gateway({"firewall": {"wan_ping": False}})
     assert quiet.dropped(quiet.wan, wan_probe(WAN)) == "wan_ping_dropped"
     # other ICMP for the gateway still goes up (the kernel's guard decides)
@@ -258,7 +258,7 @@ def test_wan_ping_false_drops_echo_to_the_wan_address(make_gateway) -> None:  # 
     assert quiet.wan(reply).verdict == "XDP_PASS"
 
 
-def test_forward_wan_to_lan_routes_a_routed_lan(make_gateway) -> None:  # noqa: ANN001
+def test_forward_wan_to_lan_routes_a_routed_lan(make_gateway) -> None:
     routed = make_gateway({"nat": {"enabled": False}, "firewall": {"forward_wan_to_lan": True}})
     ping = wan_probe(LAN_HOST)
     result = routed.wan(ping)
@@ -272,7 +272,7 @@ def test_forward_wan_to_lan_routes_a_routed_lan(make_gateway) -> None:  # noqa: 
     assert routed.dropped(routed.wan, wan_probe(REMOTE)) == "wan_transit"
 
 
-def test_nat_off_without_forwarding_keeps_the_lan_closed(make_gateway) -> None:  # noqa: ANN001
+def test_nat_off_without_forwarding_keeps_the_lan_closed(make_gateway) -> None:
     routed = make_gateway({"nat": {"enabled": False}})
     assert routed.dropped(routed.wan, wan_probe(LAN_HOST)) == "wan_to_lan"
 
@@ -331,7 +331,7 @@ def test_lan_traffic_for_the_gateway_goes_up(gw: Gateway, name: str) -> None:
     assert moved["lan_passed"] + moved["non_ipv4"] == 1
 
 
-def test_wan_address_followed_live(make_gateway) -> None:  # noqa: ANN001
+def test_wan_address_followed_live(make_gateway) -> None:
     dhcp = make_gateway({"wan": {"interface": "wan0", "mode": "dhcp"}})
     # no WAN address yet: nothing is ours on the WAN, a DHCP offer still is
     assert dhcp.dropped(dhcp.wan, wan_probe(WAN)) == "wan_transit"

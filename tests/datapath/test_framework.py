@@ -32,7 +32,7 @@ def udp_frame(payload: bytes, dport: int = STAMP_PORT) -> bytes:
     return bytes(frame)
 
 
-def run_lan(dp: Dataplane, frame: bytes):  # noqa: ANN201
+def run_lan(dp: Dataplane, frame: bytes):
     return prog_test_run(dp.root_fd(Nic.LAN, Hook.XDP), frame)
 
 
@@ -51,7 +51,7 @@ def test_empty_chain_passes_packet_unchanged(dataplane: Dataplane) -> None:
     assert result.data == frame
 
 
-def test_modules_run_in_configured_order(dataplane: Dataplane, stamps) -> None:  # noqa: ANN001
+def test_modules_run_in_configured_order(dataplane: Dataplane, stamps) -> None:
     dataplane.set_order(Nic.LAN, ["stampA", "stampB"])
     result = run_lan(dataplane, udp_frame(b"...."))
     assert result.verdict == "XDP_PASS"
@@ -62,7 +62,7 @@ def test_modules_run_in_configured_order(dataplane: Dataplane, stamps) -> None: 
     assert run_lan(dataplane, udp_frame(b"....")).data == udp_frame(b"BA..")
 
 
-def test_chains_are_per_nic(dataplane: Dataplane, stamps) -> None:  # noqa: ANN001
+def test_chains_are_per_nic(dataplane: Dataplane, stamps) -> None:
     dataplane.set_order(Nic.LAN, ["stampA"])
     dataplane.set_order(Nic.WAN, ["stampB", "stampA"])
     assert run_lan(dataplane, udp_frame(b"....")).data == udp_frame(b"A...")
@@ -70,7 +70,7 @@ def test_chains_are_per_nic(dataplane: Dataplane, stamps) -> None:  # noqa: ANN0
     assert wan.data == udp_frame(b"BA..")
 
 
-def test_disable_and_enable_swap_only_that_module(dataplane: Dataplane, stamps) -> None:  # noqa: ANN001
+def test_disable_and_enable_swap_only_that_module(dataplane: Dataplane, stamps) -> None:
     dataplane.set_order(Nic.LAN, ["stampA", "stampB"])
     dataplane.set_enabled("stampA", False)
     assert dataplane.chain_of(Nic.LAN, Hook.XDP) == ["stampB"]
@@ -79,7 +79,7 @@ def test_disable_and_enable_swap_only_that_module(dataplane: Dataplane, stamps) 
     assert run_lan(dataplane, udp_frame(b"....")).data == udp_frame(b"AB..")
 
 
-def test_tc_chain_runs_modules_at_egress(dataplane: Dataplane, stamps) -> None:  # noqa: ANN001
+def test_tc_chain_runs_modules_at_egress(dataplane: Dataplane, stamps) -> None:
     a, b = stamps
     dataplane.set_order(Nic.WAN, ["stampA", "stampB"])
     dataplane.set_enabled("stampB", False)
@@ -109,7 +109,7 @@ def test_pinned_state_is_reused_by_a_new_dataplane(dataplane: Dataplane, pin_dir
         again.close()
 
 
-def test_punt_reaches_the_modules_handler(dataplane: Dataplane, stamps) -> None:  # noqa: ANN001
+def test_punt_reaches_the_modules_handler(dataplane: Dataplane, stamps) -> None:
     a, _ = stamps
     got = threading.Event()
     dataplane.slowpath.register(a.module_id, REASON_PUNT, lambda p: (a.punts.append(p), got.set()))
@@ -149,7 +149,7 @@ def test_too_many_modules_rejected(dataplane: Dataplane) -> None:
         chain.install(Nic.LAN, [0] * (MAX_MODULES + 1))
 
 
-def test_compile_error_names_file_and_line(tmp_path, pin_dir: str) -> None:  # noqa: ANN001
+def test_compile_error_names_file_and_line(tmp_path, pin_dir: str) -> None:
     broken = tmp_path / "broken.bpf.c"
     broken.write_text('#include "homegw.h"\nint f(struct xdp_md *ctx) { return undefined_name; }\n')
     with pytest.raises(LoadError) as info:

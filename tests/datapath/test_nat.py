@@ -70,10 +70,10 @@ class Gateway:
         for ip, mac in HOSTS.items():
             self.router.set_neighbour(ipaddress.IPv4Address(ip), mac, Nic.LAN)
 
-    def lan(self, frame: bytes):  # noqa: ANN201
+    def lan(self, frame: bytes):
         return prog_test_run(self.dp.root_fd(Nic.LAN, Hook.XDP), frame)
 
-    def wan(self, frame: bytes):  # noqa: ANN201
+    def wan(self, frame: bytes):
         return prog_test_run(self.dp.root_fd(Nic.WAN, Hook.XDP), frame)
 
     def close(self) -> None:
@@ -88,15 +88,15 @@ def gw() -> Iterator[Gateway]:
     gateway.close()
 
 
-def from_lan(host: str, l4, dst: str = REMOTE, **ip) -> bytes:  # noqa: ANN001
+def from_lan(host: str, l4, dst: str = REMOTE, **ip) -> bytes:
     return bytes(Ether(src=HOSTS[host], dst=LAN_MAC) / IP(src=host, dst=dst, id=1, **ip) / l4)
 
 
-def from_wan(l4, src: str = REMOTE, dst: str = WAN, **ip) -> bytes:  # noqa: ANN001
+def from_wan(l4, src: str = REMOTE, dst: str = WAN, **ip) -> bytes:
     return bytes(Ether(src=ISP_MAC, dst=WAN_MAC) / IP(src=src, dst=dst, id=2, **ip) / l4)
 
 
-def expect(frame: bytes, src_mac: str, dst_mac: str, **changes) -> bytes:  # noqa: ANN003
+def expect(frame: bytes, src_mac: str, dst_mac: str, **changes) -> bytes:
     """The frame as it must leave: MACs, TTL - 1, the given IP/L4 fields,
     every checksum recomputed by scapy."""
     packet = Ether(frame)
@@ -112,11 +112,11 @@ def expect(frame: bytes, src_mac: str, dst_mac: str, **changes) -> bytes:  # noq
     return bytes(packet)
 
 
-def to_wan(frame: bytes, **changes) -> bytes:  # noqa: ANN003
+def to_wan(frame: bytes, **changes) -> bytes:
     return expect(frame, WAN_MAC, ISP_MAC, src=WAN, **changes)
 
 
-def to_lan(frame: bytes, host: str, **changes) -> bytes:  # noqa: ANN003
+def to_lan(frame: bytes, host: str, **changes) -> bytes:
     return expect(frame, LAN_MAC, HOSTS[host], dst=host, **changes)
 
 

@@ -72,7 +72,7 @@ def test_allocation_finds_every_free_port_and_keeps_parity(gw: Gateway, used: fl
     assert gw.nat.stats()["counters"]["ports_exhausted"] == 1
 
 
-def refused_with_icmp_13(result) -> bool:  # noqa: ANN001 - a TestRun result
+def refused_with_icmp_13(result) -> bool:  # a TestRun result
     """Sent back to the LAN host as ICMP destination unreachable code 13."""
     reply = Ether(result.data)
     return (
@@ -102,7 +102,7 @@ def test_the_web_ui_port_is_never_allocated() -> None:
 # -- fragments -------------------------------------------------------------------------
 
 
-def lan_fragment(ident: int, proto: int, dst: str = REMOTE, **ip) -> bytes:  # noqa: ANN003
+def lan_fragment(ident: int, proto: int, dst: str = REMOTE, **ip) -> bytes:
     return bytes(
         Ether(src=HOSTS["192.168.1.11"], dst=LAN_MAC)
         / IP(src="192.168.1.11", dst=dst, id=ident, frag=9, proto=proto, **ip)
@@ -140,7 +140,7 @@ def test_dmz_fragments_follow_their_first() -> None:
         gateway.close()
 
 
-def wait_for(condition, timeout: float = 10.0) -> bool:  # noqa: ANN001
+def wait_for(condition, timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:

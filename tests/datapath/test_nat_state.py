@@ -42,7 +42,7 @@ FORWARD_UDP = {"protocol": "udp", "external_port": 7000, "internal_address": "19
 def make() -> Iterator:
     made: list[Gateway] = []
 
-    def build(nat: dict, **top) -> Gateway:  # noqa: ANN003
+    def build(nat: dict, **top) -> Gateway:
         gateway = Gateway({**BASE, **top, "nat": nat})
         made.append(gateway)
         return gateway
@@ -63,7 +63,7 @@ def stranger(i: int) -> str:
 # -- 1. the inbound budget --------------------------------------------------------------
 
 
-def test_a_flood_to_a_port_forward_leaves_the_lan_its_sessions(make) -> None:  # noqa: ANN001
+def test_a_flood_to_a_port_forward_leaves_the_lan_its_sessions(make) -> None:
     gw = make({"max_sessions": 1024, "port_forwards": [FORWARD_UDP]})
     accepted = 0
     for i in range(1100):  # more remotes than the whole table holds
@@ -79,7 +79,7 @@ def test_a_flood_to_a_port_forward_leaves_the_lan_its_sessions(make) -> None:  #
     assert (result.verdict, result.data) == ("XDP_REDIRECT", to_wan(out))
 
 
-def test_budget_total_and_per_remote_caps_and_expiry_gives_back(make) -> None:  # noqa: ANN001
+def test_budget_total_and_per_remote_caps_and_expiry_gives_back(make) -> None:
     forward = {**FORWARD_UDP, "external_port": "7000-7003"}
     limits = {"sessions": 64, "per_remote": 5, "per_port": 40}
     gw = make({"max_sessions": 1024, "port_forwards": [forward], "inbound_limits": limits})
@@ -104,7 +104,7 @@ def test_budget_total_and_per_remote_caps_and_expiry_gives_back(make) -> None:  
     assert gw.wan(again).data == to_lan(again, "192.168.1.13")
 
 
-def test_endpoint_independent_filtering_is_budgeted_too(make) -> None:  # noqa: ANN001
+def test_endpoint_independent_filtering_is_budgeted_too(make) -> None:
     gw = make(
         {
             "max_sessions": 1024,
@@ -123,7 +123,7 @@ def test_endpoint_independent_filtering_is_budgeted_too(make) -> None:  # noqa: 
 # -- 2. releasing a quarantined port ----------------------------------------------------
 
 
-def test_release_keeps_the_endpoints_newer_mapping(make) -> None:  # noqa: ANN001
+def test_release_keeps_the_endpoints_newer_mapping(make) -> None:
     gw = make({})
     first = from_lan("192.168.1.11", UDP(sport=5005, dport=53))
     gw.lan(first)
@@ -147,7 +147,7 @@ def test_release_keeps_the_endpoints_newer_mapping(make) -> None:  # noqa: ANN00
 # -- 3. the DMZ ------------------------------------------------------------------------
 
 
-def test_the_dmz_host_serves_every_remote(make) -> None:  # noqa: ANN001
+def test_the_dmz_host_serves_every_remote(make) -> None:
     gw = make({"dmz_host": "192.168.1.16"})
     first = from_wan(UDP(sport=1111, dport=4000), src="198.51.100.7")
     assert gw.wan(first).data == to_lan(first, "192.168.1.16")
@@ -159,7 +159,7 @@ def test_the_dmz_host_serves_every_remote(make) -> None:  # noqa: ANN001
     assert counters(gw)["new_dmz_bindings"] == 1
 
 
-def test_the_dmz_never_takes_the_gateways_own_ports(make) -> None:  # noqa: ANN001
+def test_the_dmz_never_takes_the_gateways_own_ports(make) -> None:
     gw = make({"dmz_host": "192.168.1.16"}, webui={"listen": "192.168.1.1:8443"})
     own = [
         UDP(sport=9, dport=53),
@@ -184,7 +184,7 @@ def test_the_dmz_never_takes_the_gateways_own_ports(make) -> None:  # noqa: ANN0
         (TCP(sport=8443, dport=443, flags="S"), 8443),
     ],
 )
-def test_source_ports_the_gateway_uses_are_not_kept(make, l4, own: int) -> None:  # noqa: ANN001
+def test_source_ports_the_gateway_uses_are_not_kept(make, l4, own: int) -> None:
     gw = make({}, webui={"listen": "192.168.1.1:8443"})
     out = from_lan("192.168.1.11", l4)
     port = sport_of(gw.lan(out).data)
@@ -195,7 +195,7 @@ def test_source_ports_the_gateway_uses_are_not_kept(make, l4, own: int) -> None:
 # -- 5. inbound ICMP errors ------------------------------------------------------------
 
 
-def test_icmp_errors_must_quote_a_live_session_of_ours(make) -> None:  # noqa: ANN001
+def test_icmp_errors_must_quote_a_live_session_of_ours(make) -> None:
     gw = make({})
     left = gw.lan(from_lan("192.168.1.11", UDP(sport=5003, dport=33434))).data
     quoted = Ether(left)
@@ -218,7 +218,7 @@ def test_icmp_errors_must_quote_a_live_session_of_ours(make) -> None:  # noqa: A
 # -- 9. hairpinning --------------------------------------------------------------------
 
 
-def test_hairpin_answers_from_our_mac_and_ignores_broadcast(make) -> None:  # noqa: ANN001
+def test_hairpin_answers_from_our_mac_and_ignores_broadcast(make) -> None:
     gw = make(BASE["nat"])
     request = from_lan("192.168.1.11", TCP(sport=5555, dport=8080, flags="S"), dst=WAN)
     broadcast = bytes(Ether(src=HOSTS["192.168.1.11"], dst="ff:ff:ff:ff:ff:ff")) + request[14:]
@@ -233,7 +233,7 @@ def test_hairpin_answers_from_our_mac_and_ignores_broadcast(make) -> None:  # no
     )
 
 
-def test_hairpin_is_for_tcp_and_udp_only(make) -> None:  # noqa: ANN001
+def test_hairpin_is_for_tcp_and_udp_only(make) -> None:
     gw = make({})
     gw.lan(from_lan("192.168.1.11", ICMP(type=8, id=0x4321), dst="198.51.100.80"))
     ping_wan = from_lan("192.168.1.14", ICMP(type=8, id=0x4321), dst=WAN)
@@ -244,7 +244,7 @@ def test_hairpin_is_for_tcp_and_udp_only(make) -> None:  # noqa: ANN001
 # -- 10. nothing untranslated out of the WAN --------------------------------------------
 
 
-def test_icmp_queries_with_an_id_are_translated_the_rest_dropped(make) -> None:  # noqa: ANN001
+def test_icmp_queries_with_an_id_are_translated_the_rest_dropped(make) -> None:
     gw = make({})
     stamp = from_lan("192.168.1.11", ICMP(type=13, id=0x0777, seq=1) / bytes(12))
     assert gw.lan(stamp).data == to_wan(stamp)
@@ -255,7 +255,7 @@ def test_icmp_queries_with_an_id_are_translated_the_rest_dropped(make) -> None: 
     assert counters(gw)["icmp_out_dropped"] == 3
 
 
-def test_truncated_headers_are_dropped_not_sent_out(make) -> None:  # noqa: ANN001
+def test_truncated_headers_are_dropped_not_sent_out(make) -> None:
     gw = make({})
     for proto in (6, 17, 1):
         frame = from_lan("192.168.1.11", b"\x13\x88", proto=proto)
@@ -274,7 +274,7 @@ class Cursor:
     orig_dport: int  # host order
 
 
-def cursor_after(gw: Gateway, run, frame: bytes) -> tuple:  # noqa: ANN001
+def cursor_after(gw: Gateway, run, frame: bytes) -> tuple:
     """The chain cursor as the packet left it: run on CPU 0, read CPU 0's
     (struct homegw_cursor: flags at 28, orig_daddr at 44, orig_dport at 48)."""
     saved = os.sched_getaffinity(0)
@@ -311,7 +311,7 @@ def cursor_after(gw: Gateway, run, frame: bytes) -> tuple:  # noqa: ANN001
     return result, cursor
 
 
-def test_inbound_translation_records_the_original_destination(make) -> None:  # noqa: ANN001
+def test_inbound_translation_records_the_original_destination(make) -> None:
     gw = make(BASE["nat"])
     syn = from_wan(TCP(sport=41000, dport=8080, flags="S"), src="198.51.100.7")
     result, cursor = cursor_after(gw, gw.wan, syn)
@@ -322,7 +322,7 @@ def test_inbound_translation_records_the_original_destination(make) -> None:  # 
     assert not cursor.flags & dnat
 
 
-def test_established_flows_take_the_same_path(make) -> None:  # noqa: ANN001
+def test_established_flows_take_the_same_path(make) -> None:
     """An established flow's packet is handled by nat_xdp itself: the mapping
     and the session are found, nothing else is created or counted."""
     gw = make({})

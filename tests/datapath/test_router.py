@@ -45,14 +45,14 @@ def trie_router(dataplane: Dataplane) -> RouterModule:
     return load_router(dataplane, CONFIG)
 
 
-def test_lan_to_wan_rewrites_macs_ttl_and_checksum(dataplane: Dataplane, router) -> None:  # noqa: ANN001
+def test_lan_to_wan_rewrites_macs_ttl_and_checksum(dataplane: Dataplane, router) -> None:
     frame = lan_frame()
     result = run(dataplane, Nic.LAN, frame)
     assert result.verdict == "XDP_REDIRECT"
     assert result.data == forwarded(frame, WAN_MAC, ISP_MAC)
 
 
-def test_wan_to_lan(dataplane: Dataplane, router) -> None:  # noqa: ANN001
+def test_wan_to_lan(dataplane: Dataplane, router) -> None:
     frame = bytes(
         Ether(src=ISP_MAC, dst=WAN_MAC)
         / IP(src="198.51.100.80", dst=HOST, ttl=50)
@@ -74,7 +74,7 @@ def test_longest_prefix_wins(dataplane: Dataplane, trie_router: RouterModule) ->
         assert run(dataplane, Nic.LAN, frame).data == forwarded(frame, WAN_MAC, next_hop_mac)
 
 
-def test_neighbour_miss_goes_to_the_slow_path(dataplane: Dataplane, router) -> None:  # noqa: ANN001
+def test_neighbour_miss_goes_to_the_slow_path(dataplane: Dataplane, router) -> None:
     got: list = []
     done = threading.Event()
     dataplane.slowpath.register(
@@ -93,28 +93,28 @@ def test_neighbour_miss_goes_to_the_slow_path(dataplane: Dataplane, router) -> N
     assert (punt.meta[1], punt.packet) == (Nic.LAN, frame)
 
 
-def test_ttl_1_answered_with_time_exceeded(dataplane: Dataplane, router) -> None:  # noqa: ANN001
+def test_ttl_1_answered_with_time_exceeded(dataplane: Dataplane, router) -> None:
     frame = lan_frame(ttl=1)
     result = run(dataplane, Nic.LAN, frame)
     assert result.verdict == "XDP_REDIRECT"  # back out of the LAN NIC, see homegw_tx_xdp
     assert result.data == icmp_error(frame, 11, 0, 0, LAN_GW, LAN_MAC)
 
 
-def test_df_over_mtu_answered_with_frag_needed(dataplane: Dataplane, router) -> None:  # noqa: ANN001
+def test_df_over_mtu_answered_with_frag_needed(dataplane: Dataplane, router) -> None:
     frame = lan_frame(size=1600, flags="DF")
     result = run(dataplane, Nic.LAN, frame)
     assert result.verdict == "XDP_REDIRECT"
     assert result.data == icmp_error(frame, 3, 4, 1500, LAN_GW, LAN_MAC)
 
 
-def test_ip_options_forwarded(dataplane: Dataplane, router) -> None:  # noqa: ANN001
+def test_ip_options_forwarded(dataplane: Dataplane, router) -> None:
     frame = lan_frame(options=[b"\x01\x01\x01\x00"])  # NOP NOP NOP EOL: IHL 6
     assert Ether(frame)[IP].ihl == 6
     result = run(dataplane, Nic.LAN, frame)
     assert (result.verdict, result.data) == ("XDP_REDIRECT", forwarded(frame, WAN_MAC, ISP_MAC))
 
 
-def test_ttl_1_with_ip_options_answered_here(dataplane: Dataplane, router) -> None:  # noqa: ANN001
+def test_ttl_1_with_ip_options_answered_here(dataplane: Dataplane, router) -> None:
     """Not left to the kernel (which no longer forwards for XDP): the quote
     carries the options."""
     frame = lan_frame(ttl=1, options=[b"\x01\x01\x01\x00"])
@@ -125,7 +125,7 @@ def test_ttl_1_with_ip_options_answered_here(dataplane: Dataplane, router) -> No
     )
 
 
-def test_fragments_forwarded(dataplane: Dataplane, router) -> None:  # noqa: ANN001
+def test_fragments_forwarded(dataplane: Dataplane, router) -> None:
     first = lan_frame(size=100, flags="MF")
     later = bytes(
         Ether(src=HOST_MAC, dst=LAN_MAC)
@@ -153,7 +153,7 @@ def test_fragments_forwarded(dataplane: Dataplane, router) -> None:  # noqa: ANN
 def test_not_forwarded_here_goes_to_the_kernel_unchanged(
     dataplane: Dataplane,
     router,
-    frame: bytes,  # noqa: ANN001
+    frame: bytes,
 ) -> None:
     result = run(dataplane, Nic.LAN, frame)
     assert (result.verdict, result.data) == ("XDP_PASS", frame)
@@ -198,9 +198,12 @@ def test_counters_per_nic_and_device(dataplane: Dataplane, router: RouterModule)
     stats = router.stats()
     assert stats["counters"]["forwarded"] == 4
     assert stats["nics"] == {"lan": (1, len(down)), "wan": (3, 3 * len(up))}
-    assert stats["devices"][HOST_MAC] == {
-        "tx_packets": 3,
-        "tx_bytes": 3 * len(up),
-        "rx_packets": 1,
-        "rx_bytes": len(down),
-    }
+    host = stats["devices"][HOST_MAC]
+    assert (host.from_packets, host.from_bytes, host.to_packets, host.to_bytes, host.dropped) == (
+        3,
+        3 * len(up),
+        1,
+        len(down),
+        0,
+    )
+    assert 0 < host.first_seen <= host.last_seen

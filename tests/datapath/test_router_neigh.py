@@ -15,10 +15,9 @@ from bcc import BPF
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 
-from homegw.dataplane.abi import Nic
+from homegw.dataplane.abi import Nic, be32
 from homegw.dataplane.dataplane import Dataplane
 from homegw.dataplane.pinned import PinnedMap
-from homegw.modules.router.maps import be32
 from homegw.modules.router.module import RouterModule
 from tests.datapath.punts import PuntLog, one_cpu
 from tests.datapath.router_kit import (

@@ -41,7 +41,7 @@ def router(dataplane: Dataplane) -> RouterModule:
     return load_router(dataplane, CONFIG)
 
 
-def lan_packet(payload, ttl: int = 1, src: str = HOST, dst: str = REMOTE, **ip) -> bytes:  # noqa: ANN001
+def lan_packet(payload, ttl: int = 1, src: str = HOST, dst: str = REMOTE, **ip) -> bytes:
     return bytes(Ether(src=HOST_MAC, dst=LAN_MAC) / IP(src=src, dst=dst, ttl=ttl, **ip) / payload)
 
 
@@ -224,7 +224,7 @@ def test_error_about_a_translated_packet_quotes_it_as_sent(
     l4,
     ttl: int,
     df: bool,
-    error: tuple,  # noqa: ANN001
+    error: tuple,
 ) -> None:
     load_router(dataplane, CONFIG, iface_info=functools.partial(fake_nic, lan_mtu=1000))
     dataplane.add_module(FakeDnat())

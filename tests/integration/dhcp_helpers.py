@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import select
 import socket
 import sqlite3
 import subprocess
@@ -84,10 +83,11 @@ class CodecClient:
         """The next reply with `xid`; replies to other xids go to `self.stray`."""
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
-            if not select.select([self.sock], [], [], left)[0]:
-                break
+            self.sock.settimeout(left)  # (not select(): the fd may be above 1023)
             try:
                 reply = p.parse(self.sock.recv(4096), expect_op=p.BOOTREPLY)
+            except TimeoutError:
+                break
             except p.MalformedPacket:
                 continue
             if reply.xid == xid:
@@ -157,7 +157,7 @@ def lease_rows(home: VirtualHome) -> dict[str, tuple[str, str]]:
 
 
 class ServerProcess:
-    """`python -m homegw.modules.dhcp.server` in the gateway namespace."""
+    """`python -m homegw.standalone dhcp` in the gateway namespace."""
 
     def __init__(self, home: VirtualHome, config: dict[str, Any]) -> None:
         assert home.tmpdir is not None
@@ -169,14 +169,19 @@ class ServerProcess:
         self.proc: subprocess.Popen[str] | None = None
 
     def start(self) -> ServerProcess:
-        argv = [sys.executable, "-m", "homegw.modules.dhcp.server", "--config"]
+        argv = [sys.executable, "-m", "homegw.standalone", "dhcp", "--config"]
         argv += [str(self.config_path), "--probe-timeout", "0"]
         self.lines.clear()
         self.proc = self.home.popen(
             "gw", argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
         threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
-        self.wait_for("DHCP server ready")
+        gw = self.home.ns("gw")
+        serving = netns.wait_for(
+            lambda: netns.listening(gw, "udp", "*", 67) or self.proc.poll() is not None, WAIT
+        )
+        if not serving or self.proc.poll() is not None:
+            raise AssertionError("the DHCP server did not start; log:\n" + "\n".join(self.lines))
         return self
 
     def _read(self, proc: subprocess.Popen[str]) -> None:

@@ -88,7 +88,7 @@ def ping(home: VirtualHome, ns: str, address: str, count: int = 1) -> bool:
     return home.run(ns, argv).returncode == 0
 
 
-def start_gateway(home: VirtualHome, name: str, **overrides) -> tuple[ApplianceProcess, str]:  # noqa: ANN003
+def start_gateway(home: VirtualHome, name: str, **overrides) -> tuple[ApplianceProcess, str]:
     """The appliance with a WAN lease from the ISP; returns it and the WAN address."""
     app = ApplianceProcess(home, home.gateway_config(**overrides), name=name).start()
     app.wait_for(r"homegw ready")
@@ -173,7 +173,7 @@ def listener_heard_nothing(home: VirtualHome, listener: Listener) -> None:
 
 def test_wan_to_lan_host_and_gateway_lan_address_fail(
     home: VirtualHome,
-    gateway,  # noqa: ANN001
+    gateway,
     listener: Listener,
 ) -> None:
     _, wan = gateway
@@ -200,21 +200,21 @@ def spoofed(home: VirtualHome, wan: str, src: str) -> bytes:
         ("127.0.0.1", "wan_martian_source"),
     ],
 )
-def test_spoofed_sources_from_the_isp_dropped(home: VirtualHome, gateway, src, reason) -> None:  # noqa: ANN001
+def test_spoofed_sources_from_the_isp_dropped(home: VirtualHome, gateway, src, reason) -> None:
     _, wan = gateway
     before = counter(home, reason)
     home.send_frames("isp", "isp0", [spoofed(home, wan, wan if src == "wan" else src)] * 3)
     assert wait_for_count(home, reason, before + 3) == before + 3
 
 
-def test_ping_to_the_wan_address_answered(home: VirtualHome, gateway) -> None:  # noqa: ANN001
+def test_ping_to_the_wan_address_answered(home: VirtualHome, gateway) -> None:
     _, wan = gateway
     before = counter(home, "wan_passed")
     assert ping(home, "isp", wan, count=3)
     assert counter(home, "wan_passed") >= before + 3
 
 
-def test_lan_host_reaches_web_and_dns(home: VirtualHome, gateway) -> None:  # noqa: ANN001
+def test_lan_host_reaches_web_and_dns(home: VirtualHome, gateway) -> None:
     page = home.run("h1", ["curl", "-sS", "--max-time", "10", f"http://{home.web_server}/"])
     assert home.web_text in page.stdout, page.stderr
     dig = ["dig", "+short", "+time=2", "+tries=2"]
@@ -225,14 +225,14 @@ def test_lan_host_reaches_web_and_dns(home: VirtualHome, gateway) -> None:  # no
     assert direct == [home.web_server]
 
 
-def test_wan_dhcp_lease_renews(home: VirtualHome, gateway) -> None:  # noqa: ANN001
+def test_wan_dhcp_lease_renews(home: VirtualHome, gateway) -> None:
     app, wan = gateway
     leases = sum(1 for line in app.lines if f"WAN lease {wan}/24 " in line)
     app.proc.send_signal(signal.SIGUSR1)  # renew: unicast REQUEST, ACK to the WAN address
     app.wait_for_count(rf"WAN lease {wan}/24 ", leases + 1)
 
 
-def test_ipv6_from_the_wan_dropped_neighbour_discovery_kept(home: VirtualHome, gateway) -> None:  # noqa: ANN001
+def test_ipv6_from_the_wan_dropped_neighbour_discovery_kept(home: VirtualHome, gateway) -> None:
     link_local = json.loads(
         home.run("gw", ["ip", "-j", "-6", "addr", "show", "dev", "wan0"]).stdout
     )
@@ -282,7 +282,7 @@ FORWARD_TO_H1 = {
 
 def test_first_forwarded_packet_survives_neighbour_resolution(
     home: VirtualHome,
-    gateway,  # noqa: ANN001
+    gateway,
     listener: Listener,
 ) -> None:
     """A port-forwarded datagram to a LAN host whose neighbour entry aged
@@ -305,7 +305,7 @@ def test_first_forwarded_packet_survives_neighbour_resolution(
         stop_gateway(forwarding)
 
 
-def test_wan_ping_false_drops_echo(home: VirtualHome, gateway) -> None:  # noqa: ANN001
+def test_wan_ping_false_drops_echo(home: VirtualHome, gateway) -> None:
     app, _ = gateway
     stop_gateway(app)
     quiet, wan = start_gateway(home, "noping", firewall={"wan_ping": False})
@@ -320,7 +320,7 @@ def test_wan_ping_false_drops_echo(home: VirtualHome, gateway) -> None:  # noqa:
 
 def test_kernel_fallback_path_keeps_the_lan_closed(
     home: VirtualHome,
-    gateway,  # noqa: ANN001
+    gateway,
     listener: Listener,
 ) -> None:
     app, _ = gateway

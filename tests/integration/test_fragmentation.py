@@ -53,7 +53,7 @@ def gateway(virtual_home_module: VirtualHome) -> Iterator[tuple[VirtualHome, App
     assert "Traceback" not in app.log
 
 
-def test_oversized_datagram_fragmented_after_nat(gateway) -> None:  # noqa: ANN001
+def test_oversized_datagram_fragmented_after_nat(gateway) -> None:
     home, _ = gateway
     receiver = home.popen(
         "isp", [sys.executable, "-c", RECEIVER, home.web_server], stdout=subprocess.PIPE, text=True

@@ -58,7 +58,7 @@ def attached_prog_id(home: VirtualHome, ifname: str) -> int | None:
         return attach.xdp_prog_id(ifname)
 
 
-def test_roots_attached_on_both_nics(live) -> None:  # noqa: ANN001
+def test_roots_attached_on_both_nics(live) -> None:
     home, _, _ = live
     assert attached_prog_id(home, "lan0")
     assert attached_prog_id(home, "wan0")
@@ -66,7 +66,7 @@ def test_roots_attached_on_both_nics(live) -> None:  # noqa: ANN001
     assert "homegw_root_lan" in tc and "direct-action" in tc
 
 
-def test_live_packets_show_module_order(live) -> None:  # noqa: ANN001
+def test_live_packets_show_module_order(live) -> None:
     home, dp, receiver = live
     send_udp(home, "....")
     # The kernel accepted the datagram, so the modules' checksum updates are right.
@@ -89,7 +89,7 @@ def _wait_for_packets(dp: Dataplane, after: int, proc: subprocess.Popen, deadlin
     raise TimeoutError("no traffic through the LAN chain")
 
 
-def test_ping_flood_loses_nothing_while_a_module_toggles(live) -> None:  # noqa: ANN001
+def test_ping_flood_loses_nothing_while_a_module_toggles(live) -> None:
     home, dp, _ = live
     count = 20000
     ping = home.popen(

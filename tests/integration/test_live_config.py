@@ -78,7 +78,7 @@ class Running:
 
 
 @pytest.fixture
-def running(make_virtual_home) -> Iterator[Running]:  # noqa: ANN001
+def running(make_virtual_home) -> Iterator[Running]:
     home: VirtualHome = make_virtual_home(big_file_mib=48)
     path = Path(home.state_dir) / "homegw.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -87,7 +87,7 @@ def gateway(home: VirtualHome) -> Iterator[ApplianceProcess]:
     assert "Traceback" not in app.log
 
 
-def run(home: VirtualHome, ns: str, argv: list[str], **kw) -> subprocess.CompletedProcess:  # noqa: ANN003
+def run(home: VirtualHome, ns: str, argv: list[str], **kw) -> subprocess.CompletedProcess:
     result = home.run(ns, argv, **kw)
     assert result.returncode == 0, (argv, result.stdout, result.stderr)
     return result
@@ -127,7 +127,7 @@ def reporters(home: VirtualHome) -> Iterator[None]:
         proc.wait(10)
 
 
-def test_tcp_download_through_nat_verified_by_hash(home: VirtualHome, gateway) -> None:  # noqa: ANN001
+def test_tcp_download_through_nat_verified_by_hash(home: VirtualHome, gateway) -> None:
     got = run(
         home,
         "h1",
@@ -138,7 +138,7 @@ def test_tcp_download_through_nat_verified_by_hash(home: VirtualHome, gateway) -
     assert "loaded module nat" in gateway.log
 
 
-def test_iperf3_through_nat(home: VirtualHome, gateway) -> None:  # noqa: ANN001
+def test_iperf3_through_nat(home: VirtualHome, gateway) -> None:
     server = home.popen(
         "isp",
         ["iperf3", "-s", "-1", "--forceflush", "-B", home.web_server],
@@ -157,7 +157,7 @@ def test_iperf3_through_nat(home: VirtualHome, gateway) -> None:  # noqa: ANN001
 def test_udp_sees_the_wan_address_with_endpoint_independent_mapping(
     home: VirtualHome,
     gateway,
-    reporters,  # noqa: ANN001
+    reporters,
 ) -> None:
     client = """
 import socket, sys
@@ -216,7 +216,7 @@ def unsolicited_reaches_client(home: VirtualHome, local_port: int) -> bool:
 def test_address_and_port_dependent_filtering_drops_others(
     home: VirtualHome,
     gateway,
-    reporters,  # noqa: ANN001
+    reporters,
 ) -> None:
     assert not unsolicited_reaches_client(home, 5100)
     assert "unsolicited" not in gateway.log  # dropped quietly, counted in nat_stats
@@ -224,7 +224,7 @@ def test_address_and_port_dependent_filtering_drops_others(
 
 def test_endpoint_independent_filtering_lets_others_in(
     home: VirtualHome, gateway, reporters
-) -> None:  # noqa: ANN001
+) -> None:
     gateway.stop()
     eif = ApplianceProcess(
         home, home.gateway_config(**nat_config("endpoint-independent")), name="eif"
@@ -238,12 +238,12 @@ def test_endpoint_independent_filtering_lets_others_in(
         gateway.wait_for_count(r"homegw ready", 2)
 
 
-def test_ping_through_nat(home: VirtualHome, gateway) -> None:  # noqa: ANN001
+def test_ping_through_nat(home: VirtualHome, gateway) -> None:
     ping = run(home, "h1", ["ping", "-c", "3", "-i", "0.2", "-W", "2", home.web_server])
     assert " 0% packet loss" in ping.stdout
 
 
-def test_traceroute_through_nat(home: VirtualHome, gateway) -> None:  # noqa: ANN001
+def test_traceroute_through_nat(home: VirtualHome, gateway) -> None:
     trace = run(home, "h1", ["traceroute", "-n", "-q", "1", "-w", "2", "-m", "5", home.web_server])
     hops = [line.split()[1] for line in trace.stdout.splitlines()[1:]]
     # hop 2's port unreachable came back through NAT's ICMP error translation
@@ -278,13 +278,13 @@ def lan_server(home: VirtualHome) -> Iterator[subprocess.Popen]:
     server.wait(10)
 
 
-def test_port_forward_from_wan(home: VirtualHome, gateway, lan_server) -> None:  # noqa: ANN001
+def test_port_forward_from_wan(home: VirtualHome, gateway, lan_server) -> None:
     page = run(home, "isp", ["curl", "-sS", "--max-time", "5", f"http://{WAN_IP}:8081/"])
     assert page.stdout == FORWARD_TEXT
     assert lan_server.stdout.readline().startswith(home.isp_address + " ")
 
 
-def test_hairpin_from_another_lan_host(home: VirtualHome, gateway, lan_server) -> None:  # noqa: ANN001
+def test_hairpin_from_another_lan_host(home: VirtualHome, gateway, lan_server) -> None:
     page = run(home, "h1", ["curl", "-sS", "--max-time", "5", f"http://{WAN_IP}:8081/"])
     assert page.stdout == FORWARD_TEXT
     # the internal server saw the external address, not 192.168.1.11
@@ -331,7 +331,7 @@ print(len(flows), len(replies))
 """
 
 
-def test_ten_thousand_concurrent_flows(home: VirtualHome, gateway, reporters) -> None:  # noqa: ANN001
+def test_ten_thousand_concurrent_flows(home: VirtualHome, gateway, reporters) -> None:
     result = run(home, "h3", [sys.executable, "-c", MANY_FLOWS, home.web_server], timeout=120)
     flows, answered = map(int, result.stdout.split())
     assert (flows, answered) == (10_000, 10_000)
@@ -361,7 +361,7 @@ def icmp_sessions(home: VirtualHome, echo_id: int) -> int:
     )
 
 
-def test_conntrack_expiry(home: VirtualHome, gateway) -> None:  # noqa: ANN001
+def test_conntrack_expiry(home: VirtualHome, gateway) -> None:
     """An ICMP echo session expires after nat.timeouts.icmp (60 s, the RFC 5508
     floor); the next ping gets a new mapping, and the old identifier stays
     quarantined (RFC 6888: not reused for 120 s)."""

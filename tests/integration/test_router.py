@@ -49,7 +49,7 @@ def counter(home: VirtualHome, name: str) -> int:
     return read_percpu_u64(f"{home.pin_dir}/router_stats", COUNTERS.index(name))
 
 
-def test_xdp_attached_and_router_in_chain(routed) -> None:  # noqa: ANN001
+def test_xdp_attached_and_router_in_chain(routed) -> None:
     home, app = routed
     for nic in ("lan0", "wan0"):
         assert "prog/xdp" in home.run("gw", ["ip", "-d", "link", "show", nic]).stdout
@@ -57,7 +57,7 @@ def test_xdp_attached_and_router_in_chain(routed) -> None:  # noqa: ANN001
     assert "TEMPORARY KERNEL PATH" not in app.log
 
 
-def test_ping_through_xdp(routed) -> None:  # noqa: ANN001
+def test_ping_through_xdp(routed) -> None:
     home, _ = routed
     before = counter(home, "forwarded")
     ping = home.run("h1", ["ping", "-c", "5", "-i", "0.05", "-W", "2", home.web_server])
@@ -66,7 +66,7 @@ def test_ping_through_xdp(routed) -> None:  # noqa: ANN001
     assert counter(home, "forwarded") - before >= 10
 
 
-def test_tcp_download_verified_by_hash(routed) -> None:  # noqa: ANN001
+def test_tcp_download_verified_by_hash(routed) -> None:
     home, _ = routed
     before = counter(home, "forwarded")
     got = home.run(
@@ -100,7 +100,7 @@ print("50 echoes ok")
 """
 
 
-def test_udp_echo_lan_to_wan(routed) -> None:  # noqa: ANN001
+def test_udp_echo_lan_to_wan(routed) -> None:
     home, _ = routed
     server = home.popen(
         "isp", [sys.executable, "-c", UDP_ECHO, home.web_server], stdout=subprocess.PIPE, text=True
@@ -114,7 +114,7 @@ def test_udp_echo_lan_to_wan(routed) -> None:  # noqa: ANN001
         server.wait(10)
 
 
-def test_traceroute_shows_the_gateway_hop(routed) -> None:  # noqa: ANN001
+def test_traceroute_shows_the_gateway_hop(routed) -> None:
     home, _ = routed
     before = counter(home, "ttl_exceeded")
     trace = home.run("h1", ["traceroute", "-n", "-q", "1", "-w", "2", "-m", "5", home.web_server])
@@ -124,7 +124,7 @@ def test_traceroute_shows_the_gateway_hop(routed) -> None:  # noqa: ANN001
     assert counter(home, "ttl_exceeded") > before  # answered in XDP, not by the kernel
 
 
-def test_neighbour_ages_out_and_first_packet_survives_resolution(routed) -> None:  # noqa: ANN001
+def test_neighbour_ages_out_and_first_packet_survives_resolution(routed) -> None:
     home, app = routed
     home.run("h2", ["ping", "-c", "1", "-W", "2", home.web_server], check=True)
     h2 = home.host("h2").ip
@@ -140,7 +140,7 @@ def test_neighbour_ages_out_and_first_packet_survives_resolution(routed) -> None
     assert counter(home, "neigh_miss") > misses
 
 
-def test_wan_link_down_gives_net_unreachable(routed) -> None:  # noqa: ANN001
+def test_wan_link_down_gives_net_unreachable(routed) -> None:
     home, app = routed
     home.run("isp", ["ip", "link", "set", "isp0", "down"], check=True)
     try:
@@ -167,7 +167,7 @@ sendp(Ether(src=mac, dst="ff:ff:ff:ff:ff:ff") / ARP(op=2, hwsrc=mac, psrc=ip, hw
 """
 
 
-def test_gratuitous_arp_moves_a_neighbour(routed) -> None:  # noqa: ANN001
+def test_gratuitous_arp_moves_a_neighbour(routed) -> None:
     home, _ = routed
     host = home.host("h3")
     home.run("h3", ["ping", "-c", "1", "-W", "2", home.web_server], check=True)
@@ -198,7 +198,7 @@ def lan_peer_without_xdp(home: VirtualHome) -> Iterator[None]:
         netns.xdp_pass_on("p-lan", sw)
 
 
-def test_single_ttl_1_ping_sees_time_exceeded_at_once(routed) -> None:  # noqa: ANN001
+def test_single_ttl_1_ping_sees_time_exceeded_at_once(routed) -> None:
     """One probe, nothing after it: the ICMP error must leave lan0 on its
     own, not when the next frame arrives (veth wakes a peer for XDP_TX frames
     only if the peer runs XDP itself; homegw sends errors by redirect)."""
@@ -212,7 +212,7 @@ def test_single_ttl_1_ping_sees_time_exceeded_at_once(routed) -> None:  # noqa: 
             assert elapsed < 1.0, (elapsed, ping.stdout)
 
 
-def test_active_next_hops_never_miss(routed) -> None:  # noqa: ANN001
+def test_active_next_hops_never_miss(routed) -> None:
     """Traffic for three neighbour timeouts (2 s): the next hops it uses are
     re-confirmed with the kernel before they expire, so not one packet is
     punted for them (before, every entry was deleted at its timeout)."""

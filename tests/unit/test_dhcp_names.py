@@ -56,7 +56,7 @@ class Harness:
         self.server._send = self._sent  # type: ignore[method-assign]  # no sockets here
         self._xid = 0
 
-    def _sent(self, outcome, msg: p.DhcpMessage) -> None:  # noqa: ANN001
+    def _sent(self, outcome, msg: p.DhcpMessage) -> None:
         self.log.append(("sent", p.TYPE_NAMES[outcome.kind]))
 
     def listen(self) -> None:

@@ -99,7 +99,7 @@ MALFORMED = [
 
 
 @pytest.mark.parametrize(("reason", "mangle"), MALFORMED, ids=[m[0] for m in MALFORMED])
-def test_malformed_input_names_its_reason(reason: str, mangle) -> None:  # noqa: ANN001
+def test_malformed_input_names_its_reason(reason: str, mangle) -> None:
     data = mangle(bytes(raw(discover())))
     with pytest.raises(p.MalformedPacket) as exc:
         p.parse(data)

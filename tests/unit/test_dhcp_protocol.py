@@ -45,7 +45,7 @@ def msg(kind: int, chaddr: bytes = MAC, **fields: object) -> p.DhcpMessage:
     return p.DhcpMessage(p.BOOTREQUEST, 0x1234, chaddr, options, **fields)  # type: ignore[arg-type]
 
 
-def reply_of(out) -> p.DhcpMessage:  # noqa: ANN001
+def reply_of(out) -> p.DhcpMessage:
     assert out.reply is not None
     assert len(out.reply) >= 300
     return p.parse(out.reply, expect_op=p.BOOTREPLY)

@@ -59,7 +59,7 @@ def test_parse_mixed_formats() -> None:
     assert parsed.skipped == 6
 
 
-def policy(blocked=(), allow=(), deny=()) -> Policy:  # noqa: ANN001
+def policy(blocked=(), allow=(), deny=()) -> Policy:
     return Policy("p", frozenset(blocked), frozenset(allow), frozenset(deny))
 
 

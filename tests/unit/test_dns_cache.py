@@ -16,7 +16,7 @@ QNAME = wire.text_to_wire(NAME)
 T0 = 1000.0
 
 
-def upstream_reply(rcode: int = 0, answers=(), authority=(), qname: str = NAME, qtype: int = 1):  # noqa: ANN001, ANN201
+def upstream_reply(rcode: int = 0, answers=(), authority=(), qname: str = NAME, qtype: int = 1):
     record = DNSRecord(DNSHeader(id=7, qr=1, rd=1, ra=1, rcode=rcode), q=DNSQuestion(qname, qtype))
     record.rr, record.auth = list(answers), list(authority)
     return record.pack()

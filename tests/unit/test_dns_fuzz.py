@@ -37,7 +37,7 @@ def opt(version: int = 0, rdata: bytes = b"") -> bytes:
 
 
 @pytest.fixture(scope="module")
-def loop():  # noqa: ANN201
+def loop():
     loop = asyncio.new_event_loop()
     yield loop
     loop.close()
@@ -87,14 +87,14 @@ MALFORMED = {
 
 
 @pytest.mark.parametrize("name", sorted(MALFORMED))
-def test_malformed_query_gets_formerr(resolver: Resolver, loop, name: str) -> None:  # noqa: ANN001
+def test_malformed_query_gets_formerr(resolver: Resolver, loop, name: str) -> None:
     data = MALFORMED[name]
     assert resolver.answer_cached(data, "192.168.1.9") is None
     reply = resolve(resolver, loop, data)
     assert reply == HEAD.pack(0xBEEF, wire.QR | wire.RA | wire.RD | wire.FORMERR, 0, 0, 0, 0)
 
 
-def test_short_datagram_and_responses_are_dropped(resolver: Resolver, loop) -> None:  # noqa: ANN001
+def test_short_datagram_and_responses_are_dropped(resolver: Resolver, loop) -> None:
     dropped = resolver.stats.dropped
     assert resolve(resolver, loop, b"") is None
     assert resolve(resolver, loop, b"\xbe\xef\x01") is None
@@ -102,12 +102,12 @@ def test_short_datagram_and_responses_are_dropped(resolver: Resolver, loop) -> N
     assert resolver.stats.dropped == dropped + 3
 
 
-def test_other_opcode_gets_notimp(resolver: Resolver, loop) -> None:  # noqa: ANN001
+def test_other_opcode_gets_notimp(resolver: Resolver, loop) -> None:
     reply = resolve(resolver, loop, header(flags=2 << 11) + QUESTION)
     assert reply == HEAD.pack(0xBEEF, wire.QR | wire.RA | (2 << 11) | wire.NOTIMP, 0, 0, 0, 0)
 
 
-def test_edns_version_1_gets_badvers(resolver: Resolver, loop) -> None:  # noqa: ANN001
+def test_edns_version_1_gets_badvers(resolver: Resolver, loop) -> None:
     reply = resolve(resolver, loop, header(ar=1) + QUESTION + opt(version=1))
     assert reply is not None
     assert reply[:12] == HEAD.pack(0xBEEF, wire.QR | wire.RA | wire.RD, 1, 0, 0, 1)
@@ -122,7 +122,7 @@ def test_uppercase_query_hits_the_lower_case_cache_entry(resolver: Resolver) -> 
     assert bytes(reply[12 : 12 + len(question)]) == question
 
 
-def test_cached_name_is_answered_on_the_fast_and_slow_path(resolver: Resolver, loop) -> None:  # noqa: ANN001
+def test_cached_name_is_answered_on_the_fast_and_slow_path(resolver: Resolver, loop) -> None:
     data = header() + QUESTION
     fast = resolver.answer_cached(data, "192.168.1.9")
     slow = resolve(resolver, loop, data)
@@ -159,7 +159,7 @@ FUZZ = settings(
 
 @FUZZ
 @given(st.binary(max_size=600))
-def test_fuzz_random_bytes(resolver: Resolver, loop, data: bytes) -> None:  # noqa: ANN001
+def test_fuzz_random_bytes(resolver: Resolver, loop, data: bytes) -> None:
     check_reply(data, resolver.answer_cached(data, "192.168.1.9"))
     check_reply(data, resolve(resolver, loop, data))
     with contextlib.suppress(wire.Drop, wire.BadQuery):
@@ -197,7 +197,7 @@ def near_queries(draw: st.DrawFn) -> bytes:
 
 @FUZZ
 @given(near_queries())
-def test_fuzz_near_queries(resolver: Resolver, loop, data: bytes) -> None:  # noqa: ANN001
+def test_fuzz_near_queries(resolver: Resolver, loop, data: bytes) -> None:
     check_reply(data, resolver.answer_cached(data, "192.168.1.9"))
     check_reply(data, resolve(resolver, loop, data))
 

@@ -17,7 +17,7 @@ ROUTER_ALERT = b"\x94\x04\x00\x00"  # option 148: copied flag set
 RECORD_ROUTE = b"\x07\x07\x04" + bytes(4)  # option 7: not copied
 
 
-def datagram(size: int, **ip) -> IP:  # noqa: ANN003
+def datagram(size: int, **ip) -> IP:
     header = IP(src="203.0.113.2", dst="198.51.100.80", id=0x1234, ttl=63, **ip)
     return header / UDP(sport=4000, dport=9) / bytes(i % 251 for i in range(size))
 

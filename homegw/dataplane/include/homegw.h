@@ -324,6 +324,67 @@ static __always_inline struct homegw_neighbour *homegw_neighbour_xdp(struct xdp_
 	return NULL;
 }
 
+/* Per-device accounting, one map for the whole chain: the router counts
+ * what it forwards from and to a LAN device, other modules what they drop of
+ * a known device's frames (the DHCP guard). Read by homegw/dataplane/devices.py. */
+#define HOMEGW_MAX_DEVICES 4096
+#define HOMEGW_DEVICE_FROM 0    /* a frame from the device, forwarded */
+#define HOMEGW_DEVICE_TO 1      /* a frame forwarded to the device */
+#define HOMEGW_DEVICE_DROPPED 2 /* a frame from the device, dropped */
+
+struct homegw_device {
+	__u64 from_packets;
+	__u64 from_bytes;
+	__u64 to_packets;
+	__u64 to_bytes;
+	__u64 dropped;
+	__u32 first_tick; /* HOMEGW_NEIGH_TICK_SHIFT ticks: made on this CPU */
+	__u32 last_tick;  /* counted on this CPU last (written on change) */
+};
+
+// <LAN device MAC (6 bytes, 2 zero, as a u64), per-CPU traffic of the device>
+BPF_TABLE_PINNED("percpu_hash", __u64, struct homegw_device, homegw_devices, HOMEGW_MAX_DEVICES,
+		 HOMEGW_PIN("devices"));
+
+/* Count one frame of `bytes` for the device with this MAC. 0, or -1 when the
+ * table is full (the caller counts that its own way). */
+static __always_inline int homegw_count_device(const unsigned char *mac, __u64 bytes, int what)
+{
+	__u64 key = 0;
+	__u32 tick = bpf_ktime_get_coarse_ns() >> HOMEGW_NEIGH_TICK_SHIFT;
+
+	__builtin_memcpy(&key, mac, ETH_ALEN);
+	struct homegw_device *dev = homegw_devices.lookup(&key);
+	if (!dev) {
+		struct homegw_device fresh = { .first_tick = tick, .last_tick = tick };
+		if (homegw_devices.update(&key, &fresh))
+			return -1;
+		dev = homegw_devices.lookup(&key);
+		if (!dev)
+			return -1;
+	}
+	if (what == HOMEGW_DEVICE_FROM) {
+		dev->from_packets++;
+		dev->from_bytes += bytes;
+	} else if (what == HOMEGW_DEVICE_TO) {
+		dev->to_packets++;
+		dev->to_bytes += bytes;
+	} else {
+		dev->dropped++;
+	}
+	if (dev->last_tick != tick)
+		dev->last_tick = tick;
+	return 0;
+}
+
+/* Whether two MAC addresses are equal (not __builtin_memcmp: clang may emit
+ * a call to memcmp, which BPF lacks). */
+static __always_inline int homegw_same_mac(const unsigned char *a, const unsigned char *b)
+{
+	return *(const __u32 *)a == *(const __u32 *)b &&
+	       *(const __u16 *)(a + 4) == *(const __u16 *)(b + 4);
+}
+
 /* Incremental checksum update for a 16-bit field change (RFC 1624). Values
  * as they sit in the packet (network order); so is *sum. */
 static __always_inline void homegw_csum_replace2(__u16 *sum, __u16 old, __u16 new)

@@ -4,12 +4,12 @@
  * Every frame from the LAN meets these rules, in order; a drop is counted
  * in dhcp_guard_stats under the reason given:
  *   1. Ethernet source = the gateway's own LAN MAC: dropped, guard on or off
- *      (GUARD_DROP_GATEWAY_MAC). The gateway never receives its own frames,
+ *      (GUARD_DROPPED_GATEWAY_MAC). The gateway never receives its own frames,
  *      so this is a LAN device impersonating the gateway.
  *   2. With the source guard on (dhcp_guard_config.enabled), IPv4:
  *      a. a DHCP server message (UDP source port 67 to port 68, unfragmented
  *         or first fragment): dropped whoever sends it, bound or not
- *         (GUARD_DROP_DHCP_SERVER): the gateway is the LAN's DHCP server, so
+ *         (GUARD_DROPPED_DHCP_SERVER): the gateway is the LAN's DHCP server, so
  *         this is a rogue server;
  *      b. source address = the binding of the source MAC: passes;
  *      c. DHCP client -> server (UDP 68 -> 67) with any source address
@@ -18,8 +18,8 @@
  *         the gateway's MAC (a client with no or a lost lease must always
  *         reach the server, and nothing else);
  *      d. anything else, a truncated header included: dropped
- *         (GUARD_DROP_IPV4).
- *      ARP: dropped (GUARD_DROP_ARP) unless the sender address is the
+ *         (GUARD_DROPPED_IPV4).
+ *      ARP: dropped (GUARD_DROPPED_ARP) unless the sender address is the
  *      binding of the source MAC and the sender MAC is the frame's, or the
  *      sender address is 0.0.0.0 (RFC 5227 probes). A dropped answer to an
  *      ARP probe (target 0.0.0.0) is punted to the slow path first
@@ -27,8 +27,10 @@
  *      conflict it probed for.
  *      Other ethertypes pass.
  *   3. With the guard off, everything but rule 1 passes unchecked.
- *   4. A frame from a MAC that has a binding is accounted in dhcp_devices
- *      (packets and bytes, or dropped); allowed frames go to the next module.
+ *   4. A dropped frame from a MAC that has a binding is counted as its
+ *      `dropped` in the chain's device table (homegw_devices; what is
+ *      forwarded the router counts there); allowed frames go to the next
+ *      module.
  */
 #include "homegw.h"
 #include <uapi/linux/udp.h>
@@ -37,19 +39,19 @@
 #ifndef DHCP_MAX_BINDINGS
 #define DHCP_MAX_BINDINGS 4096
 #endif
-#define DHCP_BINDING_LEASED 1   /* keep in step with service.py */
-#define DHCP_BINDING_RESERVED 2
 #define DHCP_REASON_PROBE_ANSWER 1
 
-/* Guard counters (index of dhcp_guard_stats); keep in step with module.py. */
-#define GUARD_CHECKED 0      /* frames the guard examined (guard on) */
-#define GUARD_DROP_IPV4 1    /* IPv4 with a source not bound to the MAC */
-#define GUARD_DROP_ARP 2     /* ARP with a sender not bound to the MAC */
-#define GUARD_DEVICES_FULL 3 /* no room in dhcp_devices for a bound MAC */
-#define GUARD_DROP_GATEWAY_MAC 4 /* Ethernet source = the gateway's LAN MAC */
-#define GUARD_DROP_DHCP_SERVER 5 /* DHCP server message (UDP 67 -> 68) from the LAN */
-#define GUARD_COUNTERS 6
-/* Verdict of a rule: ALLOWED, or the GUARD_DROP_* counter of the drop.
+/* Guard counters (index of dhcp_guard_stats); module.py reads the names. */
+enum guard_counter {
+	GUARD_CHECKED,             /* frames the guard examined (guard on) */
+	GUARD_DROPPED_IPV4,        /* IPv4 with a source not bound to the MAC */
+	GUARD_DROPPED_ARP,         /* ARP with a sender not bound to the MAC */
+	GUARD_DEVICES_FULL,        /* no room in homegw_devices for a bound MAC */
+	GUARD_DROPPED_GATEWAY_MAC, /* Ethernet source = the gateway's LAN MAC */
+	GUARD_DROPPED_DHCP_SERVER, /* DHCP server message (UDP 67 -> 68) from the LAN */
+	GUARD_COUNTERS,
+};
+/* Verdict of a rule: ALLOWED, or the GUARD_DROPPED_* counter of the drop.
  * (0 is GUARD_CHECKED's index, never a drop reason.) */
 #define ALLOWED 0
 
@@ -63,13 +65,7 @@ struct dhcp_mac {
 
 struct dhcp_binding {
 	__be32 ipv4;  /* network byte order */
-	__u32 flags;  /* DHCP_BINDING_* */
-};
-
-struct dhcp_device {
-	__u64 packets;
-	__u64 bytes;
-	__u64 dropped;
+	__u32 flags;  /* service.py's BINDING_*: for userspace, the guard ignores them */
 };
 
 struct dhcp_guard_config {
@@ -89,13 +85,10 @@ struct arp_ipv4 {
 	__be32 tpa;
 } __attribute__((packed));
 
-// <source MAC (6 bytes + 2 zero bytes), struct dhcp_binding {ipv4 (network order), flags LEASED 1 | RESERVED 2}>:
+// <source MAC (6 bytes + 2 zero bytes), struct dhcp_binding {ipv4 (network order), flags}>:
 // written by the DHCP server on ACK / RELEASE / DECLINE / expiry; read here.
 BPF_TABLE_PINNED("hash", struct dhcp_mac, struct dhcp_binding, dhcp_bindings, DHCP_MAX_BINDINGS,
 		 HOMEGW_PIN("dhcp_bindings"));
-// <source MAC of a bound device, per-CPU {packets, bytes, dropped} received from it on the LAN>
-BPF_TABLE_PINNED("percpu_hash", struct dhcp_mac, struct dhcp_device, dhcp_devices,
-		 2 * DHCP_MAX_BINDINGS, HOMEGW_PIN("dhcp_devices"));
 // <GUARD_* counter index, per-CPU count>. Pinned under a new name when
 // GUARD_COUNTERS grew to 6: bcc reuses a pinned map without checking its
 // size, and the 4-entry "dhcp_guard_stats" of older versions would lose the
@@ -113,32 +106,6 @@ static __always_inline void guard_count(u32 index)
 		*value += 1; /* per-CPU: no atomic needed */
 }
 
-static __always_inline int same_mac(const __u8 *a, const __u8 *b)
-{
-	return ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4]) |
-		(a[5] ^ b[5])) == 0;
-}
-
-static __always_inline void account(struct dhcp_mac *key, __u64 bytes, int dropped)
-{
-	struct dhcp_device *dev = dhcp_devices.lookup(key);
-	if (!dev) {
-		struct dhcp_device zero = {};
-		if (dhcp_devices.update(key, &zero) != 0) {
-			guard_count(GUARD_DEVICES_FULL);
-			return;
-		}
-		dev = dhcp_devices.lookup(key);
-		if (!dev)
-			return;
-	}
-	if (dropped) {
-		dev->dropped += 1;
-	} else {
-		dev->packets += 1;
-		dev->bytes += bytes;
-	}
-}
 
 static __always_inline int is_zero_mac(const __u8 *a)
 {
@@ -169,7 +136,7 @@ static __always_inline int dhcp_to_server(struct ethhdr *eth, struct iphdr *ip, 
 		return 0;
 	if (ip->daddr == 0xffffffff)
 		return is_broadcast_mac(eth->h_dest);
-	return ip->daddr == cfg->gateway_ip && same_mac(eth->h_dest, cfg->gateway_mac);
+	return ip->daddr == cfg->gateway_ip && homegw_same_mac(eth->h_dest, cfg->gateway_mac);
 }
 
 /* Rules 2a-2d for an IPv4 frame: ALLOWED or the drop counter. */
@@ -177,15 +144,15 @@ static __always_inline int ipv4_verdict(struct ethhdr *eth, struct iphdr *ip, vo
 					struct dhcp_binding *b, struct dhcp_guard_config *cfg)
 {
 	if ((void *)(ip + 1) > end)
-		return GUARD_DROP_IPV4;
+		return GUARD_DROPPED_IPV4;
 	struct udphdr *udp = udp_header(ip, end);
 	if (udp && udp->source == htons(DHCP_SERVER_PORT) && udp->dest == htons(DHCP_CLIENT_PORT))
-		return GUARD_DROP_DHCP_SERVER;
+		return GUARD_DROPPED_DHCP_SERVER;
 	if (b && b->ipv4 == ip->saddr)
 		return ALLOWED;
 	if (udp && dhcp_to_server(eth, ip, udp, cfg))
 		return ALLOWED;
-	return GUARD_DROP_IPV4;
+	return GUARD_DROPPED_IPV4;
 }
 
 /* 1 when the ARP packet may pass the guard; a dropped probe answer is punted. */
@@ -197,7 +164,7 @@ static __always_inline int arp_allowed(struct xdp_md *ctx, struct ethhdr *eth, s
 		return 0;
 	if (arp->spa == 0)
 		return 1;
-	if (same_mac(arp->sha, eth->h_source) && b && b->ipv4 == arp->spa)
+	if (homegw_same_mac(arp->sha, eth->h_source) && b && b->ipv4 == arp->spa)
 		return 1;
 	if (arp->op == htons(ARPOP_REPLY) && arp->tpa == 0)
 		homegw_punt_xdp(ctx, DHCP_REASON_PROBE_ANSWER, arp->spa, 0);
@@ -213,8 +180,8 @@ static __always_inline int guard_verdict(struct xdp_md *ctx, struct ethhdr *eth,
 
 	if (!cfg)
 		return ALLOWED;
-	if (!is_zero_mac(cfg->gateway_mac) && same_mac(eth->h_source, cfg->gateway_mac))
-		return GUARD_DROP_GATEWAY_MAC;
+	if (!is_zero_mac(cfg->gateway_mac) && homegw_same_mac(eth->h_source, cfg->gateway_mac))
+		return GUARD_DROPPED_GATEWAY_MAC;
 	if (!cfg->enabled)
 		return ALLOWED;
 	if (eth->h_proto == htons(ETH_P_IP)) {
@@ -225,7 +192,7 @@ static __always_inline int guard_verdict(struct xdp_md *ctx, struct ethhdr *eth,
 		struct arp_ipv4 *arp = (void *)(eth + 1);
 		guard_count(GUARD_CHECKED);
 		if ((void *)(arp + 1) > end || !arp_allowed(ctx, eth, arp, b))
-			return GUARD_DROP_ARP;
+			return GUARD_DROPPED_ARP;
 	}
 	return ALLOWED;
 }
@@ -243,9 +210,10 @@ int dhcp_guard_xdp(struct xdp_md *ctx)
 	struct dhcp_binding *b = dhcp_bindings.lookup(&key);
 	int verdict = guard_verdict(ctx, eth, end, b);
 
-	if (b)
-		account(&key, (__u64)(end - data), verdict != ALLOWED);
 	if (verdict != ALLOWED) {
+		/* only a bound device's: random source MACs must not fill the table */
+		if (b && homegw_count_device(eth->h_source, (__u64)(end - data), HOMEGW_DEVICE_DROPPED))
+			guard_count(GUARD_DEVICES_FULL);
 		guard_count(verdict);
 		return XDP_DROP;
 	}

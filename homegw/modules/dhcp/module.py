@@ -5,9 +5,9 @@
 - `dhcp_bindings` <MAC, {ipv4, flags}> (hash, DHCP_MAX_BINDINGS entries):
   written through this class by the DHCP server (`DhcpService`) on every
   ACK, RELEASE, DECLINE and expiry; reservations are always present.
-- `dhcp_devices` <MAC, per-CPU {packets, bytes, dropped}>: per-device
-  accounting of LAN frames from MACs that have a binding (twice the size of
-  the bindings map, entries removed with their binding's expiry).
+- the chain's device table (`homegw_devices`, homegw/dataplane/devices.py):
+  the guard counts there the frames it drops of a device that has a
+  binding; a device's entry goes with its lease's expiry.
 - `dhcp_guard_stats` <counter, per-CPU count> (pinned as `dhcp_guard_counters`):
   checked frames and drops by reason (`GUARD_COUNTERS`).
 
@@ -26,10 +26,11 @@ import socket
 import struct
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from homegw.config import Config
+from homegw.dataplane.cenum import counter_names
+from homegw.dataplane.devices import Devices, DeviceTraffic
 from homegw.dataplane.module import IOModule
 from homegw.dataplane.slowpath import Punt, PuntHandler
 from homegw.modules.dhcp.service import Binding
@@ -38,23 +39,9 @@ log = logging.getLogger(__name__)
 
 MAX_BINDINGS = 4096  # DHCP_MAX_BINDINGS in guard.bpf.c
 REASON_PROBE_ANSWER = 1
-GUARD_COUNTERS = (  # index order of dhcp_guard_stats (GUARD_* in guard.bpf.c)
-    "checked",
-    "dropped_ipv4",
-    "dropped_arp",
-    "devices_full",
-    "dropped_gateway_mac",
-    "dropped_dhcp_server",
-)
+GUARD_COUNTERS = counter_names(Path(__file__).parent / "guard.bpf.c", "guard_counter")
 
 ProbeListener = Callable[[int, bytes], None]  # (sender address, sender MAC)
-
-
-@dataclass(frozen=True)
-class DeviceCounters:
-    packets: int
-    bytes: int
-    dropped: int
 
 
 def _mac_bytes(mac: str) -> bytes:
@@ -91,7 +78,7 @@ class DhcpModule(IOModule):
     def defines(self) -> dict[str, int | str]:
         return {"DHCP_MAX_BINDINGS": MAX_BINDINGS}
 
-    def on_load(self, bpf) -> None:  # noqa: ANN001 - bcc.BPF
+    def on_load(self, bpf) -> None:  # bcc.BPF
         self.bpf = bpf
         if self.gateway_mac is None:
             self.gateway_mac = _lan_mac(self.config.lan.interface)
@@ -137,7 +124,7 @@ class DhcpModule(IOModule):
 
     # -- BindingsWriter ----------------------------------------------------------------
 
-    def _key(self, mac: str):  # noqa: ANN202 - a bcc ctypes key
+    def _key(self, mac: str):  # a bcc ctypes key
         key = self.bpf["dhcp_bindings"].Key()
         key.addr = (ctypes.c_ubyte * 6)(*_mac_bytes(mac))
         return key
@@ -166,7 +153,7 @@ class DhcpModule(IOModule):
     def forget_device(self, mac: str) -> None:
         """Drop a device's counters (its lease expired: it left the network)."""
         with self._lock:
-            self.bpf["dhcp_devices"].pop(self._key(mac), None)
+            Devices(self.bpf["homegw_devices"]).forget(mac)
 
     # -- observation -------------------------------------------------------------------
 
@@ -178,16 +165,9 @@ class DhcpModule(IOModule):
             out[mac] = Binding(address, value.flags)
         return out
 
-    def device_counters(self) -> dict[str, DeviceCounters]:
-        """Per-device LAN counters, summed over CPUs, by MAC."""
-        out = {}
-        for key, per_cpu in self.bpf["dhcp_devices"].items():
-            out[bytes(key.addr).hex(":")] = DeviceCounters(
-                sum(v.packets for v in per_cpu),
-                sum(v.bytes for v in per_cpu),
-                sum(v.dropped for v in per_cpu),
-            )
-        return out
+    def device_traffic(self) -> dict[str, DeviceTraffic]:
+        """The chain's per-device table, by MAC (this module counts drops in it)."""
+        return Devices(self.bpf["homegw_devices"]).read()
 
     def guard_stats(self) -> dict[str, int]:
         table = self.bpf["dhcp_guard_stats"]

@@ -20,7 +20,7 @@ addresses nobody may take.
 Every malformed packet is dropped and counted by reason (rate-limited log
 line); a failing handler is counted and logged, never fatal.
 
-`python -m homegw.modules.dhcp.server --config FILE` runs the server alone
+`python -m homegw.standalone dhcp --config FILE` runs the server alone
 (no datapath bindings) in the caller's network namespace.
 """
 
@@ -365,14 +365,3 @@ def _grow_buffer(sock: socket.socket) -> None:
         sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECV_BUFFER)
     except OSError:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUFFER)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m homegw.modules.dhcp.server --config FILE`: the server alone."""
-    from homegw.modules.dhcp.service import run_standalone
-
-    return run_standalone(argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

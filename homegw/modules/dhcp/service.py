@@ -20,9 +20,7 @@ the dataplane is loaded, `subscribe_names()` for DNS, `leases()` /
 
 from __future__ import annotations
 
-import argparse
 import logging
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -39,7 +37,8 @@ from homegw.modules.dhcp.server import DhcpServer
 log = logging.getLogger(__name__)
 
 DB_NAME = "dhcp-leases.sqlite3"
-BINDING_LEASED = 1  # keep in step with guard.bpf.c
+# struct dhcp_binding.flags: what a binding came from (the datapath ignores them)
+BINDING_LEASED = 1
 BINDING_RESERVED = 2
 
 
@@ -273,36 +272,3 @@ class DhcpService:
             return
         del self._published[lease.mac]
         self._write("remove_binding", lease.mac)
-
-
-def run_standalone(argv: list[str] | None = None) -> int:
-    """Run the LAN DHCP server alone until SIGTERM/SIGINT (tests, benchmarks)."""
-    from homegw.config import ConfigError, load_config
-
-    parser = argparse.ArgumentParser(prog="python -m homegw.modules.dhcp.server")
-    parser.add_argument("--config", required=True, help="homegw YAML config")
-    parser.add_argument(
-        "--probe-timeout", type=float, default=0.5, help="ARP probe wait in s (0: no probe)"
-    )
-    parser.add_argument("--log-level", default=None, help="override the config's log_level")
-    args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        for line in exc.lines():
-            print(f"dhcp: {line}")
-        return 1
-    logging.basicConfig(
-        level=(args.log_level or config.log_level).upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    service = DhcpService(config, probe_timeout=args.probe_timeout)
-    service.start()
-    log.info("DHCP server ready")
-    stop.wait()
-    service.stop()
-    log.info("DHCP server stopped")
-    return 0

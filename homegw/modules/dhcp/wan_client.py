@@ -31,20 +31,18 @@ Decisions, and the pyroute2 0.9.7 behaviour they work around:
 * If the client's socket tasks end (e.g. ENETDOWN when the WAN link goes
   down) or it cannot start (interface missing), it is restarted with backoff.
 
-`python -m homegw.modules.dhcp.wan_client IFACE --state-dir DIR` runs it alone
+`python -m homegw.standalone wan-client IFACE --state-dir DIR` runs it alone
 and logs leases, for manual checks.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import dataclasses
 import errno
 import json
 import logging
-import signal
 import threading
 from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Interface
@@ -414,28 +412,3 @@ class WanDhcpClient:
         with self._cond:
             self._reported = lease
             self._cond.notify_all()
-
-
-def _main(argv: list[str] | None = None) -> int:
-    """Run the client on IFACE until SIGINT/SIGTERM, logging leases."""
-    parser = argparse.ArgumentParser(prog="python -m homegw.modules.dhcp.wan_client")
-    parser.add_argument("interface")
-    parser.add_argument("--state-dir", type=Path, required=True)
-    parser.add_argument("--hostname", default="homegw")
-    parser.add_argument("--release", action="store_true", help="release the lease on exit")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    done = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: done.set())
-    client = WanDhcpClient(
-        args.interface, lambda lease: None, args.state_dir, hostname=args.hostname
-    )
-    client.start()
-    done.wait()
-    client.stop(release=args.release)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(_main())

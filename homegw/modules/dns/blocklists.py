@@ -257,7 +257,7 @@ def fetch_list(url: str, cache_dir: Path, timeout: float = FETCH_TIMEOUT) -> Pat
         raise ValueError(f"{url!r} is not an http(s) URL")
     cache_dir.mkdir(parents=True, exist_ok=True)
     request = urllib.request.Request(url, headers={"User-Agent": "homegw"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         data = response.read(MAX_LIST_BYTES + 1)
     if len(data) > MAX_LIST_BYTES:
         raise ValueError(f"{url}: list larger than {MAX_LIST_BYTES} bytes")

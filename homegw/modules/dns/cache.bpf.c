@@ -20,6 +20,7 @@
  * Compile-time: DNS_LAN_ADDR (host byte order), DNS_CACHE_SIZE.
  * Keep the structs in step with homegw/modules/dns/fastpath.py. */
 #include "homegw.h"
+#include "homegw_icmp.h"
 #include <uapi/linux/udp.h>
 
 #define DNS_KEY_NAME 128 /* longest name (wire form) the fast path keys on */
@@ -32,11 +33,14 @@
 #define DNS_IP_TTL 64
 #define NSEC 1000000000ULL
 
-#define DNS_STAT_HIT 0
-#define DNS_STAT_MISS 1
-#define DNS_STAT_EXPIRED 2
-#define DNS_STAT_PASS 3 /* a query to us the fast path does not handle */
-#define DNS_STATS 4
+/* dns_stats indices; fastpath.py reads the names. */
+enum dns_stat {
+	DNS_STAT_HITS,
+	DNS_STAT_MISSES,
+	DNS_STAT_EXPIRED,
+	DNS_STAT_PASSED, /* a query to us the fast path does not handle */
+	DNS_STAT_COUNT,
+};
 
 struct dns_key {
 	__u8 name[DNS_KEY_NAME]; /* qname wire bytes, lower-cased, zero-padded */
@@ -83,7 +87,7 @@ struct dns_opt {
 BPF_TABLE_PINNED("lru_hash", struct dns_key, struct dns_answer, dns_cache, DNS_CACHE_SIZE,
 		 HOMEGW_PIN("dns_cache"));
 // <DNS_STAT_* index, queries to the gateway's DNS address by outcome (per CPU)>
-BPF_TABLE_PINNED("percpu_array", u32, u64, dns_stats, DNS_STATS, HOMEGW_PIN("dns_stats"));
+BPF_TABLE_PINNED("percpu_array", u32, u64, dns_stats, DNS_STAT_COUNT, HOMEGW_PIN("dns_stats"));
 
 // <0, name length of the query in hand on this CPU>: a value read back from a
 // map is unknown to the verifier, so one pass covers every name length
@@ -149,20 +153,6 @@ static __always_inline int dns_plain_opt(u8 *p, void *end)
 	       opt->rdlength == 0;
 }
 
-static __always_inline __u16 dns_ip_csum(struct iphdr *ip)
-{
-	__u16 *words = (__u16 *)ip;
-	__u32 sum = 0;
-
-	ip->check = 0;
-#pragma unroll
-	for (int i = 0; i < (int)(sizeof(*ip) / 2); i++)
-		sum += words[i];
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	return ~sum;
-}
-
 /* Turn the (already validated) query into the reply; the packet already has
  * its final length. Returns XDP_TX, or XDP_DROP if bounds do not hold. */
 static __always_inline int dns_write_reply(struct xdp_md *ctx, u32 name_len, int has_opt,
@@ -196,7 +186,8 @@ static __always_inline int dns_write_reply(struct xdp_md *ctx, u32 name_len, int
 	ip->id = 0;
 	ip->frag_off = htons(0x4000); /* DF */
 	ip->ttl = DNS_IP_TTL;
-	ip->check = dns_ip_csum(ip);
+	ip->check = 0;
+	ip->check = homegw_ip_csum(ip);
 
 	port = udp->source;
 	udp->source = udp->dest;
@@ -296,7 +287,7 @@ int dns_xdp(struct xdp_md *ctx)
 	key.qtype = DNS_TYPE_A;
 	struct dns_answer *hit = dns_cache.lookup(&key);
 	if (!hit) {
-		dns_count(DNS_STAT_MISS);
+		dns_count(DNS_STAT_MISSES);
 		return homegw_next_xdp(ctx);
 	}
 	u64 expires = hit->expires_ns;
@@ -315,12 +306,12 @@ int dns_xdp(struct xdp_md *ctx)
 	int new_len = sizeof(*eth) + sizeof(*ip) + query_len + count * sizeof(struct dns_rr_a);
 	if (bpf_xdp_adjust_tail(ctx, new_len - old_len))
 		goto pass;
-	dns_count(DNS_STAT_HIT);
+	dns_count(DNS_STAT_HITS);
 	int verdict = dns_write_reply(ctx, name_len, has_opt, hit, count, ttl);
 	/* redirected back to the ingress, not XDP_TX: see homegw_tx_xdp */
 	return verdict == XDP_TX ? homegw_tx_xdp(ctx) : verdict;
 
 pass:
-	dns_count(DNS_STAT_PASS);
+	dns_count(DNS_STAT_PASSED);
 	return homegw_next_xdp(ctx);
 }

@@ -18,7 +18,9 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+from homegw.dataplane.cenum import counter_names
 from homegw.dataplane.pinned import possible_cpus
 from homegw.dataplane.testrun import _lib
 
@@ -27,7 +29,7 @@ log = logging.getLogger(__name__)
 KEY_NAME = 128  # DNS_KEY_NAME
 MAX_ADDRS = 8  # DNS_MAX_ADDRS
 TYPE_A = 1
-STAT_NAMES = ("hits", "misses", "expired", "passed")  # DNS_STAT_* order
+STAT_NAMES = counter_names(Path(__file__).parent / "cache.bpf.c", "dns_stat")
 BPF_ANY = 0
 
 

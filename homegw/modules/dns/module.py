@@ -43,7 +43,7 @@ class DnsModule(IOModule):
             Path(self.pin_dir, name).unlink(missing_ok=True)
         return {"DNS_LAN_ADDR": int(self.lan_ip), "DNS_CACHE_SIZE": self.cache_size}
 
-    def on_load(self, bpf) -> None:  # noqa: ANN001 - bcc.BPF
+    def on_load(self, bpf) -> None:  # bcc.BPF
         self.bpf = bpf
 
     @classmethod

@@ -159,7 +159,7 @@ class DnsServers:
                 if len(data) >= wire.HEADER_LEN:
                     send(wire.error_reply(data, wire.SERVFAIL))
 
-    def _sender(self, addr: tuple[str, int]):  # noqa: ANN202 - the reply's way back
+    def _sender(self, addr: tuple[str, int]):  # the reply's way back
         def send(reply: bytes | None) -> None:
             if reply is not None and self._udp is not None:
                 with contextlib.suppress(OSError):

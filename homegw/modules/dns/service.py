@@ -8,23 +8,20 @@ exposes what the rest of the appliance needs: :meth:`lease_name_changed`
 map), :meth:`refresh_blocklists` (when online), :meth:`stats` and
 :meth:`query_log`.
 
-``python -m homegw.modules.dns.service --config FILE`` runs it alone (with
+``python -m homegw.standalone dns --config FILE`` runs it alone (with
 ``--xdp`` also the fast path on ``lan.interface``): the benchmark does this.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
-import signal
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from homegw.config import Config, load_config
+from homegw.config import Config
 from homegw.modules.dns.blocklists import (
     GroupSpec,
     ListLoader,
@@ -183,58 +180,3 @@ class DnsService:
 
     def query_log(self, limit: int | None = None) -> list[QueryLogEntry]:
         return self.resolver.querylog.entries(limit)
-
-
-# --- running it alone ----------------------------------------------------------------
-
-
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Run the homegw DNS forwarder alone.")
-    parser.add_argument("--config", "-c", required=True, help="homegw YAML config")
-    parser.add_argument("--port", type=int, default=53)
-    parser.add_argument("--xdp", action="store_true", help="also attach the XDP fast path")
-    return parser.parse_args(argv)
-
-
-def _attach_fast_path(config: Config):  # noqa: ANN202 - returns a Dataplane
-    from homegw.dataplane.abi import Nic
-    from homegw.dataplane.dataplane import Dataplane
-    from homegw.modules.dns.module import DnsModule
-
-    dataplane = Dataplane(
-        config.dataplane.pin_dir, {Nic.LAN: config.lan.interface}, config.dataplane.xdp_mode
-    )
-    dataplane.load()
-    module = DnsModule(config)
-    dataplane.add_module(module)
-    dataplane.set_order(Nic.LAN, [module.name])
-    dataplane.attach()
-    return dataplane, module.fast_path()
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = _parse_args(argv)
-    config = load_config(args.config)
-    logging.basicConfig(level=config.log_level.upper(), format="%(name)s: %(message)s")
-    service = DnsService(config, lambda: [], port=args.port)
-    dataplane = None
-    done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
-    signal.signal(signal.SIGINT, lambda *_: done.set())
-    try:
-        if args.xdp:
-            dataplane, fast_path = _attach_fast_path(config)
-            service.set_fast_path(fast_path)
-        service.start()
-        log.info("ready")
-        done.wait()
-    finally:
-        service.stop()
-        if dataplane is not None:
-            dataplane.close()
-    log.info("stats: %s", service.stats())
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -48,7 +48,7 @@
 #define FW_FORWARD_WAN_TO_LAN 2 /* a routed LAN: WAN packets to inside go on */
 #define FW_USE_ROUTES 4        /* inside networks beyond the LAN subnet exist */
 
-/* Keep in step with homegw/modules/firewall/maps.py. */
+/* maps.py reads the counter names from this enum. */
 enum firewall_counter {
 	F_WAN_PASSED,
 	F_WAN_FORWARDED,

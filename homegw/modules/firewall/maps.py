@@ -7,25 +7,13 @@ from __future__ import annotations
 import ctypes
 import ipaddress
 from dataclasses import dataclass
+from pathlib import Path
 
-from homegw.modules.router.maps import be32
+from homegw.dataplane.abi import be32
+from homegw.dataplane.cenum import counter_names
 
 # enum firewall_counter in firewall.bpf.c, in order.
-COUNTERS = (
-    "wan_passed",
-    "wan_forwarded",
-    "lan_passed",
-    "non_ipv4",
-    "malformed",
-    "wan_to_lan",
-    "wan_transit",
-    "wan_spoofed_lan_source",
-    "wan_spoofed_own_address",
-    "wan_martian_source",
-    "wan_ping_dropped",
-    "lan_spoofed_source",
-    "reinjected",
-)
+COUNTERS = counter_names(Path(__file__).parent / "firewall.bpf.c", "firewall_counter")
 PASSES = ("wan_passed", "wan_forwarded", "lan_passed", "non_ipv4", "reinjected")
 DROPS = tuple(name for name in COUNTERS if name not in PASSES)
 
@@ -100,7 +88,7 @@ def inside_routes(
 class FirewallMaps:
     """All bcc access of the firewall module goes through here."""
 
-    def __init__(self, bpf) -> None:  # noqa: ANN001 - bcc.BPF
+    def __init__(self, bpf) -> None:  # bcc.BPF
         self._settings = bpf["firewall_settings"]
         self._inside = bpf["firewall_inside"]
         self._stats = bpf["firewall_stats"]

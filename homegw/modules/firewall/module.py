@@ -38,7 +38,7 @@ class FirewallModule(IOModule):
             inside_routes=inside_routes(cfg.lan.address, routes),
         )
 
-    def on_load(self, bpf) -> None:  # noqa: ANN001
+    def on_load(self, bpf) -> None:
         self.maps = FirewallMaps(bpf)
         self.maps.write(self.settings())
 

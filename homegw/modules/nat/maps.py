@@ -9,41 +9,14 @@ import ipaddress
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
-from homegw.modules.router.maps import be32
+from homegw.dataplane.abi import be32
+from homegw.dataplane.cenum import counter_names
 
 PROTOCOLS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP, "icmp": socket.IPPROTO_ICMP}
 
-# enum nat_counter in nat.bpf.c, in order.
-COUNTERS = (
-    "translated_out",
-    "translated_in",
-    "hairpinned",
-    "new_mappings",
-    "new_sessions",
-    "refused_table_full",
-    "ports_exhausted",
-    "unsolicited_dropped",
-    "icmp_errors_translated",
-    "fragments_translated",
-    "fragments_dropped",
-    "other_protocol",
-    "hairpin_neighbour_miss",
-    "inbound_budget_full",
-    "inbound_remote_cap",
-    "inbound_port_cap",
-    "inbound_table_full",
-    "new_inbound_sessions",
-    "new_dmz_bindings",
-    "icmp_errors_unmatched",
-    "icmp_errors_bad",
-    "icmp_out_dropped",
-    "truncated_dropped",
-    "untranslatable_dropped",
-    "fragments_punted",
-    "fragment_firsts_notified",
-    "hairpin_neighbour_limited",
-)
+COUNTERS = counter_names(Path(__file__).parent / "nat.bpf.c", "nat_counter")
 
 BINDING_STATIC = 1
 BINDING_QUARANTINE = 2
@@ -198,7 +171,7 @@ class NatMaps:
     binding that userspace deletes is accounted here, right after it went.
     """
 
-    def __init__(self, bpf, pool: tuple[int, int], admin_port: int) -> None:  # noqa: ANN001
+    def __init__(self, bpf, pool: tuple[int, int], admin_port: int) -> None:
         self._settings = bpf["nat_settings"]
         self._mappings = bpf["nat_mappings"]
         self._bindings = bpf["nat_bindings"]
@@ -220,7 +193,7 @@ class NatMaps:
 
     # -- accounting (userspace's side of the counters) --------------------------------
     @staticmethod
-    def _add(table, slot: int, delta: int) -> None:  # noqa: ANN001
+    def _add(table, slot: int, delta: int) -> None:
         key = ctypes.c_int(slot)
         table[key] = ctypes.c_uint64((table[key].value + delta) & U64)
 

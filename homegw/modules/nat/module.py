@@ -18,6 +18,7 @@ from pyroute2 import IPRoute
 from homegw import supervise
 from homegw.config import Config
 from homegw.configtypes import EPHEMERAL_PORTS
+from homegw.dataplane.abi import be32
 from homegw.dataplane.loader import load_function
 from homegw.dataplane.module import IOModule, TableReader
 from homegw.dataplane.slowpath import Punt, PuntHandler
@@ -31,7 +32,6 @@ from homegw.modules.nat.maps import (
     NatMaps,
     Settings,
 )
-from homegw.modules.router.maps import be32
 
 log = logging.getLogger(__name__)
 PROTOCOL_NAMES = {number: name for name, number in PROTOCOLS.items()}
@@ -93,7 +93,7 @@ class NatModule(IOModule):
             "NAT_PARSE_H": f'"{Path(__file__).parent / "nat_parse.h"}"',
         }
 
-    def on_load(self, bpf) -> None:  # noqa: ANN001
+    def on_load(self, bpf) -> None:
         progs = bpf["nat_progs"]
         for index, name in enumerate(PROGRAMS):
             progs[ctypes.c_int(index)] = ctypes.c_int(load_function(bpf, name, "xdp"))

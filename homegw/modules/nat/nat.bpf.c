@@ -94,35 +94,35 @@
 #define TCP_SEEN_FIN_IN 8
 #define TCP_SEEN_RST 16
 
-/* Keep in step with homegw/modules/nat/maps.py. */
+/* maps.py reads the counter names from this enum. */
 enum nat_counter {
-	N_OUT,
-	N_IN,
-	N_HAIRPIN,
-	N_NEW_MAPPING,
-	N_NEW_SESSION,
-	N_REFUSED_FULL,
+	N_TRANSLATED_OUT,
+	N_TRANSLATED_IN,
+	N_HAIRPINNED,
+	N_NEW_MAPPINGS,
+	N_NEW_SESSIONS,
+	N_REFUSED_TABLE_FULL,
 	N_PORTS_EXHAUSTED,
-	N_UNSOLICITED,
-	N_ICMP_ERROR,
-	N_FRAGMENT,
-	N_FRAGMENT_DROPPED, /* early fragment over the punt rate, or too long */
-	N_OTHER_PROTO,
-	N_NEIGH_MISS,
-	N_IN_BUDGET_FULL,  /* new inbound session: the total budget is used up */
-	N_IN_REMOTE_CAP,   /* ... that remote address has its share */
-	N_IN_PORT_CAP,     /* ... that external port has its share */
-	N_IN_TABLE_FULL,   /* ... the session table is full */
-	N_NEW_IN_SESSION,  /* sessions created from outside (also in N_NEW_SESSION) */
-	N_DMZ,             /* new DMZ bindings */
-	N_ICMP_ERROR_UNMATCHED, /* inbound error: no live session for the quote */
-	N_ICMP_ERROR_BAD,  /* malformed, or quoting a packet we did not send */
+	N_UNSOLICITED_DROPPED,
+	N_ICMP_ERRORS_TRANSLATED,
+	N_FRAGMENTS_TRANSLATED,
+	N_FRAGMENTS_DROPPED, /* early fragment over the punt rate, or too long */
+	N_OTHER_PROTOCOL,
+	N_HAIRPIN_NEIGHBOUR_MISS,
+	N_INBOUND_BUDGET_FULL,  /* new inbound session: the total budget is used up */
+	N_INBOUND_REMOTE_CAP,   /* ... that remote address has its share */
+	N_INBOUND_PORT_CAP,     /* ... that external port has its share */
+	N_INBOUND_TABLE_FULL,   /* ... the session table is full */
+	N_NEW_INBOUND_SESSIONS,  /* sessions created from outside (also in N_NEW_SESSIONS) */
+	N_NEW_DMZ_BINDINGS,             /* new DMZ bindings */
+	N_ICMP_ERRORS_UNMATCHED, /* inbound error: no live session for the quote */
+	N_ICMP_ERRORS_BAD,  /* malformed, or quoting a packet we did not send */
 	N_ICMP_OUT_DROPPED, /* LAN ICMP without an identifier */
-	N_TRUNCATED,       /* TCP/UDP/ICMP header cut short */
-	N_NO_TRANSLATION,  /* LAN -> WAN without a WAN address, or not IPv4 */
-	N_FRAGMENT_HELD,   /* early fragments punted to be held */
-	N_FRAGMENT_READY,  /* first fragments that released held ones */
-	N_NEIGH_LIMITED,   /* hairpin to an unresolved server, its punt rate-limited */
+	N_TRUNCATED_DROPPED,       /* TCP/UDP/ICMP header cut short */
+	N_UNTRANSLATABLE_DROPPED,  /* LAN -> WAN without a WAN address, or not IPv4 */
+	N_FRAGMENTS_PUNTED,   /* early fragments punted to be held */
+	N_FRAGMENT_FIRSTS_NOTIFIED,  /* first fragments that released held ones */
+	N_HAIRPIN_NEIGHBOUR_LIMITED,   /* hairpin to an unresolved server, its punt rate-limited */
 	N_COUNTERS,
 };
 
@@ -393,7 +393,7 @@ static __always_inline int finish_mapping(struct endpoint *internal, struct nat_
 		unbind_own(cfg, internal->proto, ext_port);
 		return nat_mappings.lookup(internal) ? 0 : err;
 	}
-	count(N_NEW_MAPPING);
+	count(N_NEW_MAPPINGS);
 	return 0;
 }
 
@@ -540,7 +540,7 @@ static __always_inline int touch_session(struct session_key *key, __u32 seen, u6
 	struct session value = { .last_seen = now, .tcp_seen = seen };
 	int err = nat_sessions.insert(key, &value);
 	if (err == 0) {
-		count(N_NEW_SESSION);
+		count(N_NEW_SESSIONS);
 		return 0;
 	}
 	if (err != -EEXIST)
@@ -590,18 +590,18 @@ static __always_inline int new_inbound_session(struct session_key *key, __u32 se
 	u32 bucket = remote_bucket(key->remote_addr, cfg->hash_seed);
 
 	if (budget_take(BUDGET_TOTAL, cfg->in_sessions)) {
-		count(N_IN_BUDGET_FULL);
+		count(N_INBOUND_BUDGET_FULL);
 		return -1;
 	}
 	if (budget_take(BUDGET_REMOTE + bucket, cfg->in_per_remote)) {
 		budget_give(BUDGET_TOTAL);
-		count(N_IN_REMOTE_CAP);
+		count(N_INBOUND_REMOTE_CAP);
 		return -1;
 	}
 	if (budget_take(BUDGET_PORT + ntohs(key->ext_port), cfg->in_per_port)) {
 		budget_give(BUDGET_TOTAL);
 		budget_give(BUDGET_REMOTE + bucket);
-		count(N_IN_PORT_CAP);
+		count(N_INBOUND_PORT_CAP);
 		return -1;
 	}
 	struct session value = {
@@ -610,8 +610,8 @@ static __always_inline int new_inbound_session(struct session_key *key, __u32 se
 	};
 	int err = nat_sessions.insert(key, &value);
 	if (err == 0) {
-		count(N_NEW_SESSION);
-		count(N_NEW_IN_SESSION);
+		count(N_NEW_SESSIONS);
+		count(N_NEW_INBOUND_SESSIONS);
 		return 0;
 	}
 	budget_give_all(bucket, key->ext_port);
@@ -621,7 +621,7 @@ static __always_inline int new_inbound_session(struct session_key *key, __u32 se
 			refresh(s, seen, now);
 		return 0;
 	}
-	count(N_IN_TABLE_FULL);
+	count(N_INBOUND_TABLE_FULL);
 	return -1;
 }
 
@@ -634,7 +634,7 @@ static __always_inline int refuse(struct xdp_md *ctx, struct homegw_cursor *cur,
 	void *end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
 
-	count(N_REFUSED_FULL);
+	count(N_REFUSED_TABLE_FULL);
 	if ((void *)(eth + 1) > end)
 		return XDP_DROP;
 	/* as it arrived: the ICMP goes back to the sender, by the LAN NIC */
@@ -675,7 +675,7 @@ static __always_inline void remember_fragment(struct xdp_md *ctx, struct iphdr *
 	struct homegw_punt hdr = {};
 	frag_punt_header(&hdr, ctx, NAT_REASON_FRAG_READY, &key);
 	slowpath.perf_submit(ctx, &hdr, sizeof(hdr));
-	count(N_FRAGMENT_READY);
+	count(N_FRAGMENT_FIRSTS_NOTIFIED);
 }
 
 static __always_inline int punt_allowed(void)
@@ -706,7 +706,7 @@ static __always_inline int hold_fragment(struct xdp_md *ctx, struct homegw_curso
 
 	if (len > HOMEGW_PUNT_MAX_BYTES || !punt_allowed() ||
 	    (void *)(ip + 1) > (void *)(long)ctx->data_end) {
-		count(N_FRAGMENT_DROPPED);
+		count(N_FRAGMENTS_DROPPED);
 		return XDP_DROP;
 	}
 	if (!key->inbound) {
@@ -720,7 +720,7 @@ static __always_inline int hold_fragment(struct xdp_md *ctx, struct homegw_curso
 	frag_punt_header(&hdr, ctx, NAT_REASON_FRAG_EARLY, key);
 	hdr.pkt_len = len;
 	slowpath.perf_submit_skb(ctx, len, &hdr, sizeof(hdr));
-	count(N_FRAGMENT_HELD);
+	count(N_FRAGMENTS_PUNTED);
 	return XDP_DROP;
 }
 
@@ -739,7 +739,7 @@ static __always_inline int translate_later(struct xdp_md *ctx, struct homegw_cur
 	homegw_csum_replace4(&ip->check, ip->daddr, f->new_daddr);
 	ip->saddr = f->new_saddr;
 	ip->daddr = f->new_daddr;
-	count(N_FRAGMENT);
+	count(N_FRAGMENTS_TRANSLATED);
 	return homegw_next_xdp(ctx);
 }
 
@@ -763,7 +763,7 @@ static __always_inline int other_out(struct xdp_md *ctx, struct pkt *p, struct n
 	__be32 old_saddr = ip->saddr;
 	set_addr(p, &ip->saddr, cfg->wan_addr);
 	remember_fragment(ctx, ip, old_saddr, ip->daddr, 0);
-	count(N_OTHER_PROTO);
+	count(N_OTHER_PROTOCOL);
 	return homegw_next_xdp(ctx);
 }
 
@@ -782,7 +782,7 @@ static __always_inline int other_in(struct xdp_md *ctx, struct homegw_cursor *cu
 	mark_dnat(cur, old_daddr, 0);
 	set_addr(p, &ip->daddr, found->int_addr);
 	remember_fragment(ctx, ip, ip->saddr, old_daddr, 1);
-	count(N_OTHER_PROTO);
+	count(N_OTHER_PROTOCOL);
 	return homegw_next_xdp(ctx);
 }
 
@@ -796,19 +796,19 @@ static __always_inline int icmp_error_out(struct xdp_md *ctx, struct pkt *p, voi
 	struct embedded e;
 
 	if (parse_icmp_error(p, end, &e)) {
-		count(N_ICMP_ERROR_BAD);
+		count(N_ICMP_ERRORS_BAD);
 		return XDP_DROP;
 	}
 	struct endpoint internal = { e.ip->daddr, *e.dport, e.ip->protocol };
 	struct mapping *m = nat_mappings.lookup(&internal);
 	if (!m) {
-		count(N_ICMP_ERROR_UNMATCHED);
+		count(N_ICMP_ERRORS_UNMATCHED);
 		return XDP_DROP;
 	}
 	embedded_set16(&e, e.dport, m->ext_port);
 	embedded_set_addr(&e, &e.ip->daddr, cfg->wan_addr);
 	set_addr(p, &p->ip->saddr, cfg->wan_addr);
-	count(N_ICMP_ERROR);
+	count(N_ICMP_ERRORS_TRANSLATED);
 	return homegw_next_xdp(ctx);
 }
 
@@ -821,7 +821,7 @@ static __always_inline int icmp_error_in(struct xdp_md *ctx, struct homegw_curso
 	struct embedded e;
 
 	if (parse_icmp_error(p, end, &e) || e.ip->saddr != cfg->wan_addr) {
-		count(N_ICMP_ERROR_BAD);
+		count(N_ICMP_ERRORS_BAD);
 		return XDP_DROP;
 	}
 	struct binding_key key = { .ext_port = *e.sport, .proto = e.ip->protocol };
@@ -829,20 +829,20 @@ static __always_inline int icmp_error_in(struct xdp_md *ctx, struct homegw_curso
 	if (!b) {
 		if (gateways_own_port(cfg, ntohs(*e.sport), e.ip->protocol))
 			return homegw_next_xdp(ctx); /* about the gateway's own traffic */
-		count(N_ICMP_ERROR_UNMATCHED);
+		count(N_ICMP_ERRORS_UNMATCHED);
 		return XDP_DROP;
 	}
 	__be16 remote = e.ip->protocol == IPPROTO_ICMP ? 0 : *e.dport;
 	struct session_key session = { e.ip->daddr, remote, *e.sport, e.ip->protocol };
 	if (!nat_sessions.lookup(&session)) {
-		count(N_ICMP_ERROR_UNMATCHED);
+		count(N_ICMP_ERRORS_UNMATCHED);
 		return XDP_DROP;
 	}
 	mark_dnat(cur, p->ip->daddr, 0);
 	embedded_set16(&e, e.sport, b->internal.port);
 	embedded_set_addr(&e, &e.ip->saddr, b->internal.addr);
 	set_addr(p, &p->ip->daddr, b->internal.addr);
-	count(N_ICMP_ERROR);
+	count(N_ICMP_ERRORS_TRANSLATED);
 	return homegw_next_xdp(ctx);
 }
 
@@ -865,7 +865,7 @@ static __always_inline int outbound(struct xdp_md *ctx, struct homegw_cursor *cu
 		count(N_ICMP_OUT_DROPPED);
 		return XDP_DROP;
 	case L4_TRUNCATED:
-		count(N_TRUNCATED);
+		count(N_TRUNCATED_DROPPED);
 		return XDP_DROP;
 	default:
 		return other_out(ctx, &p, cfg);
@@ -884,7 +884,7 @@ static __always_inline int outbound(struct xdp_md *ctx, struct homegw_cursor *cu
 	set_addr(&p, &ip->saddr, cfg->wan_addr);
 	set_port(&p, p.sport, ext_port);
 	remember_fragment(ctx, ip, old_saddr, ip->daddr, 0);
-	count(N_OUT);
+	count(N_TRANSLATED_OUT);
 	return homegw_next_xdp(ctx);
 }
 
@@ -906,7 +906,7 @@ static __always_inline int dnat(struct xdp_md *ctx, struct homegw_cursor *cur, s
 	set_addr(p, &ip->daddr, addr);
 	set_port(p, p->dport, port);
 	remember_fragment(ctx, ip, ip->saddr, old_daddr, 1);
-	count(N_IN);
+	count(N_TRANSLATED_IN);
 	return homegw_next_xdp(ctx);
 }
 
@@ -925,7 +925,7 @@ static __always_inline int dmz_in(struct xdp_md *ctx, struct homegw_cursor *cur,
 	if (try_bind(&internal, cfg, ntohs(*p->dport), BINDING_DMZ, now) == 0) {
 		struct mapping value = { .ext_port = *p->dport };
 		nat_mappings.insert(&internal, &value); /* its replies: this port */
-		count(N_DMZ);
+		count(N_NEW_DMZ_BINDINGS);
 	}
 	return dnat(ctx, cur, p, cfg->dmz_addr, *p->dport);
 }
@@ -941,7 +941,7 @@ static __always_inline int unbound_in(struct xdp_md *ctx, struct homegw_cursor *
 	if (cfg->dmz_addr)
 		return dmz_in(ctx, cur, cfg, p);
 	if (port >= cfg->pool_low && port <= cfg->pool_high) {
-		count(N_UNSOLICITED); /* no socket of the gateway uses the pool */
+		count(N_UNSOLICITED_DROPPED); /* no socket of the gateway uses the pool */
 		return XDP_DROP;
 	}
 	return homegw_next_xdp(ctx);
@@ -963,7 +963,7 @@ static __always_inline int inbound(struct xdp_md *ctx, struct homegw_cursor *cur
 	case L4_ICMP_OTHER:
 		return homegw_next_xdp(ctx); /* echo requests and the like: the kernel's */
 	case L4_TRUNCATED:
-		count(N_TRUNCATED);
+		count(N_TRUNCATED_DROPPED);
 		return XDP_DROP;
 	default:
 		return other_in(ctx, cur, &p);
@@ -974,7 +974,7 @@ static __always_inline int inbound(struct xdp_md *ctx, struct homegw_cursor *cur
 	if (!b)
 		return unbound_in(ctx, cur, cfg, &p);
 	if (b->flags & BINDING_QUARANTINE) {
-		count(N_UNSOLICITED);
+		count(N_UNSOLICITED_DROPPED);
 		return XDP_DROP;
 	}
 	struct session_key session = { ip->saddr, remote_port(&p, 0), *p.dport, ip->protocol };
@@ -985,7 +985,7 @@ static __always_inline int inbound(struct xdp_md *ctx, struct homegw_cursor *cur
 		refresh(s, seen, now);
 	} else {
 		if (!open_to_anyone(b, cfg)) {
-			count(N_UNSOLICITED); /* silently: RFC 5382 REQ-4 */
+			count(N_UNSOLICITED_DROPPED); /* silently: RFC 5382 REQ-4 */
 			return XDP_DROP;
 		}
 		if (new_inbound_session(&session, seen, cfg, now))
@@ -1021,7 +1021,7 @@ static __always_inline int hairpin(struct xdp_md *ctx, struct homegw_cursor *cur
 	if (!neigh) {
 		/* punted: the router's slow path resolves it and sends this frame
 		 * again; or rate-limited (a punt for it went up moments ago) */
-		count(miss == HOMEGW_NEIGH_PUNTED ? N_NEIGH_MISS : N_NEIGH_LIMITED);
+		count(miss == HOMEGW_NEIGH_PUNTED ? N_HAIRPIN_NEIGHBOUR_MISS : N_HAIRPIN_NEIGHBOUR_LIMITED);
 		return XDP_DROP;
 	}
 	if (ip->ttl <= 1)
@@ -1035,7 +1035,7 @@ static __always_inline int hairpin(struct xdp_md *ctx, struct homegw_cursor *cur
 	struct session_key seen_by_server = { cfg->wan_addr, client_port, *p.dport, ip->protocol };
 	if (b->flags & BINDING_QUARANTINE ||
 	    (!open_to_anyone(b, cfg) && !nat_sessions.lookup(&seen_by_server))) {
-		count(N_UNSOLICITED);
+		count(N_UNSOLICITED_DROPPED);
 		return XDP_DROP;
 	}
 	struct session_key session = { cfg->wan_addr, *p.dport, client_port, ip->protocol };
@@ -1056,7 +1056,7 @@ static __always_inline int hairpin(struct xdp_md *ctx, struct homegw_cursor *cur
 	cur->fwd = HOMEGW_FWD_REDIRECT;
 	cur->out_ifindex = cur->ifindex;
 	cur->out_nic = HOMEGW_NIC_LAN;
-	count(N_HAIRPIN);
+	count(N_HAIRPINNED);
 	return homegw_next_xdp(ctx);
 }
 
@@ -1090,7 +1090,7 @@ static __always_inline int established_out(struct xdp_md *ctx, struct nat_settin
 	set_addr(&p, &ip->saddr, cfg->wan_addr);
 	set_port(&p, p.sport, ext_port);
 	remember_fragment(ctx, ip, old_saddr, ip->daddr, 0);
-	count(N_OUT);
+	count(N_TRANSLATED_OUT);
 	return homegw_next_xdp(ctx);
 }
 
@@ -1139,7 +1139,7 @@ static __always_inline int untranslated(struct xdp_md *ctx, struct homegw_cursor
 {
 	if (!cur || !to_wan(cur))
 		return homegw_next_xdp(ctx);
-	count(N_NO_TRANSLATION);
+	count(N_UNTRANSLATABLE_DROPPED);
 	return XDP_DROP;
 }
 
@@ -1235,6 +1235,6 @@ int nat_xdp(struct xdp_md *ctx)
 	if (verdict >= 0)
 		return verdict;
 	nat_progs.call(ctx, NAT_PROG_IN);
-	count(N_NO_TRANSLATION);
+	count(N_UNTRANSLATABLE_DROPPED);
 	return XDP_DROP;
 }

@@ -9,34 +9,16 @@ import ipaddress
 import socket
 import struct
 from dataclasses import dataclass
+from pathlib import Path
 
-from homegw.dataplane.abi import Nic
+from homegw.dataplane.abi import Nic, be32
+from homegw.dataplane.cenum import counter_names
+from homegw.dataplane.devices import Devices
 from homegw.modules.router.routes import Route
 
-# enum router_counter in router.bpf.c, in order ("forwarded" is the sum of
-# the per-NIC counters, not a counter of its own).
-COUNTERS = (
-    "forwarded",
-    "to_kernel",
-    "neigh_miss",
-    "ttl_exceeded",
-    "frag_needed",
-    "unreachable",
-    "icmp_rate_limited",
-    "device_table_full",
-    "bad_version",
-    "bad_ihl",
-    "bad_checksum",
-    "bad_length",
-    "link_broadcast",
-    "martian",
-    "wan_to_wan",
-    "icmp_suppressed",
-    "icmp_failed",
-    "to_fragment",
-    "frag_too_big",
-    "neigh_limited",
-)
+# enum router_counter in router.bpf.c ("forwarded" is the sum of the per-NIC
+# counters, not a counter of its own)
+COUNTERS = counter_names(Path(__file__).parent / "router.bpf.c", "router_counter")
 
 
 class RouteKey(ctypes.Structure):
@@ -76,19 +58,8 @@ class Neighbour(ctypes.Structure):
 NIC_NONE = 0xFF  # Neighbour.nic of an incomplete entry (made by the datapath on a miss)
 
 
-def be32(address: ipaddress.IPv4Address | None) -> int:
-    """An address as the u32 the datapath compares with (network byte order)."""
-    if address is None:
-        return 0
-    return struct.unpack("=I", socket.inet_aton(str(address)))[0]
-
-
 def mac_bytes(mac: str) -> ctypes.Array:
     return (ctypes.c_ubyte * 6)(*bytes.fromhex(mac.replace(":", "")))
-
-
-def mac_from_key(key: int) -> str:
-    return ":".join(f"{b:02x}" for b in key.to_bytes(8, "little")[:6])
 
 
 @dataclass(frozen=True)
@@ -103,14 +74,14 @@ class IfaceInfo:
 class RouterMaps:
     """All bcc access of the router module goes through here."""
 
-    def __init__(self, bpf) -> None:  # noqa: ANN001 - bcc.BPF
+    def __init__(self, bpf) -> None:  # bcc.BPF
         self._routes = bpf["router_routes"]
         self._ifaces = bpf["router_ifaces"]
         self._settings = bpf["router_settings"]
         self._neigh = bpf["homegw_neigh"]  # pinned as router_neigh
         self._stats = bpf["router_stats"]
         self._nic_stats = bpf["router_nic_stats"]
-        self._devices = bpf["router_devices"]
+        self.devices = Devices(bpf["homegw_devices"])
 
     def set_routes(self, routes: list[Route]) -> None:
         """Make the trie hold exactly `routes` (write new, then drop stale)."""
@@ -208,11 +179,4 @@ class RouterMaps:
         for nic in Nic:
             per_cpu = self._nic_stats.getvalue(ctypes.c_int(nic))
             out[nic.name.lower()] = (sum(c.packets for c in per_cpu), sum(c.bytes for c in per_cpu))
-        return out
-
-    def devices(self) -> dict[str, dict[str, int]]:
-        out = {}
-        for key, per_cpu in self._devices.items():
-            fields = ("tx_packets", "tx_bytes", "rx_packets", "rx_bytes")
-            out[mac_from_key(key.value)] = {f: sum(getattr(c, f) for c in per_cpu) for f in fields}
         return out

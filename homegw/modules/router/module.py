@@ -70,7 +70,7 @@ class RouterModule(IOModule):
         self._ager: threading.Thread | None = None
 
     # -- IOModule ---------------------------------------------------------------
-    def on_load(self, bpf) -> None:  # noqa: ANN001
+    def on_load(self, bpf) -> None:
         self.maps = RouterMaps(bpf)
         self.maps.clear_neighbours()
         self._write_interfaces()
@@ -268,14 +268,14 @@ class RouterModule(IOModule):
 
     def _device_rows(self) -> list[dict]:
         assert self.maps is not None
-        return [{"mac": mac, **counts} for mac, counts in self.maps.devices().items()]
+        return self.maps.devices.rows()
 
     def stats(self) -> dict:
         assert self.maps is not None
         return {
             "counters": self.maps.counters(),
             "nics": self.maps.nic_counters(),
-            "devices": self.maps.devices(),
+            "devices": self.maps.devices.read(),
             "neighbours": {str(k): v for k, v in self.maps.neighbours().items()},
             "incomplete": [str(ip) for ip in self.maps.incomplete()],
             "pending_dropped": self.table.dropped,

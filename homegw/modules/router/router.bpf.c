@@ -38,10 +38,9 @@
 #include "homegw_icmp.h"
 
 #define ROUTER_MAX_ROUTES 1024
-#define ROUTER_MAX_DEVICES 4096
 #define ROUTER_ICMP_PER_SEC 1000 /* ICMP errors per CPU and second, at most */
 
-/* Keep in step with homegw/modules/router/maps.py. */
+/* maps.py reads the counter names from this enum. */
 enum router_counter {
 	C_FORWARDED, /* not counted here: the sum of router_nic_stats */
 	C_TO_KERNEL,
@@ -91,13 +90,6 @@ struct settings {
 	__u32 use_lpm;  /* static routes exist: look routes up in the trie */
 };
 
-struct device_counters {
-	__u64 tx_packets; /* sent by the device (LAN -> gateway) */
-	__u64 tx_bytes;
-	__u64 rx_packets; /* forwarded to the device */
-	__u64 rx_bytes;
-};
-
 struct icmp_budget {
 	__u64 window_start_ns;
 	__u32 sent;
@@ -118,9 +110,6 @@ BPF_TABLE_PINNED("percpu_array", u32, u64, router_stats, C_COUNTERS,
 // <HOMEGW_NIC_* of the egress, packets and bytes forwarded out of it>
 BPF_TABLE_PINNED("percpu_array", u32, struct homegw_counter, router_nic_stats, HOMEGW_NICS,
 		 HOMEGW_PIN("router_nic_stats"));
-// <LAN device MAC as u64, its forwarded traffic>
-BPF_TABLE_PINNED("percpu_hash", u64, struct device_counters, router_devices,
-		 ROUTER_MAX_DEVICES, HOMEGW_PIN("router_devices"));
 // <0, ICMP errors sent in the current second on this CPU>
 BPF_PERCPU_ARRAY(router_icmp_budget, struct icmp_budget, 1);
 
@@ -132,36 +121,10 @@ static __always_inline void count(u32 counter)
 		*value += 1;
 }
 
-static __always_inline u64 mac_key(const unsigned char *mac)
+static __always_inline void count_device(const unsigned char *mac, u64 bytes, int what)
 {
-	u64 key = 0;
-
-	__builtin_memcpy(&key, mac, ETH_ALEN);
-	return key;
-}
-
-static __always_inline void count_device(const unsigned char *mac, u64 bytes, int to_device)
-{
-	u64 key = mac_key(mac);
-	struct device_counters *dev = router_devices.lookup(&key);
-
-	if (!dev) {
-		struct device_counters zero = {};
-		if (router_devices.update(&key, &zero)) {
-			count(C_DEVICE_TABLE_FULL);
-			return;
-		}
-		dev = router_devices.lookup(&key);
-		if (!dev)
-			return;
-	}
-	if (to_device) {
-		dev->rx_packets++;
-		dev->rx_bytes += bytes;
-	} else {
-		dev->tx_packets++;
-		dev->tx_bytes += bytes;
-	}
+	if (homegw_count_device(mac, bytes, what))
+		count(C_DEVICE_TABLE_FULL);
 }
 
 static __always_inline int icmp_allowed(void)
@@ -282,13 +245,6 @@ static __always_inline int icmp_error(struct xdp_md *ctx, struct homegw_cursor *
 	return XDP_DROP;
 }
 
-static __always_inline int same_mac(const unsigned char *a, const unsigned char *b)
-{
-	/* not __builtin_memcmp: clang may emit a call to memcmp, which BPF lacks */
-	return *(const __u32 *)a == *(const __u32 *)b &&
-	       *(const __u16 *)(a + 4) == *(const __u16 *)(b + 4);
-}
-
 /* The route to daddr. The trie holds every route; without static routes
  * (the common home) the same answer comes cheaper from the two NICs'
  * subnets and the default route, so the trie is only searched when needed. */
@@ -366,7 +322,7 @@ int router_xdp(struct xdp_md *ctx)
 		return to_kernel(ctx);
 	if (in_nic == HOMEGW_NIC_WAN && is_dhcp_to_client(ip, end))
 		return to_kernel(ctx); /* an offer to the address the gateway is getting */
-	if (!same_mac(eth->h_dest, in->mac)) {
+	if (!homegw_same_mac(eth->h_dest, in->mac)) {
 		if (eth->h_dest[0] & 1) /* link-layer broadcast or multicast */
 			return drop(C_LINK_BROADCAST);
 		return to_kernel(ctx); /* another host's frame: the kernel discards it */
@@ -406,9 +362,9 @@ int router_xdp(struct xdp_md *ctx)
 
 	u64 bytes = (u64)(end - data);
 	if (in_nic == HOMEGW_NIC_LAN)
-		count_device(eth->h_source, bytes, 0);
+		count_device(eth->h_source, bytes, HOMEGW_DEVICE_FROM);
 	else if (out_nic == HOMEGW_NIC_LAN)
-		count_device(neigh->mac, bytes, 1);
+		count_device(neigh->mac, bytes, HOMEGW_DEVICE_TO);
 
 	/* TTL shares a 16-bit checksum word with the protocol field. */
 	__u16 old_word = *(__u16 *)&ip->ttl;

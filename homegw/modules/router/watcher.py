@@ -40,7 +40,7 @@ class LinkEvent:
     mtu: int
 
 
-def _neigh_event(msg) -> NeighEvent | None:  # noqa: ANN001 - pyroute2 message
+def _neigh_event(msg) -> NeighEvent | None:  # pyroute2 message
     if msg["family"] != AF_INET or not msg.get_attr("NDA_DST"):
         return None
     deleted = msg["header"]["type"] == RTM_DELNEIGH
@@ -52,7 +52,7 @@ def _neigh_event(msg) -> NeighEvent | None:  # noqa: ANN001 - pyroute2 message
     )
 
 
-def _link_event(msg) -> LinkEvent:  # noqa: ANN001
+def _link_event(msg) -> LinkEvent:
     return LinkEvent(msg["index"], bool(msg["flags"] & IFF_LOWER_UP), msg.get_attr("IFLA_MTU"))
 
 
@@ -125,7 +125,7 @@ class KernelWatcher:
                 async for msg in events.get():
                     self._dispatch(msg)
 
-    def _dispatch(self, msg) -> None:  # noqa: ANN001
+    def _dispatch(self, msg) -> None:
         kind = msg["header"]["type"]
         if kind in (RTM_NEWNEIGH, RTM_DELNEIGH):
             if event := _neigh_event(msg):
