@@ -226,8 +226,12 @@ class Appliance:
         self.kernel_path = path.kernel_forwards and path.masquerade
 
     def _start_web(self) -> None:
+        from homegw.management import Management  # it imports this module
+
         listen = self.config.webui.listen
-        self.web = WebServer(create_app(self.status), str(listen.host), listen.port)
+        control = self.control if self.control is not None else Management(self, None)
+        app = create_app(control, self.config.state_dir)
+        self.web = WebServer(app, str(listen.host), listen.port)
         self.web.start()
 
     def _on_wan_lease(self, lease: WanLease | None) -> None:

@@ -1,4 +1,6 @@
-"""homegw command line: run | demo | check-config | cleanup."""
+"""homegw command line: run | demo | check-config | cleanup, and the
+management commands that talk to the running appliance through its API:
+status | modules | config get|set|apply | passwd."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("homegw")
 
@@ -63,10 +66,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     except (ApplianceError, RuntimeError, OSError) as exc:
         log.error("cannot start: %s", exc)
         return 1
+    watchdog = _tell_systemd_ready(appliance)
     stop.wait()
     log.info("stopping%s", f" ({fatal[0]})" if fatal else "")
+    _tell_systemd_stopping(watchdog)
     appliance.stop()
     return 1 if fatal else 0
+
+
+def _tell_systemd_ready(appliance: Any) -> Any:  # -> homegw.sdnotify.Watchdog | None
+    """READY=1 to systemd (Type=notify) and WATCHDOG=1 pings while the
+    appliance answers its own status as ready."""
+    from homegw import sdnotify
+
+    return sdnotify.ready(lambda: bool(appliance.status().get("ready")), "ready")
+
+
+def _tell_systemd_stopping(watchdog: Any) -> None:
+    from homegw import sdnotify
+
+    if watchdog is not None:
+        watchdog.stop()
+    sdnotify.notify("STOPPING=1")
 
 
 def cmd_demo(_args: argparse.Namespace) -> int:
@@ -95,6 +116,157 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- management commands (through the API, with the local token) -----------------
+
+DEFAULT_CONFIG = os.environ.get("HOMEGW_CONFIG", "/etc/homegw/homegw.yaml")
+
+
+def _client(args: argparse.Namespace) -> Any:  # -> homegw.apiclient.ApiClient
+    from homegw.apiclient import ApiClient
+
+    return ApiClient.for_config(args.config)
+
+
+def _api_command(func: Any) -> Any:
+    """Print a refusal's every problem (with its key path) on stderr: exit 1;
+    an unreachable appliance: exit 2."""
+
+    def run(args: argparse.Namespace) -> int:
+        from homegw.apiclient import ApiError
+        from homegw.config import ConfigError
+
+        try:
+            func(args)
+        except ApiError as exc:
+            for line in exc.lines():
+                print(f"homegw: {line}", file=sys.stderr)
+            return 1 if exc.status else 2
+        except ConfigError as exc:
+            for line in exc.lines():
+                print(f"homegw: {line}", file=sys.stderr)
+            return 2
+        return 0
+
+    return run
+
+
+@_api_command
+def cmd_status(args: argparse.Namespace) -> None:
+    from homegw.apiclient import as_yaml
+
+    print(as_yaml(_client(args).call("GET", "/status")))
+
+
+@_api_command
+def cmd_modules(args: argparse.Namespace) -> None:
+    from homegw.apiclient import modules_table
+
+    print(modules_table(_client(args).call("GET", "/modules")["modules"]))
+
+
+@_api_command
+def cmd_config_get(args: argparse.Namespace) -> None:
+    from homegw.apiclient import as_yaml
+
+    path = f"/config/{args.section}" if args.section else "/config"
+    print(as_yaml(_client(args).call("GET", path)))
+
+
+@_api_command
+def cmd_config_set(args: argparse.Namespace) -> None:
+    import yaml
+
+    from homegw.apiclient import ApiError, applied, set_dotted
+
+    client = _client(args)
+    value = yaml.safe_load(args.value)
+    config = client.call("GET", "/config")
+    try:
+        set_dotted(config, args.key, value)
+    except KeyError as exc:
+        raise ApiError(1, f"{args.key}: no such place in the config ({exc.args[0]!r})") from None
+    print(applied(client.call("PUT", "/config", config)))
+
+
+@_api_command
+def cmd_config_apply(args: argparse.Namespace) -> None:
+    import yaml
+
+    from homegw.apiclient import ApiError, applied
+
+    try:
+        document = yaml.safe_load(Path(args.file).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ApiError(1, f"{args.file}: {exc}") from None
+    path = "/config/validate" if args.dry_run else "/config"
+    print(applied(_client(args).call("POST" if args.dry_run else "PUT", path, document)))
+
+
+def _new_password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    import getpass
+
+    first = getpass.getpass("new admin password: ")
+    if getpass.getpass("again: ") != first:
+        from homegw.apiclient import ApiError
+
+        raise ApiError(1, "the two passwords differ")
+    return first
+
+
+@_api_command
+def cmd_passwd(args: argparse.Namespace) -> None:
+    """Set the admin's password: through the running appliance, or (when
+    none answers) in state_dir directly, for its next start."""
+    from homegw.apiclient import ApiError
+    from homegw.auth import AuthError, AuthStore, check_password_rules
+    from homegw.config import load_config
+
+    password = _new_password(args)
+    try:
+        check_password_rules(password)
+        _client(args).call("PUT", "/auth/password", {"password": password})
+    except AuthError as exc:
+        raise ApiError(1, str(exc)) from None
+    except ApiError as exc:
+        if exc.status:
+            raise
+        AuthStore(Path(load_config(args.config).state_dir)).set_password(password)
+        print("the appliance is not running: password stored for its next start")
+        return
+    print("admin password changed (web sessions ended)")
+
+
+def _add_management_commands(sub: Any) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-c", "--config", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})"
+    )
+    sub.add_parser("status", parents=[common], help="the running appliance's status").set_defaults(
+        func=cmd_status
+    )
+    sub.add_parser("modules", parents=[common], help="modules, chains, counters").set_defaults(
+        func=cmd_modules
+    )
+    config = sub.add_parser("config", help="read or change the running config")
+    verbs = config.add_subparsers(dest="verb", required=True)
+    get = verbs.add_parser("get", parents=[common], help="print the config or one section")
+    get.add_argument("section", nargs="?")
+    get.set_defaults(func=cmd_config_get)
+    set_ = verbs.add_parser("set", parents=[common], help="set one key: a.b.c <YAML value>")
+    set_.add_argument("key")
+    set_.add_argument("value")
+    set_.set_defaults(func=cmd_config_set)
+    apply = verbs.add_parser("apply", parents=[common], help="replace the config with a file")
+    apply.add_argument("file")
+    apply.add_argument("--dry-run", action="store_true", help="validate and diff only")
+    apply.set_defaults(func=cmd_config_apply)
+    passwd = sub.add_parser("passwd", parents=[common], help="set the admin's password")
+    passwd.add_argument("--password-stdin", action="store_true", help="read it from stdin")
+    passwd.set_defaults(func=cmd_passwd)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="homegw", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -111,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cleanup.add_argument("-c", "--config", required=True)
     cleanup.set_defaults(func=cmd_cleanup)
+    _add_management_commands(sub)
     return parser
 
 

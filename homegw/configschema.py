@@ -117,9 +117,11 @@ class LanConfig(Section):
 
 
 class WebuiConfig(Section):
-    """``webui:`` -- the admin web UI.  ``listen`` defaults to ``<lan.address ip>:80``."""
+    """``webui:`` -- the admin web UI.  ``listen`` defaults to ``<lan.address ip>:80``.
+    ``metrics_public``: /metrics answers without a login (false: it needs one)."""
 
     listen: HostPort | None = None
+    metrics_public: bool = True
 
 
 class ChainOrder(Section):

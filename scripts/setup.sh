@@ -14,6 +14,7 @@ PACKAGES=(
   python3-bpfcc python3-venv python3-pip iproute2 ethtool kmod bpftool
   nftables conntrack tcpdump iputils-ping traceroute curl iperf3 netcat-openbsd
   dnsmasq-base udhcpc isc-dhcp-client dhcpcd-base dnsutils dnsperf kea-admin
+  systemd   # systemd-analyze verify of packaging/systemd/homegw.service
 )
 missing=()
 for pkg in "${PACKAGES[@]}"; do

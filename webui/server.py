@@ -1,38 +1,81 @@
-"""Serve the Flask app from a thread of the appliance process."""
+"""Serve the Flask app with waitress (a production WSGI server, pure
+Python) from a thread of the appliance process."""
 
 from __future__ import annotations
 
 import logging
-import socketserver
 import threading
+import time
+from collections.abc import Callable
 
 from flask import Flask
-from werkzeug.serving import ThreadedWSGIServer
+from waitress import wasyncore
+from waitress.channel import HTTPChannel
+from waitress.server import create_server
 
 log = logging.getLogger(__name__)
 
-
-class _Server(ThreadedWSGIServer):
-    def server_bind(self) -> None:
-        # http.server looks up the listen address's FQDN here: a reverse DNS
-        # query that stalls start-up for 10 s when no resolver answers (a
-        # gateway is often its own resolver, not running yet). The name is unused.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = self.server_address[:2]
+THREADS = 4  # concurrent requests; more wait in waitress's queue
+CONNECTION_LIMIT = 64
+CHANNEL_TIMEOUT_S = 30  # idle keep-alive connections are closed after this
+DRAIN_S = 5  # at stop, answers in flight get this long to be sent
+DRAIN_POLL_S = 0.02
 
 
 class WebServer:
     def __init__(self, app: Flask, host: str, port: int) -> None:
-        self._server = _Server(host, port, app)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="webui", daemon=True
+        # waitress binds here, so a taken port fails start-up, not the thread
+        self._channels: dict = {}  # waitress's socket map: the listener and connections
+        self._server = create_server(
+            app,
+            map=self._channels,
+            host=host,
+            port=port,
+            threads=THREADS,
+            connection_limit=CONNECTION_LIMIT,
+            channel_timeout=CHANNEL_TIMEOUT_S,
+            ident="homegw",
+            clear_untrusted_proxy_headers=True,
         )
-        self.url = f"http://{host}:{port}/"
+        self._thread = threading.Thread(target=self._server.run, name="webui", daemon=True)
+        self._stopped = False
+        self.url = f"http://{host}:{self._server.effective_port}/"
 
     def start(self) -> None:
         self._thread.start()
         log.info("web UI listening on %s", self.url)
 
+    def _in_loop(self, thunk: Callable[[], object]) -> None:
+        """Run `thunk` in waitress's loop thread, which owns the sockets."""
+        if self._thread.is_alive():
+            self._server.trigger.pull_trigger(thunk)
+        else:
+            thunk()
+
+    def _busy(self) -> bool:
+        """A connection has a request in flight or an answer not yet sent."""
+        return any(
+            isinstance(c, HTTPChannel) and (c.requests or c.total_outbufs_len)
+            for c in list(self._channels.values())
+        )
+
     def stop(self) -> None:
-        self._server.shutdown()
+        """Stop listening, let the answers in flight go out (an API call
+        that restarts the appliance is answered first), then close every
+        connection and end the worker threads."""
+        if self._stopped:
+            return
+        self._stopped = True
+        server = self._server
+        self._in_loop(lambda: wasyncore.dispatcher.close(server))
+        deadline = time.monotonic() + DRAIN_S
+        while self._busy() and time.monotonic() < deadline:
+            time.sleep(DRAIN_POLL_S)
+
+        def close_all() -> None:
+            for channel in list(self._channels.values()):
+                channel.close()
+
+        self._in_loop(close_all)
         self._thread.join(timeout=5)
+        server.task_dispatcher.shutdown(timeout=5)

@@ -97,7 +97,7 @@ DEFAULTS = {
             "rebind_allow": [], "allow": [], "deny": [], "groups": [], "query_log_size": 1000,
             "fast_path": True},
     "dpi": {"enabled": False},
-    "webui": {"listen": "192.168.1.1:80"},
+    "webui": {"listen": "192.168.1.1:80", "metrics_public": True},
     "dataplane": {"pin_dir": "/sys/fs/bpf/homegw", "xdp_mode": "native",
                   "order": {"lan": ["dpi", "dhcp", "dns", "firewall", "router", "nat"],
                             "wan": ["firewall", "nat", "router", "dpi"]}},

@@ -1,0 +1,192 @@
+"""The management API's request and response bodies as pydantic models: the
+API validates requests with them and the OpenAPI document (openapi.py) is
+generated from them, so the two cannot drift apart."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from homegw.auth import PASSWORD_MAX, PASSWORD_MIN
+
+Name = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+Password = Annotated[str, StringConstraints(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX)]
+AnyPassword = Annotated[str, StringConstraints(min_length=1, max_length=PASSWORD_MAX)]
+
+
+def config_sections() -> list[str]:
+    """The config's sections that are objects (``lan``, ``dns``, ...): the
+    ones /config/<section> reads and replaces."""
+    from homegw.configschema import Config
+
+    return [
+        name
+        for name, info in Config.model_fields.items()
+        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel)
+    ]
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Response(BaseModel):
+    pass
+
+
+# -- requests ----------------------------------------------------------------
+
+
+class SetupRequest(Request):
+    """The one-time setup token (``state_dir/setup-token`` or the log) and
+    the admin's password."""
+
+    token: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    password: Password
+
+
+class LoginRequest(Request):
+    username: Annotated[str, StringConstraints(min_length=1, max_length=64)] = "admin"
+    password: AnyPassword
+
+
+class PasswordRequest(Request):
+    """``current_password`` is required with a web session (not with a token)."""
+
+    password: Password
+    current_password: AnyPassword | None = None
+
+
+class TokenRequest(Request):
+    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$")]
+
+
+class OrderRequest(Request):
+    modules: Annotated[list[Name], Field(max_length=16)]
+
+
+class TableQuery(Request):
+    """Paging; every other query parameter filters on a column."""
+
+    model_config = ConfigDict(extra="forbid", strict=False)
+    offset: Annotated[int, Field(ge=0, le=1_000_000_000)] = 0
+    limit: Annotated[int, Field(ge=1, le=1000)] = 100
+
+
+# -- responses ---------------------------------------------------------------
+
+
+class Error(Response):
+    error: str
+
+
+class Problem(Response):
+    loc: str = Field(description="dotted key path, e.g. nat.port_forwards.0.external_port")
+    msg: str
+
+
+class Rejected(Error):
+    """A refused request or config: ``problems`` names every key path at fault."""
+
+    problems: list[Problem] = []
+
+
+class Status(Response):
+    """What the appliance reports of itself; ``wan``, ``lan`` and ``nics``
+    carry the fields named in homegw.control.Control.status."""
+
+    ready: bool
+    uptime_s: float
+    version: str | None = None
+    wan: dict[str, Any] | None = None
+    lan: dict[str, Any] | None = None
+    nics: dict[str, Any] | None = None
+    kernel_path: bool | None = None
+
+
+class ApplyResult(Response):
+    version: int
+    changed: list[str]
+    applied: dict[str, str]
+    dry_run: bool
+
+
+class HistoryEntry(Response):
+    version: int
+    applied_at: float
+    changed: list[str]
+    current: bool
+
+
+class History(Response):
+    history: list[HistoryEntry]
+
+
+class ChainPosition(Response):
+    nic: str
+    hook: str
+    position: int
+
+
+class Module(Response):
+    name: str
+    id: int | None = None
+    enabled: bool
+    loaded: bool
+    chains: list[ChainPosition]
+    counters: dict[str, int]
+
+
+class Modules(Response):
+    modules: list[Module]
+
+
+class ModuleChange(Response):
+    """What enabling, disabling or re-ordering changed, as the appliance says."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class Tables(Response):
+    tables: list[str]
+
+
+class Page(Response):
+    total: int
+    offset: int
+    limit: int
+    items: list[dict[str, Any]]
+
+
+class Flushed(Response):
+    table: str
+    removed: int
+
+
+class Done(Response):
+    done: Literal[True] = True
+    action: str
+
+
+class LoggedIn(Response):
+    username: str
+    csrf_token: str = Field(description="send it as X-CSRFToken with every cookie request")
+
+
+class CsrfToken(Response):
+    csrf_token: str
+
+
+class TokenInfo(Response):
+    id: str
+    name: str
+    created_at: float
+
+
+class TokenCreated(TokenInfo):
+    token: str = Field(description="the secret, shown this once: Authorization: Bearer <token>")
+
+
+class TokenList(Response):
+    tokens: list[TokenInfo]

@@ -1,0 +1,240 @@
+"""The OpenAPI 3.1 document of the management API, generated from the
+operation table below and the pydantic models of webui.api.models and
+homegw.configschema.Config (so the document says what the code checks).
+Served at /api/v1/openapi.json; tests/unit/test_api_openapi.py checks that
+every route of the app is in it and nothing else."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from homegw.configschema import Config
+from webui.api import models as m
+
+PREFIX = "/api/v1"
+REF = "#/components/schemas/{model}"
+NAME_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"
+UNSAFE = {"post", "put", "patch", "delete"}
+Schema = type[BaseModel] | dict[str, Any] | str
+
+_ERRORS = {
+    400: ("bad input: the message says what (and problems[] where each is)", m.Rejected),
+    401: ("no login: a session cookie or Authorization: Bearer <token>", m.Error),
+    403: ("refused: the CSRF token (X-CSRFToken) of a cookie session is missing or wrong", m.Error),
+    404: ("no such section, module, table, token or history entry", m.Error),
+    409: ("valid, but not possible in the current state", m.Error),
+    429: ("too many failed attempts from this client: see Retry-After", m.Error),
+}
+
+_HEADERS = {
+    401: {"WWW-Authenticate": {"schema": {"type": "string"}, "required": True}},
+    429: {"Retry-After": {"schema": {"type": "string", "pattern": "^[0-9]+$"}, "required": True}},
+}
+
+
+@dataclass(frozen=True)
+class Op:
+    method: str
+    path: str
+    summary: str
+    response: Schema | None = None
+    status: int = 200
+    request: Schema | None = None
+    errors: tuple[int, ...] = ()
+    query: tuple[dict[str, Any], ...] = ()
+    public: bool = False
+    content: str = "application/json"
+    extra_responses: dict[int, str] = field(default_factory=dict)
+
+
+def _name(what: str) -> dict[str, Any]:
+    return {"type": "string", "pattern": NAME_PATTERN, "description": what}
+
+
+OBJECT = {"type": "object", "additionalProperties": True}
+_PATH_PARAMS: dict[str, dict[str, Any]] = {
+    "section": {"type": "string", "enum": m.config_sections()},
+    "version": {"type": "integer", "minimum": 0},
+    "name": _name("a module or table name"),
+    "nic": {"type": "string", "enum": ["lan", "wan"]},
+    "token_id": {"type": "string", "pattern": "^[0-9a-f]{8}$"},
+}
+_TABLE_QUERY = (
+    {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0}},
+    {
+        "name": "limit",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+    },
+    {
+        "name": "filters",
+        "in": "query",
+        "description": "any other parameter <column>=<value> keeps rows whose column equals "
+        "the value (strings: contain it)",
+        "style": "form",
+        "explode": True,
+        "schema": {
+            "type": "object",
+            "propertyNames": {"pattern": NAME_PATTERN, "not": {"enum": ["offset", "limit"]}},
+            "additionalProperties": {"type": "string", "maxLength": 256},
+            "maxProperties": 16,
+        },
+    },
+)
+_APPLY = "ApplyResult"
+
+OPERATIONS: tuple[Op, ...] = (
+    Op("get", "/healthz", "liveness: 200 when ready, 503 before", m.Status, public=True,
+       extra_responses={503: "not ready yet"}),
+    Op("get", "/metrics", "Prometheus text (private when webui.metrics_public is false)",
+       {"type": "string"}, public=True, content="text/plain", errors=(401,)),
+    Op("get", f"{PREFIX}/openapi.json", "this document", OBJECT),
+    Op("post", f"{PREFIX}/setup", "first start: create the admin with the setup token",
+       m.LoggedIn, 201, m.SetupRequest, (400, 403, 409, 429), public=True),
+    Op("post", f"{PREFIX}/auth/login", "open a web session (cookie)", m.LoggedIn,
+       request=m.LoginRequest, errors=(400, 401, 409, 429), public=True),
+    Op("post", f"{PREFIX}/auth/logout", "end this web session", status=204),
+    Op("get", f"{PREFIX}/auth/csrf", "the CSRF token of this session", m.CsrfToken),
+    Op("put", f"{PREFIX}/auth/password", "change the admin's password (ends every session)",
+       status=204, request=m.PasswordRequest, errors=(400, 429)),
+    Op("get", f"{PREFIX}/auth/tokens", "bearer tokens (never their secrets)", m.TokenList),
+    Op("post", f"{PREFIX}/auth/tokens", "create a bearer token: its secret is shown once",
+       m.TokenCreated, 201, m.TokenRequest, (400,)),
+    Op("delete", f"{PREFIX}/auth/tokens/{{token_id}}", "revoke a token", status=204,
+       errors=(404,)),
+    Op("get", f"{PREFIX}/status", "WAN, LAN, uptime, version, per-NIC counters", m.Status),
+    Op("get", f"{PREFIX}/config", "the running config", "Config"),
+    Op("put", f"{PREFIX}/config", "replace the whole config", _APPLY, request="Config",
+       errors=(400, 409)),
+    Op("post", f"{PREFIX}/config/validate", "dry run of PUT /config", _APPLY, request="Config",
+       errors=(400,)),
+    Op("post", f"{PREFIX}/config/validate/{{section}}", "dry run of PUT /config/{section}",
+       _APPLY, request=OBJECT, errors=(400, 404)),
+    Op("get", f"{PREFIX}/config/history", "the last 10 applied configs, newest first",
+       m.History),
+    Op("post", f"{PREFIX}/config/rollback/{{version}}", "apply a kept config again", _APPLY,
+       errors=(400, 404, 409)),
+    Op("get", f"{PREFIX}/config/{{section}}", "one section of the running config", OBJECT,
+       errors=(404,)),
+    Op("put", f"{PREFIX}/config/{{section}}", "replace one section", _APPLY, request=OBJECT,
+       errors=(400, 404, 409)),
+    Op("get", f"{PREFIX}/modules", "every module: state, chain positions, counters",
+       m.Modules),
+    Op("post", f"{PREFIX}/modules/{{name}}/enable", "put a module in its chains",
+       m.ModuleChange, errors=(400, 404, 409)),
+    Op("post", f"{PREFIX}/modules/{{name}}/disable", "take a module out of its chains",
+       m.ModuleChange, errors=(400, 404, 409)),
+    Op("put", f"{PREFIX}/modules/order/{{nic}}", "re-order a NIC's chain", m.ModuleChange,
+       request=m.OrderRequest, errors=(400, 404, 409)),
+    Op("get", f"{PREFIX}/tables", "names of the tables", m.Tables),
+    Op("get", f"{PREFIX}/tables/{{name}}", "one page of a table, filtered", m.Page,
+       errors=(400, 404), query=_TABLE_QUERY),
+    Op("post", f"{PREFIX}/actions/wan/renew", "renew the WAN DHCP lease now", m.Done,
+       errors=(409,)),
+    Op("post", f"{PREFIX}/actions/tables/{{name}}/flush", "empty a table", m.Flushed,
+       errors=(404, 409)),
+    Op("post", f"{PREFIX}/actions/modules/{{name}}/restart", "reload one module", m.Done,
+       errors=(404, 409)),
+)  # fmt: skip
+
+
+def _ref(schema: Schema) -> dict[str, Any]:
+    if isinstance(schema, str):
+        return {"$ref": REF.format(model=schema)}
+    if isinstance(schema, dict):
+        return schema
+    return {"$ref": REF.format(model=schema.__name__)}
+
+
+def _json(schema: Schema, content: str = "application/json") -> dict[str, Any]:
+    return {content: {"schema": _ref(schema)}}
+
+
+def _responses(op: Op) -> dict[str, Any]:
+    ok: dict[str, Any] = {"description": "done"}
+    if op.response is not None:
+        ok["content"] = _json(op.response, op.content)
+    responses: dict[str, Any] = {str(op.status): ok}
+    codes = set(op.errors)
+    if not op.public:
+        codes.add(401)
+        if op.method in UNSAFE:
+            codes.add(403)
+    if op.request is not None:
+        codes.add(400)
+    if "{" in op.path:
+        codes.add(404)
+    for code in sorted(codes):
+        text, model = _ERRORS[code]
+        responses[str(code)] = {"description": text, "content": _json(model)}
+        if code in _HEADERS:
+            responses[str(code)]["headers"] = _HEADERS[code]
+    for code, text in op.extra_responses.items():
+        responses[str(code)] = {"description": text, "content": _json(op.response or m.Error)}
+    return responses
+
+
+def _operation(op: Op) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "operationId": f"{op.method}_{op.path.removeprefix(PREFIX)}",
+        "summary": op.summary,
+        "responses": _responses(op),
+    }
+    params = [
+        {"name": p, "in": "path", "required": True, "schema": _PATH_PARAMS[p]}
+        for p in _PATH_PARAMS
+        if f"{{{p}}}" in op.path
+    ]
+    params += list(op.query)
+    if params:
+        out["parameters"] = params
+    if op.request is not None:
+        out["requestBody"] = {"required": True, "content": _json(op.request)}
+    if op.public:
+        out["security"] = []
+    return out
+
+
+def _schemas() -> dict[str, Any]:
+    wanted = [
+        value
+        for value in vars(m).values()
+        if isinstance(value, type)
+        and issubclass(value, BaseModel)
+        and value.__module__ == m.__name__
+    ]
+    pairs = [(model, "validation") for model in wanted] + [(Config, "validation")]
+    _keys, top = models_json_schema(pairs, ref_template=REF)
+    return top["$defs"]
+
+
+@cache
+def document() -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    for op in OPERATIONS:
+        paths.setdefault(op.path, {})[op.method] = _operation(op)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "homegw management API",
+            "version": "1",
+            "description": "Every path needs a login but /healthz, /metrics (unless "
+            "webui.metrics_public is false), login and setup. Cookie sessions send "
+            "X-CSRFToken with every POST, PUT and DELETE.",
+        },
+        "servers": [{"url": "/"}],
+        "paths": paths,
+        "components": {
+            "schemas": _schemas(),
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "session": {"type": "apiKey", "in": "cookie", "name": "homegw_session"},
+            },
+        },
+        "security": [{"bearer": []}, {"session": []}],
+    }
