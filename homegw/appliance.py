@@ -39,7 +39,18 @@ T = TypeVar("T")
 
 # Sections that interfaces, addresses and every module hang on: a change
 # restarts the whole appliance (its pinned state and attachments stay).
-RESTART_SECTIONS = frozenset({"state_dir", "wan", "lan", "webui"})
+RESTART_SECTIONS = frozenset({"state_dir", "wan", "lan"})
+
+
+def restart_needed(old: Config, new: Config) -> set[str]:
+    """The changed sections that only a whole restart applies: the RESTART_SECTIONS,
+    the web server's address, how the dataplane attaches (not its order)."""
+    sections = config_diff(old, new) & RESTART_SECTIONS
+    if old.webui.listen != new.webui.listen:
+        sections.add("webui")  # webui.metrics_public is read at each request
+    if old.dataplane.model_copy(update={"order": new.dataplane.order}) != new.dataplane:
+        sections.add("dataplane")
+    return sections
 
 
 class ApplianceError(RuntimeError):
@@ -285,10 +296,7 @@ class Appliance:
 
     def _reconfigure(self, old: Config, new: Config) -> dict[str, str]:
         changed = config_diff(old, new)
-        if (
-            changed & RESTART_SECTIONS
-            or old.dataplane.model_copy(update={"order": new.dataplane.order}) != new.dataplane
-        ):
+        if restart_needed(old, new):
             self._stop_parts()
             self.config = new
             self.start()

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from homegw import supervise
-from homegw.appliance import RESTART_SECTIONS, Appliance
+from homegw.appliance import Appliance, restart_needed
 from homegw.config import (
     Config,
     ConfigError,
@@ -144,7 +144,7 @@ class Management:
         changed = changed_keys(old, new)
         if dry_run or not changed:
             return ApplyResult(self.history.current_version(), changed, {}, dry_run)
-        if config_diff(old, new) & RESTART_SECTIONS:
+        if restart_needed(old, new):
             version = self._keep(new, changed)
             self.appliance.submit(self.appliance.reconfigure, new)
             return ApplyResult(

@@ -16,6 +16,8 @@ import socket
 import threading
 from collections.abc import Callable, Mapping
 
+from homegw import supervise
+
 log = logging.getLogger(__name__)
 
 
@@ -67,7 +69,7 @@ class Watchdog:
         self._interval = interval_s
         self._env = env
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="sd-watchdog", daemon=True)
+        self._thread = supervise.Thread(self._run, "sd-watchdog")
 
     def start(self) -> Watchdog:
         self._thread.start()

@@ -4,7 +4,6 @@ Python) from a thread of the appliance process."""
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 
@@ -12,6 +11,8 @@ from flask import Flask
 from waitress import wasyncore
 from waitress.channel import HTTPChannel
 from waitress.server import create_server
+
+from homegw import supervise
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ class WebServer:
             ident="homegw",
             clear_untrusted_proxy_headers=True,
         )
-        self._thread = threading.Thread(target=self._server.run, name="webui", daemon=True)
+        self._thread = supervise.Thread(self._server.run, "webui")
         self._stopped = False
         self.url = f"http://{host}:{self._server.effective_port}/"
 

@@ -20,6 +20,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from homegw import supervise
 from homegw.dataplane import libbpf
 from homegw.dataplane.testrun import _lib
 
@@ -149,7 +150,7 @@ class SlowPath:
         self._map_fd = libbpf.obj_get(self.path)
         self._buffer = PerfBuffer(self._map_fd, self.dispatch, self._on_lost)
         self._wakeup = os.eventfd(0, os.EFD_CLOEXEC)
-        self._thread = threading.Thread(target=self._run, name="slowpath", daemon=True)
+        self._thread = supervise.Thread(self._run, "slowpath")
         self._thread.start()
 
     def stop(self) -> None:

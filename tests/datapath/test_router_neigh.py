@@ -15,6 +15,7 @@ from bcc import BPF
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 
+from homegw.config import parse_config
 from homegw.dataplane.abi import Nic, be32
 from homegw.dataplane.dataplane import Dataplane
 from homegw.dataplane.pinned import PinnedMap
@@ -23,9 +24,12 @@ from tests.datapath.punts import PuntLog, one_cpu
 from tests.datapath.router_kit import (
     CONFIG,
     HOST,
+    HOST_MAC,
+    ISP_GW,
     ISP_MAC,
     LAN_MAC,
     WAN_MAC,
+    fake_nic,
     forwarded,
     load_router,
     run,
@@ -117,3 +121,31 @@ def test_an_older_neighbour_pin_is_replaced(pin_dir: str) -> None:
         pinned.close()
     finally:
         dp.close()
+
+
+def test_a_restart_keeps_resolved_neighbours_and_drops_incomplete_ones(pin_dir: str) -> None:
+    """A new process adopts the running chain: forwarding to a resolved next
+    hop must not miss (a punt and a dropped packet per next hop and restart)."""
+    first = Dataplane(pin_dir, {})
+    first.load()
+    with one_cpu():
+        old = load_router(first, CONFIG)
+        run(first, Nic.WAN, to_lan(OFFLINE))  # leaves an incomplete entry
+        assert old.stats()["incomplete"] == [OFFLINE]
+    first.close()
+
+    second = Dataplane(pin_dir, {})
+    second.load()
+    try:
+        router = RouterModule(parse_config(CONFIG), iface_info=fake_nic, watch_kernel=False)
+        second.add_module(router)  # no set_neighbour: only what the first run left
+        second.set_order(Nic.WAN, ["router"])
+        stats = router.stats()
+        assert stats["neighbours"] == {HOST: HOST_MAC, ISP_GW: ISP_MAC}
+        assert stats["incomplete"] == []
+        assert set(map(str, router.table.entries)) == {HOST, ISP_GW}  # aged as its own
+        result = run(second, Nic.WAN, to_lan(HOST))
+        assert result.verdict == "XDP_REDIRECT"
+        assert router.stats()["counters"]["neigh_miss"] == 0
+    finally:
+        second.close()

@@ -119,9 +119,19 @@ class RouterMaps:
     def set_use_lpm(self, use_lpm: bool) -> None:
         self._settings[ctypes.c_int(0)] = self._settings.Leaf(int(use_lpm))
 
-    def clear_neighbours(self) -> None:
-        """The map is pinned: forget what an earlier run left in it."""
-        self._neigh.clear()
+    def adopt_neighbours(self) -> list[tuple[ipaddress.IPv4Address, str, Nic]]:
+        """The map is pinned and a restart adopts the running chain: keep the
+        resolved entries an earlier run left (the caller ages them like its
+        own), drop the incomplete ones. Returns the kept (address, MAC, NIC)."""
+        kept = []
+        for key, value in self._neigh.items():
+            ip = ipaddress.IPv4Address(socket.inet_ntoa(struct.pack("=I", key.value)))
+            if value.nic in (Nic.LAN, Nic.WAN):
+                kept.append((ip, bytes(value.mac).hex(":"), Nic(value.nic)))
+            else:
+                with contextlib.suppress(KeyError):
+                    del self._neigh[key]
+        return kept
 
     def set_neighbour(self, ip: ipaddress.IPv4Address, mac: str, nic: Nic) -> None:
         self._neigh[ctypes.c_uint32(be32(ip))] = Neighbour(mac_bytes(mac), nic, 0, 0)

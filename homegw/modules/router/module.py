@@ -72,7 +72,9 @@ class RouterModule(IOModule):
     # -- IOModule ---------------------------------------------------------------
     def on_load(self, bpf) -> None:
         self.maps = RouterMaps(bpf)
-        self.maps.clear_neighbours()
+        now = time.monotonic()
+        for ip, mac, nic in self.maps.adopt_neighbours():  # a restart: no miss
+            self.table.learn(ip, mac, nic, now)  # aged, re-confirmed like new ones
         self._write_interfaces()
         if not self._watch_kernel:
             return
