@@ -349,6 +349,14 @@ class Management:
                         {"module": name, "reason": reason},
                         value,
                     )
+                for gauge, value in loaded.module.gauges().items():
+                    yield Sample(
+                        f"{name}_{gauge}",
+                        "gauge",
+                        f"{name} module: {gauge.replace('_', ' ')}",
+                        {},
+                        value,
+                    )
             yield from self._chain_samples()
             yield from self._slowpath_samples()
         yield from _supervision_samples()

@@ -22,7 +22,7 @@ class ChainError(ValueError):
 
 
 class Chain:
-    def __init__(self, hook: Hook, prog_array, generations) -> None:  # noqa: ANN001 - tables
+    def __init__(self, hook: Hook, prog_array, generations) -> None:  # tables
         self.hook = hook
         self._progs = prog_array
         self._generations = generations

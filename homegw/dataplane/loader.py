@@ -38,7 +38,7 @@ def captured_stderr() -> Iterator[list[str]]:
             out.append(sink.read().decode(errors="replace"))
 
 
-def _bcc():  # noqa: ANN202 - bcc has no type information
+def _bcc():  # bcc has no type information
     try:
         import bcc
     except ImportError as exc:  # pragma: no cover - setup installs it
@@ -73,7 +73,7 @@ def program_text(source: Path) -> str:
 
 def compile_source(
     source: Path, *, pin_dir: str, module_id: int = 0, defines: dict[str, Define] | None = None
-):  # noqa: ANN201 - returns bcc.BPF
+):  # returns bcc.BPF
     """Compile one source; its pinned maps are created or reused under pin_dir."""
     bcc = _bcc()
     os.makedirs(pin_dir, exist_ok=True)
@@ -87,7 +87,7 @@ def compile_source(
     raise LoadError(f"cannot compile {source.name}: {error}\n{diagnostics[0][-4000:]}")
 
 
-def load_function(bpf, name: str, prog_type: str) -> int:  # noqa: ANN001
+def load_function(bpf, name: str, prog_type: str) -> int:
     """Load one function of a compiled object as XDP or SCHED_CLS; return its fd.
     With an adopted build (the appliance: loaded by the build child) the
     function is already loaded and pinned: its fd is returned."""

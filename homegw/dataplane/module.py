@@ -51,7 +51,7 @@ class IOModule:
         """Compile-time options (-D) computed from the module's config."""
         return {}
 
-    def on_load(self, bpf) -> None:  # noqa: ANN001 - an AdoptedBuild (or a bcc.BPF)
+    def on_load(self, bpf) -> None:  # an AdoptedBuild (or a bcc.BPF)
         """Fill the module's maps from its config and state."""
 
     def handlers(self) -> dict[int, PuntHandler]:
@@ -83,4 +83,8 @@ class IOModule:
 
     def counters(self) -> dict[str, int]:
         """The module's datapath counters by reason (for /metrics and the API)."""
+        return {}
+
+    def gauges(self) -> dict[str, float]:
+        """Levels worth a metric (table sizes, live sessions), by name."""
         return {}

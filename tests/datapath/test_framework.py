@@ -166,7 +166,7 @@ def test_compile_error_names_file_and_line(tmp_path, pin_dir: str) -> None:
 # -- builds: compiled in a child, pinned, reused ----------------------------------------
 
 
-def test_a_new_dataplane_reuses_the_pinned_builds(dataplane: Dataplane, stamps, pin_dir) -> None:  # noqa: ANN001
+def test_a_new_dataplane_reuses_the_pinned_builds(dataplane: Dataplane, stamps, pin_dir) -> None:
     dataplane.set_order(Nic.LAN, ["stampA", "stampB"])
     first = {name: loaded.bpf.program_id("stamp_xdp") for name, loaded in dataplane.modules.items()}
     root = dataplane._roots[Nic.LAN].program_id("homegw_root_xdp")
@@ -275,7 +275,7 @@ def test_program_types_come_from_the_context_argument() -> None:
     assert function_types(text) == {"a": "xdp", "b": "tc"}
 
 
-def test_a_punt_right_after_the_reader_starts_is_delivered(dataplane: Dataplane, stamps) -> None:  # noqa: ANN001
+def test_a_punt_right_after_the_reader_starts_is_delivered(dataplane: Dataplane, stamps) -> None:
     """Each new reader (a restarted appliance) gets the punts sent at once:
     registering the rings with epoll must not swallow their first wakeup."""
     dataplane.set_order(Nic.LAN, ["stampA", "stampB"])

@@ -55,7 +55,7 @@ def bcc_maps(pin_dir: str) -> Iterator[object]:
     bpf.cleanup()
 
 
-def adapter(bpf, pin_dir: str, name: str) -> Table:  # noqa: ANN001 - bcc.BPF
+def adapter(bpf, pin_dir: str, name: str) -> Table:  # bcc.BPF
     """The table as the appliance opens it: by path, types from the descriptions."""
     from bcc import lib
 
@@ -67,7 +67,7 @@ def adapter(bpf, pin_dir: str, name: str) -> Table:  # noqa: ANN001 - bcc.BPF
     )
 
 
-def layout(cls) -> list:  # noqa: ANN001 - a ctypes type
+def layout(cls) -> list:  # a ctypes type
     """Field names, offsets and sizes, recursively: what must match bcc's."""
     if not hasattr(cls, "_fields_"):
         return [ctypes.sizeof(cls)]
@@ -78,7 +78,7 @@ def layout(cls) -> list:  # noqa: ANN001 - a ctypes type
     return out
 
 
-def test_decoded_types_have_bccs_layout(bcc_maps, pin_dir: str) -> None:  # noqa: ANN001
+def test_decoded_types_have_bccs_layout(bcc_maps, pin_dir: str) -> None:
     for name in ("t_hash", "t_array", "t_percpu", "t_lpm"):
         table = adapter(bcc_maps, pin_dir, name)
         theirs = bcc_maps[name]
@@ -88,7 +88,7 @@ def test_decoded_types_have_bccs_layout(bcc_maps, pin_dir: str) -> None:  # noqa
         table.close()
 
 
-def test_hash_written_by_bcc_read_by_adapter_and_back(bcc_maps, pin_dir: str) -> None:  # noqa: ANN001
+def test_hash_written_by_bcc_read_by_adapter_and_back(bcc_maps, pin_dir: str) -> None:
     theirs = bcc_maps["t_hash"]
     key = theirs.Key(a=7, b=9)
     key.mac[:] = [1, 2, 3, 4, 5, 6]
@@ -123,7 +123,7 @@ def test_hash_written_by_bcc_read_by_adapter_and_back(bcc_maps, pin_dir: str) ->
     ours.close()
 
 
-def test_array_delete_zeroes_and_ints_are_keys(bcc_maps, pin_dir: str) -> None:  # noqa: ANN001
+def test_array_delete_zeroes_and_ints_are_keys(bcc_maps, pin_dir: str) -> None:
     theirs = bcc_maps["t_array"]
     theirs[ctypes.c_int(2)] = ctypes.c_uint64(42)
     ours = adapter(bcc_maps, pin_dir, "t_array")
@@ -139,7 +139,7 @@ def test_array_delete_zeroes_and_ints_are_keys(bcc_maps, pin_dir: str) -> None: 
     ours.close()
 
 
-def test_per_cpu_values_one_per_cpu_both_ways(bcc_maps, pin_dir: str) -> None:  # noqa: ANN001
+def test_per_cpu_values_one_per_cpu_both_ways(bcc_maps, pin_dir: str) -> None:
     cpus = possible_cpus()
     theirs = bcc_maps["t_percpu"]
     values = theirs.Leaf()
@@ -173,7 +173,7 @@ def test_per_cpu_values_one_per_cpu_both_ways(bcc_maps, pin_dir: str) -> None:  
     hashed.close()
 
 
-def test_lpm_trie_both_ways(bcc_maps, pin_dir: str) -> None:  # noqa: ANN001
+def test_lpm_trie_both_ways(bcc_maps, pin_dir: str) -> None:
     theirs = bcc_maps["t_lpm"]
     theirs[theirs.Key(24, 0x0001A8C0)] = ctypes.c_uint32(1)
     ours = adapter(bcc_maps, pin_dir, "t_lpm")

@@ -104,7 +104,7 @@ class ApplianceProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and not self.exited():
             state = self.health()
-            if state is not None and (not wan or state.get("wan_address")):
+            if state is not None and (not wan or (state.get("wan") or {}).get("address")):
                 return state
             time.sleep(HEALTH_POLL_S)  # polling an HTTP state, not a fixed wait
         raise AssertionError(

@@ -42,7 +42,7 @@ def test_ready_healthz_stop_keeps_the_datapath_cleanup_removes_it(
     appliance: ApplianceProcess,
 ) -> None:
     home = appliance.home
-    appliance.wait_for(r"homegw ready")
+    appliance.wait_healthy()
     assert xdp_attached(home, "lan0") and xdp_attached(home, "wan0")
     health = curl(home, "h1", f"http://{WEB}/healthz")
     assert health.returncode == 0, health.stderr
@@ -62,7 +62,7 @@ def test_ready_healthz_stop_keeps_the_datapath_cleanup_removes_it(
 
 def test_lan_host_reaches_isp_web_server(appliance: ApplianceProcess) -> None:
     home = appliance.home
-    appliance.wait_for(r"homegw ready")
+    appliance.wait_healthy()
     assert "loaded module nat" in appliance.log and "loaded module router" in appliance.log
     page = curl(home, "h1", f"http://{home.web_server}/")
     assert page.returncode == 0, page.stderr
@@ -71,7 +71,7 @@ def test_lan_host_reaches_isp_web_server(appliance: ApplianceProcess) -> None:
 
 def test_admin_surface_not_reachable_from_wan(appliance: ApplianceProcess) -> None:
     home = appliance.home
-    appliance.wait_for(r"homegw ready")
+    appliance.wait_healthy()
     home.add_lan_route_on_isp("203.0.113.2")
     assert curl(home, "h1", f"http://{WEB}/healthz").returncode == 0
     from_wan = curl(home, "isp", f"http://{WEB}/healthz", timeout=3)
@@ -83,14 +83,14 @@ def test_pinned_counter_survives_restart(virtual_home: VirtualHome) -> None:
     home = virtual_home
     pin_dir = str(home.pin_dir)
     first = ApplianceProcess(home, static_config(home)).start()
-    first.wait_for(r"homegw ready")
+    first.wait_healthy()
     home.run("h1", ["ping", "-c", "5", "-i", "0.01", "192.168.1.1"], check=True)
     assert first.stop() == 0
     before = read_chain_stats(pin_dir, Nic.LAN, Hook.XDP)[0]
     assert before >= 5
 
     second = ApplianceProcess(home, static_config(home), name="again").start()
-    second.wait_for(r"homegw ready")
+    second.wait_healthy()
     home.run("h1", ["ping", "-c", "5", "-i", "0.01", "192.168.1.1"], check=True)
     assert second.stop() == 0
     after = read_chain_stats(pin_dir, Nic.LAN, Hook.XDP)[0]

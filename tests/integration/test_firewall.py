@@ -91,7 +91,7 @@ def ping(home: VirtualHome, ns: str, address: str, count: int = 1) -> bool:
 def start_gateway(home: VirtualHome, name: str, **overrides) -> tuple[ApplianceProcess, str]:
     """The appliance with a WAN lease from the ISP; returns it and the WAN address."""
     app = ApplianceProcess(home, home.gateway_config(**overrides), name=name).start()
-    app.wait_for(r"homegw ready")
+    app.wait_healthy()
     line = app.wait_for(r"firewall: WAN address now 203\.0\.113\.")
     wan = line.split("WAN address now ")[1].split("/")[0]
     home.add_lan_route_on_isp(wan)  # what any device on the WAN segment can do

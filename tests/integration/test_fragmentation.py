@@ -47,7 +47,7 @@ def gateway(virtual_home_module: VirtualHome) -> Iterator[tuple[VirtualHome, App
     home.run("gw", ["ip", "link", "set", "wan0", "mtu", str(WAN_MTU)], check=True)
     home.run("isp", ["ip", "link", "set", "isp0", "mtu", str(WAN_MTU)], check=True)
     app = ApplianceProcess(home, home.gateway_config(**nat_config())).start()
-    app.wait_for(r"homegw ready")
+    app.wait_healthy()
     yield home, app
     assert app.stop() == 0
     assert "Traceback" not in app.log

@@ -114,7 +114,7 @@ def test_ping_flood_loses_nothing_while_a_module_toggles(live) -> None:
     assert dp.chain_of(Nic.LAN, Hook.XDP) == ["stampA", "stampB"]
 
 
-def test_attach_keeps_its_own_root_and_replaces_another_without_loss(live) -> None:  # noqa: ANN001
+def test_attach_keeps_its_own_root_and_replaces_another_without_loss(live) -> None:
     """What a restart does: a root of the same build stays attached; any other
     program there (an older build's root) is replaced in one netlink call, so
     a ping flood through it loses nothing."""

@@ -31,8 +31,8 @@ def test_lease_name_resolves_and_internet_works(
     app = ApplianceProcess(home, home.gateway_config(webui={"listen": "192.168.1.1:8080"}))
     app.start()
     try:
-        app.wait_for(r"homegw ready")
-        app.wait_for(r"router: WAN now 203\.0\.113\.")  # WAN lease applied
+        app.wait_healthy(wan=True)
+        app.wait_for(r"router: WAN now 203\.0\.113\.")  # the lease applied to the modules
         script, events = hook_script(home, "udhcpc-h1", HOOK)
         client = home.popen(
             "h1",

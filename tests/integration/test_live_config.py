@@ -269,3 +269,16 @@ def test_rollback_restores_an_earlier_version(running: Running) -> None:
     assert result.changed == ["nat.port_forwards"]
     assert running.maps() == maps_before
     assert config_to_dict(running.app.config) == config_to_dict(load_config(running.path))
+
+
+def test_metric_samples_cover_every_loaded_module(running: Running) -> None:
+    samples = list(running.mgmt.samples())
+    assert running.app.dataplane is not None
+    by_module = {s.labels.get("module") for s in samples if s.name == "module_packets_total"}
+    assert by_module == set(running.app.dataplane.modules)
+    names = {s.name: s.value for s in samples if not s.labels}
+    assert names["nat_sessions"] >= 0 and names["router_neighbours"] >= 1  # the ISP's router
+    dhcp = running.app.config.dhcp
+    assert names["dhcp_pool_size"] == int(dhcp.range_end) - int(dhcp.range_start) + 1
+    chain = {(s.name, s.labels["nic"]) for s in samples if s.name.startswith("chain_")}
+    assert ("chain_rx_packets_total", "lan") in chain and ("chain_tx_bytes_total", "wan") in chain

@@ -77,7 +77,7 @@ def test_lease_names_resolve_at_once_and_go_with_the_release(
     app = ApplianceProcess(home, home.gateway_config(dhcp={"reservations": [PRINTER]}))
     app.start()
     try:
-        app.wait_for(r"homegw ready")
+        app.wait_healthy()
         netns.ip("addr", "add", ASKER, "dev", "eth0", ns=home.ns("h2"))
         assert dig(home, "printer.lan") == ("NOERROR", ["192.168.1.20"])  # no lease needed
         assert dig(home, "laptop.lan") == ("NXDOMAIN", [])

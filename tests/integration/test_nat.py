@@ -81,7 +81,7 @@ def isp_capture(home: VirtualHome) -> Iterator[None]:
 @pytest.fixture(scope="module")
 def gateway(home: VirtualHome) -> Iterator[ApplianceProcess]:
     app = ApplianceProcess(home, home.gateway_config(**nat_config())).start()
-    app.wait_for(r"homegw ready")
+    app.wait_healthy()
     yield app
     assert app.stop() == 0
     assert "Traceback" not in app.log
@@ -230,12 +230,12 @@ def test_endpoint_independent_filtering_lets_others_in(
         home, home.gateway_config(**nat_config("endpoint-independent")), name="eif"
     ).start()
     try:
-        eif.wait_for(r"homegw ready")
+        eif.wait_healthy()
         assert unsolicited_reaches_client(home, 5200)
     finally:
         assert eif.stop() == 0
         gateway.start()  # back to the module's default gateway
-        gateway.wait_for_count(r"homegw ready", 2)
+        gateway.wait_healthy()
 
 
 def test_ping_through_nat(home: VirtualHome, gateway) -> None:

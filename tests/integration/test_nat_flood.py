@@ -64,7 +64,7 @@ def gateway(virtual_home_module: VirtualHome) -> Iterator[ApplianceProcess]:
         },
     )
     app = ApplianceProcess(home, config).start()
-    app.wait_for(r"homegw ready")
+    app.wait_healthy()
     yield app
     assert app.stop() == 0
     assert "Traceback" not in app.log

@@ -36,7 +36,7 @@ def routed(virtual_home_module: VirtualHome) -> Iterator[tuple[VirtualHome, Appl
     home = virtual_home_module
     home.add_lan_route_on_isp(WAN_IP)
     app = ApplianceProcess(home, home.gateway_config(**ROUTED)).start()
-    app.wait_for(r"homegw ready")
+    app.wait_healthy()
     yield home, app
     assert app.stop() == 0
     assert "Traceback" not in app.log

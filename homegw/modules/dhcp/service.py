@@ -169,6 +169,8 @@ class DhcpService:
             return {}
         out = self.server.counters.as_dict()
         out["leases"] = len(self.leases())
+        s = self.settings
+        out["pool_size"] = int(s.range_end) - int(s.range_start) + 1
         return out
 
     def local_names(self) -> dict[str, IPv4Address]:

@@ -8,13 +8,14 @@ it answers and what it passes on.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 from pathlib import Path
 
 from homegw.config import Config
 from homegw.dataplane.loader import Define
 from homegw.dataplane.module import IOModule
-from homegw.modules.dns.fastpath import FastPathCache
+from homegw.modules.dns.fastpath import STAT_NAMES, FastPathCache
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,13 @@ class DnsModule(IOModule):
         """Nothing but compile-time options (the LAN address, the cache size)
         is in its datapath; the DNS service takes the rest."""
         return True
+
+    def counters(self) -> dict[str, int]:
+        """Queries to the gateway's DNS address by what the XDP cache did."""
+        stats = self.bpf["dns_stats"]
+        return {
+            name: int(sum(stats.getvalue(ctypes.c_uint32(i)))) for i, name in enumerate(STAT_NAMES)
+        }
 
     def fast_path(self) -> FastPathCache:
         """A writer for the pinned map, to hand to DnsService.set_fast_path()."""

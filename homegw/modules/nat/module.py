@@ -320,6 +320,14 @@ class NatModule(IOModule):
         assert self.maps is not None
         return self.maps.counters()
 
+    def gauges(self) -> dict[str, float]:
+        assert self.maps is not None
+        return {
+            "sessions": self.live_sessions,  # as of the last expiry round
+            "inbound_sessions": self.maps.inbound_sessions(),
+            "held_fragments": self.fragments.stats.held,
+        }
+
     def tables(self) -> dict[str, TableReader]:
         return {"nat_sessions": self._session_rows, "nat_bindings": self._binding_rows}
 

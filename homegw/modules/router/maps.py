@@ -45,17 +45,7 @@ class Iface(ctypes.Structure):
 NEIGH_TICK_SHIFT = 30  # HOMEGW_NEIGH_TICK_SHIFT in homegw.h
 
 
-class Neighbour(ctypes.Structure):
-    # struct homegw_neighbour in include/homegw.h
-    _fields_ = [
-        ("mac", ctypes.c_ubyte * 6),
-        ("nic", ctypes.c_uint16),
-        ("used_tick", ctypes.c_uint32),
-        ("punted_ns", ctypes.c_uint64),
-    ]
-
-
-NIC_NONE = 0xFF  # Neighbour.nic of an incomplete entry (made by the datapath on a miss)
+NIC_NONE = 0xFF  # homegw_neighbour.nic of an incomplete entry (made by the datapath on a miss)
 
 
 def mac_bytes(mac: str) -> ctypes.Array:
@@ -134,9 +124,12 @@ class RouterMaps:
         return kept
 
     def set_neighbour(self, ip: ipaddress.IPv4Address, mac: str, nic: Nic) -> None:
-        self._neigh[ctypes.c_uint32(be32(ip))] = Neighbour(mac_bytes(mac), nic, 0, 0)
+        entry = self._neigh.Leaf()  # struct homegw_neighbour, as bcc laid it out
+        entry.mac = mac_bytes(mac)
+        entry.nic = nic
+        self._neigh[ctypes.c_uint32(be32(ip))] = entry
 
-    def _entry(self, ip: ipaddress.IPv4Address) -> Neighbour | None:
+    def _entry(self, ip: ipaddress.IPv4Address):  # -> the table's Leaf | None
         try:
             return self._neigh[ctypes.c_uint32(be32(ip))]
         except KeyError:

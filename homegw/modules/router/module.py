@@ -239,6 +239,13 @@ class RouterModule(IOModule):
         assert self.maps is not None
         return self.maps.counters()
 
+    def gauges(self) -> dict[str, float]:
+        assert self.maps is not None
+        return {
+            "neighbours": len(self.maps.neighbours()),
+            "incomplete_neighbours": len(self.maps.incomplete()),
+        }
+
     def tables(self) -> dict[str, TableReader]:
         return {
             "neighbours": self._neighbour_rows,
