@@ -100,6 +100,7 @@ def test_budget_total_and_per_remote_caps_and_expiry_gives_back(make) -> None:
     now = max(s.last_seen_ns for s in gw.nat.maps.sessions())
     gw.nat.collect(now + 301 * NS)
     assert gw.nat.maps.inbound_sessions() == 0
+    assert gw.nat.gauges()["expired_sessions"] == 64  # the metric of what expiry removed
     again = from_wan(UDP(sport=9, dport=7001), src=stranger(500))
     assert gw.wan(again).data == to_lan(again, "192.168.1.13")
 

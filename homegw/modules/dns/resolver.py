@@ -129,8 +129,10 @@ class ResolverStats:
     fast_path_writes: int = 0
     hook_errors: int = 0
     errors: int = 0  # bugs: exceptions caught at the top of a handler
+    upstream_answers: int = 0  # answers that came from upstream, and their round trips:
+    upstream_ms_total: float = 0.0  # mean latency = upstream_ms_total / upstream_answers
 
-    def as_dict(self) -> dict[str, int]:
+    def as_dict(self) -> dict[str, float]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
@@ -414,6 +416,9 @@ class Resolver:
     ) -> None:
         rcode = reply[3] & 0x0F
         blocked = source == "blocked"
+        if upstream_ms is not None:
+            self.stats.upstream_answers += 1
+            self.stats.upstream_ms_total += upstream_ms
         self.querylog.add(
             QueryLogEntry(
                 time=time.time(),

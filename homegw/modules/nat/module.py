@@ -82,6 +82,8 @@ class NatModule(IOModule):
         self.wan_address = config.wan.address.ip if config.wan.mode == "static" else None
         self.maps: NatMaps | None = None
         self.live_sessions = 0
+        self.expired_sessions = 0  # by the expiry rounds of this process
+        self.released_bindings = 0
         self._run_gc = run_gc
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -263,6 +265,8 @@ class NatModule(IOModule):
                 self.maps.unbind(binding)
             self.maps.expire_others(now_ns - self.timeouts.udp * gc.NS)
             self.live_sessions = result.live_sessions
+            self.expired_sessions += len(result.expired_sessions)
+            self.released_bindings += len(result.release)
         self.expire_fragments(now_ns)
         if result.expired_sessions or result.release:
             log.info(
@@ -325,6 +329,8 @@ class NatModule(IOModule):
         return {
             "sessions": self.live_sessions,  # as of the last expiry round
             "inbound_sessions": self.maps.inbound_sessions(),
+            "expired_sessions": self.expired_sessions,  # since this process started
+            "released_bindings": self.released_bindings,
             "held_fragments": self.fragments.stats.held,
         }
 
