@@ -289,15 +289,14 @@ static __always_inline int homegw_neigh_punt_limited(struct xdp_md *ctx, struct 
 	return HOMEGW_NEIGH_PUNTED;
 }
 
-/* The MAC of next_hop out of NIC `nic`, its use marked (one write a second
- * at most). NULL on a miss, with *miss = HOMEGW_NEIGH_PUNTED (the slow path
+/* The MAC of next_hop out of NIC `nic`, its use marked (one write a tick
+ * at most; `now` is the caller's bpf_ktime_get_coarse_ns()). NULL on a miss, with *miss = HOMEGW_NEIGH_PUNTED (the slow path
  * owns a copy: the caller returns XDP_DROP) or HOMEGW_NEIGH_LIMITED (drop).
  * A first miss leaves an incomplete entry that carries the rate limit. */
 static __always_inline struct homegw_neighbour *homegw_neighbour_xdp(struct xdp_md *ctx,
 							      __be32 next_hop, __u32 nic,
-							      int *miss)
+							      __u64 now, int *miss)
 {
-	__u64 now = bpf_ktime_get_coarse_ns();
 	struct homegw_neighbour *n = homegw_neigh.lookup(&next_hop);
 
 	if (n && n->nic == nic) {
@@ -346,12 +345,14 @@ struct homegw_device {
 BPF_TABLE_PINNED("percpu_hash", __u64, struct homegw_device, homegw_devices, HOMEGW_MAX_DEVICES,
 		 HOMEGW_PIN("devices"));
 
-/* Count one frame of `bytes` for the device with this MAC. 0, or -1 when the
- * table is full (the caller counts that its own way). */
-static __always_inline int homegw_count_device(const unsigned char *mac, __u64 bytes, int what)
+/* Count one frame of `bytes` for the device with this MAC, at `now`
+ * (bpf_ktime_get_coarse_ns(), read once per packet by the caller). 0, or -1
+ * when the table is full (the caller counts that its own way). */
+static __always_inline int homegw_count_device(const unsigned char *mac, __u64 bytes, int what,
+					       __u64 now)
 {
 	__u64 key = 0;
-	__u32 tick = bpf_ktime_get_coarse_ns() >> HOMEGW_NEIGH_TICK_SHIFT;
+	__u32 tick = now >> HOMEGW_NEIGH_TICK_SHIFT;
 
 	__builtin_memcpy(&key, mac, ETH_ALEN);
 	struct homegw_device *dev = homegw_devices.lookup(&key);

@@ -212,7 +212,9 @@ int dhcp_guard_xdp(struct xdp_md *ctx)
 
 	if (verdict != ALLOWED) {
 		/* only a bound device's: random source MACs must not fill the table */
-		if (b && homegw_count_device(eth->h_source, (__u64)(end - data), HOMEGW_DEVICE_DROPPED))
+		__u64 bytes = (__u64)(end - data);
+		if (b && homegw_count_device(eth->h_source, bytes, HOMEGW_DEVICE_DROPPED,
+					     bpf_ktime_get_coarse_ns()))
 			guard_count(GUARD_DEVICES_FULL);
 		guard_count(verdict);
 		return XDP_DROP;

@@ -1017,7 +1017,7 @@ static __always_inline int hairpin(struct xdp_md *ctx, struct homegw_cursor *cur
 		return homegw_next_xdp(ctx); /* a service of the gateway itself */
 	__be32 server = b->internal.addr;
 	int miss = 0;
-	struct homegw_neighbour *neigh = homegw_neighbour_xdp(ctx, server, HOMEGW_NIC_LAN, &miss);
+	struct homegw_neighbour *neigh = homegw_neighbour_xdp(ctx, server, HOMEGW_NIC_LAN, now_ns(), &miss);
 	if (!neigh) {
 		/* punted: the router's slow path resolves it and sends this frame
 		 * again; or rate-limited (a punt for it went up moments ago) */

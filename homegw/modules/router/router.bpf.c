@@ -121,9 +121,9 @@ static __always_inline void count(u32 counter)
 		*value += 1;
 }
 
-static __always_inline void count_device(const unsigned char *mac, u64 bytes, int what)
+static __always_inline void count_device(const unsigned char *mac, u64 bytes, int what, u64 now)
 {
-	if (homegw_count_device(mac, bytes, what))
+	if (homegw_count_device(mac, bytes, what, now))
 		count(C_DEVICE_TABLE_FULL);
 }
 
@@ -356,15 +356,16 @@ int router_xdp(struct xdp_md *ctx)
 
 	__be32 next_hop = route.gateway ? route.gateway : ip->daddr;
 	int miss = 0;
-	struct homegw_neighbour *neigh = homegw_neighbour_xdp(ctx, next_hop, out_nic, &miss);
+	u64 now = bpf_ktime_get_coarse_ns(); /* once: neighbour use and device marks */
+	struct homegw_neighbour *neigh = homegw_neighbour_xdp(ctx, next_hop, out_nic, now, &miss);
 	if (!neigh) /* punted (the slow path resends it once resolved) or limited */
 		return drop(miss == HOMEGW_NEIGH_PUNTED ? C_NEIGH_MISS : C_NEIGH_LIMITED);
 
 	u64 bytes = (u64)(end - data);
 	if (in_nic == HOMEGW_NIC_LAN)
-		count_device(eth->h_source, bytes, HOMEGW_DEVICE_FROM);
+		count_device(eth->h_source, bytes, HOMEGW_DEVICE_FROM, now);
 	else if (out_nic == HOMEGW_NIC_LAN)
-		count_device(neigh->mac, bytes, HOMEGW_DEVICE_TO);
+		count_device(neigh->mac, bytes, HOMEGW_DEVICE_TO, now);
 
 	/* TTL shares a 16-bit checksum word with the protocol field. */
 	__u16 old_word = *(__u16 *)&ip->ttl;
