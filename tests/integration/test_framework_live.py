@@ -136,7 +136,7 @@ def test_attach_keeps_its_own_root_and_replaces_another_without_loss(live) -> No
         with in_netns(home.ns("gw")):
             attach.attach_xdp("lan0", older.load_func("older_root", BPF.XDP).fd, "native")
         assert attached_prog_id(home, "lan0") not in (None, ours)
-        count = 5000
+        count = 50_000  # seconds of flood at -f rates: it must outlast the attach
         ping = home.popen(
             "h1",
             ["ping", "-f", "-c", str(count), "-w", "60", GW],
