@@ -147,6 +147,82 @@ class Control(Protocol):
         """Reload one module in place (flows of other modules untouched)."""
         ...
 
+    def restart(self) -> None:
+        """Restart the whole appliance (answered first: the restart stops
+        the server that answers; the datapath keeps forwarding)."""
+        ...
+
+    # -- devices ---------------------------------------------------------
+    def devices(self) -> list[dict[str, Any]]:
+        """Every device the gateway knows (DHCP leases and reservations, the
+        datapath's device table, neighbours, the ``devices`` config section),
+        one per MAC, sorted by name: {mac, name (user-given, else the DHCP
+        hostname, else None), user_name, hostname, vendor (from the OUI, or
+        None), addresses [IPv4 text], online (bool), first_seen, last_seen
+        (unix seconds or None), paused (bool), reserved_address (or None),
+        lease_expires (unix seconds or None), today {from_bytes, to_bytes}
+        (since local midnight), total {from_bytes, to_bytes, from_packets,
+        to_packets, dropped}}. Every string is as the device sent it: the UI
+        escapes it."""
+        ...
+
+    def device(self, mac: str) -> dict[str, Any]:
+        """One device as devices() gives it, plus ``history``: 24 hourly
+        buckets, oldest first, [{hour (unix seconds of its start),
+        from_bytes, to_bytes}]. NotFound for a MAC never seen."""
+        ...
+
+    def device_set(self, mac: str, changes: dict[str, Any]) -> ApplyResult:
+        """Change a device's entry of the ``devices`` config section (made
+        when missing): ``changes`` holds ``name`` (str, or None to forget it)
+        and/or ``paused`` (bool: no forwarding to or from it, established
+        flows included). Applied as a config change; ConfigRejected names
+        ``devices.<i>.<field>``."""
+        ...
+
+    def traffic_history(self, hours: int = 24) -> list[dict[str, Any]]:
+        """The whole LAN's forwarded traffic by hour, oldest first:
+        [{hour, from_bytes, to_bytes}] (from = sent by LAN devices)."""
+        ...
+
+    # -- DNS -------------------------------------------------------------
+    def dns_stats(self, limit: int = 10) -> dict[str, Any]:
+        """Over the query log: {queries, blocked, top_domains, top_blocked,
+        top_clients}, each top a list of {name, count}, most first."""
+        ...
+
+    def blocklists(self) -> list[dict[str, Any]]:
+        """Every blocklist source of the DNS config (default and groups):
+        {source, groups [names; "default" for the top level], entries (int
+        or None when not loaded), updated_at (unix seconds or None), error
+        (str or None)}."""
+        ...
+
+    def blocklist_store(self, name: str, content: bytes) -> dict[str, Any]:
+        """Keep an uploaded blocklist file as state_dir/blocklists/<name>.txt
+        after parsing it (hosts or domain-per-line); returns {source (the
+        absolute path to put in dns.blocklists), entries}. ConfigRejected
+        (loc ``blocklist``) for a bad name, an oversized or unparseable file."""
+        ...
+
+    def blocklists_refresh(self) -> None:
+        """Fetch every URL blocklist again now and reload the policy."""
+        ...
+
+    # -- logs and alerts -------------------------------------------------
+    def logs(self, module: str | None = None, limit: int = 500) -> list[dict[str, Any]]:
+        """The last `limit` (at most 500) log records of this process,
+        oldest first, optionally of one module (router, nat, dhcp, dns,
+        firewall, webui, appliance, ...): {time (unix s), level, module,
+        logger, message}."""
+        ...
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """What needs the owner's eye now: {code, severity ("warning" |
+        "critical"), message, since (unix s or None)}. Codes: wan_down,
+        pool_nearly_full, flood_drops, module_failed."""
+        ...
+
     # -- metrics ---------------------------------------------------------
     def samples(self) -> Iterable[Sample]:
         """Every metric of the appliance and its modules, read now."""
