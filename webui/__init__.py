@@ -17,7 +17,7 @@ from flask import Flask, Response, jsonify
 
 from homegw.auth import AuthStore
 from homegw.control import Control
-from webui import metrics
+from webui import metrics, views
 from webui.api import blueprint
 from webui.api import errors as api_errors
 from webui.security import WebState, install, load_secret_key
@@ -40,6 +40,7 @@ def create_app(
     install(app, WebState(control, auth, clock=clock))
     api_errors.install(app)
     app.register_blueprint(blueprint())
+    views.register(app)
     registry = metrics.registry(control, state_dir)
 
     @app.get("/healthz")

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flask import Flask, Response, current_app, jsonify, request, session
+from flask import Flask, Response, current_app, jsonify, redirect, request, session, url_for
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from homegw.atomicfile import write_atomic
@@ -32,9 +32,19 @@ SESSION_COOKIE = "homegw_session"
 #: endpoints that answer without a login (the login and setup endpoints
 #: check their own credentials); /metrics is open unless webui.metrics_public
 #: is false.
-OPEN_ENDPOINTS = frozenset({"healthz", "api.login", "api.setup"})
+OPEN_ENDPOINTS = frozenset(
+    {"healthz", "api.login", "api.setup", "static", "auth_pages.login", "auth_pages.setup"}
+)
 METRICS_ENDPOINT = "metrics"
 UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+#: the pages' policy: scripts, styles, images and fetches from the
+#: appliance itself only, never inline (no 'unsafe-inline'), never framed
+PAGE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; font-src 'self'; form-action 'self'; base-uri 'none'; "
+    "frame-ancestors 'none'"
+)
+API_CSP = "default-src 'none'; frame-ancestors 'none'"
 LOGIN_KEY = "homegw.login"
 
 csrf = CSRFProtect()
@@ -129,10 +139,26 @@ def _require_login() -> Response | None:
         return None
     method = login_method()
     if method is None:
+        if _is_page():
+            return _to_login()
         return unauthorized()
     if method == "session" and request.method in UNSAFE_METHODS:
         csrf.protect()
     return None
+
+
+def _is_page() -> bool:
+    """A request for an HTML page (not the API, /metrics or /healthz)."""
+    return request.blueprint not in (None, "api")
+
+
+def _to_login() -> Response:
+    """A browser without a session goes to the first-run page until there is
+    an admin, to the login page after (coming back to where it was going)."""
+    if not state().auth.has_admin:
+        return redirect(url_for("auth_pages.setup"))
+    wanted = request.full_path if request.method == "GET" else None
+    return redirect(url_for("auth_pages.login", next=wanted))
 
 
 def _headers(response: Response) -> Response:
@@ -140,9 +166,8 @@ def _headers(response: Response) -> Response:
     response.headers.setdefault("Cache-Control", "no-store")
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["X-Frame-Options"] = "DENY"
-    response.headers.setdefault(
-        "Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"
-    )
+    csp = PAGE_CSP if response.mimetype == "text/html" else API_CSP
+    response.headers.setdefault("Content-Security-Policy", csp)
     response.headers["Referrer-Policy"] = "no-referrer"
     return response
 

@@ -24,7 +24,7 @@ from homegw.auth import AuthStore
 from homegw.cli import main
 from homegw.control import Sample
 from tests.unit.fake_control import FakeControl
-from tests.unit.test_api import OPEN_PATHS, bearer
+from tests.unit.test_api import OPEN_PATHS, _is_page, bearer
 from webui import create_app
 from webui.api.openapi import PREFIX, document
 from webui.server import WebServer
@@ -87,7 +87,7 @@ def test_metrics_need_a_login_when_not_public(app: Flask, control: FakeControl) 
 def _flask_paths(app: Flask) -> set[tuple[str, str]]:
     out = set()
     for rule in app.url_map.iter_rules():
-        if rule.endpoint == "static":
+        if rule.endpoint == "static" or _is_page(rule.endpoint):
             continue
         path = re.sub(r"<(?:[^:>]+:)?(\w+)>", r"{\1}", rule.rule)
         out |= {(m.lower(), path) for m in rule.methods - {"HEAD", "OPTIONS"}}

@@ -1,0 +1,2 @@
+// homegw web UI: progressive enhancement only (every page works without it).
+"use strict";
