@@ -261,6 +261,7 @@ class Management:
                 "address": str(lease.ip),
                 "mac": lease.mac,
                 "hostname": lease.hostname,
+                "sent_name": lease.sent_name,
                 "expires_in_s": round(lease.expires - now),
             }
             for lease in (dhcp.leases() if dhcp else [])

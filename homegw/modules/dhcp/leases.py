@@ -56,9 +56,10 @@ class Lease:
     address: int
     client: str
     mac: str
-    hostname: str | None
+    hostname: str | None  # the DNS label (sanitised) the LAN knows it by
     expires: float
     state: State
+    sent_name: str | None = None  # the name as the client sent it (for display)
 
     @property
     def ip(self) -> IPv4Address:
@@ -99,7 +100,8 @@ class LeaseDb:
 
     SCHEMA = (
         "CREATE TABLE IF NOT EXISTS leases (address INTEGER PRIMARY KEY, client TEXT NOT NULL,"
-        " mac TEXT NOT NULL, hostname TEXT, expires REAL NOT NULL, state TEXT NOT NULL)"
+        " mac TEXT NOT NULL, hostname TEXT, expires REAL NOT NULL, state TEXT NOT NULL,"
+        " sent_name TEXT)"
     )
 
     def __init__(self, path: Path | str) -> None:
@@ -108,15 +110,30 @@ class LeaseDb:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(self.SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(leases)")}
+        if "sent_name" not in columns:  # a lease file from before names as sent
+            self._db.execute("ALTER TABLE leases ADD COLUMN sent_name TEXT")
 
     def load(self) -> list[Lease]:
-        rows = self._db.execute("SELECT address, client, mac, hostname, expires, state FROM leases")
-        return [Lease(a, c, m, h, e, State(s)) for a, c, m, h, e, s in rows]
+        rows = self._db.execute(
+            "SELECT address, client, mac, hostname, expires, state, sent_name FROM leases"
+        )
+        return [Lease(a, c, m, h, e, State(s), n) for a, c, m, h, e, s, n in rows]
 
     def save(self, lease: Lease) -> None:
         self._db.execute(
-            "INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?, ?, ?)",
-            (lease.address, lease.client, lease.mac, lease.hostname, lease.expires, lease.state),
+            "INSERT OR REPLACE INTO leases"
+            " (address, client, mac, hostname, expires, state, sent_name)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                lease.address,
+                lease.client,
+                lease.mac,
+                lease.hostname,
+                lease.expires,
+                lease.state,
+                lease.sent_name,
+            ),
         )
 
     def delete(self, address: int) -> None:
@@ -281,7 +298,14 @@ class LeasePool:
     # -- REQUEST / RELEASE / DECLINE -------------------------------------------------
 
     def bind(
-        self, client: str, mac: str, address: int, hostname: str | None, lease_time: int, now: float
+        self,
+        client: str,
+        mac: str,
+        address: int,
+        hostname: str | None,
+        lease_time: int,
+        now: float,
+        sent_name: str | None = None,
     ) -> Lease | None:
         """Lease `address` to the client; None if it may not have it (NAK)."""
         reservation = self.reserved_by_mac.get(mac)
@@ -299,7 +323,7 @@ class LeasePool:
             self._drop_hold(held, now)
         self._holds.pop(address, None)
         self._recycled.pop(address, None)
-        lease = Lease(address, client, mac, hostname, now + lease_time, State.BOUND)
+        lease = Lease(address, client, mac, hostname, now + lease_time, State.BOUND, sent_name)
         self._store(lease)
         heapq.heappush(self._expiry, (lease.expires, address))
         return lease

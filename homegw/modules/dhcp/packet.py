@@ -266,6 +266,24 @@ def client_hostname(msg: DhcpMessage) -> str | None:
     return sanitize_label(host) if host else None
 
 
+MAX_SENT_NAME = 64  # characters of a client's name kept for display
+
+
+def name_as_sent(msg: DhcpMessage) -> str | None:
+    """The client's name as it sent it (option 81's host label, else option
+    12 whole), for people to read: UTF-8 (bad bytes become U+FFFD), control
+    characters dropped, at most MAX_SENT_NAME characters. Untrusted text: it
+    is shown escaped and never used as a DNS name (client_hostname is)."""
+    fqdn = msg.options.get(OPT_FQDN)
+    raw = b""
+    if fqdn is not None and len(fqdn) > 3:  # the host part of the FQDN
+        raw = _fqdn_first_label(fqdn).split(b".", 1)[0]
+    raw = raw or msg.options.get(OPT_HOSTNAME) or b""
+    text = raw[: MAX_SENT_NAME * 4].decode("utf-8", "replace")
+    text = "".join(c for c in text if c.isprintable())[:MAX_SENT_NAME].strip()
+    return text or None
+
+
 def _fqdn_first_label(value: bytes) -> bytes:
     """First label of option 81's name: wire format when the E flag is set."""
     flags, name = value[0], value[3:]

@@ -144,7 +144,10 @@ class DhcpProtocol:
         if not self.in_subnet(address):
             return self._nak(msg, address, "wrong subnet")
         name = self._hostname(msg, client, address)
-        lease = self.pool.bind(client, msg.mac, address, name, self.settings.lease_time, now)
+        sent = p.name_as_sent(msg) or self._sent_before(client, address)
+        lease = self.pool.bind(
+            client, msg.mac, address, name, self.settings.lease_time, now, sent_name=sent
+        )
         if lease is None:
             return self._nak(msg, address, "address not available")
         out = self._reply(msg, p.ACK, address, lease.hostname)
@@ -195,6 +198,11 @@ class DhcpProtocol:
             known = self.pool.record(address)
             name = known.hostname if known is not None and known.client == client else None
         return name
+
+    def _sent_before(self, client: str, address: int) -> str | None:
+        """A renewal without a name keeps the name the client sent before."""
+        known = self.pool.record(address)
+        return known.sent_name if known is not None and known.client == client else None
 
     def _nak(self, msg: p.DhcpMessage, address: int, why: str) -> Outcome:
         options = {
