@@ -15,6 +15,7 @@ PACKAGES=(
   nftables conntrack tcpdump iputils-ping traceroute curl iperf3 netcat-openbsd
   dnsmasq-base udhcpc isc-dhcp-client dhcpcd-base dnsutils dnsperf kea-admin
   systemd   # systemd-analyze verify of packaging/systemd/homegw.service
+  chromium  # the browser tests' browser (Playwright drives it: no browser download)
 )
 missing=()
 for pkg in "${PACKAGES[@]}"; do
@@ -60,6 +61,12 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/pip install -q --disable-pip-version-check -e '.[test]' 2> >(grep -v "is ignored: it is neither" >&2)
   echo "$want" > "$stamp"
   say "installed homegw and its Python dependencies into .venv"
+fi
+
+# The web UI's vendored front-end libraries (webui/static/vendor/, git-ignored).
+if ! bash scripts/vendor.sh --check; then
+  bash scripts/vendor.sh
+  say "vendored the web UI's front-end libraries into webui/static/vendor/"
 fi
 
 [ "$changed" = 1 ] || echo "setup: nothing to change"

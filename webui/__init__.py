@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 
 from homegw.auth import AuthStore
 from homegw.control import Control
@@ -23,6 +23,24 @@ from webui.api import errors as api_errors
 from webui.security import WebState, install, load_secret_key
 
 MAX_BODY = 4 * 1024 * 1024  # a config with long lists fits; a flood does not
+STARTED_KEY = "homegw.started"
+
+
+def _server_timing(app: Flask) -> None:
+    """Every answer says how long the app took to make it (the Server-Timing
+    header, in ms): what bench/webui_bench.py measures, seen in a browser's
+    developer tools too."""
+
+    @app.before_request
+    def started() -> None:
+        request.environ[STARTED_KEY] = time.perf_counter()
+
+    @app.after_request
+    def timed(response: Response) -> Response:
+        began = request.environ.get(STARTED_KEY)
+        if began is not None:
+            response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - began) * 1e3:.1f}"
+        return response
 
 
 def create_app(
@@ -37,6 +55,7 @@ def create_app(
     app = Flask(__name__)
     app.config.update(SECRET_KEY=load_secret_key(state_dir), MAX_CONTENT_LENGTH=MAX_BODY)
     app.json.sort_keys = False
+    _server_timing(app)  # first: the time includes the login check
     install(app, WebState(control, auth, clock=clock))
     api_errors.install(app)
     app.register_blueprint(blueprint())
