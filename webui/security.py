@@ -248,7 +248,7 @@ def _to_login() -> Response:
     if session.get("sid"):  # a session that was, and has expired
         session.pop("sid")
         flash("Your session has ended. Log in again.", "info")
-    wanted = request.full_path if request.method == "GET" else None
+    wanted = request.full_path.rstrip("?") if request.method == "GET" else None
     return redirect(url_for("auth_pages.login", next=wanted))
 
 

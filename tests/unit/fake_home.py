@@ -7,10 +7,18 @@ quotes)."""
 from __future__ import annotations
 
 import copy
+import re
+from pathlib import Path
 from typing import Any
 
+from flask import Flask
+from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
+
+from homegw.config import ConfigError, parse_config
 from homegw.control import ApplyResult, ConfigRejected, NotFound, Page, Problem
 from tests.unit.fake_control import FakeControl
+from webui import create_app
 
 HOSTILE = "<script>alert(1)</script>"
 NOW = 1_764_590_000.0
@@ -58,6 +66,17 @@ def devices(count: int = 4) -> list[dict[str, Any]]:
     return (base + extra)[:count]
 
 
+def network_problems(config: dict[str, Any]) -> list[Problem]:
+    """The real config validation's problems (key paths and messages) of the
+    sections the pages change: wan, lan, dhcp."""
+    wanted = {k: config[k] for k in ("wan", "lan", "dhcp") if k in config}
+    try:
+        parse_config(wanted)
+    except ConfigError as exc:
+        return [Problem(*line.split(": ", 1)) for line in exc.lines()]
+    return []
+
+
 class FakeHome(FakeControl):
     def __init__(self, device_count: int = 4) -> None:
         super().__init__()
@@ -73,6 +92,10 @@ class FakeHome(FakeControl):
             }
         ]
         self.enabled = {"dhcp": True, "router": True, "nat": True, "dpi": False}
+
+    @staticmethod
+    def _problems(config: dict[str, Any]) -> list[Problem]:
+        return FakeControl._problems(config) + network_problems(config)
 
     # -- status ------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -179,3 +202,85 @@ class FakeHome(FakeControl):
         for column, wanted in (filters or {}).items():
             rows = [r for r in rows if wanted in str(r.get(column, ""))]
         return Page(len(rows), offset, limit, rows[offset : offset + limit])
+
+
+# -- helpers of the page tests ---------------------------------------------------
+
+PASSWORD = "correct horse battery"
+CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+class Clock:
+    def __init__(self, now: float = NOW) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_app(state_dir: Path, control: FakeControl, clock: Clock | None = None) -> Flask:
+    app = create_app(control, state_dir, clock=clock or Clock())
+    app.config["TESTING"] = True
+    return app
+
+
+def csrf_of(html: str) -> str:
+    found = CSRF_FIELD.search(html)
+    assert found, "the page has no CSRF field"
+    return found.group(1)
+
+
+def form_token(client: FlaskClient, path: str) -> str:
+    """The CSRF token of the form on `path` (a GET of it)."""
+    response = client.get(path)
+    assert response.status_code == 200, response.status_code
+    return csrf_of(response.get_data(as_text=True))
+
+
+def create_admin(app: Flask) -> None:
+    app.extensions["homegw"].auth.set_password(PASSWORD)
+
+
+def log_in(client: FlaskClient, password: str = PASSWORD) -> TestResponse:
+    token = form_token(client, "/login")
+    return client.post("/login", data={"csrf_token": token, "password": password})
+
+
+def logged_in(app: Flask) -> FlaskClient:
+    """A browser with an admin session (the admin is made if missing)."""
+    if not app.extensions["homegw"].auth.has_admin:
+        create_admin(app)
+    client = app.test_client()
+    assert log_in(client).status_code == 302
+    return client
+
+
+def post_form(client: FlaskClient, page: str, action: str, data: dict[str, str]) -> TestResponse:
+    """Submit a form of `page` to `action` with the page's CSRF token."""
+    return client.post(action, data={"csrf_token": form_token(client, page), **data})
+
+
+def text_of(response: TestResponse) -> str:
+    return response.get_data(as_text=True)
+
+
+def field_block(html: str, name: str) -> str:
+    """The markup of the `field` macro's <div> for the input named `name`."""
+    found = re.search(
+        r'<div class="field[^"]*">\s*<label for="f-' + re.escape(name) + r'">.*?</div>', html, re.S
+    )
+    assert found, f"no field {name}"
+    return found.group(0)
+
+
+def assert_no_inline_code(html: str) -> None:
+    """The CSP forbids inline scripts and styles: the pages have none."""
+    assert not re.search(r"<script(?![^>]*\ssrc=)[^>]*>", html), "an inline <script>"
+    assert " style=" not in html and "<style" not in html, "an inline style"
+    assert not re.search(r"\son[a-z]+=", html), "an inline event handler"
+
+
+def set_cookie(response: TestResponse, name: str) -> str:
+    """The Set-Cookie header of the cookie `name` ("" when not set)."""
+    headers = [h for h in response.headers.getlist("Set-Cookie") if h.startswith(name + "=")]
+    return headers[-1] if headers else ""
