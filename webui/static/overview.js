@@ -52,11 +52,27 @@ document.addEventListener("DOMContentLoaded", function () {
     if (typeof now_.down === "number" && typeof now_.up === "number") {
       last = { time: now, down: now_.down, up: now_.up };
     }
-    const uptime = document.getElementById("uptime");
-    if (uptime && status.wan) {
+    if (typeof status.uptime_s === "number") {
+      document.getElementById("uptime").textContent = duration(status.uptime_s);
+    }
+    if (status.wan) {
       const state = document.getElementById("wan-state");
-      state.textContent = status.wan.state === "up" ? "Connected" : String(status.wan.state || "Unknown");
+      const up = status.wan.state === "up";
+      const text = String(status.wan.state || "unknown");
+      state.textContent = up ? "Connected" : text.charAt(0).toUpperCase() + text.slice(1);
+      state.className = "big state-" + (up ? "up" : "down");
       document.getElementById("wan-address").textContent = status.wan.address || "–";
     }
   });
 });
+
+// Seconds as the page shows them (webui.views.common.format_duration).
+function duration(value) {
+  const seconds = Math.floor(value);
+  const days = Math.floor(seconds / 86400);
+  const hours = Math.floor((seconds % 86400) / 3600);
+  const minutes = Math.floor((seconds % 3600) / 60);
+  if (days) return days + (days === 1 ? " day " : " days ") + hours + " h";
+  if (hours) return hours + " h " + minutes + " min";
+  return minutes ? minutes + " min " + (seconds % 60) + " s" : seconds + " s";
+}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, flash, redirect, request, url_for
@@ -132,7 +133,7 @@ def setup() -> Answer:
     return remember_browser(_finish(form, current, config))
 
 
-def _finish(form: SetupForm, current: dict, config: dict) -> Response:
+def _finish(form: SetupForm, current: dict[str, Any], config: dict[str, Any]) -> Response:
     """Apply the network settings; a restart (wan or lan changed) moves the
     browser to where the gateway will answer."""
     try:
