@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
-from tests.unit.fake_home import FakeHome, logged_in, make_app
+from homegw.control import ApplyResult, Conflict
+from tests.unit.fake_home import FakeHome, logged_in, make_app, post_form
 from tests.unit.fake_home import text_of as text
 
 
@@ -58,3 +59,16 @@ def test_a_failing_page_is_an_html_500_and_is_logged(
 def test_a_wrong_method_on_a_page_is_an_html_405(app: Flask) -> None:
     response = logged_in(app).get("/modules/nat/enabled")
     assert response.status_code == 405 and response.mimetype == "text/html"
+
+
+class Refusing(FakeHome):
+    def device_set(self, mac: str, changes: dict) -> ApplyResult:
+        raise Conflict("applying failed, the running config is kept: no such link")
+
+
+def test_an_uncaught_conflict_on_a_page_is_an_html_409(tmp_path: Path) -> None:
+    client = logged_in(make_app(tmp_path, Refusing()))
+    page = "/devices/02:00:00:00:00:02"
+    response = post_form(client, page, f"{page}/pause", {"paused": "1"})
+    assert response.status_code == 409 and response.mimetype == "text/html"
+    assert "the running config is kept: no such link" in text(response)

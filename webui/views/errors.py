@@ -11,7 +11,7 @@ from typing import Any
 from flask import Flask, Response, render_template, request
 from werkzeug.exceptions import HTTPException
 
-from homegw.control import NotFound
+from homegw.control import ConfigRejected, Conflict, NotFound
 from webui.security import is_page_request, login_method
 
 log = logging.getLogger(__name__)
@@ -22,6 +22,7 @@ TITLES = {
     403: "Not allowed",
     404: "Page not found",
     405: "Not allowed here",
+    409: "Not possible now",
     413: "Too large",
 }
 MESSAGES = {
@@ -41,15 +42,20 @@ def error_page(status: int, message: str | None = None) -> tuple[str, int]:
     return render_template("error.html", title=title, message=text, show_nav=logged_in), status
 
 
+def _first_arg(exc: Exception) -> str:
+    return str(exc.args[0]) if exc.args else type(exc).__name__
+
+
 def _plain_500() -> Response:
     return Response("internal error (logged)\n", status=500, content_type="text/plain")
 
 
 def install(app: Flask) -> None:
-    """Put HTML in front of the API's handlers for HTTP errors, NotFound
-    and unexpected exceptions, for page requests only."""
+    """Put HTML in front of the API's handlers for HTTP errors, the
+    Control's errors (a page that does not catch one) and unexpected
+    exceptions, for page requests only."""
     handlers: dict[type, Handler] = app.error_handler_spec[None][None]
-    for kind in (HTTPException, NotFound, Exception):
+    for kind in (HTTPException, NotFound, Conflict, ConfigRejected, Exception):
         _wrap(app, kind, handlers.get(kind))
 
 
@@ -63,6 +69,11 @@ def _wrap(app: Flask, kind: type[BaseException], api_handler: Handler | None) ->
             return error_page(exc.code or 500)
         if isinstance(exc, NotFound):
             return error_page(404)
+        if isinstance(exc, Conflict):
+            return error_page(409, _first_arg(exc))
+        if isinstance(exc, ConfigRejected):
+            problems = "; ".join(f"{p.loc}: {p.msg}" if p.loc else p.msg for p in exc.problems)
+            return error_page(400, f"The change was refused, nothing was changed: {problems}")
         log.exception("page %s failed", request.path)
         try:
             return error_page(500, "The gateway could not build this page; the error is logged.")
