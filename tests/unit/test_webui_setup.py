@@ -123,6 +123,16 @@ def test_a_static_wan_takes_its_fields(app: Flask, client: FlaskClient, control:
     }
 
 
+def test_automatic_drops_a_static_address_and_keeps_the_dns_servers(
+    app: Flask, client: FlaskClient, control: FakeHome
+) -> None:
+    static = {"mode": "static", "address": "203.0.113.10/24", "gateway": "203.0.113.1"}
+    control.config["wan"].update(static, dns=["9.9.9.9"])
+    assert 'value="203.0.113.10"' in field_block(text_of(client.get("/setup")), "wan_address")
+    assert submit(client, answers(app, wan_mode="dhcp")).status_code == 302
+    assert control.config["wan"] == {"interface": "wan0", "mode": "dhcp", "dns": ["9.9.9.9"]}
+
+
 def test_a_weak_password_is_refused_next_to_its_field_and_nothing_is_made(
     app: Flask, client: FlaskClient, control: FakeHome
 ) -> None:

@@ -116,10 +116,11 @@ class SetupForm:
         return config
 
     def _wan(self, wan: dict[str, Any]) -> dict[str, Any]:
+        """Static: the typed address, gateway and DNS servers; automatic:
+        no address or gateway (the ISP's), the configured DNS servers kept."""
         wan = {**wan, "mode": self.values["wan_mode"]}
         for key in ("address", "gateway"):
             wan.pop(key, None)
-        wan["dns"] = []
         if self.static:
             wan["address"] = _with_prefix(self.values["wan_address"], self.values["wan_prefix"])
             wan["gateway"] = self.values["wan_gateway"]
