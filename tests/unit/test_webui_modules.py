@@ -148,3 +148,9 @@ def test_bad_tables_and_columns(client: FlaskClient) -> None:
     assert client.get("/modules/tables/nosuch").status_code == 404
     assert client.get("/modules/tables/dns_queries?Bad-Column=x").status_code == 400
     assert client.get("/modules/tables/dns_queries?offset=-5").status_code == 200
+
+
+def test_time_columns_are_local_times_and_tables_scroll_on_a_phone(client: FlaskClient) -> None:
+    html = text(client.get("/modules/tables/dns_queries"))
+    assert '<time title="1764590000.0">' in html
+    assert '<div class="table-wrap">\n<table class="data">' in html

@@ -25,6 +25,8 @@ PAGE = Page("IO modules", "modules.index")
 NICS = (("lan", "LAN (home)"), ("wan", "WAN (internet)"))
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 MAX_FILTERS, MAX_FILTER_VALUE = 16, 256
+#: columns of unix seconds, shown as local times
+TIME_COLUMNS = frozenset({"time", "first_seen", "last_seen", "updated_at", "applied_at", "expires"})
 
 
 @dataclass(frozen=True)
@@ -157,4 +159,11 @@ def table(name: str) -> str:
     except NotFound:
         abort(404)
     columns = list(sample[0]) if sample else sorted(filters)
-    return render("table.html", name=name, page=page, columns=columns, filters=filters)
+    return render(
+        "table.html",
+        name=name,
+        page=page,
+        columns=columns,
+        filters=filters,
+        time_columns=TIME_COLUMNS,
+    )
