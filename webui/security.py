@@ -6,7 +6,14 @@ CLI) or by the session cookie (the web UI). A request that sends an
 Authorization header is judged by it alone. A cookie session's unsafe
 requests (POST, PUT, PATCH, DELETE) must carry the CSRF token
 (``X-CSRFToken``, from login or ``GET /api/v1/auth/csrf``); bearer requests
-need none (a browser never adds that header by itself).
+need none (a browser never adds that header by itself). The login and
+first-run forms check their CSRF token too (login CSRF).
+
+Failed logins are limited per address and overall (homegw.auth.LoginLimiter).
+So that a flood of wrong passwords from elsewhere cannot lock the owner out,
+a browser that has logged in once carries a signed "known browser" cookie
+(OWASP's device cookie): its holder is judged only by that cookie's own
+limit, never by the per-address or the overall one.
 """
 
 from __future__ import annotations
@@ -18,8 +25,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flask import Flask, Response, current_app, jsonify, redirect, request, session, url_for
+from flask import (
+    Flask,
+    Response,
+    current_app,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask_wtf.csrf import CSRFError, CSRFProtect
+from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from homegw.atomicfile import write_atomic
 from homegw.auth import AuthStore, LoginLimiter, SessionTable
@@ -46,6 +65,9 @@ PAGE_CSP = (
 )
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
 LOGIN_KEY = "homegw.login"
+KNOWN_BROWSER_COOKIE = "homegw_browser"
+KNOWN_BROWSER_SALT = "homegw.known-browser"
+KNOWN_BROWSER_MAX_AGE = 180 * 24 * 3600
 
 csrf = CSRFProtect()
 
@@ -58,7 +80,78 @@ class WebState:
     auth: AuthStore
     sessions: SessionTable = field(default_factory=SessionTable)
     limiter: LoginLimiter = field(default_factory=LoginLimiter)
+    #: failed logins per known-browser cookie: no overall limit (a cookie
+    #: cannot be forged, so there are only as many as successful logins)
+    browsers: LoginLimiter = field(
+        default_factory=lambda: LoginLimiter(per_client=5, overall=1 << 30, max_clients=256)
+    )
     clock: Callable[[], float] = time.time
+
+
+@dataclass(frozen=True)
+class LoginCaller:
+    """Who is trying a password, for the limits: a known browser (the id in
+    its signed cookie) or else a client address."""
+
+    browser: str | None
+    address: str
+
+    @classmethod
+    def of_request(cls) -> LoginCaller:
+        return cls(known_browser(), request.remote_addr or "?")
+
+    def retry_after(self) -> float:
+        """0 when this caller may try a password now, else the seconds to wait."""
+        web = state()
+        if self.browser is not None:
+            return web.browsers.retry_after(self.browser, web.clock())
+        return web.limiter.retry_after(self.address, web.clock())
+
+    def failed(self) -> None:
+        web = state()
+        if self.browser is not None:
+            web.browsers.failed(self.browser, web.clock())
+        else:
+            web.limiter.failed(self.address, web.clock())
+        log.warning("failed login from %s (known browser: %s)", self.address, bool(self.browser))
+
+    def succeeded(self) -> None:
+        web = state()
+        if self.browser is not None:
+            web.browsers.succeeded(self.browser)
+        web.limiter.succeeded(self.address)
+
+
+def _browser_serializer() -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(current_app.secret_key, salt=KNOWN_BROWSER_SALT)
+
+
+def known_browser() -> str | None:
+    """The id in this request's known-browser cookie when its signature
+    holds and it is younger than KNOWN_BROWSER_MAX_AGE, else None."""
+    cookie = request.cookies.get(KNOWN_BROWSER_COOKIE)
+    if not cookie:
+        return None
+    try:
+        value = _browser_serializer().loads(cookie, max_age=KNOWN_BROWSER_MAX_AGE)
+    except BadSignature:
+        return None
+    return value if isinstance(value, str) else None
+
+
+def remember_browser(response: Response) -> Response:
+    """Give the browser that just logged in its known-browser cookie (a new
+    id, so each login renews its age)."""
+    cookie = _browser_serializer().dumps(secrets.token_urlsafe(16))
+    response.set_cookie(
+        KNOWN_BROWSER_COOKIE,
+        cookie,
+        max_age=KNOWN_BROWSER_MAX_AGE,
+        httponly=True,
+        samesite="Strict",
+        path="/",
+    )
+    return response
 
 
 def load_secret_key(state_dir: Path) -> bytes:
@@ -139,7 +232,7 @@ def _require_login() -> Response | None:
         return None
     method = login_method()
     if method is None:
-        if _is_page():
+        if is_page_request():
             return _to_login()
         return unauthorized()
     if method == "session" and request.method in UNSAFE_METHODS:
@@ -147,17 +240,15 @@ def _require_login() -> Response | None:
     return None
 
 
-def _is_page() -> bool:
-    """A request for an HTML page (not the API, /metrics or /healthz)."""
-    return request.blueprint not in (None, "api")
-
-
 def _to_login() -> Response:
     """A browser without a session goes to the first-run page until there is
     an admin, to the login page after (coming back to where it was going)."""
     if not state().auth.has_admin:
         return redirect(url_for("auth_pages.setup"))
-    wanted = request.full_path if request.method == "GET" else None
+    if session.get("sid"):  # a session that was, and has expired
+        session.pop("sid")
+        flash("Your session has ended. Log in again.", "info")
+    wanted = request.full_path.rstrip("?") if request.method == "GET" else None
     return redirect(url_for("auth_pages.login", next=wanted))
 
 
@@ -172,8 +263,25 @@ def _headers(response: Response) -> Response:
     return response
 
 
-def _csrf_refused(error: CSRFError) -> tuple[Response, int]:
-    return jsonify(error=f"CSRF check failed: {error.description}"), 403
+def is_page_request() -> bool:
+    """A request of a page (HTML) rather than of the API or /metrics: any
+    path but those, so that an unknown URL gets the HTML 404 too."""
+    path = request.path
+    return not (path.startswith("/api/") or path in ("/metrics", "/healthz"))
+
+
+def _csrf_refused(error: CSRFError) -> tuple[Response | str, int]:
+    log.warning("CSRF check failed for %s %s: %s", request.method, request.path, error.description)
+    if not is_page_request():
+        return jsonify(error=f"CSRF check failed: {error.description}"), 403
+    page = render_template(
+        "error.html",
+        title="Form expired",
+        message="This form has expired or was not sent by this site. "
+        "Reload the page and try again.",
+        show_nav=login_method() is not None,
+    )
+    return page, 400
 
 
 def install(app: Flask, web: WebState) -> None:

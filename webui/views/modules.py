@@ -1,16 +1,169 @@
-"""The IO modules page."""
+"""The IO modules page: each NIC's chain drawn as a pipeline (boxes in
+chain order), each module's state and counters (webui/static/modules.js
+refreshes them every second from GET /api/v1/modules, text only), Enable /
+Disable (module_set_enabled), Move up / Move down and drag and drop
+(module_set_order), and a paginated, filterable view of each table."""
 
 from __future__ import annotations
 
-from flask import Blueprint
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
 
-from webui.views.common import render
+from flask import Blueprint, abort, flash, redirect, request, url_for
+from werkzeug import Response
+
+from homegw.control import ConfigRejected, Conflict, NotFound
+from webui.views.common import PAGE_SIZE, control, offset_arg, render
 from webui.views.nav import Page
 
-bp = Blueprint("modules", __name__, url_prefix="/" if "modules" == "overview" else "/modules")
+log = logging.getLogger(__name__)
+
+bp = Blueprint("modules", __name__, url_prefix="/modules")
 PAGE = Page("IO modules", "modules.index")
+NICS = (("lan", "LAN (home)"), ("wan", "WAN (internet)"))
+NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+MAX_FILTERS, MAX_FILTER_VALUE = 16, 256
+#: columns of unix seconds, shown as local times
+TIME_COLUMNS = frozenset({"time", "first_seen", "last_seen", "updated_at", "applied_at", "expires"})
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One box of a NIC's pipeline."""
+
+    name: str
+    position: int | None  # in the running XDP chain; None: not in it now
+    module: dict[str, Any]
+
+
+def _order(nic: str, modules: list[dict[str, Any]]) -> list[str]:
+    """The configured order of nic's chain (disabled modules included), or
+    the running chain's when the config does not say."""
+    order = (control().config_get("dataplane").get("order") or {}).get(nic)
+    if order:
+        return list(order)
+    running = [(_position(m, nic), m["name"]) for m in modules if _position(m, nic) is not None]
+    return [name for _, name in sorted(running)]
+
+
+def _position(module: dict[str, Any], nic: str) -> int | None:
+    for chain in module.get("chains") or []:
+        if chain.get("nic") == nic and chain.get("hook") == "xdp":
+            return int(chain["position"])
+    return None
+
+
+def _pipeline(nic: str, modules: list[dict[str, Any]]) -> list[Stage]:
+    by_name = {m["name"]: m for m in modules}
+    return [
+        Stage(name, _position(by_name[name], nic), by_name[name])
+        for name in _order(nic, modules)
+        if name in by_name
+    ]
+
+
+def _tables_of(tables: list[str], module: str) -> list[str]:
+    return [t for t in tables if t == module or t.startswith(module + "_")]
+
+
+def _page(status: int = 200, error: str | None = None) -> tuple[str, int]:
+    modules = control().modules()
+    tables = control().tables()
+    return render(
+        "modules.html",
+        modules=modules,
+        pipelines=[(nic, label, _pipeline(nic, modules)) for nic, label in NICS],
+        tables=tables,
+        tables_of=lambda name: _tables_of(tables, name),
+        error=error,
+    ), status
 
 
 @bp.get("/")
-def index() -> str:
-    return render("modules.html")
+def index() -> tuple[str, int]:
+    return _page()
+
+
+def _refusal(exc: Exception) -> str:
+    if isinstance(exc, ConfigRejected):
+        return "; ".join(f"{p.loc}: {p.msg}" if p.loc else p.msg for p in exc.problems)
+    return str(exc.args[0]) if exc.args else str(exc)
+
+
+@bp.post("/<name>/enabled")
+def set_enabled(name: str) -> Response | tuple[str, int]:
+    if not NAME.match(name):
+        abort(404)
+    enabled = request.form.get("enabled") == "1"
+    try:
+        control().module_set_enabled(name, enabled)
+    except (ConfigRejected, Conflict) as exc:
+        verb = "enabled" if enabled else "disabled"
+        return _page(409, f"{name} cannot be {verb}: {_refusal(exc)}")
+    flash(f"{name} {'enabled' if enabled else 'disabled'}.", "info")
+    return redirect(url_for("modules.index"))
+
+
+def _moved(order: list[str], name: str, direction: str) -> list[str]:
+    if name not in order:
+        abort(404)
+    i = order.index(name)
+    j = i - 1 if direction == "up" else i + 1
+    if not 0 <= j < len(order):
+        return order
+    order = list(order)
+    order[i], order[j] = order[j], order[i]
+    return order
+
+
+@bp.post("/order/<any(lan, wan):nic>")
+def set_order(nic: str) -> Response | tuple[str, int]:
+    """Move one module (module, direction "up" | "down"), or a whole new
+    order (order: names separated by commas, as drag and drop sends it)."""
+    current = _order(nic, control().modules())
+    if request.form.get("order"):
+        order = [n.strip() for n in request.form["order"].split(",") if n.strip()]
+    else:
+        order = _moved(current, request.form.get("module", ""), request.form.get("direction", ""))
+    if order == current:
+        return redirect(url_for("modules.index"))
+    try:
+        control().module_set_order(nic, order)
+    except (ConfigRejected, Conflict) as exc:
+        return _page(409, f"That order is not allowed: {_refusal(exc)}")
+    flash(f"New {nic.upper()} chain: {' → '.join(order)}.", "info")
+    return redirect(url_for("modules.index"))
+
+
+def _filters() -> dict[str, str]:
+    filters = {}
+    for key, value in request.args.items():
+        if key == "offset" or not value:
+            continue
+        if not NAME.match(key) or len(filters) >= MAX_FILTERS:
+            abort(400)
+        filters[key] = value[:MAX_FILTER_VALUE]
+    return filters
+
+
+@bp.get("/tables/<name>")
+def table(name: str) -> str:
+    if not NAME.match(name):
+        abort(404)
+    filters, offset = _filters(), offset_arg()
+    try:
+        page = control().table(name, offset, PAGE_SIZE, filters)
+        sample = page.items or control().table(name, 0, 1).items
+    except NotFound:
+        abort(404)
+    columns = list(sample[0]) if sample else sorted(filters)
+    return render(
+        "table.html",
+        name=name,
+        page=page,
+        columns=columns,
+        filters=filters,
+        time_columns=TIME_COLUMNS,
+    )
