@@ -117,7 +117,7 @@ def test_edit_reservation_error_lands_next_to_that_rows_address(
     client: FlaskClient, control: PagesControl
 ) -> None:
     data = {
-        "original_mac": "02:00:00:00:00:02",
+        "original": "02:00:00:00:00:02",
         "mac": "02:00:00:00:00:02",
         "address": "10.1.1.1",
         "hostname": "printer",
@@ -133,7 +133,7 @@ def test_edit_reservation_error_lands_next_to_that_rows_address(
 
 def test_edit_reservation(client: FlaskClient, control: PagesControl) -> None:
     data = {
-        "original_mac": "02:00:00:00:00:02",
+        "original": "02:00:00:00:00:02",
         "mac": "02:00:00:00:00:02",
         "address": "192.168.1.12",
         "hostname": "printer2",
@@ -150,7 +150,7 @@ def test_edit_of_a_row_that_changed_meanwhile_changes_nothing(
     client: FlaskClient, control: PagesControl
 ) -> None:
     data = {
-        "original_mac": "02:00:00:00:00:07",
+        "original": "02:00:00:00:00:07",
         "mac": "02:00:00:00:00:02",
         "address": "192.168.1.12",
     }
@@ -161,7 +161,7 @@ def test_edit_of_a_row_that_changed_meanwhile_changes_nothing(
 
 
 def test_delete_reservation(client: FlaskClient, control: PagesControl) -> None:
-    response = post(client, "/dhcp/reservations/0/delete", {"original_mac": "02:00:00:00:00:01"})
+    response = post(client, "/dhcp/reservations/0/delete", {"original": "02:00:00:00:00:01"})
     assert response.status_code == 302
     assert [r["mac"] for r in control.config["dhcp"]["reservations"]] == ["02:00:00:00:00:02"]
 

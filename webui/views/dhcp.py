@@ -19,12 +19,14 @@ from homegw.modules.dhcp.config import default_range
 from webui.views.common import apply_section, control, render
 from webui.views.formtools import (
     ROWS_PER_PAGE,
+    STALE,
     Pager,
     done,
     failed,
     install_filters,
     offset_arg,
     saved,
+    still_there,
     text,
 )
 from webui.views.nav import Page
@@ -57,7 +59,8 @@ def _page(errors: Errors | None = None, **values: Any) -> str:
         default_range=_default_range(),
         settings=values.get("settings") or _settings_of(dhcp),
         reservations=reservations,
-        reserved={r["mac"].lower() for r in reservations},
+        reserved={mac_of(r) for r in reservations},
+        mac_of=mac_of,
         new=values.get("new", {}),
         edited=values.get("edited", {}),
         leases=leases,
@@ -131,14 +134,16 @@ def reservation_add() -> Response | tuple[str, int]:
     return done(saved(f"Reservation of {new['address']} for {shown}", result.applied), "dhcp.index")
 
 
+def mac_of(reservation: dict[str, Any]) -> str:
+    return str(reservation.get("mac", "")).lower()
+
+
 def _row(index: int) -> tuple[list[dict[str, Any]], Response | None]:
     """The reservations, or the answer when row ``index`` is no longer the
-    row the form showed (the list changed meanwhile)."""
+    row the form showed."""
     reservations = list(control().config_get("dhcp").get("reservations", []))
-    shown_mac = text("original_mac").lower()
-    if index >= len(reservations) or reservations[index]["mac"].lower() != shown_mac:
-        message = "The reservations changed meanwhile: nothing was changed; look again."
-        return reservations, failed(message, "dhcp.index")
+    if not still_there(reservations, index, mac_of):
+        return reservations, failed(STALE, "dhcp.index")
     return reservations, None
 
 

@@ -4,6 +4,7 @@ re-rendered page after a refusal, and paging of the big tables."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -108,3 +109,13 @@ def span(seconds: float) -> str:
     parts = [(days, "d"), (hours, "h"), (minutes, "m")]
     shown = [f"{n}{unit}" for n, unit in parts if n][:2]
     return " ".join(shown) if shown else f"{secs}s"
+
+
+STALE = "The list changed meanwhile (another window or user): nothing was changed; look again."
+
+
+def still_there(items: list[dict[str, Any]], index: int, identity: Callable[[Any], str]) -> bool:
+    """Row ``index`` of ``items`` is still the row the form showed: its
+    identity matches the form's hidden ``original`` field (a row form edits
+    by index, so a list changed meanwhile must not be written over)."""
+    return 0 <= index < len(items) and identity(items[index]) == text("original")
