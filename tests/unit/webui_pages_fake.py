@@ -228,6 +228,8 @@ class PagesControl(FakeControl):
             },
             "nat": {"translated_out": 5000, "unsolicited_dropped": 300, "ports_exhausted": 2},
             "router": {"forwarded": 7000, "martian": 40, "ttl_exceeded": 1},
+            "dhcp": {},
+            "dns": {"answered": 10},
         }
         return [
             {"name": name, "id": i, "enabled": True, "loaded": True, "chains": [], "counters": c}

@@ -23,7 +23,7 @@ from webui.views.formtools import (
     Pager,
     done,
     failed,
-    install_filters,
+    install,
     offset_arg,
     saved,
     still_there,
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 bp = Blueprint("dhcp", __name__, url_prefix="/dhcp")
 PAGE = Page("DHCP", "dhcp.index")
-install_filters(bp)
+install(bp)
 
 Errors = dict[str, str]
 Reservation = dict[str, str]

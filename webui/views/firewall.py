@@ -21,7 +21,7 @@ from webui.views.formtools import (
     STALE,
     done,
     failed,
-    install_filters,
+    install,
     port_or_range,
     saved,
     still_there,
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 bp = Blueprint("firewall", __name__, url_prefix="/firewall")
 PAGE = Page("Firewall & NAT", "firewall.index")
-install_filters(bp)
+install(bp)
 
 Errors = dict[str, str]
 PROTOCOLS = [("both", "TCP and UDP"), ("tcp", "TCP"), ("udp", "UDP")]

@@ -4,15 +4,19 @@ re-rendered page after a refusal, and paging of the big tables."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, Response, flash, redirect, request, url_for
+from flask import Blueprint, Response, current_app, flash, redirect, request, url_for
+from werkzeug.exceptions import RequestEntityTooLarge
 
-from homegw.control import ApplyResult
+from homegw.control import ApplyResult, Conflict, NotFound
 from homegw.control import Page as TablePage
+
+log = logging.getLogger(__name__)
 
 ROWS_PER_PAGE = 100
 MAX_OFFSET = 1_000_000_000
@@ -95,9 +99,32 @@ def utc(seconds: float, separator: str = " ") -> str:
     return moment.strftime(f"%Y-%m-%d{separator}%H:%M:%S")
 
 
-def install_filters(bp: Blueprint) -> None:
+def install(bp: Blueprint) -> None:
+    """The template filters, and the page's answer (a flash and back to the
+    page, not the API's JSON) to what the Control refuses as a whole."""
     bp.add_app_template_filter(utc, "utc")
     bp.add_app_template_filter(span, "span")
+    index = f"{bp.name}.index"
+
+    def refused(exc: Exception) -> Response:
+        log.warning("%s %s refused: %s", request.method, request.path, exc)
+        return failed(_message(exc), index)
+
+    def too_big(exc: RequestEntityTooLarge) -> Response:
+        return failed(f"The upload is too big: at most {_mib(current_app.config)} MiB.", index)
+
+    bp.register_error_handler(Conflict, refused)
+    bp.register_error_handler(NotFound, refused)
+    bp.register_error_handler(RequestEntityTooLarge, too_big)
+
+
+def _message(exc: Exception) -> str:
+    # KeyError (NotFound) quotes its argument in str()
+    return str(exc.args[0]) if exc.args else type(exc).__name__
+
+
+def _mib(config: Any) -> int:
+    return int(config.get("MAX_CONTENT_LENGTH") or 0) // (1024 * 1024)
 
 
 def span(seconds: float) -> str:
