@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from flask.testing import FlaskClient
 
+from homegw.control import Conflict
 from tests.unit import webui_pages_fake as fake
 from tests.unit.webui_pages_fake import HOSTILE_HOST, PagesControl, field_error, post, value_of
 
@@ -171,3 +173,16 @@ def test_post_without_csrf_token_is_refused(client: FlaskClient, control: PagesC
     assert client.post("/firewall/forwards", data=NEW_FORWARD).status_code == 403
     assert client.post("/firewall/wan-ping", data={}).status_code == 403
     assert control.applied == []
+
+
+def test_a_conflict_comes_back_to_the_page_as_a_message(
+    client: FlaskClient, control: PagesControl, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def conflict(*args: object, **kwargs: object) -> None:
+        raise Conflict("applying failed, the running config is kept: <b>boom</b>")
+
+    monkeypatch.setattr(control, "config_apply", conflict)
+    response = post(client, "/firewall/wan-ping", {"wan_ping": "on"})
+    assert response.status_code == 302 and response.headers["Location"].endswith("/firewall/")
+    html = client.get("/firewall/").get_data(as_text=True)
+    assert "the running config is kept: &lt;b&gt;boom&lt;/b&gt;" in html

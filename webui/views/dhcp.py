@@ -21,6 +21,7 @@ from webui.views.formtools import (
     ROWS_PER_PAGE,
     STALE,
     Pager,
+    action,
     done,
     failed,
     install,
@@ -86,6 +87,7 @@ def _settings_of(dhcp: dict[str, Any]) -> dict[str, str]:
 
 
 @bp.post("/settings")
+@action
 def settings() -> Response | tuple[str, int]:
     form = {key: text(key) for key in ("range_start", "range_end", "lease_time")}
     errors: Errors = {}
@@ -123,6 +125,7 @@ def _apply_reservations(reservations: list[dict[str, Any]]) -> Any:
 
 
 @bp.post("/reservations")
+@action
 def reservation_add() -> Response | tuple[str, int]:
     """Add a reservation: the add form, or a lease's "Reserve" button."""
     new = _reservation_form()
@@ -148,6 +151,7 @@ def _row(index: int) -> tuple[list[dict[str, Any]], Response | None]:
 
 
 @bp.post("/reservations/<int:index>")
+@action
 def reservation_save(index: int) -> Response | tuple[str, int]:
     reservations, stale = _row(index)
     if stale is not None:
@@ -161,6 +165,7 @@ def reservation_save(index: int) -> Response | tuple[str, int]:
 
 
 @bp.post("/reservations/<int:index>/delete")
+@action
 def reservation_delete(index: int) -> Response | tuple[str, int]:
     reservations, stale = _row(index)
     if stale is not None:

@@ -24,6 +24,7 @@ from webui.views.formtools import (
     ROWS_PER_PAGE,
     STALE,
     Pager,
+    action,
     done,
     failed,
     install,
@@ -118,6 +119,7 @@ def _names(devices: list[dict[str, Any]]) -> dict[str, str]:
 
 
 @bp.post("/upstreams")
+@action
 def upstreams() -> Response | tuple[str, int]:
     servers = lines("upstreams")
     wan = control().config_get("wan")
@@ -135,6 +137,7 @@ def _apply_dns(change: dict[str, Any]) -> FormResult:
 
 
 @bp.post("/lists")
+@action
 def allow_deny() -> Response | tuple[str, int]:
     typed = {"allow": lines("allow"), "deny": lines("deny")}
     result = _apply_dns(typed)
@@ -151,6 +154,7 @@ def _blocklists() -> list[str]:
 
 
 @bp.post("/blocklists")
+@action
 def blocklist_add() -> Response | tuple[str, int]:
     url = text("blocklist_url")
     sources = _blocklists()
@@ -174,6 +178,7 @@ def upload_name(filename: str) -> str:
 
 
 @bp.post("/blocklists/upload")
+@action
 def blocklist_upload() -> Response | tuple[str, int]:
     upload = request.files.get("blocklist_file")
     if upload is None or not upload.filename:
@@ -192,6 +197,7 @@ def blocklist_upload() -> Response | tuple[str, int]:
 
 
 @bp.post("/blocklists/remove")
+@action
 def blocklist_remove() -> Response | tuple[str, int]:
     source = text("source")
     dns = control().config_get("dns")
@@ -207,6 +213,7 @@ def blocklist_remove() -> Response | tuple[str, int]:
 
 
 @bp.post("/blocklists/refresh")
+@action
 def blocklist_refresh() -> Response:
     control().blocklists_refresh()
     return done("Block lists updated from their URLs.", "dns.index")
@@ -236,6 +243,7 @@ def _apply_groups(groups: list[dict[str, Any]]) -> FormResult:
 
 
 @bp.post("/groups")
+@action
 def group_add() -> Response | tuple[str, int]:
     groups = list(control().config_get("dns").get("groups", []))
     typed, group = _group_form()
@@ -246,6 +254,7 @@ def group_add() -> Response | tuple[str, int]:
 
 
 @bp.post("/groups/<int:index>")
+@action
 def group_save(index: int) -> Response | tuple[str, int]:
     groups = list(control().config_get("dns").get("groups", []))
     if not still_there(groups, index, group_name):
@@ -259,6 +268,7 @@ def group_save(index: int) -> Response | tuple[str, int]:
 
 
 @bp.post("/groups/<int:index>/delete")
+@action
 def group_delete(index: int) -> Response | tuple[str, int]:
     groups = list(control().config_get("dns").get("groups", []))
     if not still_there(groups, index, group_name):

@@ -19,6 +19,7 @@ from webui.views.common import apply_section, control, render
 from webui.views.drop_reasons import drop_counts
 from webui.views.formtools import (
     STALE,
+    action,
     done,
     failed,
     install,
@@ -144,6 +145,7 @@ def _forwards() -> list[dict[str, Any]]:
 
 
 @bp.post("/forwards")
+@action
 def forward_add() -> Response | tuple[str, int]:
     forwards = _forwards()
     errors: Errors = {}
@@ -157,6 +159,7 @@ def forward_add() -> Response | tuple[str, int]:
 
 
 @bp.post("/forwards/<int:index>")
+@action
 def forward_save(index: int) -> Response | tuple[str, int]:
     forwards = _forwards()
     if not still_there(forwards, index, identity):
@@ -172,6 +175,7 @@ def forward_save(index: int) -> Response | tuple[str, int]:
 
 
 @bp.post("/forwards/<int:index>/delete")
+@action
 def forward_delete(index: int) -> Response | tuple[str, int]:
     forwards = _forwards()
     if not still_there(forwards, index, identity):
@@ -187,6 +191,7 @@ def forward_delete(index: int) -> Response | tuple[str, int]:
 
 
 @bp.post("/nat")
+@action
 def nat_settings() -> Response | tuple[str, int]:
     typed = {"filtering": text("filtering"), "dmz_host": text("dmz_host")}
     nat = control().config_get("nat")
@@ -202,6 +207,7 @@ def nat_settings() -> Response | tuple[str, int]:
 
 
 @bp.post("/wan-ping")
+@action
 def wan_ping() -> Response | tuple[str, int]:
     firewall = control().config_get("firewall")
     firewall["wan_ping"] = request.form.get("wan_ping") == "on"

@@ -4,6 +4,7 @@ re-rendered page after a refusal, and paging of the big tables."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -100,22 +101,31 @@ def utc(seconds: float, separator: str = " ") -> str:
 
 
 def install(bp: Blueprint) -> None:
-    """The template filters, and the page's answer (a flash and back to the
-    page, not the API's JSON) to what the Control refuses as a whole."""
+    """The template filters, and the page's answer to an upload over the
+    request limit (a message on the page, not the API's JSON)."""
     bp.add_app_template_filter(utc, "utc")
     bp.add_app_template_filter(span, "span")
     index = f"{bp.name}.index"
 
-    def refused(exc: Exception) -> Response:
-        log.warning("%s %s refused: %s", request.method, request.path, exc)
-        return failed(_message(exc), index)
-
     def too_big(exc: RequestEntityTooLarge) -> Response:
         return failed(f"The upload is too big: at most {_mib(current_app.config)} MiB.", index)
 
-    bp.register_error_handler(Conflict, refused)
-    bp.register_error_handler(NotFound, refused)
     bp.register_error_handler(RequestEntityTooLarge, too_big)
+
+
+def action(view: Callable[..., Any]) -> Callable[..., Any]:
+    """A POST view of a page: what the Control refuses as a whole (Conflict,
+    NotFound) comes back to the page as a message, not as the API's JSON."""
+
+    @functools.wraps(view)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return view(*args, **kwargs)
+        except (Conflict, NotFound) as exc:
+            log.warning("%s %s refused: %s", request.method, request.path, _message(exc))
+            return failed(_message(exc), f"{request.blueprint}.index")
+
+    return run
 
 
 def _message(exc: Exception) -> str:

@@ -24,7 +24,7 @@ from homegw.control import ConfigRejected
 from webui.api.models import TokenRequest
 from webui.security import start_session, state
 from webui.views.common import control, render
-from webui.views.formtools import done, failed, install, saved, text
+from webui.views.formtools import action, done, failed, install, saved, text
 from webui.views.nav import Page
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,7 @@ def _client() -> str:
 
 
 @bp.post("/password")
+@action
 def password() -> Response | tuple[str, int]:
     form = request.form  # passwords as typed: no stripping
     current, new = form.get("current_password", ""), form.get("new_password", "")
@@ -109,6 +110,7 @@ def password() -> Response | tuple[str, int]:
 
 
 @bp.post("/tokens")
+@action
 def token_create() -> tuple[str, int]:
     name = text("token_name")
     try:
@@ -123,6 +125,7 @@ def token_create() -> tuple[str, int]:
 
 
 @bp.post("/tokens/<token_id>/revoke")
+@action
 def token_revoke(token_id: str) -> Response:
     if not state().auth.revoke(token_id):
         return failed("That token does not exist (any more).", "system.index")
@@ -161,6 +164,7 @@ def _backup_document() -> tuple[dict[str, Any] | None, str]:
 
 
 @bp.post("/restore")
+@action
 def restore() -> Response | tuple[str, int]:
     document, why = _backup_document()
     if document is None:
@@ -185,6 +189,7 @@ def restart_confirm() -> str:
 
 
 @bp.post("/restart")
+@action
 def restart() -> str:
     log.warning("restart asked from the web UI by %s", _client())
     control().restart()
