@@ -18,8 +18,9 @@ def test_page_lists_reservations_and_leases_with_hostile_hostname_escaped(
     response = client.get("/dhcp/")
     html = response.get_data(as_text=True)
     assert response.status_code == 200
-    assert value_of(html, "res-0-mac") == "02:00:00:00:00:01"
-    assert value_of(html, "res-1-hostname") == "printer"
+    assert "<code>02:00:00:00:00:01</code>" in html and "printer" in html
+    assert 'id="res-0-mac"' not in html  # rows are text until "Edit"
+    assert html.count(">MAC address</label>") == 1  # the add form's label is the only one
     assert "laptop" in html and "192.168.1.102" in html
     assert HOSTILE_HOST not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
@@ -106,7 +107,7 @@ def test_add_reservation_refused_shows_error_at_add_form(
     html = response.get_data(as_text=True)
     assert response.status_code == 400
     assert "duplicate address" in field_error(html, "f-address")
-    assert field_error(html, "res-0-address") is None
+    assert 'id="res-0-address"' not in html
     assert value_of(html, "f-mac") == "02:00:00:00:00:09"
     assert value_of(html, "f-hostname") == "tv"
     assert "dhcp.reservations.2.address" in html
@@ -126,9 +127,20 @@ def test_edit_reservation_error_lands_next_to_that_rows_address(
     html = response.get_data(as_text=True)
     assert response.status_code == 400
     assert "outside the LAN subnet" in field_error(html, "res-1-address")
-    assert field_error(html, "res-0-address") is None
+    assert 'id="res-0-address"' not in html  # only the row being edited has inputs
     assert field_error(html, "f-address") is None
     assert value_of(html, "res-1-address") == "10.1.1.1"
+
+
+def test_edit_shows_that_row_as_a_form(client: FlaskClient) -> None:
+    html = client.get("/dhcp/?edit=1").get_data(as_text=True)
+    assert value_of(html, "res-1-hostname") == "printer"
+    assert (
+        'form="res-1"' in html
+        and '<form id="res-1" method="post" action="/dhcp/reservations/1">' in html
+    )
+    assert 'id="res-0-mac"' not in html
+    assert ">Save</button>" in html and ">Cancel</a>" in html
 
 
 def test_edit_reservation(client: FlaskClient, control: PagesControl) -> None:

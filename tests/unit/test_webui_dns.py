@@ -38,7 +38,8 @@ def test_page_shows_everything_with_hostile_names_escaped(client: FlaskClient) -
     assert textarea(html, "f-upstreams") == "9.9.9.9"
     assert textarea(html, "f-allow") == "good.example.com"
     assert textarea(html, "f-deny") == "tracker.example.net"
-    assert value_of(html, "grp-0-name") == "kids"
+    assert '<td data-label="Group">kids</td>' in html
+    assert 'id="grp-0-name"' not in html  # a group's form shows after "Edit"
     for label in (
         "Blocklist URL",
         "Blocklist file",
@@ -186,6 +187,13 @@ def test_group_client_in_two_groups_refused_next_to_its_field(client: FlaskClien
     html = refused(post(client, "/dns/groups", data))
     assert "already in group kids" in field_error(html, "grp-new-clients")
     assert value_of(html, "grp-new-name") == "guests"
+
+
+def test_edit_shows_that_groups_form(client: FlaskClient) -> None:
+    html = client.get("/dns/?edit_group=0").get_data(as_text=True)
+    assert value_of(html, "grp-0-name") == "kids"
+    assert textarea(html, "grp-0-clients") == "192.168.1.120"
+    assert 'id="grp-0-use_default" name="use_default" type="checkbox" value="on" checked' in html
 
 
 def test_edit_group_keeps_its_allow_and_deny(client: FlaskClient, control: PagesControl) -> None:

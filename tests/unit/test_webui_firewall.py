@@ -35,14 +35,15 @@ def test_page_shows_forwards_with_their_targets_state(
 ) -> None:
     control.devices_list[0]["name"] = HOSTILE_HOST  # the nas, 192.168.1.10, online
     html = client.get("/firewall/").get_data(as_text=True)
-    rows = re.findall(r"<tr>.*?</tr>", html, re.S)
-    web = next(row for row in rows if 'value="web"' in row)
-    game = next(row for row in rows if 'value="game"' in row)
+    rows = re.findall(r"<tr[ >].*?</tr>", html, re.S)
+    web = next(row for row in rows if '<td data-label="Name">web</td>' in row)
+    game = next(row for row in rows if '<td data-label="Name">game</td>' in row)
     assert "Online" in web and "&lt;script&gt;" in web
     assert "Offline" in game and "console" in game
     assert HOSTILE_HOST not in html
-    assert value_of(html, "fwd-0-external_port") == "8080"
-    assert value_of(html, "fwd-1-external_port") == "3074-3075"
+    assert '<td data-label="External port">3074-3075</td>' in web + game
+    assert '<td data-label="Internal port">80</td>' in web
+    assert html.count(">External port</label>") == 1  # rows are text until "Edit"
     for label in ("Name", "Protocol", "External port", "Internal address", "Internal port"):
         assert re.search(rf'<label for="f-[a-z_]+">{label}</label>', html), label
     assert ">Add port forward</button>" in html
@@ -105,9 +106,17 @@ def test_edit_error_lands_next_to_that_rows_field(
     data = NEW_FORWARD | {"original": "udp 3074-3075", "internal_address": "10.9.9.9"}
     html = refused(post(client, "/firewall/forwards/1", data))
     assert "outside the LAN subnet" in field_error(html, "fwd-1-internal_address")
-    assert field_error(html, "fwd-0-internal_address") is None
+    assert 'id="fwd-0-internal_address"' not in html
     assert field_error(html, "f-internal_address") is None
     assert value_of(html, "fwd-1-internal_address") == "10.9.9.9"
+
+
+def test_edit_shows_that_row_as_a_form(client: FlaskClient) -> None:
+    html = client.get("/firewall/?edit=0").get_data(as_text=True)
+    assert value_of(html, "fwd-0-external_port") == "8080"
+    assert value_of(html, "fwd-0-internal_port") == "80"
+    assert '<option value="tcp" selected>' in html
+    assert 'id="fwd-1-external_port"' not in html
 
 
 def test_edit_port_forward(client: FlaskClient, control: PagesControl) -> None:

@@ -53,6 +53,12 @@ def offset_arg() -> int:
     return min(int(value), MAX_OFFSET) if value.isdigit() else 0
 
 
+def editing_arg(name: str = "edit") -> int | None:
+    """The row of a list shown for editing (``?edit=<index>``), if any."""
+    value = request.args.get(name, "")
+    return int(value) if value.isdigit() else None
+
+
 def done(message: str, endpoint: str, **values: Any) -> Response:
     """Post/Redirect/Get: flash what happened, then back to the page."""
     flash(message, "ok")
