@@ -77,10 +77,10 @@ def _refused(errors: Errors, **values: Any) -> tuple[str, int]:
     return _page(errors, **values), 400
 
 
-def _default_range() -> str:
+def _default_range() -> tuple[str, str]:
     address = control().config_get("lan").get("address", "192.168.1.1/24")
     start, end = default_range(ipaddress.IPv4Interface(address))
-    return f"{start} – {end}"
+    return str(start), str(end)
 
 
 def _settings_of(dhcp: dict[str, Any]) -> dict[str, str]:
