@@ -182,6 +182,10 @@ def test_restore_of_a_non_yaml_or_oversized_file_is_a_clear_error(
         (b"key: [unclosed", "not YAML"),
         (b"- just\n- a list\n", "no configuration sections"),
         (b"#" * (600 * 1024), "too big"),
+        (
+            b"a: &a [1, 1, 1, 1]\nb: &b [*a, *a, *a, *a]\nc: [*b, *b]\n",
+            "aliases",
+        ),
     ):
         response = restore(client, content)
         assert response.status_code == 400

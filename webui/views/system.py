@@ -155,7 +155,11 @@ def _backup_document() -> tuple[dict[str, Any] | None, str]:
     if len(content) > MAX_BACKUP:
         return None, f"The file is too big for a backup (at most {MAX_BACKUP // 1024} KiB)."
     try:
-        document = yaml.safe_load(content.decode("utf-8"))
+        text_ = content.decode("utf-8")
+        if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text_, yaml.SafeLoader)):
+            # a backup never has them, and nested aliases blow up to billions of values
+            return None, "The file is not a homegw backup: it uses YAML aliases (*name)."
+        document = yaml.safe_load(text_)
     except (UnicodeDecodeError, yaml.YAMLError):
         return None, "The file is not a homegw backup: it is not YAML text."
     if not isinstance(document, dict):
