@@ -76,6 +76,7 @@ class RouterModule(IOModule):
         for ip, mac, nic in self.maps.adopt_neighbours():  # a restart: no miss
             self.table.learn(ip, mac, nic, now)  # aged, re-confirmed like new ones
         self._write_interfaces()
+        self._write_policy()
         if not self._watch_kernel:
             return
         self.watcher = KernelWatcher(self._on_neigh, self._on_link)
@@ -140,13 +141,19 @@ class RouterModule(IOModule):
         self.set_wan(address, gateway)
 
     def apply(self, config: Config) -> bool:
-        """Static routes and the neighbour timeout change by map writes."""
+        """Static routes, the neighbour timeout and paused devices change by map writes."""
         with self._lock:
             self.config = config
             self.table.timeout = float(config.router.neighbour_timeout)
             if self.maps:
                 self._write_interfaces()
+                self._write_policy()
         return True
+
+    def _write_policy(self) -> None:
+        """The `devices` config's paused MACs into the shared policy map."""
+        assert self.maps is not None
+        self.maps.policy.set_paused(d.mac for d in self.config.devices if d.paused)
 
     # -- neighbours ---------------------------------------------------------------
     def _nic_of(self, ifindex: int) -> Nic | None:
