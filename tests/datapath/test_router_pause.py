@@ -120,4 +120,3 @@ def test_to_the_gateway_itself_still_works(dataplane: Dataplane) -> None:
     out = run(dataplane, Nic.LAN, frame)
     assert (out.verdict, out.data) == ("XDP_PASS", frame)
     assert router.stats()["counters"]["device_paused"] == 0
-
