@@ -48,7 +48,7 @@ class Devices:
         for key, per_cpu in self._table.items():
             sums = {f: sum(getattr(c, f) for c in per_cpu) for f in FIELDS}
             ticks = [(c.first_tick, c.last_tick) for c in per_cpu if c.last_tick]
-            first = min(t[0] for t in ticks) if ticks else 0
+            first = min((t[0] for t in ticks if t[0]), default=0)
             last = max(t[1] for t in ticks) if ticks else 0
             out[mac_of(key.value)] = DeviceTraffic(
                 **sums, first_seen=first * TICK_S, last_seen=last * TICK_S

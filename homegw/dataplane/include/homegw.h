@@ -346,7 +346,7 @@ struct homegw_device {
 	__u64 to_packets;
 	__u64 to_bytes;
 	__u64 dropped;
-	__u32 first_tick; /* HOMEGW_NEIGH_TICK_SHIFT ticks: made on this CPU */
+	__u32 first_tick; /* HOMEGW_NEIGH_TICK_SHIFT ticks: first counted on this CPU */
 	__u32 last_tick;  /* counted on this CPU last (written on change) */
 	__u32 policy_gen; /* the homegw_device_policy_gen value `flags` was read at */
 	__u32 flags;      /* HOMEGW_DEVICE_* policy flags, cached on this CPU */
@@ -418,8 +418,11 @@ static __always_inline int homegw_count_device(const unsigned char *mac, __u64 b
 		dev->flags = homegw_device_flags(key);
 		dev->policy_gen = gen;
 	}
-	if (dev->last_tick != tick)
+	if (dev->last_tick != tick) {
 		dev->last_tick = tick;
+		if (!dev->first_tick) /* the kernel made this CPU's entry zeroed */
+			dev->first_tick = tick;
+	}
 	if (what == HOMEGW_DEVICE_DROPPED) {
 		dev->dropped++;
 		return HOMEGW_DEVICE_COUNTED;
