@@ -229,6 +229,7 @@ class Appliance:
             masquerade=cfg.nat.enabled,
             wan_ping=cfg.firewall.wan_ping,
             forward_wan_to_lan=cfg.firewall.forward_wan_to_lan,
+            **kernelpath.paused_devices(cfg, self.dhcp.leases() if self.dhcp else []),
         )
 
     def _start_forwarding_path(self) -> None:

@@ -8,6 +8,7 @@ it; resuming lets the download go on. And device() of a real DHCP client
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -50,12 +51,16 @@ class Running:
         return self.app.dataplane.modules["router"].module.counters()[name]
 
 
-@pytest.fixture
-def running(make_virtual_home: Callable[..., VirtualHome]) -> Iterator[Running]:
+@pytest.fixture(params=["xdp"])
+def running(make_virtual_home: Callable[..., VirtualHome], request) -> Iterator[Running]:
+    """The appliance; with the param "kernel" the router is disabled and
+    Linux forwards (the kernel path's nftables table does the pausing)."""
     home = make_virtual_home(big_file_mib=16)
     path = Path(home.state_dir) / "homegw.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(home.gateway_config(wan=STATIC_WAN, webui={"listen": WEB})))
+    extra = {"router": {"enabled": False}} if request.param == "kernel" else {}
+    config = home.gateway_config(wan=STATIC_WAN, webui={"listen": WEB}, **extra)
+    path.write_text(yaml.safe_dump(config))
     with netns.in_netns(home.ns("gw")):
         app = Appliance(load_config(path))
         app.start()
@@ -63,6 +68,13 @@ def running(make_virtual_home: Callable[..., VirtualHome]) -> Iterator[Running]:
             yield Running(home, app, Management(app, path))
         finally:
             app.stop()
+
+
+def nft_paused_drops(home: VirtualHome, direction: str) -> int:
+    """Packets the kernel path's "device paused: from|to" rule dropped."""
+    rules = home.run("gw", ["nft", "list", "chain", "inet", "homegw_kernelpath", "forward"])
+    pattern = rf'counter packets (\d+) bytes \d+ drop comment "device paused: {direction}"'
+    return sum(map(int, re.findall(pattern, rules.stdout)))
 
 
 def size(path: Path) -> int:
@@ -90,6 +102,7 @@ def wait_stalled(path: Path, timeout: float = WAIT_S) -> int:
     raise AssertionError(f"the download kept going ({last} bytes) {timeout} s after the pause")
 
 
+@pytest.mark.parametrize("running", ["xdp", "kernel"], indirect=True)
 def test_pause_stops_a_running_download_and_resume_lets_it_go_on(
     running: Running, tmp_path: Path
 ) -> None:
@@ -109,7 +122,11 @@ def test_pause_stops_a_running_download_and_resume_lets_it_go_on(
         assert mgmt.config_get()["devices"] == [{"mac": H1_MAC, "paused": True}]
         stalled = wait_stalled(out)
         assert stalled < home.big_file_size
-        assert running.router_counter("device_paused") > 0
+        if running.app.kernel_path:  # Linux forwards: the nftables table drops
+            assert nft_paused_drops(home, "from") > 0  # its ACKs
+            assert nft_paused_drops(home, "to") > 0  # the server's retransmissions
+        else:
+            assert running.router_counter("device_paused") > 0
         # the gateway itself still answers the paused device (the web UI here)
         page = home.run("h1", ["curl", "-sS", "--max-time", "3", f"http://{WEB}/healthz"])
         assert page.returncode == 0, page.stderr
