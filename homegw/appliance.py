@@ -308,6 +308,8 @@ class Appliance:
             logging.getLogger().setLevel(new.log_level.upper())
             applied["log_level"] = "set"
         applied |= self._reconfigure_datapath(old, new, changed)
+        if "devices" in changed:
+            applied["devices"] = "maps"  # the router's device policy (and the kernel path)
         applied |= self._reconfigure_services(changed)
         if self._kernel_path(old) != self._kernel_path(new):
             self._start_forwarding_path()

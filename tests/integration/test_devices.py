@@ -118,7 +118,7 @@ def test_pause_stops_a_running_download_and_resume_lets_it_go_on(
     try:
         wait_growing(out)
         result = mgmt.device_set(H1_MAC, {"paused": True})
-        assert result.changed == ["devices"]
+        assert (result.changed, result.applied.get("devices")) == (["devices"], "maps")
         assert mgmt.config_get()["devices"] == [{"mac": H1_MAC, "paused": True}]
         stalled = wait_stalled(out)
         assert stalled < home.big_file_size
