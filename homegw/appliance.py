@@ -229,6 +229,7 @@ class Appliance:
             masquerade=cfg.nat.enabled,
             wan_ping=cfg.firewall.wan_ping,
             forward_wan_to_lan=cfg.firewall.forward_wan_to_lan,
+            **kernelpath.paused_devices(cfg, self.dhcp.leases() if self.dhcp else []),
         )
 
     def _start_forwarding_path(self) -> None:
@@ -307,6 +308,8 @@ class Appliance:
             logging.getLogger().setLevel(new.log_level.upper())
             applied["log_level"] = "set"
         applied |= self._reconfigure_datapath(old, new, changed)
+        if "devices" in changed:
+            applied["devices"] = "maps"  # the router's device policy (and the kernel path)
         applied |= self._reconfigure_services(changed)
         if self._kernel_path(old) != self._kernel_path(new):
             self._start_forwarding_path()

@@ -14,7 +14,14 @@ import ipaddress
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import AfterValidator, Field, ValidationError, create_model, model_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    StrictBool,
+    ValidationError,
+    create_model,
+    model_validator,
+)
 
 from homegw.configtypes import (
     EPHEMERAL_PORTS,
@@ -25,11 +32,13 @@ from homegw.configtypes import (
     IPv4Address,
     IPv4Interface,
     Loc,
+    MacAddress,
     PortRange,
     Problem,
     Section,
     duplicates,
     raise_problems,
+    shown,
 )
 from homegw.modules.dhcp.config import DhcpConfig, default_range
 from homegw.modules.nat.config import NatConfig
@@ -163,6 +172,31 @@ class DataplaneConfig(Section):
     order: ChainOrder = Field(default_factory=ChainOrder)
 
 
+def _device_name(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be a string (the name shown for the device)")
+    if not 1 <= len(value) <= 64:
+        raise ValueError(f"{len(value)} characters: a device name has 1 to 64")
+    if not value.isprintable():
+        raise ValueError(f"{shown(value)} has a control or unprintable character")
+    return value
+
+
+#: A user-given device name: 1-64 printable characters, kept as given.
+DeviceName = Annotated[str, AfterValidator(_device_name)]
+
+
+class DeviceEntry(Section):
+    """One entry of ``devices:`` -- what the owner set for the device with
+    ``mac``: a name shown instead of its DHCP hostname, and ``paused`` (no
+    forwarding to or from it, established flows included; the gateway itself
+    still answers it)."""
+
+    mac: MacAddress
+    name: DeviceName | None = None
+    paused: StrictBool = False
+
+
 class _RootSections(Section):
     """The sections of the whole configuration that belong to no module."""
 
@@ -175,6 +209,7 @@ class _RootSections(Section):
 class _ApplianceSections(Section):
     webui: WebuiConfig = Field(default_factory=WebuiConfig)
     dataplane: DataplaneConfig = Field(default_factory=DataplaneConfig)
+    devices: tuple[DeviceEntry, ...] = ()
 
 
 # one ``<name>:`` section per registry entry, defaulted from its model
@@ -252,6 +287,9 @@ def _cross_problems(s: Mapping[str, Any]) -> list[Problem]:
         problems += _webui_problems(s["webui"], s.get("lan"), s.get("wan"))
     if "dataplane" in s:
         problems += _chain_problems(s["dataplane"].order, s)
+    if s.get("devices"):
+        macs = [entry.mac for entry in s["devices"]]
+        problems += [(("devices", i, "mac"), f"duplicate mac {macs[i]}") for i in duplicates(macs)]
     if "firewall" in s and "nat" in s and s["firewall"].forward_wan_to_lan and s["nat"].enabled:
         reason = (
             "only with nat.enabled: false; with NAT, port forwards and nat.dmz_host let traffic in"

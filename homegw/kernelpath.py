@@ -14,6 +14,11 @@
   (the kernel fallback path) LAN -> WAN and its replies are forwarded, WAN ->
   LAN only with ``firewall.forward_wan_to_lan``; with NAT wanted nftables
   masquerades on the WAN (the TEMPORARY KERNEL PATH, said in the log).
+- paused devices (the ``devices`` config): nothing from their MACs is
+  forwarded, nor anything to their addresses (their leases, reservations
+  and the kernel's LAN neighbour entries when the table was written),
+  established flows included; first in the forward chain. What they send
+  to the gateway itself (input) is untouched.
 
 The table outlives the appliance process, so that default-deny holds while a
 restart is under way: enable() replaces it in one nft transaction, and only
@@ -24,8 +29,10 @@ from __future__ import annotations
 
 import logging
 import subprocess
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +51,8 @@ class KernelPath:
     masquerade: bool  # ... and masquerades (NAT wanted)
     wan_ping: bool = True
     forward_wan_to_lan: bool = False
+    paused_macs: tuple[str, ...] = ()  # forward nothing from them ...
+    paused_addresses: tuple[str, ...] = ()  # ... nor to their IPv4 addresses
 
 
 def _nft(script: str) -> None:
@@ -79,6 +88,7 @@ def _forward_chain(path: KernelPath) -> str:
         rules.append(f"{lan_in} {wan_out} meta nfproto ipv4 accept")
         if path.forward_wan_to_lan:
             rules.append(f"{wan_in} {lan_out} meta nfproto ipv4 accept")
+    rules[:0] = _paused_rules(path)  # first: established flows included
     body = "\n        ".join(rules)
     return f"""
     chain forward {{
@@ -86,6 +96,42 @@ def _forward_chain(path: KernelPath) -> str:
         {body}
         counter drop comment "default deny"
     }}"""
+
+
+def _paused_rules(path: KernelPath) -> list[str]:
+    rules = []
+    if path.paused_macs:
+        macs = ", ".join(sorted(path.paused_macs))
+        rules.append(f'ether saddr {{ {macs} }} counter drop comment "device paused: from"')
+    if path.paused_addresses:
+        addresses = ", ".join(sorted(path.paused_addresses))
+        rules.append(
+            f'oifname "{path.lan_if}" ip daddr {{ {addresses} }} counter drop '
+            'comment "device paused: to"'
+        )
+    return rules
+
+
+def lan_neighbours(lan_if: str) -> list[tuple[str, str]]:
+    """(MAC, IPv4 address) of the kernel's neighbour entries on the LAN NIC."""
+    from pyroute2 import IPRoute  # the appliance has it loaded; kept out of tests' imports
+
+    with IPRoute() as ipr:
+        index = ipr.link_lookup(ifname=lan_if)
+        entries = ipr.get_neighbours(ifindex=index[0], family=2) if index else []
+    pairs = ((n.get_attr("NDA_LLADDR"), n.get_attr("NDA_DST")) for n in entries)
+    return [(mac.lower(), ip) for mac, ip in pairs if mac and ip]
+
+
+def paused_devices(config: Any, leases: Iterable[Any]) -> dict[str, tuple[str, ...]]:
+    """KernelPath's paused_macs and paused_addresses for a Config and the
+    DHCP server's active leases."""
+    macs = {d.mac for d in config.devices if d.paused}
+    addresses = {str(r.address) for r in config.dhcp.reservations if r.mac in macs}
+    addresses |= {str(lease.ip) for lease in leases if lease.mac in macs}
+    if macs:
+        addresses |= {ip for mac, ip in lan_neighbours(config.lan.interface) if mac in macs}
+    return {"paused_macs": tuple(sorted(macs)), "paused_addresses": tuple(sorted(addresses))}
 
 
 def _postrouting_chain(path: KernelPath) -> str:

@@ -33,6 +33,7 @@ from homegw.config import (
 from homegw.confighistory import ConfigHistory
 from homegw.control import ApplyResult, ConfigRejected, Conflict, NotFound, Page, Problem, Sample
 from homegw.dataplane.abi import Hook, Nic
+from homegw.inventory import Inventory
 from homegw.registry import MODULES, spec
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ class Management:
         self.appliance = appliance
         self.config_path = config_path
         self.history = ConfigHistory(Path(appliance.config.state_dir) / "config-history")
+        self.inventory = Inventory(appliance)
         if self.history.current_version() == 0 or not self._history_matches():
             self.history.record(appliance.config, [], time.time())
 
@@ -336,6 +338,21 @@ class Management:
         if app.dataplane is None or name not in app.dataplane.modules:
             raise Conflict(f"module {name} is not loaded")
         app.submit(app.restart_module, name).result()
+
+    # -- devices ---------------------------------------------------------
+    def devices(self) -> list[dict[str, Any]]:
+        return self.inventory.devices()
+
+    def device(self, mac: str) -> dict[str, Any]:
+        return self.inventory.device(mac)
+
+    def device_set(self, mac: str, changes: dict[str, Any]) -> ApplyResult:
+        """As a config change of the `devices` section (history, file)."""
+        data = self.inventory.config_with(config_to_dict(self.appliance.config), mac, changes)
+        return self._apply(self._parse(data, None), dry_run=False)
+
+    def traffic_history(self, hours: int = 24) -> list[dict[str, Any]]:
+        return self.inventory.traffic_history(hours)
 
     # -- metrics ---------------------------------------------------------
     def samples(self) -> Iterable[Sample]:

@@ -101,6 +101,7 @@ DEFAULTS = {
     "dataplane": {"pin_dir": "/sys/fs/bpf/homegw", "xdp_mode": "native",
                   "order": {"lan": ["dpi", "dhcp", "dns", "firewall", "router", "nat"],
                             "wan": ["firewall", "nat", "router", "dpi"]}},
+    "devices": [],
 }  # fmt: skip
 
 

@@ -323,13 +323,22 @@ static __always_inline struct homegw_neighbour *homegw_neighbour_xdp(struct xdp_
 	return NULL;
 }
 
-/* Per-device accounting, one map for the whole chain: the router counts
- * what it forwards from and to a LAN device, other modules what they drop of
- * a known device's frames (the DHCP guard). Read by homegw/dataplane/devices.py. */
+/* Per-device accounting and policy, one map for the whole chain: the router
+ * counts what it forwards from and to a LAN device and drops what a paused
+ * device sends or is sent, other modules count what they drop of a known
+ * device's frames (the DHCP guard). Read by homegw/dataplane/devices.py. */
 #define HOMEGW_MAX_DEVICES 4096
 #define HOMEGW_DEVICE_FROM 0    /* a frame from the device, forwarded */
 #define HOMEGW_DEVICE_TO 1      /* a frame forwarded to the device */
 #define HOMEGW_DEVICE_DROPPED 2 /* a frame from the device, dropped */
+
+/* homegw_count_device's outcomes */
+#define HOMEGW_DEVICE_COUNTED 0
+#define HOMEGW_DEVICE_FULL -1    /* no room in the table: not counted */
+#define HOMEGW_DEVICE_IS_PAUSED 1 /* a paused device's frame: drop it (counted as dropped) */
+
+/* Policy flags of a device (the appliance's `devices` config section). */
+#define HOMEGW_DEVICE_PAUSED 1 /* forward nothing from or to it */
 
 struct homegw_device {
 	__u64 from_packets;
@@ -337,45 +346,99 @@ struct homegw_device {
 	__u64 to_packets;
 	__u64 to_bytes;
 	__u64 dropped;
-	__u32 first_tick; /* HOMEGW_NEIGH_TICK_SHIFT ticks: made on this CPU */
+	__u32 first_tick; /* HOMEGW_NEIGH_TICK_SHIFT ticks: first counted on this CPU */
 	__u32 last_tick;  /* counted on this CPU last (written on change) */
+	__u32 policy_gen; /* the homegw_device_policy_gen value `flags` was read at */
+	__u32 flags;      /* HOMEGW_DEVICE_* policy flags, cached on this CPU */
 };
 
 // <LAN device MAC (6 bytes, 2 zero, as a u64), per-CPU traffic of the device>
 BPF_TABLE_PINNED("percpu_hash", __u64, struct homegw_device, homegw_devices, HOMEGW_MAX_DEVICES,
 		 HOMEGW_PIN("devices"));
+// <device MAC as u64 (as homegw_devices), HOMEGW_DEVICE_* flags>: written by the
+// appliance (the router module, from the `devices` config); only devices with a flag
+BPF_TABLE_PINNED("hash", __u64, __u32, homegw_device_policy, HOMEGW_MAX_DEVICES,
+		 HOMEGW_PIN("device_policy"));
+// <0, generation of homegw_device_policy>: bumped by the appliance after each
+// write (never back to 0 once written), so the datapath re-reads a device's
+// flags only when the policy changed: one array lookup per frame, not a hash
+BPF_TABLE_PINNED("array", __u32, __u32, homegw_device_policy_gen, 1,
+		 HOMEGW_PIN("device_policy_gen"));
+
+static __always_inline __u32 homegw_device_flags(__u64 key)
+{
+	__u32 *flags = homegw_device_policy.lookup(&key);
+	return flags ? *flags : 0;
+}
+
+/* Whether the device with this MAC is paused, from the policy map itself
+ * (for a frame not counted in the table: a LAN -> LAN destination). */
+static __always_inline int homegw_device_paused(const unsigned char *mac)
+{
+	__u64 key = 0;
+
+	__builtin_memcpy(&key, mac, ETH_ALEN);
+	return homegw_device_flags(key) & HOMEGW_DEVICE_PAUSED;
+}
 
 /* Count one frame of `bytes` for the device with this MAC, at `now`
- * (bpf_ktime_get_coarse_ns(), read once per packet by the caller). 0, or -1
- * when the table is full (the caller counts that its own way). */
+ * (bpf_ktime_get_coarse_ns(), read once per packet by the caller).
+ * HOMEGW_DEVICE_COUNTED; HOMEGW_DEVICE_FULL when the table is full (the
+ * caller counts that its own way); for a FROM or TO frame of a paused device
+ * HOMEGW_DEVICE_IS_PAUSED, counted as dropped instead (the caller drops it).
+ * The per-CPU entry caches the device's policy flags with the generation it
+ * read them at and re-reads them only when the generation moved on; a new
+ * entry (on another CPU a zeroed one: generation 0) reads them at once. A
+ * device the table has no room for is still held to its policy. */
 static __always_inline int homegw_count_device(const unsigned char *mac, __u64 bytes, int what,
 					       __u64 now)
 {
 	__u64 key = 0;
 	__u32 tick = now >> HOMEGW_NEIGH_TICK_SHIFT;
+	__u32 zero = 0;
+	__u32 *gen_now = homegw_device_policy_gen.lookup(&zero);
+	__u32 gen = gen_now ? *gen_now : 0;
 
 	__builtin_memcpy(&key, mac, ETH_ALEN);
 	struct homegw_device *dev = homegw_devices.lookup(&key);
 	if (!dev) {
 		struct homegw_device fresh = { .first_tick = tick, .last_tick = tick };
 		if (homegw_devices.update(&key, &fresh))
-			return -1;
-		dev = homegw_devices.lookup(&key);
-		if (!dev)
-			return -1;
+			dev = NULL;
+		else
+			dev = homegw_devices.lookup(&key);
+		if (!dev) {
+			if (what != HOMEGW_DEVICE_DROPPED &&
+			    (homegw_device_flags(key) & HOMEGW_DEVICE_PAUSED))
+				return HOMEGW_DEVICE_IS_PAUSED;
+			return HOMEGW_DEVICE_FULL;
+		}
+	}
+	if (dev->policy_gen != gen) {
+		dev->flags = homegw_device_flags(key);
+		dev->policy_gen = gen;
+	}
+	if (dev->last_tick != tick) {
+		dev->last_tick = tick;
+		if (!dev->first_tick) /* the kernel made this CPU's entry zeroed */
+			dev->first_tick = tick;
+	}
+	if (what == HOMEGW_DEVICE_DROPPED) {
+		dev->dropped++;
+		return HOMEGW_DEVICE_COUNTED;
+	}
+	if (dev->flags & HOMEGW_DEVICE_PAUSED) {
+		dev->dropped++;
+		return HOMEGW_DEVICE_IS_PAUSED;
 	}
 	if (what == HOMEGW_DEVICE_FROM) {
 		dev->from_packets++;
 		dev->from_bytes += bytes;
-	} else if (what == HOMEGW_DEVICE_TO) {
+	} else {
 		dev->to_packets++;
 		dev->to_bytes += bytes;
-	} else {
-		dev->dropped++;
 	}
-	if (dev->last_tick != tick)
-		dev->last_tick = tick;
-	return 0;
+	return HOMEGW_DEVICE_COUNTED;
 }
 
 /* Whether two MAC addresses are equal (not __builtin_memcmp: clang may emit

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from homegw.dataplane.abi import Nic, be32
 from homegw.dataplane.cenum import counter_names
-from homegw.dataplane.devices import Devices
+from homegw.dataplane.devices import DevicePolicy, Devices
 from homegw.modules.router.routes import Route
 
 # enum router_counter in router.bpf.c ("forwarded" is the sum of the per-NIC
@@ -72,6 +72,7 @@ class RouterMaps:
         self._stats = bpf["router_stats"]
         self._nic_stats = bpf["router_nic_stats"]
         self.devices = Devices(bpf["homegw_devices"])
+        self.policy = DevicePolicy(bpf["homegw_device_policy"], bpf["homegw_device_policy_gen"])
 
     def set_routes(self, routes: list[Route]) -> None:
         """Make the trie hold exactly `routes` (write new, then drop stale)."""

@@ -21,6 +21,7 @@ from homegw.modules.router.maps import IfaceInfo, RouterMaps
 from homegw.modules.router.neigh import CONFIRMED, USABLE, NeighbourTable
 from homegw.modules.router.routes import Route, WanState, compute_routes
 from homegw.modules.router.watcher import KernelWatcher, LinkEvent, NeighEvent
+from homegw.traffichistory import Bytes, HistoryFolder, TrafficHistory
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ class RouterModule(IOModule):
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._ager: threading.Thread | None = None
+        self._history: HistoryFolder | None = None
 
     # -- IOModule ---------------------------------------------------------------
     def on_load(self, bpf) -> None:
@@ -76,12 +78,15 @@ class RouterModule(IOModule):
         for ip, mac, nic in self.maps.adopt_neighbours():  # a restart: no miss
             self.table.learn(ip, mac, nic, now)  # aged, re-confirmed like new ones
         self._write_interfaces()
+        self._write_policy()
         if not self._watch_kernel:
             return
         self.watcher = KernelWatcher(self._on_neigh, self._on_link)
         self.watcher.start()
         self._ager = supervise.Thread(self._age_loop, "router-aging", restart=True)
         self._ager.start()
+        self._history = HistoryFolder(TrafficHistory(self.config.state_dir), self._device_bytes)
+        self._history.start()
         self._resolve_gateway()
 
     def handlers(self) -> dict[int, PuntHandler]:
@@ -93,6 +98,13 @@ class RouterModule(IOModule):
             self.watcher.stop()
         if self._ager:
             self._ager.join(5)
+        if self._history:
+            self._history.stop()  # folds once more
+            self._history.history.close()
+
+    def _device_bytes(self) -> dict[str, Bytes]:
+        assert self.maps is not None
+        return {m: Bytes(t.from_bytes, t.to_bytes) for m, t in self.maps.devices.read().items()}
 
     # -- configuration ------------------------------------------------------------
     def set_wan(
@@ -140,13 +152,19 @@ class RouterModule(IOModule):
         self.set_wan(address, gateway)
 
     def apply(self, config: Config) -> bool:
-        """Static routes and the neighbour timeout change by map writes."""
+        """Static routes, the neighbour timeout and paused devices change by map writes."""
         with self._lock:
             self.config = config
             self.table.timeout = float(config.router.neighbour_timeout)
             if self.maps:
                 self._write_interfaces()
+                self._write_policy()
         return True
+
+    def _write_policy(self) -> None:
+        """The `devices` config's paused MACs into the shared policy map."""
+        assert self.maps is not None
+        self.maps.policy.set_paused(d.mac for d in self.config.devices if d.paused)
 
     # -- neighbours ---------------------------------------------------------------
     def _nic_of(self, ifindex: int) -> Nic | None:

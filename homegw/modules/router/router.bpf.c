@@ -26,6 +26,10 @@
  *                      it, translated by NAT by then, to the dataplane's slow
  *                      path, which fragments it; frames over the punt cap
  *                      (1514 bytes) dropped
+ *   from or to a paused LAN device (the `devices` config; its MAC in the
+ *     shared policy map, homegw.h): dropped, counted device_paused and in
+ *     the device's `dropped`; what it sends to the gateway itself (DHCP,
+ *     DNS, the web UI) is not forwarded and goes on as before
  *   unknown neighbour  punted to the slow path (at most one punt per next hop
  *                      per HOMEGW_NEIGH_PUNT_INTERVAL_NS, others dropped),
  *                      which resolves it and sends the packet again
@@ -62,6 +66,7 @@ enum router_counter {
 	C_TO_FRAGMENT,
 	C_FRAG_TOO_BIG,
 	C_NEIGH_LIMITED,
+	C_DEVICE_PAUSED,
 	C_COUNTERS,
 };
 
@@ -121,10 +126,28 @@ static __always_inline void count(u32 counter)
 		*value += 1;
 }
 
-static __always_inline void count_device(const unsigned char *mac, u64 bytes, int what, u64 now)
+/* Count the frame for its LAN device; whether that device is paused (drop it). */
+static __always_inline int device_paused(const unsigned char *mac, u64 bytes, int what, u64 now)
 {
-	if (homegw_count_device(mac, bytes, what, now))
+	int counted = homegw_count_device(mac, bytes, what, now);
+
+	if (counted == HOMEGW_DEVICE_FULL)
 		count(C_DEVICE_TABLE_FULL);
+	return counted == HOMEGW_DEVICE_IS_PAUSED;
+}
+
+/* Whether the LAN device that sent the frame or the one it goes to is paused;
+ * the device's traffic is counted. LAN -> LAN (a static route via a LAN
+ * router) is counted for the sender; its next hop is checked in the policy. */
+static __always_inline int paused(const unsigned char *from, const unsigned char *to, u64 bytes,
+				  u32 in_nic, u32 out_nic, u64 now)
+{
+	if (in_nic == HOMEGW_NIC_LAN) {
+		if (device_paused(from, bytes, HOMEGW_DEVICE_FROM, now))
+			return 1;
+		return out_nic == HOMEGW_NIC_LAN && homegw_device_paused(to);
+	}
+	return out_nic == HOMEGW_NIC_LAN && device_paused(to, bytes, HOMEGW_DEVICE_TO, now);
 }
 
 static __always_inline int icmp_allowed(void)
@@ -362,10 +385,8 @@ int router_xdp(struct xdp_md *ctx)
 		return drop(miss == HOMEGW_NEIGH_PUNTED ? C_NEIGH_MISS : C_NEIGH_LIMITED);
 
 	u64 bytes = (u64)(end - data);
-	if (in_nic == HOMEGW_NIC_LAN)
-		count_device(eth->h_source, bytes, HOMEGW_DEVICE_FROM, now);
-	else if (out_nic == HOMEGW_NIC_LAN)
-		count_device(neigh->mac, bytes, HOMEGW_DEVICE_TO, now);
+	if (paused(eth->h_source, neigh->mac, bytes, in_nic, out_nic, now))
+		return drop(C_DEVICE_PAUSED);
 
 	/* TTL shares a 16-bit checksum word with the protocol field. */
 	__u16 old_word = *(__u16 *)&ip->ttl;
