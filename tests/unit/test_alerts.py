@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from ipaddress import IPv4Address
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from homegw.alerts import FLOOD_COUNTERS, AlertWatch, Snapshot, link_up
+from homegw.alerts import FLOOD_COUNTERS, AlertWatch, Snapshot, link_up, snapshot_of
+from homegw.config import parse_config
 
 QUIET = Snapshot(
     wan_interface="wan0",
@@ -155,3 +158,39 @@ def test_several_alerts_at_once_in_a_fixed_order() -> None:
 def test_link_state_of_real_links() -> None:
     assert link_up("lo") is True
     assert link_up("no-such-link0") is False
+
+
+def test_the_snapshot_of_a_running_appliance() -> None:
+    """snapshot_of reads the pool (leases and reservations inside the range),
+    the flood counters of the loaded modules and what is missing."""
+    config = parse_config(
+        {
+            "wan": {"interface": "lo", "mode": "static", "address": "10.9.9.2/24",
+                    "gateway": "10.9.9.1"},
+            "lan": {"interface": "lan0", "address": "192.168.7.1/24"},
+            "dhcp": {
+                "range_start": "192.168.7.100",
+                "range_end": "192.168.7.109",
+                "reservations": [
+                    {"mac": "02:00:00:00:00:01", "address": "192.168.7.100"},  # also leased
+                    {"mac": "02:00:00:00:00:02", "address": "192.168.7.101"},
+                    {"mac": "02:00:00:00:00:03", "address": "192.168.7.20"},  # outside
+                ],
+            },
+        }
+    )  # fmt: skip
+    leases = [SimpleNamespace(address=int(IPv4Address(f"192.168.7.{n}"))) for n in (100, 105)]
+    settings = SimpleNamespace(range_start=config.dhcp.range_start, range_end=config.dhcp.range_end)
+    firewall = SimpleNamespace(counters=lambda: {"wan_to_lan": 7, "wan_passed": 100})
+    app = SimpleNamespace(
+        config=config,
+        dhcp=SimpleNamespace(settings=settings, leases=lambda: leases),
+        dataplane=SimpleNamespace(modules={"firewall": SimpleNamespace(module=firewall)}),
+        wan_client=None,
+        missing_modules=lambda: ["nat"],
+    )
+    snap = snapshot_of(app)  # type: ignore[arg-type]
+    assert (snap.pool_size, snap.pool_used) == (10, 3)
+    assert snap.drops == {"firewall": {"wan_to_lan": 7, "wan_passed": 100}}
+    assert snap.missing_modules == ("nat",)
+    assert (snap.wan_mode, snap.wan_lease, snap.wan_link_up) == ("static", False, True)
