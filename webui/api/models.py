@@ -237,6 +237,7 @@ class Device(Response):
     user_name: str | None
     hostname: str | None
     vendor: str | None
+    random_mac: bool | None = Field(None, description="a locally administered (random) MAC")
     addresses: list[str]
     online: bool
     first_seen: float | None
