@@ -4,8 +4,10 @@ uploaded block lists."""
 from __future__ import annotations
 
 import stat
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ import pytest
 from homegw.config import parse_config
 from homegw.control import ConfigRejected
 from homegw.modules.dns.blocklists import cached_path
+from homegw.modules.dns.listrefresh import ListRefresher, first_delay
 from homegw.modules.dns.liststore import MAX_UPLOAD, store_blocklist, unloaded_status
 from homegw.modules.dns.querylog import QueryLogEntry
 from homegw.modules.dns.querystats import query_stats
@@ -192,3 +195,80 @@ def test_status_without_a_dns_service(service: DnsService, lists: dict[str, Any]
     rows = by_source(unloaded_status(service.config.dns, "DNS is off"))
     assert set(rows) == {lists["good"], lists["url"], lists["cached"], lists["missing"]}
     assert all(r["entries"] is None and r["error"] == "DNS is off" for r in rows.values())
+
+
+# -- keeping URL lists downloaded ---------------------------------------------------
+
+
+def test_first_delay_is_when_the_oldest_copy_is_due() -> None:
+    now = time.time()
+    assert first_delay([]) == 0.0 and first_delay([now, None]) == 0.0
+    assert first_delay([now - 3600, now - 60], every_s=7200) == pytest.approx(3600, abs=5)
+    assert first_delay([now - 10_000], every_s=7200) == 0.0
+
+
+def test_the_refresher_retries_a_failed_download_then_waits_long() -> None:
+    calls: list[float] = []
+    second = threading.Event()
+
+    def refresh() -> dict[str, str]:
+        calls.append(time.monotonic())
+        if len(calls) == 2:
+            second.set()
+        return {"http://x/l": "no route"} if len(calls) == 1 else {}
+
+    refresher = ListRefresher(refresh, ["http://x/l"], 0, every_s=3600, retry_s=0.05)
+    refresher.start()
+    try:
+        assert second.wait(10), calls
+    finally:
+        refresher.stop()
+    assert calls[1] - calls[0] >= 0.05
+    assert len(calls) == 2  # after a success: the next in an hour
+
+
+class ListHandler(BaseHTTPRequestHandler):
+    body = b"0.0.0.0 served.example.org\n"
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def list_server() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), ListHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/list.txt"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_url_list_is_downloaded_in_the_background(tmp_path: Path, list_server: str) -> None:
+    config = parse_config(
+        {**BASE, "state_dir": str(tmp_path), "dns": {"blocklists": [list_server]}}
+    )
+    service = DnsService(config, lambda: [])
+    assert service.blocklist_status()[0]["error"] == "not downloaded yet"
+    service.start_list_refresh()
+    try:
+        deadline = time.monotonic() + 15
+        while service.blocklist_status()[0]["entries"] != 1:
+            assert time.monotonic() < deadline, service.blocklist_status()
+            time.sleep(0.02)  # polling the loader's state, not a fixed wait
+    finally:
+        assert service.refresher is not None
+        service.refresher.stop()
+    assert service.resolver.policies.default.is_blocked("served.example.org")
+    assert service.blocklist_status()[0]["error"] is None
+    # a restarted service finds the fresh copy: nothing to download for a day
+    again = DnsService(config, lambda: [])
+    again.start_list_refresh()
+    assert again.refresher is not None and again.refresher.first_delay > 3600
+    again.refresher.stop()

@@ -32,6 +32,7 @@ from homegw.modules.dns.blocklists import (
 )
 from homegw.modules.dns.cache import DnsCache
 from homegw.modules.dns.fastpath import FastPathCache
+from homegw.modules.dns.listrefresh import ListRefresher, first_delay
 from homegw.modules.dns.liststore import list_sources
 from homegw.modules.dns.localnames import LocalNames
 from homegw.modules.dns.querylog import QueryLog, QueryLogEntry
@@ -77,6 +78,7 @@ class DnsService:
         self._fast_path: FastPathCache | None = None
         self._refreshing = threading.Lock()  # one refresh of the lists at a time
         self.fetch_errors: dict[str, str] = {}  # URL -> why its last download failed
+        self.refresher: ListRefresher | None = None
 
     # -- wiring ------------------------------------------------------------------
     @property
@@ -132,9 +134,7 @@ class DnsService:
         problems by source (empty when all went well)."""
         with self._refreshing:
             problems: dict[str, str] = {}
-            for source in self.blocklist_sources():
-                if not fetch or not source.startswith(("http://", "https://")):
-                    continue
+            for source in self.url_lists() if fetch else []:
                 try:
                     fetch_list(source, self.loader.cache_dir)
                     self.fetch_errors.pop(source, None)
@@ -171,11 +171,26 @@ class DnsService:
             )
         return out
 
+    def url_lists(self) -> list[str]:
+        return [s for s in self.blocklist_sources() if s.startswith(("http://", "https://"))]
+
+    def start_list_refresh(self) -> None:
+        """Keep the URL lists downloaded from now on (none: nothing to do)."""
+        urls = self.url_lists()
+        if not urls:
+            return
+        updated = [s.updated_at if s else None for s in map(self.loader.status.get, urls)]
+        self.refresher = ListRefresher(self.refresh_blocklists, urls, first_delay(updated))
+        self.refresher.start()
+
     # -- lifecycle ---------------------------------------------------------------
     def start(self) -> None:
         self.servers.start()
+        self.start_list_refresh()
 
     def stop(self) -> None:
+        if self.refresher is not None:
+            self.refresher.stop()
         self.servers.stop()
         self.upstream.close()  # the upstream socket pool (after the loop has stopped)
         if self._fast_path is not None:
