@@ -207,24 +207,24 @@ def test_first_delay_is_when_the_oldest_copy_is_due() -> None:
     assert first_delay([now - 10_000], every_s=7200) == 0.0
 
 
-def test_the_refresher_retries_a_failed_download_then_waits_long() -> None:
+def test_the_refresher_retries_failed_downloads_later_each_time_then_waits_long() -> None:
     calls: list[float] = []
-    second = threading.Event()
+    third = threading.Event()
 
     def refresh() -> dict[str, str]:
         calls.append(time.monotonic())
-        if len(calls) == 2:
-            second.set()
-        return {"http://x/l": "no route"} if len(calls) == 1 else {}
+        if len(calls) == 3:
+            third.set()
+        return {"http://x/l": "no route"} if len(calls) <= 2 else {}
 
     refresher = ListRefresher(refresh, ["http://x/l"], 0, every_s=3600, retry_s=0.05)
     refresher.start()
     try:
-        assert second.wait(10), calls
+        assert third.wait(10), calls
     finally:
         refresher.stop()
-    assert calls[1] - calls[0] >= 0.05
-    assert len(calls) == 2  # after a success: the next in an hour
+    assert calls[1] - calls[0] >= 0.05 and calls[2] - calls[1] >= 0.1  # doubled
+    assert len(calls) == 3  # after a success: the next in an hour
 
 
 class ListHandler(BaseHTTPRequestHandler):

@@ -2,9 +2,9 @@
 supervised thread that refreshes them (DnsService.refresh_blocklists:
 download, reload, swap the policy in) when the oldest copy is a day old or
 missing, and again RETRY_S after a failed download (at a start the WAN often
-has no address yet). It never delays a start or a stop: it waits on an event
-that stop() sets, and a download in flight (at most FETCH_TIMEOUT) ends on
-its own."""
+has no address yet), doubled after each failure in a row up to an hour. It
+never delays a start or a stop: it waits on an event that stop() sets, and a
+download in flight (at most FETCH_TIMEOUT) ends on its own."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from homegw import supervise
 log = logging.getLogger(__name__)
 
 EVERY_S = 24 * 3600.0
-RETRY_S = 60.0
+RETRY_S = 60.0  # after a failed download, doubled each time up to MAX_RETRY_S
+MAX_RETRY_S = 3600.0
 
 
 class ListRefresher:
@@ -47,6 +48,7 @@ class ListRefresher:
     def _run(self) -> None:
         if self._stop.wait(self.first_delay):
             return
+        retry = self.retry_s
         while True:
             try:
                 problems = self._refresh()
@@ -56,8 +58,11 @@ class ListRefresher:
             self.runs += 1
             failed = [url for url in self.urls if url in problems]
             if failed:
-                log.info("block lists: retrying %s in %.0f s", ", ".join(failed), self.retry_s)
-            if self._stop.wait(self.retry_s if failed else self.every_s):
+                log.info("block lists: retrying %s in %.0f s", ", ".join(failed), retry)
+                wait, retry = retry, min(retry * 2, MAX_RETRY_S)
+            else:
+                wait, retry = self.every_s, self.retry_s
+            if self._stop.wait(wait):
                 return
 
 
