@@ -330,7 +330,7 @@ class Management:
                 raise Conflict("the NAT module is not loaded")
             return app.submit(nat.module.flush).result()
         if app.dns is None:
-            raise Conflict(DNS_OFF)
+            raise Conflict("the DNS forwarder is off (dns.enabled: false)")
         if name == "dns_cache":
             return app.dns.flush_cache()
         return app.dns.resolver.querylog.clear()
