@@ -164,7 +164,9 @@ class AlertWatch:
         scale = min(1.0, self.window / elapsed)  # looks further apart: the average rate
         rises = {}
         for module, value in totals.items():
-            before = base.drops.get(module, 0)
+            if module not in base.drops:  # newly loaded (or unread then): no baseline yet
+                continue
+            before = base.drops[module]
             rise = value - before if value >= before else value  # a reload restarts at 0
             if rise > 0:
                 rises[module] = round(rise * scale)
@@ -230,7 +232,12 @@ def snapshot_of(app: Appliance) -> Snapshot:
     cfg = app.config
     dataplane = app.dataplane
     loaded = dict(dataplane.modules) if dataplane else {}
-    drops = {name: lm.module.counters() for name, lm in loaded.items() if name in FLOOD_COUNTERS}
+    drops = {}
+    for name in FLOOD_COUNTERS.keys() & loaded.keys():
+        try:
+            drops[name] = loaded[name].module.counters()
+        except Exception:  # replaced meanwhile (its maps closed): left out of this look
+            log.debug("counters of %s unreadable", name, exc_info=True)
     missing = tuple(app.missing_modules()) if dataplane else ()
     size, used = _pool(app)
     return Snapshot(

@@ -113,6 +113,15 @@ def test_only_the_flood_counters_count() -> None:
     assert "wan_passed" not in FLOOD_COUNTERS["firewall"]
 
 
+def test_a_module_without_a_baseline_is_not_a_flood() -> None:
+    watch = AlertWatch(threshold=10)
+    watch.evaluate(replace(QUIET, drops={}), T0)
+    assert watch.evaluate(flood(firewall=10**6), T0 + 5) == []  # loaded since: no baseline
+    assert codes(watch.evaluate(flood(firewall=10**6 + 11), T0 + 6)) == []  # base is T0 still
+    assert codes(watch.evaluate(flood(firewall=10**6 + 11), T0 + 70)) == []
+    assert codes(watch.evaluate(flood(firewall=10**6 + 30), T0 + 71)) == ["flood_drops"]
+
+
 def test_looks_further_apart_than_a_minute_average_the_rise() -> None:
     watch = AlertWatch(threshold=1000)
     watch.evaluate(flood(), T0)
