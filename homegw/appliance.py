@@ -159,7 +159,7 @@ class Appliance:
             if entry.forwarding and getattr(cfg, entry.name).enabled
         )
 
-    def wanted_modules(self, config: Config) -> list[str]:
+    def wanted_modules(self, config: Config, quiet: bool = False) -> list[str]:
         """The modules whose datapath `config` asks for, in registry order."""
         in_chains = set(config.dataplane.order.lan + config.dataplane.order.wan)
         names = []
@@ -168,7 +168,10 @@ class Appliance:
             if entry.name not in in_chains or cls is None or not cls.wanted(config):
                 continue
             if entry.forwarding and not self._forwarding_in_xdp(config):
-                log.info("module %s: left out, the kernel forwards (router disabled?)", entry.name)
+                if not quiet:
+                    log.info(
+                        "module %s: left out, the kernel forwards (router disabled?)", entry.name
+                    )
                 continue
             names.append(entry.name)
         return names
@@ -367,6 +370,24 @@ class Appliance:
             self._start_dns()
             applied["dns.server"] = "restart"
         return applied
+
+    def restart(self) -> None:
+        """Stop every part and start them again with the running config, as a
+        change of `wan` does (run it in the control thread: submit). The
+        datapath keeps forwarding meanwhile; a failed start is tried once more."""
+        with self._reconfiguring:
+            log.info("restarting the appliance")
+            self._stop_parts()
+            try:
+                self.start()
+            except Exception:
+                log.exception("the restart failed to start: trying once more")
+                self.start()
+
+    def missing_modules(self) -> list[str]:
+        """Modules the running config asks for that are not loaded."""
+        loaded = self.dataplane.modules if self.dataplane else {}
+        return [n for n in self.wanted_modules(self.config, quiet=True) if n not in loaded]
 
     def restart_module(self, name: str) -> None:
         """Reload one module in place: a new instance switched into its chains."""

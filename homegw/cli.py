@@ -48,7 +48,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if config is None:
         return 1
     _setup_logging(config.log_level)
-    from homegw import supervise
+    from homegw import logbuffer, supervise
+
+    logbuffer.install()  # the last records, for the logs page (GET /api/v1/logs)
 
     stop = threading.Event()
     fatal: list[str] = []

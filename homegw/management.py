@@ -19,7 +19,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from homegw import supervise
+from homegw import logbuffer, supervise
+from homegw.alerts import AlertWatch, snapshot_of
 from homegw.appliance import Appliance, restart_needed
 from homegw.config import (
     Config,
@@ -34,11 +35,14 @@ from homegw.confighistory import ConfigHistory
 from homegw.control import ApplyResult, ConfigRejected, Conflict, NotFound, Page, Problem, Sample
 from homegw.dataplane.abi import Hook, Nic
 from homegw.inventory import Inventory
+from homegw.modules.dns.liststore import store_blocklist, unloaded_status
+from homegw.modules.dns.querystats import query_stats
 from homegw.registry import MODULES, spec
 
 log = logging.getLogger(__name__)
 
 FLUSHABLE = ("nat_sessions", "dns_cache", "dns_queries")
+DNS_OFF = "the DNS forwarder is off (dns.enabled: false)"
 Row = dict[str, Any]
 
 
@@ -65,6 +69,8 @@ class Management:
         self.inventory = Inventory(appliance)
         if self.history.current_version() == 0 or not self._history_matches():
             self.history.record(appliance.config, [], time.time())
+        self.alert_watch = AlertWatch()
+        supervise.on_fatal(self.alert_watch.thread_died)
 
     def _history_matches(self) -> bool:
         try:
@@ -353,6 +359,35 @@ class Management:
 
     def traffic_history(self, hours: int = 24) -> list[dict[str, Any]]:
         return self.inventory.traffic_history(hours)
+
+    # -- logs, alerts, DNS, restart ----------------------------------------
+    def restart(self) -> None:
+        self.appliance.submit(self.appliance.restart)  # answered first, as a `wan` change
+
+    def logs(self, module: str | None = None, limit: int = 500) -> list[dict[str, Any]]:
+        buffer = logbuffer.installed()
+        return buffer.records(module, limit) if buffer else []
+
+    def alerts(self) -> list[dict[str, Any]]:
+        return self.alert_watch.evaluate(snapshot_of(self.appliance), time.time())
+
+    def dns_stats(self, limit: int = 10) -> dict[str, Any]:
+        dns = self.appliance.dns
+        return query_stats(dns.query_log() if dns else [], limit)
+
+    def blocklists(self) -> list[dict[str, Any]]:
+        dns = self.appliance.dns
+        if dns is None:
+            return unloaded_status(self.appliance.config.dns, DNS_OFF)
+        return dns.blocklist_status()
+
+    def blocklist_store(self, name: str, content: bytes) -> dict[str, Any]:
+        return store_blocklist(Path(self.appliance.config.state_dir), name, content)
+
+    def blocklists_refresh(self) -> None:
+        if self.appliance.dns is None:
+            raise Conflict(DNS_OFF)
+        self.appliance.dns.refresh_blocklists()
 
     # -- metrics ---------------------------------------------------------
     def samples(self) -> Iterable[Sample]:

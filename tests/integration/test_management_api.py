@@ -343,8 +343,12 @@ def test_schemathesis_against_the_served_document(appliance: ApplianceProcess) -
         "put_/config",
         "--exclude-operation-id",
         "put_/config/{section}",
+        # a restart stops the server under test: the requests after it would
+        # fail for that reason alone (test_ui_api.py restarts it live)
+        "--exclude-operation-id",
+        "post_/actions/restart",
     ]
     result = home.run("h1", argv, timeout=900, cwd=str(home.state_dir))
     report = result.stdout[-20000:] + result.stderr[-3000:]
     assert result.returncode == 0, report + "\nappliance log:\n" + appliance.log[-20000:]
-    assert re.search(r"Tested: *2[4-9]", result.stdout), result.stdout[-3000:]
+    assert re.search(r"Tested: *3[3-9]", result.stdout), result.stdout[-3000:]

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from homegw.control import ApplyResult, ConfigRejected, Conflict, NotFound, Page, Problem, Sample
+from homegw.modules.dns.liststore import LIST_NAME, MAX_UPLOAD
 
 CONFIG: dict[str, Any] = {
     "state_dir": "/var/lib/homegw",
@@ -25,6 +26,41 @@ ROWS = [
 ]
 
 
+def device_row(mac: str, hostname: str | None, address: str) -> dict[str, Any]:
+    return {
+        "mac": mac,
+        "name": hostname,
+        "user_name": None,
+        "hostname": hostname,
+        "vendor": None,
+        "addresses": [address],
+        "online": True,
+        "first_seen": 100.0,
+        "last_seen": 200.0,
+        "paused": False,
+        "reserved_address": None,
+        "lease_expires": 3700.0,
+        "today": {"from_bytes": 10, "to_bytes": 20},
+        "total": {
+            "from_bytes": 10,
+            "to_bytes": 20,
+            "from_packets": 1,
+            "to_packets": 2,
+            "dropped": 0,
+        },
+    }
+
+
+LOGS = [
+    {"time": 1.0, "level": "INFO", "module": "nat", "logger": "homegw.modules.nat.module",
+     "message": "NAT ready"},
+    {"time": 2.0, "level": "WARNING", "module": "webui", "logger": "waitress",
+     "message": "<script>alert(1)</script>"},
+    {"time": 3.0, "level": "INFO", "module": "nat", "logger": "homegw.modules.nat.gc",
+     "message": "3 sessions expired"},
+]  # fmt: skip
+
+
 class FakeControl:
     def __init__(self) -> None:
         self.config = copy.deepcopy(CONFIG)
@@ -33,6 +69,10 @@ class FakeControl:
         self.enabled = {"router": True, "nat": True}
         self.order = {"lan": ["router", "nat"], "wan": ["nat", "router"]}
         self.calls: list[tuple[Any, ...]] = []
+        self.devices_by_mac = {
+            r["mac"]: device_row(r["mac"], r["hostname"], r["address"]) for r in ROWS
+        }
+        self.stored_lists: dict[str, bytes] = {}
         self.samples_list: list[Sample] = [
             Sample("router_packets", "counter", "packets", {"nic": "lan", "reason": "ok"}, 5),
             Sample("router_packets", "counter", "packets", {"nic": "wan", "reason": "ok"}, 7),
@@ -144,3 +184,81 @@ class FakeControl:
 
     def samples(self) -> Iterable[Sample]:
         return list(self.samples_list)
+
+    def restart(self) -> None:
+        self.calls.append(("restart_all",))
+
+    # -- devices -----------------------------------------------------------
+    def devices(self) -> list[dict[str, Any]]:
+        return sorted(self.devices_by_mac.values(), key=lambda d: str(d["name"]))
+
+    def device(self, mac: str) -> dict[str, Any]:
+        if mac not in self.devices_by_mac:
+            raise NotFound(f"no device {mac}")
+        history = [{"hour": 3600.0 * h, "from_bytes": h, "to_bytes": 2 * h} for h in range(24)]
+        return {**self.devices_by_mac[mac], "history": history}
+
+    def device_set(self, mac: str, changes: dict[str, Any]) -> ApplyResult:
+        self.calls.append(("device_set", mac, changes))
+        name = changes.get("name")
+        if name is not None and not name.isprintable():
+            raise ConfigRejected([Problem("devices.0.name", "control characters")])
+        device = self.devices_by_mac.setdefault(mac, device_row(mac, None, "192.168.1.200"))
+        if "name" in changes:
+            device["user_name"] = name
+            device["name"] = name or device["hostname"]
+        if "paused" in changes:
+            device["paused"] = changes["paused"]
+        self.version += 1
+        return ApplyResult(self.version, ["devices"], {"router": "maps"})
+
+    def traffic_history(self, hours: int = 24) -> list[dict[str, Any]]:
+        self.calls.append(("traffic", hours))
+        return [{"hour": 3600.0 * h, "from_bytes": h, "to_bytes": h} for h in range(hours)]
+
+    # -- DNS ---------------------------------------------------------------
+    def dns_stats(self, limit: int = 10) -> dict[str, Any]:
+        self.calls.append(("dns_stats", limit))
+        top = [{"name": "example.com", "count": 3}][:limit]
+        blocked = [{"name": "ads.example.com", "count": 1}][:limit]
+        clients = [{"name": "192.168.1.100", "count": 4}][:limit]
+        return {
+            "queries": 4,
+            "blocked": 1,
+            "top_domains": top,
+            "top_blocked": blocked,
+            "top_clients": clients,
+        }
+
+    def blocklists(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "source": f"/var/lib/homegw/blocklists/{name}.txt",
+                "groups": ["default"],
+                "entries": content.count(b"\n"),
+                "updated_at": 5.0,
+                "error": None,
+            }
+            for name, content in sorted(self.stored_lists.items())
+        ]
+
+    def blocklist_store(self, name: str, content: bytes) -> dict[str, Any]:
+        if not LIST_NAME.match(name):
+            raise ConfigRejected([Problem("blocklist", f"bad name {name!r}")])
+        if len(content) > MAX_UPLOAD or not content.strip():
+            raise ConfigRejected([Problem("blocklist", "too big or no domain")])
+        self.stored_lists[name] = content
+        return {"source": f"/var/lib/homegw/blocklists/{name}.txt", "entries": len(content)}
+
+    def blocklists_refresh(self) -> None:
+        self.calls.append(("refresh",))
+
+    # -- logs and alerts ---------------------------------------------------
+    def logs(self, module: str | None = None, limit: int = 500) -> list[dict[str, Any]]:
+        self.calls.append(("logs", module, limit))
+        rows = [r for r in LOGS if module is None or r["module"] == module]
+        return rows[-limit:]
+
+    def alerts(self) -> list[dict[str, Any]]:
+        message = "no address from the ISP: no DHCP lease on wan0"
+        return [{"code": "wan_down", "severity": "critical", "message": message, "since": 9.0}]

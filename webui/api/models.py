@@ -74,6 +74,32 @@ class TableQuery(Request):
     limit: Annotated[int, Field(ge=1, le=1000)] = 100
 
 
+class DeviceChange(Request):
+    """PATCH /devices/{mac}: ``name`` (null forgets it) and/or ``paused``."""
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    paused: bool | None = None
+
+
+class Query(Request):
+    """Query parameters arrive as text: numbers are parsed, unknown ones refused."""
+
+    model_config = ConfigDict(extra="forbid", strict=False)
+
+
+class TrafficQuery(Query):
+    hours: Annotated[int, Field(ge=1, le=168)] = 24
+
+
+class DnsStatsQuery(Query):
+    limit: Annotated[int, Field(ge=1, le=100)] = 10
+
+
+class LogsQuery(Query):
+    module: Name | None = Field(None, description="only this module's records (nat, webui, ...)")
+    limit: Annotated[int, Field(ge=1, le=500)] = 500
+
+
 # -- responses ---------------------------------------------------------------
 
 
@@ -190,3 +216,103 @@ class TokenCreated(TokenInfo):
 
 class TokenList(Response):
     tokens: list[TokenInfo]
+
+
+class Bytes(Response):
+    from_bytes: int = Field(description="sent by the device (the LAN)")
+    to_bytes: int
+
+
+class DeviceTotal(Bytes):
+    from_packets: int
+    to_packets: int
+    dropped: int
+
+
+class Device(Response):
+    """Strings are as the device sent them: escape them when shown."""
+
+    mac: str
+    name: str | None
+    user_name: str | None
+    hostname: str | None
+    vendor: str | None
+    random_mac: bool | None = Field(None, description="a locally administered (random) MAC")
+    addresses: list[str]
+    online: bool
+    first_seen: float | None
+    last_seen: float | None
+    paused: bool
+    reserved_address: str | None
+    lease_expires: float | None
+    today: Bytes
+    total: DeviceTotal
+
+
+class Devices(Response):
+    devices: list[Device]
+
+
+class HourBucket(Bytes):
+    hour: float = Field(description="unix seconds of the hour's start")
+
+
+class DeviceDetail(Device):
+    history: list[HourBucket] = Field(description="24 hourly buckets, oldest first")
+
+
+class Traffic(Response):
+    traffic: list[HourBucket]
+
+
+class Count(Response):
+    name: str
+    count: int
+
+
+class DnsStats(Response):
+    queries: int
+    blocked: int
+    top_domains: list[Count]
+    top_blocked: list[Count]
+    top_clients: list[Count]
+
+
+class Blocklist(Response):
+    source: str
+    groups: list[str]
+    entries: int | None = Field(description="null when not loaded")
+    updated_at: float | None
+    error: str | None
+
+
+class Blocklists(Response):
+    blocklists: list[Blocklist]
+
+
+class BlocklistStored(Response):
+    source: str = Field(description="the absolute path to put in dns.blocklists")
+    entries: int
+
+
+class LogRecord(Response):
+    time: float
+    level: str
+    module: str
+    logger: str
+    message: str = Field(description="plain text: escape it when shown")
+
+
+class Logs(Response):
+    logs: list[LogRecord]
+
+
+class Alert(Response):
+    code: Literal["wan_down", "pool_nearly_full", "flood_drops", "module_failed"]
+    severity: Literal["warning", "critical"]
+    message: str
+    since: float | None
+
+
+class Alerts(Response):
+    alerts: list[Alert]

@@ -28,6 +28,7 @@ _ERRORS = {
     403: ("refused: the CSRF token (X-CSRFToken) of a cookie session is missing or wrong", m.Error),
     404: ("no such section, module, table, token or history entry", m.Error),
     409: ("valid, but not possible in the current state", m.Error),
+    413: ("the body is too large", m.Error),
     429: ("too many failed attempts from this client: see Retry-After", m.Error),
 }
 
@@ -49,6 +50,7 @@ class Op:
     query: tuple[dict[str, Any], ...] = ()
     public: bool = False
     content: str = "application/json"
+    request_content: str = "application/json"
     extra_responses: dict[int, str] = field(default_factory=dict)
 
 
@@ -63,6 +65,10 @@ _PATH_PARAMS: dict[str, dict[str, Any]] = {
     "name": _name("a module or table name"),
     "nic": {"type": "string", "enum": ["lan", "wan"]},
     "token_id": {"type": "string", "pattern": "^[0-9a-f]{8}$"},
+    "mac": {
+        "type": "string",
+        "description": "aa:bb:cc:dd:ee:ff, AA-BB-CC-DD-EE-FF, aabb.ccdd.eeff or aabbccddeeff",
+    },
 }
 _TABLE_QUERY = (
     {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0}},
@@ -87,6 +93,32 @@ _TABLE_QUERY = (
     },
 )
 _APPLY = "ApplyResult"
+_UPLOAD = {
+    "type": "object",
+    "required": ["name", "file"],
+    "properties": {
+        "name": {
+            "type": "string",
+            "pattern": "^[a-z0-9][a-z0-9_-]{0,31}$",
+            "description": "kept as state_dir/blocklists/<name>.txt",
+        },
+        "file": {
+            "type": "string",
+            "format": "binary",
+            "description": "hosts format, one domain a line or ||domain^ rules; at most 16 MiB",
+        },
+    },
+}
+
+
+def _query(name: str, schema: dict[str, Any], description: str = "") -> dict[str, Any]:
+    out = {"name": name, "in": "query", "schema": schema}
+    return out | ({"description": description} if description else {})
+
+
+def _int(low: int, high: int, default: int) -> dict[str, Any]:
+    return {"type": "integer", "minimum": low, "maximum": high, "default": default}
+
 
 OPERATIONS: tuple[Op, ...] = (
     Op("get", "/healthz", "liveness: 200 when ready, 503 before", m.Status, public=True,
@@ -140,6 +172,29 @@ OPERATIONS: tuple[Op, ...] = (
        errors=(404, 409)),
     Op("post", f"{PREFIX}/actions/modules/{{name}}/restart", "reload one module", m.Done,
        errors=(404, 409)),
+    Op("get", f"{PREFIX}/devices", "every device the gateway knows, by name", m.Devices),
+    Op("get", f"{PREFIX}/devices/{{mac}}", "one device with its 24 h traffic", m.DeviceDetail,
+       errors=(400, 404)),
+    Op("patch", f"{PREFIX}/devices/{{mac}}", "name or pause a device (a config change)", _APPLY,
+       request=m.DeviceChange, errors=(400, 404, 409)),
+    Op("get", f"{PREFIX}/traffic", "the LAN's traffic by hour, oldest first", m.Traffic,
+       errors=(400,), query=(_query("hours", _int(1, 168, 24)),)),
+    Op("get", f"{PREFIX}/dns/stats", "query log: totals, top domains, blocked, clients",
+       m.DnsStats, errors=(400,), query=(_query("limit", _int(1, 100, 10)),)),
+    Op("get", f"{PREFIX}/dns/blocklists", "every block list source and its state",
+       m.Blocklists),
+    Op("post", f"{PREFIX}/dns/blocklists", "upload a block list file (then name its source "
+       "in dns.blocklists)", m.BlocklistStored, 201, _UPLOAD, (400, 413),
+       request_content="multipart/form-data"),
+    Op("post", f"{PREFIX}/actions/dns/blocklists/refresh", "download the URL lists again "
+       "and reload every list", m.Done, errors=(409,)),
+    Op("get", f"{PREFIX}/logs", "the last log records, oldest first", m.Logs, errors=(400,),
+       query=(_query("module", _name("only this module's records"), "router, nat, dhcp, "
+                     "dns, firewall, dataplane, appliance, webui, ..."),
+              _query("limit", _int(1, 500, 500)))),
+    Op("get", f"{PREFIX}/alerts", "what needs the owner's eye now", m.Alerts),
+    Op("post", f"{PREFIX}/actions/restart", "restart the whole appliance (answered first; "
+       "the datapath keeps forwarding)", m.Done),
 )  # fmt: skip
 
 
@@ -194,7 +249,7 @@ def _operation(op: Op) -> dict[str, Any]:
     if params:
         out["parameters"] = params
     if op.request is not None:
-        out["requestBody"] = {"required": True, "content": _json(op.request)}
+        out["requestBody"] = {"required": True, "content": _json(op.request, op.request_content)}
     if op.public:
         out["security"] = []
     return out

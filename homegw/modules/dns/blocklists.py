@@ -170,6 +170,17 @@ class PolicySet:
         return self._by_client.get(client, self.default).name
 
 
+@dataclass(frozen=True)
+class ListStatus:
+    """How loading one source went: its domains (None: unreadable), when its
+    file was last written (for a URL: downloaded), unix seconds, and why it
+    could not be read."""
+
+    entries: int | None
+    updated_at: float | None
+    error: str | None = None
+
+
 @dataclass
 class ListLoader:
     """Reads list sources (paths, or URLs through their cached download)."""
@@ -177,6 +188,7 @@ class ListLoader:
     cache_dir: Path
     loaded: dict[str, frozenset[str]] = field(default_factory=dict)
     problems: dict[str, str] = field(default_factory=dict)
+    status: dict[str, ListStatus] = field(default_factory=dict)
 
     def domains(self, source: str) -> frozenset[str]:
         if source not in self.loaded:
@@ -186,13 +198,16 @@ class ListLoader:
     def _read(self, source: str) -> frozenset[str]:
         path = cached_path(self.cache_dir, source) if _is_url(source) else Path(source)
         try:
+            updated_at = path.stat().st_mtime
             text = path.read_bytes()[:MAX_LIST_BYTES].decode("utf-8", errors="replace")
         except OSError as exc:
             what = "not downloaded yet" if _is_url(source) else exc.strerror
             self.problems[source] = f"{source}: {what}"
+            self.status[source] = ListStatus(None, None, what)
             log.warning("block list %s unavailable: %s", source, what)
             return frozenset()
         parsed = parse_list(text)
+        self.status[source] = ListStatus(len(parsed.domains), updated_at)
         log.info(
             "block list %s: %d domains, %d lines skipped",
             source,

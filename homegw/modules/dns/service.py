@@ -15,6 +15,7 @@ map), :meth:`refresh_blocklists` (when online), :meth:`stats` and
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
@@ -31,6 +32,8 @@ from homegw.modules.dns.blocklists import (
 )
 from homegw.modules.dns.cache import DnsCache
 from homegw.modules.dns.fastpath import FastPathCache
+from homegw.modules.dns.listrefresh import ListRefresher, first_delay
+from homegw.modules.dns.liststore import list_sources
 from homegw.modules.dns.localnames import LocalNames
 from homegw.modules.dns.querylog import QueryLog, QueryLogEntry
 from homegw.modules.dns.rebind import RebindGuard
@@ -73,6 +76,9 @@ class DnsService:
         )
         self.servers = DnsServers(self.resolver, str(config.lan.ip), port)
         self._fast_path: FastPathCache | None = None
+        self._refreshing = threading.Lock()  # one refresh of the lists at a time
+        self.fetch_errors: dict[str, str] = {}  # URL -> why its last download failed
+        self.refresher: ListRefresher | None = None
 
     # -- wiring ------------------------------------------------------------------
     @property
@@ -107,7 +113,7 @@ class DnsService:
         the next query on."""
         self.local.set_device(mac, hostname, None if address is None else str(address))
 
-    def _policies(self) -> PolicySet:
+    def _policies(self, loader: ListLoader | None = None) -> PolicySet:
         dns = self.config.dns
         groups = [
             GroupSpec(
@@ -120,37 +126,71 @@ class DnsService:
             )
             for g in dns.groups
         ]
-        return build_policies(self.loader, dns.blocklists, dns.allow, dns.deny, groups)
+        return build_policies(loader or self.loader, dns.blocklists, dns.allow, dns.deny, groups)
 
     def refresh_blocklists(self, fetch: bool = True) -> dict[str, str]:
         """Download URL lists (blocking: call it from a worker thread once the
         WAN is up, and daily), reload every list and apply them. Returns the
         problems by source (empty when all went well)."""
-        problems: dict[str, str] = {}
-        sources = {
-            *self.config.dns.blocklists,
-            *(s for g in self.config.dns.groups for s in g.blocklists),
-        }
-        for source in sorted(s for s in sources if s.startswith(("http://", "https://"))):
-            if not fetch:
-                continue
-            try:
-                fetch_list(source, self.loader.cache_dir)
-            except Exception as exc:  # network, HTTP, size: keep the old copy
-                problems[source] = str(exc)
-                log.warning("cannot fetch block list %s: %s", source, exc)
-        self.loader = ListLoader(self.loader.cache_dir)
-        self.resolver.policies = self._policies()
-        problems.update(self.loader.problems)
-        if self._fast_path is not None:
-            self._fast_path.clear()  # a name may be blocked now
-        return problems
+        with self._refreshing:
+            problems: dict[str, str] = {}
+            for source in self.url_lists() if fetch else []:
+                try:
+                    fetch_list(source, self.loader.cache_dir)
+                    self.fetch_errors.pop(source, None)
+                except Exception as exc:  # network, HTTP, size: keep the old copy
+                    problems[source] = self.fetch_errors[source] = str(exc)
+                    log.warning("cannot fetch block list %s: %s", source, exc)
+            loader = ListLoader(self.loader.cache_dir)
+            self.resolver.policies = self._policies(loader)
+            self.loader = loader
+            problems.update(loader.problems)
+            if self._fast_path is not None:
+                self._fast_path.clear()  # a name may be blocked now
+            return problems
+
+    def blocklist_sources(self) -> dict[str, list[str]]:
+        """Every list source of the config -> the groups using it."""
+        return list_sources(self.config.dns)
+
+    def blocklist_status(self) -> list[dict[str, Any]]:
+        """Per source: {source, groups, entries, updated_at, error}; a failed
+        download's error stands beside the entries of the copy still used."""
+        out = []
+        for source, groups in self.blocklist_sources().items():
+            status = self.loader.status.get(source)
+            error = self.fetch_errors.get(source) or (status.error if status else None)
+            out.append(
+                {
+                    "source": source,
+                    "groups": groups,
+                    "entries": status.entries if status else None,
+                    "updated_at": status.updated_at if status else None,
+                    "error": error,
+                }
+            )
+        return out
+
+    def url_lists(self) -> list[str]:
+        return [s for s in self.blocklist_sources() if s.startswith(("http://", "https://"))]
+
+    def start_list_refresh(self) -> None:
+        """Keep the URL lists downloaded from now on (none: nothing to do)."""
+        urls = self.url_lists()
+        if not urls:
+            return
+        updated = [s.updated_at if s else None for s in map(self.loader.status.get, urls)]
+        self.refresher = ListRefresher(self.refresh_blocklists, urls, first_delay(updated))
+        self.refresher.start()
 
     # -- lifecycle ---------------------------------------------------------------
     def start(self) -> None:
         self.servers.start()
+        self.start_list_refresh()
 
     def stop(self) -> None:
+        if self.refresher is not None:
+            self.refresher.stop()
         self.servers.stop()
         self.upstream.close()  # the upstream socket pool (after the loop has stopped)
         if self._fast_path is not None:
