@@ -224,9 +224,9 @@ def test_posts_without_csrf_token_are_refused(
         "new_password": NEW_PASSWORD,
         "new_password_again": NEW_PASSWORD,
     }
-    assert client.post("/system/password", data=data).status_code == 403
-    assert client.post("/system/restart").status_code == 403
-    assert client.post("/system/tokens", data={"token_name": "x"}).status_code == 403
+    assert client.post("/system/password", data=data).status_code == 400
+    assert client.post("/system/restart").status_code == 400
+    assert client.post("/system/tokens", data={"token_name": "x"}).status_code == 400
     assert ("restart_appliance",) not in control.calls
     assert app.extensions["homegw"].auth.check_login("admin", PASSWORD)
 
