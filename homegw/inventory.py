@@ -3,8 +3,10 @@ knows of it -- DHCP leases and reservations, the chain's device table
 (traffic, first and last seen), the router's neighbour mirror, the
 ``devices`` config section (name, paused) and the traffic history (today).
 
-- name: the user-given name (``devices[].name``), else the DHCP hostname
-  (of the lease, else of the reservation), else None.
+- name: the user-given name (``devices[].name``), else the name the device
+  sent in its DHCP request as it sent it (``sent_name``: "Anna's iPhone"),
+  else its DHCP hostname (the DNS label made of it, or the reservation's),
+  else None.
 - vendor: the IEEE OUI registry shipped in the ``netaddr`` package (never
   fetched at run time); a locally administered (randomised) or group MAC has
   no vendor and ``random_mac: true``.
@@ -44,6 +46,7 @@ class LeaseInfo:
     address: str
     hostname: str | bytes | None
     expires: float  # unix seconds
+    sent_name: str | None = None  # the name as the client sent it
 
 
 @dataclass(frozen=True)
@@ -148,6 +151,7 @@ def _row(
     hostname = next((text(lease.hostname) for lease in leases if lease.hostname), None)
     if hostname is None and reservation is not None:
         hostname = reservation.hostname
+    sent_name = next((text(lease.sent_name) for lease in leases if lease.sent_name), None)
     user_name = sources.names.get(mac)
     addresses = [lease.address for lease in leases] + neighbour_addresses
     if reservation is not None:
@@ -158,8 +162,9 @@ def _row(
     recent = last_seen is not None and now - last_seen <= ONLINE_S
     return {
         "mac": mac,
-        "name": user_name or hostname,
+        "name": user_name or sent_name or hostname,
         "user_name": user_name,
+        "sent_name": sent_name,
         "hostname": hostname,
         "vendor": vendor(mac),
         "random_mac": random_mac(mac),
@@ -237,7 +242,7 @@ class Inventory:
         cfg, dhcp = self.appliance.config, self.appliance.dhcp
         traffic, neighbours = self._traffic()
         leases = [
-            LeaseInfo(lease.mac, str(lease.ip), lease.hostname, lease.expires)
+            LeaseInfo(lease.mac, str(lease.ip), lease.hostname, lease.expires, lease.sent_name)
             for lease in (dhcp.leases() if dhcp else [])
         ]
         counters = {mac: Bytes(t.from_bytes, t.to_bytes) for mac, t in traffic.items()}

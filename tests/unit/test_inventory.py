@@ -41,7 +41,7 @@ def test_vendor_from_the_oui_registry_and_random_macs() -> None:
 
 def test_one_row_per_mac_merged_from_every_source() -> None:
     sources = Sources(
-        leases=[LeaseInfo(GOOGLE, "192.168.1.100", "pixel", NOW + 600)],
+        leases=[LeaseInfo(GOOGLE, "192.168.1.100", "pixel", NOW + 600, "Pixel 8")],
         reservations=[ReservationInfo(GOOGLE, "192.168.1.50", "reserved-name")],
         traffic={GOOGLE: traffic(MONO - 10), RANDOM: traffic(MONO - 400)},
         neighbours={"192.168.1.100": GOOGLE},
@@ -50,12 +50,13 @@ def test_one_row_per_mac_merged_from_every_source() -> None:
         today={GOOGLE: Bytes(10, 20)},
     )
     rows = device_rows(sources, NOW, MONO)
-    assert [r["mac"] for r in rows] == [RANDOM, GOOGLE]  # by name: "Anna's phone" < "pixel"
+    assert [r["mac"] for r in rows] == [RANDOM, GOOGLE]  # by name: "Anna's phone" < "Pixel 8"
     phone, pixel = rows
     assert pixel == {
         "mac": GOOGLE,
-        "name": "pixel",
+        "name": "Pixel 8",  # as the device sent it; its DNS label is the hostname
         "user_name": None,
+        "sent_name": "Pixel 8",
         "hostname": "pixel",
         "vendor": "Google, Inc.",
         "random_mac": False,
