@@ -11,6 +11,7 @@ from flask.testing import FlaskClient
 
 from tests.unit.fake_home import HOSTILE, FakeHome, assert_no_inline_code, logged_in, make_app
 from tests.unit.fake_home import text_of as text
+from webui import views
 
 OVERVIEW_BUDGET = 300 * 1000
 
@@ -100,3 +101,13 @@ def test_the_page_has_the_security_headers(client: FlaskClient) -> None:
     assert "unsafe-inline" not in csp and "frame-ancestors 'none'" in csp
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert response.headers["Referrer-Policy"] == "no-referrer"
+
+
+def test_missing_charts_are_logged_at_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    views.check_vendored(tmp_path)
+    assert "run scripts/vendor.sh" in caplog.text
+    caplog.clear()
+    views.check_vendored(Path(views.__file__).parent.parent / "static")
+    assert caplog.text == ""

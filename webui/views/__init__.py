@@ -48,10 +48,10 @@ def register(app: Flask) -> None:
     app.jinja_env.globals["page_url"] = page_url
     app.jinja_env.filters.update(FILTERS)
     errors.install(app)
-    _check_vendored(Path(app.static_folder or ""))
+    check_vendored(Path(app.static_folder or ""))
 
 
-def _check_vendored(static: Path) -> None:
+def check_vendored(static: Path) -> None:
     missing = [name for name in VENDORED if not (static / name).is_file()]
     if missing:
         log.error("the pages' charts are missing (%s): run scripts/vendor.sh", ", ".join(missing))

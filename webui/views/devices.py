@@ -13,7 +13,7 @@ from typing import Any
 from flask import Blueprint, abort, flash, redirect, request, url_for
 from werkzeug import Response
 
-from homegw.control import ConfigRejected, NotFound
+from homegw.control import ConfigRejected
 from webui.views.common import (
     PAGE_SIZE,
     apply_section,
@@ -133,8 +133,6 @@ def pause(mac: str) -> Response:
         control().device_set(mac, {"paused": paused})
     except ConfigRejected as rejected:
         flash(f"Refused: {_first(rejected_errors(rejected, 'paused'))}", "error")
-    except NotFound:
-        abort(404)
     else:
         flash("Internet paused for this device." if paused else "Internet resumed.", "info")
     return redirect(url_for("devices.device", mac=mac))
