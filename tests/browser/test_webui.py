@@ -192,13 +192,20 @@ def test_disable_and_enable_a_module_while_a_ping_runs(page: Page, gateway: Gate
     try:
         page.goto("/modules/")
         shoot(page, "modules")
-        card = page.locator("[data-module=dns]").first
+        card = page.locator("section.module[data-module=dns]").first
         card.get_by_role("button", name="Disable").click()
-        expect(page.locator("[data-module=dns]").first.get_by_role("button", name="Enable"))
+        enable = page.locator("section.module[data-module=dns]").get_by_role(
+            "button", name="Enable"
+        )
+        expect(enable).to_be_visible()
         assert not module_enabled(gateway, "dns")
-        page.locator("[data-module=dns]").first.get_by_role("button", name="Enable").click()
+        page.locator("section.module[data-module=dns]").first.get_by_role(
+            "button", name="Enable"
+        ).click()
         expect(
-            page.locator("[data-module=dns]").first.get_by_role("button", name="Disable")
+            page.locator("section.module[data-module=dns]").first.get_by_role(
+                "button", name="Disable"
+            )
         ).to_be_visible()
         assert module_enabled(gateway, "dns")
         out, _ = ping.communicate(timeout=60)
