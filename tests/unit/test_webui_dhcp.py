@@ -7,7 +7,14 @@ from __future__ import annotations
 from flask.testing import FlaskClient
 
 from tests.unit import webui_pages_fake as fake
-from tests.unit.webui_pages_fake import HOSTILE_HOST, PagesControl, field_error, post, value_of
+from tests.unit.webui_pages_fake import (
+    HOSTILE_HOST,
+    PagesControl,
+    field_error,
+    label_holders,
+    post,
+    value_of,
+)
 
 app, client, control = fake.app, fake.client, fake.control
 
@@ -219,3 +226,17 @@ def test_leases_paginated(client: FlaskClient, control: PagesControl) -> None:
     assert ("table", "dhcp_leases", 100, 100, {}) in control.calls
     assert "101–200 of 230" in html
     assert "offset=0" in html and "offset=200" in html
+
+
+def test_each_label_names_one_control(client: FlaskClient) -> None:
+    """A browser test's get_by_label finds one control per label (strict mode)."""
+    html = client.get("/dhcp/").get_data(as_text=True)
+    for label in [
+        "MAC address",
+        "IP address",
+        "Hostname",
+        "Lease time",
+        "First address",
+        "Last address",
+    ]:
+        assert label_holders(html, label) == 1, label

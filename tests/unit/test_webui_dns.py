@@ -12,7 +12,14 @@ import re
 from flask.testing import FlaskClient
 
 from tests.unit import webui_pages_fake as fake
-from tests.unit.webui_pages_fake import HOSTILE_QUERY, PagesControl, field_error, post, value_of
+from tests.unit.webui_pages_fake import (
+    HOSTILE_QUERY,
+    PagesControl,
+    field_error,
+    label_holders,
+    post,
+    value_of,
+)
 from webui.views.dns import upload_name
 
 app, client, control = fake.app, fake.client, fake.control
@@ -229,3 +236,18 @@ def test_posts_without_csrf_token_are_refused(client: FlaskClient, control: Page
     assert client.post("/dns/lists", data={"deny": "x.example"}).status_code == 403
     assert client.post("/dns/blocklists/refresh").status_code == 403
     assert control.applied == [] and ("blocklists_refresh",) not in control.calls
+
+
+def test_each_label_names_one_control(client: FlaskClient) -> None:
+    """A browser test's get_by_label finds one control per label (strict mode)."""
+    html = client.get("/dns/").get_data(as_text=True)
+    for label in [
+        "Blocklist URL",
+        "Blocklist file",
+        "Always allow",
+        "Always block",
+        "Search domains",
+        "Device",
+        "Upstream DNS servers",
+    ]:
+        assert label_holders(html, label) == 1, label

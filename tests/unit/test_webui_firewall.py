@@ -12,7 +12,14 @@ from flask.testing import FlaskClient
 
 from homegw.control import Conflict
 from tests.unit import webui_pages_fake as fake
-from tests.unit.webui_pages_fake import HOSTILE_HOST, PagesControl, field_error, post, value_of
+from tests.unit.webui_pages_fake import (
+    HOSTILE_HOST,
+    PagesControl,
+    field_error,
+    label_holders,
+    post,
+    value_of,
+)
 
 app, client, control = fake.app, fake.client, fake.control
 
@@ -195,3 +202,18 @@ def test_a_conflict_comes_back_to_the_page_as_a_message(
     assert response.status_code == 302 and response.headers["Location"].endswith("/firewall/")
     html = client.get("/firewall/").get_data(as_text=True)
     assert "the running config is kept: &lt;b&gt;boom&lt;/b&gt;" in html
+
+
+def test_each_label_names_one_control(client: FlaskClient) -> None:
+    """A browser test's get_by_label finds one control per label (strict mode)."""
+    html = client.get("/firewall/").get_data(as_text=True)
+    for label in [
+        "Name",
+        "Protocol",
+        "External port",
+        "Internal address",
+        "Internal port",
+        "DMZ host",
+        "WAN ping",
+    ]:
+        assert label_holders(html, label) == 1, label

@@ -19,6 +19,7 @@ from tests.unit.webui_pages_fake import (
     PASSWORD,
     PagesControl,
     field_error,
+    label_holders,
     post,
     value_of,
 )
@@ -238,3 +239,10 @@ def test_restore_over_the_request_limit_is_a_clear_error(
     assert response.status_code == 302
     assert "too big" in client.get("/system/").get_data(as_text=True)
     assert control.applied == []
+
+
+def test_each_label_names_one_control(client: FlaskClient) -> None:
+    """A browser test's get_by_label finds one control per label (strict mode)."""
+    html = client.get("/system/").get_data(as_text=True)
+    for label in ["Current password", "New password again", "Backup file", "Module", "Token name"]:
+        assert label_holders(html, label) == 1, label

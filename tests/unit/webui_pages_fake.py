@@ -350,3 +350,23 @@ def value_of(html: str, field_id: str) -> str | None:
     assert control is not None, f"no input {field_id} in the page"
     value = re.search(r'value="([^"]*)"', control.group(0))
     return value.group(1) if value else None
+
+
+def label_holders(html: str, text: str) -> int:
+    """How many things on the page a browser test's get_by_label(text) finds
+    (Playwright matches a label, an aria-label or the text of an
+    aria-labelledby target that contains `text`, case-insensitively)."""
+    import re
+
+    wanted = text.lower()
+    labels = re.findall(r"<label[^>]*>(.*?)</label>", html, re.S)
+    named = re.findall(r'aria-label="([^"]*)"', html)
+    targets = set(re.findall(r'aria-labelledby="([^"]*)"', html))
+    referrers = {
+        ident: len(re.findall(rf'aria-labelledby="{re.escape(ident)}"', html)) for ident in targets
+    }
+    count = sum(wanted in label.lower() for label in labels + named)
+    for ident, body in re.findall(r'<h[1-6] id="([^"]+)"[^>]*>(.*?)</h[1-6]>', html, re.S):
+        if ident in targets and wanted in re.sub(r"<[^>]+>", "", body).lower():
+            count += referrers[ident]
+    return count
