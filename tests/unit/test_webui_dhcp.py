@@ -10,8 +10,8 @@ from tests.unit import webui_pages_fake as fake
 from tests.unit.webui_pages_fake import (
     HOSTILE_HOST,
     PagesControl,
+    assert_one_control_per_label,
     field_error,
-    label_holders,
     post,
     value_of,
 )
@@ -230,13 +230,14 @@ def test_leases_paginated(client: FlaskClient, control: PagesControl) -> None:
 
 def test_each_label_names_one_control(client: FlaskClient) -> None:
     """A browser test's get_by_label finds one control per label (strict mode)."""
-    html = client.get("/dhcp/").get_data(as_text=True)
-    for label in [
-        "MAC address",
-        "IP address",
-        "Hostname",
-        "Lease time",
-        "First address",
-        "Last address",
-    ]:
-        assert label_holders(html, label) == 1, label
+    assert_one_control_per_label(
+        client.get("/dhcp/").get_data(as_text=True),
+        [
+            "MAC address",
+            "IP address",
+            "Hostname",
+            "Lease time",
+            "First address",
+            "Last address",
+        ],
+    )

@@ -15,14 +15,24 @@ from tests.unit import webui_pages_fake as fake
 from tests.unit.webui_pages_fake import (
     HOSTILE_QUERY,
     PagesControl,
+    assert_one_control_per_label,
     field_error,
-    label_holders,
     post,
     value_of,
 )
 from webui.views.dns import upload_name
 
 app, client, control = fake.app, fake.client, fake.control
+#: the labels the lead's browser tests find the controls by
+LABELS = [
+    "Blocklist URL",
+    "Blocklist file",
+    "Always allow",
+    "Always block",
+    "Search domains",
+    "Device",
+    "Upstream DNS servers",
+]
 
 
 def refused(response: object) -> str:
@@ -47,14 +57,7 @@ def test_page_shows_everything_with_hostile_names_escaped(client: FlaskClient) -
     assert textarea(html, "f-deny") == "tracker.example.net"
     assert '<td data-label="Group">kids</td>' in html
     assert 'id="grp-0-name"' not in html  # a group's form shows after "Edit"
-    for label in (
-        "Blocklist URL",
-        "Blocklist file",
-        "Always allow",
-        "Always block",
-        "Search domains",
-        "Device",
-    ):
+    for label in LABELS:
         assert re.search(rf'<label for="f-[a-z_]+">{label}</label>', html), label
     for button in (
         "Add blocklist",
@@ -240,14 +243,4 @@ def test_posts_without_csrf_token_are_refused(client: FlaskClient, control: Page
 
 def test_each_label_names_one_control(client: FlaskClient) -> None:
     """A browser test's get_by_label finds one control per label (strict mode)."""
-    html = client.get("/dns/").get_data(as_text=True)
-    for label in [
-        "Blocklist URL",
-        "Blocklist file",
-        "Always allow",
-        "Always block",
-        "Search domains",
-        "Device",
-        "Upstream DNS servers",
-    ]:
-        assert label_holders(html, label) == 1, label
+    assert_one_control_per_label(client.get("/dns/").get_data(as_text=True), LABELS)

@@ -15,8 +15,8 @@ from tests.unit import webui_pages_fake as fake
 from tests.unit.webui_pages_fake import (
     HOSTILE_HOST,
     PagesControl,
+    assert_one_control_per_label,
     field_error,
-    label_holders,
     post,
     value_of,
 )
@@ -206,14 +206,15 @@ def test_a_conflict_comes_back_to_the_page_as_a_message(
 
 def test_each_label_names_one_control(client: FlaskClient) -> None:
     """A browser test's get_by_label finds one control per label (strict mode)."""
-    html = client.get("/firewall/").get_data(as_text=True)
-    for label in [
-        "Name",
-        "Protocol",
-        "External port",
-        "Internal address",
-        "Internal port",
-        "DMZ host",
-        "WAN ping",
-    ]:
-        assert label_holders(html, label) == 1, label
+    assert_one_control_per_label(
+        client.get("/firewall/").get_data(as_text=True),
+        [
+            "Name",
+            "Protocol",
+            "External port",
+            "Internal address",
+            "Internal port",
+            "DMZ host",
+            "WAN ping",
+        ],
+    )

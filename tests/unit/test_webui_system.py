@@ -18,8 +18,8 @@ from tests.unit.webui_pages_fake import (
     HOSTILE_HOST,
     PASSWORD,
     PagesControl,
+    assert_one_control_per_label,
     field_error,
-    label_holders,
     post,
     value_of,
 )
@@ -243,6 +243,7 @@ def test_restore_over_the_request_limit_is_a_clear_error(
 
 def test_each_label_names_one_control(client: FlaskClient) -> None:
     """A browser test's get_by_label finds one control per label (strict mode)."""
-    html = client.get("/system/").get_data(as_text=True)
-    for label in ["Current password", "New password again", "Backup file", "Module", "Token name"]:
-        assert label_holders(html, label) == 1, label
+    assert_one_control_per_label(
+        client.get("/system/").get_data(as_text=True),
+        ["Current password", "New password again", "Backup file", "Module", "Token name"],
+    )

@@ -370,3 +370,8 @@ def label_holders(html: str, text: str) -> int:
         if ident in targets and wanted in re.sub(r"<[^>]+>", "", body).lower():
             count += referrers[ident]
     return count
+
+
+def assert_one_control_per_label(html: str, labels: list[str]) -> None:
+    for label in labels:
+        assert label_holders(html, label) == 1, label
