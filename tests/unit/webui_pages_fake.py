@@ -375,3 +375,9 @@ def label_holders(html: str, text: str) -> int:
 def assert_one_control_per_label(html: str, labels: list[str]) -> None:
     for label in labels:
         assert label_holders(html, label) == 1, label
+
+
+def csrf_refused(response: Any) -> bool:
+    """A form POST without the CSRF token is refused: 403 (the API's JSON
+    answer) or 400 (a page's "form expired" answer), never done."""
+    return response.status_code in (400, 403)
