@@ -226,6 +226,7 @@ def test_leases_paginated(client: FlaskClient, control: PagesControl) -> None:
     html = client.get("/dhcp/?offset=100").get_data(as_text=True)
     assert ("table", "dhcp_leases", 100, 100, {}) in control.calls
     assert "101–200 of 230" in html
+    assert "230 leases; the range holds 150 addresses." in html
     assert "offset=0" in html and "offset=200" in html
 
 
