@@ -92,6 +92,8 @@ def test_query_log_search_and_device_filter_exactly(
         re.findall(r'<td data-label="Device">.*?</td>', html, re.S)
     )
     assert '<option value="192.168.1.10" selected>' in html
+    assert '<option value="192.168.1.77" >192.168.1.77</option>' in html  # a client, no device
+    assert html.count('<option value="192.168.1.100"') == 1
     assert 'value="host1"' in html  # the search box keeps its text
 
 

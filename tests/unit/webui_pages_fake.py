@@ -245,7 +245,10 @@ class PagesControl(FakeControl):
                 {"name": "example.com", "count": 20},
             ],
             "top_blocked": [{"name": "ads.example.net", "count": 12}],
-            "top_clients": [{"name": "192.168.1.100", "count": 100}],
+            "top_clients": [
+                {"name": "192.168.1.100", "count": 100},
+                {"name": "192.168.1.77", "count": 3},
+            ],
         }
 
     def blocklists(self) -> list[dict[str, Any]]:
