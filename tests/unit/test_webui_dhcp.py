@@ -7,7 +7,15 @@ from __future__ import annotations
 from flask.testing import FlaskClient
 
 from tests.unit import webui_pages_fake as fake
-from tests.unit.webui_pages_fake import HOSTILE_HOST, PagesControl, field_error, post, value_of
+from tests.unit.webui_pages_fake import (
+    HOSTILE_HOST,
+    PagesControl,
+    assert_one_control_per_label,
+    csrf_refused,
+    field_error,
+    post,
+    value_of,
+)
 
 app, client, control = fake.app, fake.client, fake.control
 
@@ -201,7 +209,7 @@ def test_post_without_csrf_token_is_refused(client: FlaskClient, control: PagesC
     response = client.post(
         "/dhcp/reservations", data={"mac": "02:00:00:00:00:09", "address": "192.168.1.20"}
     )
-    assert response.status_code == 400
+    assert csrf_refused(response)
     assert control.applied == []
 
 
@@ -218,4 +226,20 @@ def test_leases_paginated(client: FlaskClient, control: PagesControl) -> None:
     html = client.get("/dhcp/?offset=100").get_data(as_text=True)
     assert ("table", "dhcp_leases", 100, 100, {}) in control.calls
     assert "101–200 of 230" in html
+    assert "230 leases; the range holds 150 addresses." in html
     assert "offset=0" in html and "offset=200" in html
+
+
+def test_each_label_names_one_control(client: FlaskClient) -> None:
+    """A browser test's get_by_label finds one control per label (strict mode)."""
+    assert_one_control_per_label(
+        client.get("/dhcp/").get_data(as_text=True),
+        [
+            "MAC address",
+            "IP address",
+            "Hostname",
+            "Lease time",
+            "First address",
+            "Last address",
+        ],
+    )

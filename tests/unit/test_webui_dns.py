@@ -12,10 +12,28 @@ import re
 from flask.testing import FlaskClient
 
 from tests.unit import webui_pages_fake as fake
-from tests.unit.webui_pages_fake import HOSTILE_QUERY, PagesControl, field_error, post, value_of
+from tests.unit.webui_pages_fake import (
+    HOSTILE_QUERY,
+    PagesControl,
+    assert_one_control_per_label,
+    csrf_refused,
+    field_error,
+    post,
+    value_of,
+)
 from webui.views.dns import upload_name
 
 app, client, control = fake.app, fake.client, fake.control
+#: the labels the lead's browser tests find the controls by
+LABELS = [
+    "Blocklist URL",
+    "Blocklist file",
+    "Always allow",
+    "Always block",
+    "Search domains",
+    "Device",
+    "Upstream DNS servers",
+]
 
 
 def refused(response: object) -> str:
@@ -40,14 +58,7 @@ def test_page_shows_everything_with_hostile_names_escaped(client: FlaskClient) -
     assert textarea(html, "f-deny") == "tracker.example.net"
     assert '<td data-label="Group">kids</td>' in html
     assert 'id="grp-0-name"' not in html  # a group's form shows after "Edit"
-    for label in (
-        "Blocklist URL",
-        "Blocklist file",
-        "Always allow",
-        "Always block",
-        "Search domains",
-        "Device",
-    ):
+    for label in LABELS:
         assert re.search(rf'<label for="f-[a-z_]+">{label}</label>', html), label
     for button in (
         "Add blocklist",
@@ -81,6 +92,8 @@ def test_query_log_search_and_device_filter_exactly(
         re.findall(r'<td data-label="Device">.*?</td>', html, re.S)
     )
     assert '<option value="192.168.1.10" selected>' in html
+    assert '<option value="192.168.1.77" >192.168.1.77</option>' in html  # a client, no device
+    assert html.count('<option value="192.168.1.100"') == 1
     assert 'value="host1"' in html  # the search box keeps its text
 
 
@@ -226,6 +239,11 @@ def test_hostile_blocklist_error_text_escaped(client: FlaskClient, control: Page
 
 
 def test_posts_without_csrf_token_are_refused(client: FlaskClient, control: PagesControl) -> None:
-    assert client.post("/dns/lists", data={"deny": "x.example"}).status_code == 400
-    assert client.post("/dns/blocklists/refresh").status_code == 400
+    assert csrf_refused(client.post("/dns/lists", data={"deny": "x.example"}))
+    assert csrf_refused(client.post("/dns/blocklists/refresh"))
     assert control.applied == [] and ("blocklists_refresh",) not in control.calls
+
+
+def test_each_label_names_one_control(client: FlaskClient) -> None:
+    """A browser test's get_by_label finds one control per label (strict mode)."""
+    assert_one_control_per_label(client.get("/dns/").get_data(as_text=True), LABELS)

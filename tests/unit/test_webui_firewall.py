@@ -12,7 +12,15 @@ from flask.testing import FlaskClient
 
 from homegw.control import Conflict
 from tests.unit import webui_pages_fake as fake
-from tests.unit.webui_pages_fake import HOSTILE_HOST, PagesControl, field_error, post, value_of
+from tests.unit.webui_pages_fake import (
+    HOSTILE_HOST,
+    PagesControl,
+    assert_one_control_per_label,
+    csrf_refused,
+    field_error,
+    post,
+    value_of,
+)
 
 app, client, control = fake.app, fake.client, fake.control
 
@@ -179,8 +187,8 @@ def test_drop_counters_most_first_without_passes(client: FlaskClient) -> None:
 
 
 def test_post_without_csrf_token_is_refused(client: FlaskClient, control: PagesControl) -> None:
-    assert client.post("/firewall/forwards", data=NEW_FORWARD).status_code == 400
-    assert client.post("/firewall/wan-ping", data={}).status_code == 400
+    assert csrf_refused(client.post("/firewall/forwards", data=NEW_FORWARD))
+    assert csrf_refused(client.post("/firewall/wan-ping", data={}))
     assert control.applied == []
 
 
@@ -195,3 +203,19 @@ def test_a_conflict_comes_back_to_the_page_as_a_message(
     assert response.status_code == 302 and response.headers["Location"].endswith("/firewall/")
     html = client.get("/firewall/").get_data(as_text=True)
     assert "the running config is kept: &lt;b&gt;boom&lt;/b&gt;" in html
+
+
+def test_each_label_names_one_control(client: FlaskClient) -> None:
+    """A browser test's get_by_label finds one control per label (strict mode)."""
+    assert_one_control_per_label(
+        client.get("/firewall/").get_data(as_text=True),
+        [
+            "Name",
+            "Protocol",
+            "External port",
+            "Internal address",
+            "Internal port",
+            "DMZ host",
+            "WAN ping",
+        ],
+    )

@@ -18,6 +18,8 @@ from tests.unit.webui_pages_fake import (
     HOSTILE_HOST,
     PASSWORD,
     PagesControl,
+    assert_one_control_per_label,
+    csrf_refused,
     field_error,
     post,
     value_of,
@@ -224,9 +226,9 @@ def test_posts_without_csrf_token_are_refused(
         "new_password": NEW_PASSWORD,
         "new_password_again": NEW_PASSWORD,
     }
-    assert client.post("/system/password", data=data).status_code == 400
-    assert client.post("/system/restart").status_code == 400
-    assert client.post("/system/tokens", data={"token_name": "x"}).status_code == 400
+    assert csrf_refused(client.post("/system/password", data=data))
+    assert csrf_refused(client.post("/system/restart"))
+    assert csrf_refused(client.post("/system/tokens", data={"token_name": "x"}))
     assert ("restart_appliance",) not in control.calls
     assert app.extensions["homegw"].auth.check_login("admin", PASSWORD)
 
@@ -238,3 +240,11 @@ def test_restore_over_the_request_limit_is_a_clear_error(
     assert response.status_code == 302
     assert "too big" in client.get("/system/").get_data(as_text=True)
     assert control.applied == []
+
+
+def test_each_label_names_one_control(client: FlaskClient) -> None:
+    """A browser test's get_by_label finds one control per label (strict mode)."""
+    assert_one_control_per_label(
+        client.get("/system/").get_data(as_text=True),
+        ["Current password", "New password again", "Backup file", "Module", "Token name"],
+    )

@@ -245,7 +245,10 @@ class PagesControl(FakeControl):
                 {"name": "example.com", "count": 20},
             ],
             "top_blocked": [{"name": "ads.example.net", "count": 12}],
-            "top_clients": [{"name": "192.168.1.100", "count": 100}],
+            "top_clients": [
+                {"name": "192.168.1.100", "count": 100},
+                {"name": "192.168.1.77", "count": 3},
+            ],
         }
 
     def blocklists(self) -> list[dict[str, Any]]:
@@ -350,3 +353,34 @@ def value_of(html: str, field_id: str) -> str | None:
     assert control is not None, f"no input {field_id} in the page"
     value = re.search(r'value="([^"]*)"', control.group(0))
     return value.group(1) if value else None
+
+
+def label_holders(html: str, text: str) -> int:
+    """How many things on the page a browser test's get_by_label(text) finds
+    (Playwright matches a label, an aria-label or the text of an
+    aria-labelledby target that contains `text`, case-insensitively)."""
+    import re
+
+    wanted = text.lower()
+    labels = re.findall(r"<label[^>]*>(.*?)</label>", html, re.S)
+    named = re.findall(r'aria-label="([^"]*)"', html)
+    targets = set(re.findall(r'aria-labelledby="([^"]*)"', html))
+    referrers = {
+        ident: len(re.findall(rf'aria-labelledby="{re.escape(ident)}"', html)) for ident in targets
+    }
+    count = sum(wanted in label.lower() for label in labels + named)
+    for ident, body in re.findall(r'<h[1-6] id="([^"]+)"[^>]*>(.*?)</h[1-6]>', html, re.S):
+        if ident in targets and wanted in re.sub(r"<[^>]+>", "", body).lower():
+            count += referrers[ident]
+    return count
+
+
+def assert_one_control_per_label(html: str, labels: list[str]) -> None:
+    for label in labels:
+        assert label_holders(html, label) == 1, label
+
+
+def csrf_refused(response: Any) -> bool:
+    """A form POST without the CSRF token is refused: 403 (the API's JSON
+    answer) or 400 (a page's "form expired" answer), never done."""
+    return response.status_code in (400, 403)

@@ -55,10 +55,12 @@ def _page(errors: Errors | None = None, **values: Any) -> str:
     dhcp = control().config_get("dhcp")
     leases = control().table("dhcp_leases", offset_arg(), ROWS_PER_PAGE)
     reservations = list(dhcp.get("reservations", []))
+    defaults = _default_range()
     return render(
         "dhcp.html",
         dhcp=dhcp,
-        default_range=_default_range(),
+        default_range=defaults,
+        pool_size=_pool_size(dhcp, defaults),
         settings=values.get("settings") or _settings_of(dhcp),
         reservations=reservations,
         reserved={mac_of(r) for r in reservations},
@@ -81,6 +83,13 @@ def _default_range() -> tuple[str, str]:
     address = control().config_get("lan").get("address", "192.168.1.1/24")
     start, end = default_range(ipaddress.IPv4Interface(address))
     return str(start), str(end)
+
+
+def _pool_size(dhcp: dict[str, Any], defaults: tuple[str, str]) -> int:
+    """How many addresses the dynamic range holds."""
+    start = ipaddress.IPv4Address(dhcp.get("range_start", defaults[0]))
+    end = ipaddress.IPv4Address(dhcp.get("range_end", defaults[1]))
+    return max(0, int(end) - int(start) + 1)
 
 
 def _settings_of(dhcp: dict[str, Any]) -> dict[str, str]:

@@ -61,6 +61,7 @@ def _page(errors: Errors | None = None, **values: Any) -> str:
     devices = control().devices()
     search, device = request.args.get("q", "").strip(), request.args.get("device", "").strip()
     queries = _queries(search, device)
+    stats = control().dns_stats(TOP)
     return render(
         "dns.html",
         upstreams=values.get("upstreams", control().config_get("wan").get("dns", [])),
@@ -72,12 +73,12 @@ def _page(errors: Errors | None = None, **values: Any) -> str:
         new_group=values.get("new_group", {}),
         edited_groups=values.get("edited_groups", {}),
         editing_group=editing_arg("edit_group"),
-        stats=control().dns_stats(TOP),
+        stats=stats,
         queries=queries,
         pager=Pager.of(queries),
         search=search,
         device=device,
-        device_options=_device_options(devices),
+        device_options=_device_options(devices, stats.get("top_clients", [])),
         names=_names(devices),
         errors=errors or {},
     )
@@ -104,11 +105,17 @@ def _queries(search: str, device: str) -> TablePage:
     return TablePage(len(mine), offset, ROWS_PER_PAGE, mine[offset : offset + ROWS_PER_PAGE])
 
 
-def _device_options(devices: list[dict[str, Any]]) -> list[tuple[str, str]]:
+def _device_options(
+    devices: list[dict[str, Any]], top_clients: list[dict[str, Any]]
+) -> list[tuple[str, str]]:
+    """The Device select: every known device's addresses, then the clients of
+    the query log the gateway knows no device for."""
     options = [("", "All devices")]
     for device in devices:
         for address in device.get("addresses", []):
             options.append((address, f"{device.get('name') or device.get('mac')} ({address})"))
+    known = {value for value, _ in options}
+    options += [(c["name"], c["name"]) for c in top_clients if c.get("name") not in known]
     return options
 
 
