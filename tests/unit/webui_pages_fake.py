@@ -381,6 +381,10 @@ def assert_one_control_per_label(html: str, labels: list[str]) -> None:
 
 
 def csrf_refused(response: Any) -> bool:
-    """A form POST without the CSRF token is refused: 403 (the API's JSON
-    answer) or 400 (a page's "form expired" answer), never done."""
-    return response.status_code in (400, 403)
+    """A page form POST without the CSRF token gets the "form expired" page
+    (400, HTML, saying to reload), never done."""
+    return (
+        response.status_code == 400
+        and response.mimetype == "text/html"
+        and "Reload the page" in response.get_data(as_text=True)
+    )
