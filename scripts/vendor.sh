@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Brings the web UI's one third-party asset, uPlot (the charts), into the
-# git-ignored webui/static/vendor/: the npm package at a pinned version,
-# checked against its pinned sha512 integrity, its dist .min.js and .min.css
-# copied out. Idempotent: does nothing when the pinned version is there.
+# git-ignored webui/static/vendor/: the npm package's tarball at a pinned
+# version, straight from the npm registry with curl (no Node.js needed on the
+# machine), checked against its pinned sha512 integrity, its dist .min.js and
+# .min.css copied out. Idempotent: does nothing when the pinned version is
+# there. `vendor.sh --check` only says (exit 0 or 1) whether it is there.
 # Fails loudly (non-zero, a message on stderr) when it cannot fetch or check
 # the package: the appliance never serves pages whose charts are missing.
 set -euo pipefail
@@ -24,16 +26,17 @@ present() {
 if present; then
   exit 0
 fi
-command -v npm >/dev/null || fail "npm is needed to fetch uPlot $UPLOT_VERSION (apt-get install npm)"
+[ "${1:-}" = "--check" ] && exit 1
+REGISTRY="${NPM_CONFIG_REGISTRY:-https://registry.npmjs.org}"
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-(cd "$work" && npm pack --silent "uplot@$UPLOT_VERSION" >/dev/null) \
-  || fail "npm could not fetch uplot@$UPLOT_VERSION"
 tarball="$work/uplot-$UPLOT_VERSION.tgz"
-[ -f "$tarball" ] || fail "npm pack left no $tarball"
-actual=$(node -e 'const c = require("crypto"), f = require("fs");
-  process.stdout.write("sha512-" + c.createHash("sha512").update(f.readFileSync(process.argv[1])).digest("base64"))' "$tarball")
+curl -fsSL --retry 3 -o "$tarball" "${REGISTRY%/}/uplot/-/uplot-$UPLOT_VERSION.tgz" \
+  || fail "could not download uplot@$UPLOT_VERSION from $REGISTRY"
+actual=$(python3 -c 'import base64, hashlib, sys
+digest = hashlib.sha512(open(sys.argv[1], "rb").read()).digest()
+print("sha512-" + base64.b64encode(digest).decode())' "$tarball")
 [ "$actual" = "$UPLOT_INTEGRITY" ] || fail "uplot-$UPLOT_VERSION.tgz is not the pinned package ($actual)"
 
 tar -xzf "$tarball" -C "$work"
