@@ -158,7 +158,8 @@ class Control(Protocol):
         datapath's device table, neighbours, the ``devices`` config section),
         one per MAC, sorted by name: {mac, name (user-given, else the DHCP
         hostname, else None), user_name, hostname, vendor (from the OUI, or
-        None), addresses [IPv4 text], online (bool), first_seen, last_seen
+        None), random_mac (bool: locally administered, so no vendor),
+        addresses [IPv4 text], online (bool), first_seen, last_seen
         (unix seconds or None), paused (bool), reserved_address (or None),
         lease_expires (unix seconds or None), today {from_bytes, to_bytes}
         (since local midnight), total {from_bytes, to_bytes, from_packets,

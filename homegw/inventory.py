@@ -280,6 +280,8 @@ class Inventory:
         """The config document (config_to_dict) with the device's entry changed."""
         if not isinstance(changes, Mapping):
             raise ConfigRejected([Problem("devices", "changes must be a mapping")])
+        if "mac" in changes:
+            raise ConfigRejected([Problem("devices.mac", "a device's MAC cannot be changed")])
         return {**config, "devices": edited_devices(config.get("devices", []), mac, changes)}
 
 

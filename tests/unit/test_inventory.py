@@ -10,8 +10,10 @@ import json
 import pytest
 
 from homegw.config import ConfigError, parse_config
+from homegw.control import ConfigRejected
 from homegw.dataplane.devices import DeviceTraffic
 from homegw.inventory import (
+    Inventory,
     LeaseInfo,
     ReservationInfo,
     Sources,
@@ -179,3 +181,11 @@ def test_device_set_edits_makes_and_removes_entries() -> None:
     with pytest.raises(ConfigError) as error:
         parse_config({**BASE, "devices": [{"mac": "02:00:00:00:00:0b"}, *kept_for_the_config]})
     assert error.value.lines()[0].startswith("devices.1.paused: ")
+
+
+def test_device_set_cannot_change_the_mac() -> None:
+    with pytest.raises(ConfigRejected) as error:
+        Inventory(None).config_with(
+            {"devices": []}, "02:00:00:00:00:0a", {"mac": "02:00:00:00:00:0b"}
+        )
+    assert [p.loc for p in error.value.problems] == ["devices.mac"]
