@@ -118,8 +118,8 @@ def test_pause_stops_a_running_download_and_resume_lets_it_go_on(
     download = home.popen("h1", argv, stderr=subprocess.PIPE)
     try:
         wait_growing(out)
-        at_pause = size(out)
         result = mgmt.device_set(H1_MAC, {"paused": True})
+        at_pause = size(out)  # applied by now (the config apply took a while at 1 MB/s)
         assert (result.changed, result.applied.get("devices")) == (["devices"], "maps")
         assert mgmt.config_get()["devices"] == [{"mac": H1_MAC, "paused": True}]
         stalled = wait_stalled(out)
