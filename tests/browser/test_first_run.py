@@ -99,6 +99,7 @@ def test_first_run_sets_the_password_and_the_network(
     page.wait_for_url(f"{new_base}/**", timeout=120_000)  # sent on by the page itself
     fresh.base = new_base
     expect(page.get_by_label("Password")).to_be_visible()  # a new origin: log in again
+    shoot(page, "login")
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Log in").click()
     page.wait_for_url(f"{new_base}/")

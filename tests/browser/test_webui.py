@@ -267,12 +267,20 @@ def nav_links(page: Page) -> list[str]:
     )
 
 
+#: pages reached from the navigation's pages, not in it: name -> path
+DEEPER = {
+    "device": "/devices/02:48:47:00:00:01",
+    "table-nat-sessions": "/modules/tables/nat_sessions",
+}
+
+
 def test_every_page_works_at_phone_and_desktop_width(page: Page, shoot) -> None:
     links = nav_links(page)
     assert len(links) >= 7, links
-    for link in links:
-        page.goto(link)
-        name = link.strip("/") or "overview"
+    named = {link.strip("/") or "overview": link for link in links} | DEEPER
+    for name, link in named.items():
+        answer = page.goto(link)
+        assert answer is not None and answer.status == 200, link
         for width in (1280, 360):
             page.set_viewport_size({"width": width, "height": 800})
             overflow = page.evaluate("document.documentElement.scrollWidth")
