@@ -39,7 +39,7 @@ def change_password(
 def test_page_shows_version_tokens_and_labels(client: FlaskClient) -> None:
     html = client.get("/system/").get_data(as_text=True)
     assert '<dd id="version">0.3.1</dd>' in html
-    assert "1d 2h" in html  # 93784 s of uptime
+    assert "1 day 2 h" in html  # 93784 s of uptime
     for label in (
         "Current password",
         "New password",

@@ -103,10 +103,10 @@ def format_bytes(value: Any) -> str:
 
 
 def format_time(value: Any) -> str:
-    """Unix seconds -> "2026-12-01 14:05" in the gateway's local time."""
+    """Unix seconds -> "2026-12-01 14:05:09" in the gateway's local time."""
     if not isinstance(value, int | float) or value <= 0:
         return "–"
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(value))
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
 
 
 def format_duration(value: Any) -> str:

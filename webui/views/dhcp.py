@@ -16,7 +16,7 @@ from typing import Any
 from flask import Blueprint, Response
 
 from homegw.modules.dhcp.config import default_range
-from webui.views.common import apply_section, control, render
+from webui.views.common import apply_section, control, offset_arg, render
 from webui.views.formtools import (
     ROWS_PER_PAGE,
     STALE,
@@ -26,7 +26,6 @@ from webui.views.formtools import (
     editing_arg,
     failed,
     install,
-    offset_arg,
     saved,
     still_there,
     text,

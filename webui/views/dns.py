@@ -19,7 +19,7 @@ from flask import Blueprint, Response, request
 
 from homegw.control import ConfigRejected
 from homegw.control import Page as TablePage
-from webui.views.common import FormResult, apply_section, control, render
+from webui.views.common import FormResult, apply_section, control, offset_arg, render
 from webui.views.formtools import (
     ROWS_PER_PAGE,
     STALE,
@@ -30,7 +30,6 @@ from webui.views.formtools import (
     failed,
     install,
     lines,
-    offset_arg,
     saved,
     still_there,
     text,

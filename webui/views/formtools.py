@@ -47,12 +47,6 @@ def port_or_range(value: str) -> Any:
     return int(value) if value.isdigit() else value
 
 
-def offset_arg() -> int:
-    """The ``offset`` query parameter of a paged table (0 when absent or bad)."""
-    value = request.args.get("offset", "")
-    return min(int(value), MAX_OFFSET) if value.isdigit() else 0
-
-
 def editing_arg(name: str = "edit") -> int | None:
     """The row of a list shown for editing (``?edit=<index>``), if any."""
     value = request.args.get(name, "")
@@ -100,17 +94,16 @@ class Pager:
         return cls(page.total, first, page.offset + shown, previous, following)
 
 
-def utc(seconds: float, separator: str = " ") -> str:
-    """Unix seconds as ``2026-12-01 15:56:58`` (UTC), for the ``utc`` filter."""
-    moment = datetime.fromtimestamp(float(seconds), tz=UTC)
-    return moment.strftime(f"%Y-%m-%d{separator}%H:%M:%S")
+def iso_utc(seconds: float) -> str:
+    """Unix seconds as ``2026-12-01T15:56:58Z``, for <time datetime> (the
+    ``iso_utc`` filter; people read the ``time`` filter's local time)."""
+    return datetime.fromtimestamp(float(seconds), tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def install(bp: Blueprint) -> None:
     """The template filters, and the page's answer to an upload over the
     request limit (a message on the page, not the API's JSON)."""
-    bp.add_app_template_filter(utc, "utc")
-    bp.add_app_template_filter(span, "span")
+    bp.add_app_template_filter(iso_utc, "iso_utc")
     index = f"{bp.name}.index"
 
     def too_big(exc: RequestEntityTooLarge) -> Response:
@@ -141,17 +134,6 @@ def _message(exc: Exception) -> str:
 
 def _mib(config: Any) -> int:
     return int(config.get("MAX_CONTENT_LENGTH") or 0) // (1024 * 1024)
-
-
-def span(seconds: float) -> str:
-    """A duration for people: ``2h 5m``, ``45s`` (the ``span`` filter)."""
-    left = max(0, int(seconds))
-    days, left = divmod(left, 86400)
-    hours, left = divmod(left, 3600)
-    minutes, secs = divmod(left, 60)
-    parts = [(days, "d"), (hours, "h"), (minutes, "m")]
-    shown = [f"{n}{unit}" for n, unit in parts if n][:2]
-    return " ".join(shown) if shown else f"{secs}s"
 
 
 STALE = "The list changed meanwhile (another window or user): nothing was changed; look again."
