@@ -281,6 +281,7 @@ def test_every_page_works_at_phone_and_desktop_width(page: Page, shoot) -> None:
     for name, link in named.items():
         answer = page.goto(link)
         assert answer is not None and answer.status == 200, link
+        assert_security_headers(answer.headers, link)
         for width in (1280, 360):
             page.set_viewport_size({"width": width, "height": 800})
             overflow = page.evaluate("document.documentElement.scrollWidth")
@@ -289,6 +290,21 @@ def test_every_page_works_at_phone_and_desktop_width(page: Page, shoot) -> None:
         assert unlabelled_controls(page) == [], link
         assert post_forms_without_csrf(page) == [], link
         shoot(page, name)
+
+
+def assert_security_headers(headers: dict[str, str], link: str) -> None:
+    csp = headers["content-security-policy"]
+    assert "unsafe-inline" not in csp and "unsafe-eval" not in csp, (link, csp)
+    assert "frame-ancestors 'none'" in csp and "script-src 'self'" in csp, (link, csp)
+    assert headers["x-content-type-options"] == "nosniff", link
+    assert headers["referrer-policy"] == "no-referrer", link
+
+
+def test_the_session_cookie_is_httponly_and_samesite_strict(page: Page) -> None:
+    cookies = {c["name"]: c for c in page.context.cookies()}
+    session = cookies["homegw_session"]
+    assert session["httpOnly"] and session["sameSite"] == "Strict", session
+    assert page.evaluate("document.cookie") == ""  # no script can read any of them
 
 
 def unlabelled_controls(page: Page) -> list[str]:
