@@ -135,7 +135,7 @@ class Client:
 
 def pages(client: Client, devices: list[tuple[str, str]]) -> list[str]:
     html = client.get("/")[0].decode()
-    nav = re.search(r'<nav aria-label="Main">(.*?)</nav>', html, re.S)
+    nav = re.search(r'<nav aria-label="Main"[^>]*>(.*?)</nav>', html, re.S)
     assert nav, "no main navigation in the Overview's HTML"
     links = re.findall(r'href="([^"]+)"', nav.group(1))
     return [

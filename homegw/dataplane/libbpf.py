@@ -5,6 +5,7 @@ creation). Every failure raises OSError with the path or the call named."""
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 from pathlib import Path
 
@@ -129,6 +130,36 @@ def update(fd: int, key: ctypes._CData, value: ctypes._CData, flags: int = BPF_A
 def delete(fd: int, key: ctypes._CData) -> bool:
     """Remove the entry of key; False if there was none."""
     return _lib().bpf_map_delete_elem(fd, ctypes.byref(key)) == 0
+
+
+def lookup_batch(
+    fd: int,
+    token_in: ctypes.Array | None,
+    token_out: ctypes.Array,
+    keys: ctypes.Array,
+    values: ctypes.Array,
+    count: ctypes.c_uint32,
+) -> bool:
+    """One BPF_MAP_LOOKUP_BATCH: up to count entries after the position in
+    token_in (None: from the start) into keys/values, their number into
+    count, the next position into token_out. False when the map has no more
+    after these (the last batch, possibly with entries)."""
+    lib = _lib()
+    lib.bpf_map_lookup_batch.restype = ctypes.c_int
+    rc = lib.bpf_map_lookup_batch(
+        fd,
+        ctypes.byref(token_in) if token_in is not None else None,
+        ctypes.byref(token_out),
+        ctypes.byref(keys),
+        ctypes.byref(values),
+        ctypes.byref(count),
+        None,
+    )
+    if rc == 0:
+        return True
+    if -rc == errno.ENOENT or ctypes.get_errno() == errno.ENOENT:
+        return False
+    raise _error("map lookup batch")
 
 
 def next_key(fd: int, key: ctypes._CData | None, out: ctypes._CData) -> bool:

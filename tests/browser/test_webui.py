@@ -176,6 +176,11 @@ def test_a_port_forward_lets_a_wan_host_reach_a_lan_server(
     expect(page.locator("main")).to_contain_text("nas web")
     assert from_isp(gateway, url).stdout == lan_server
     shoot(page, "firewall")
+    # the connection is in the NAT module's session table, as the table view shows it
+    page.goto("/modules/tables/nat_sessions?external_port=8080")
+    row = page.locator("tbody tr").filter(has_text=gateway.home.isp_address).first
+    expect(row).to_contain_text("tcp")
+    expect(row).to_contain_text("8080")
 
 
 # -- IO modules --------------------------------------------------------------

@@ -30,6 +30,7 @@ BPF_TABLE_PINNED("array", u32, u64, t_array, 4, "{pin}/t_array");
 BPF_TABLE_PINNED("percpu_array", u32, struct pair, t_percpu, 2, "{pin}/t_percpu");
 BPF_TABLE_PINNED("percpu_array", u32, u32, t_percpu32, 2, "{pin}/t_percpu32");
 BPF_TABLE_PINNED("percpu_hash", u64, u64, t_percpu_hash, 8, "{pin}/t_percpu_hash");
+BPF_TABLE_PINNED("hash", u64, u32, t_hash64, 5000, "{pin}/t_hash64");
 BPF_TABLE_PINNED("lpm_trie", struct lpm_key, u32, t_lpm, 16, "{pin}/t_lpm", BPF_F_NO_PREALLOC);
 int touch(struct xdp_md *ctx) {
     u32 k = 0;
@@ -39,7 +40,7 @@ int touch(struct xdp_md *ctx) {
     u64 h = 0;
     if (v) (*v)++;
     t_hash.lookup(&p); t_percpu.lookup(&k); t_percpu32.lookup(&k);
-    t_percpu_hash.lookup(&h); t_lpm.lookup(&l);
+    t_percpu_hash.lookup(&h); t_lpm.lookup(&l); t_hash64.lookup(&h);
     return XDP_PASS;
 }
 """
@@ -120,6 +121,17 @@ def test_hash_written_by_bcc_read_by_adapter_and_back(bcc_maps, pin_dir: str) ->
     assert [k.a for k in theirs] == [8]
     ours.clear()
     assert len(theirs) == 0
+    ours.close()
+
+
+def test_a_big_hash_is_read_in_batches_whole_and_exact(bcc_maps, pin_dir: str) -> None:
+    ours = adapter(bcc_maps, pin_dir, "t_hash64")
+    assert ours.items() == []
+    theirs = bcc_maps["t_hash64"]
+    for i in range(4500):  # more than one batch (BATCH = 4096)
+        theirs[theirs.Key(i * 7919)] = theirs.Leaf(i)
+    read = {key.value: value.value for key, value in ours.items()}
+    assert read == {i * 7919: i for i in range(4500)}
     ours.close()
 
 

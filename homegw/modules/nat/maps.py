@@ -309,6 +309,20 @@ class NatMaps:
                 value.remote_bucket,
             )
 
+    def session_views(self) -> Iterator[tuple[int, int, str, int, int, int]]:
+        """(proto, ext_port, remote address text, remote_port, last_seen ns,
+        origin) of every session: for the sessions table, which shows 10,000
+        of them in a page's time budget (no SessionEntry, no IPv4Address)."""
+        for key, value in self._sessions.items():
+            yield (
+                key.proto,
+                host16(key.ext_port),
+                socket.inet_ntoa(key.remote_addr.to_bytes(4, "little")),
+                host16(key.remote_port),
+                value.last_seen,
+                value.origin,
+            )
+
     def delete_session(self, entry: SessionEntry) -> bool:
         key = self._sessions.Key(
             be32(entry.remote), net16(entry.remote_port), net16(entry.ext_port), entry.proto

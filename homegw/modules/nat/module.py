@@ -339,16 +339,17 @@ class NatModule(IOModule):
 
     def _session_rows(self) -> list[dict]:
         assert self.maps is not None
+        now_ns = time.monotonic_ns()
         return [
             {
-                "protocol": PROTOCOL_NAMES.get(s.proto, str(s.proto)),
-                "external_port": s.ext_port,
-                "remote": str(s.remote),
-                "remote_port": s.remote_port,
-                "inbound": bool(s.origin),
-                "idle_s": _idle_seconds(s.last_seen_ns),
+                "protocol": PROTOCOL_NAMES.get(proto, str(proto)),
+                "external_port": ext_port,
+                "remote": remote,
+                "remote_port": remote_port,
+                "inbound": bool(origin),
+                "idle_s": round(max(0, now_ns - last_seen) / 1e9, 1),
             }
-            for s in self.maps.sessions()
+            for proto, ext_port, remote, remote_port, last_seen, origin in self.maps.session_views()
         ]
 
     def _binding_rows(self) -> list[dict]:
