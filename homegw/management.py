@@ -238,7 +238,7 @@ class Management:
         if app.dataplane:
             for loaded in app.dataplane.modules.values():
                 readers |= loaded.module.tables()
-        return readers | {  # the services' tables; devices joins the router's with leases
+        return readers | {  # the services' tables; devices is the inventory's
             "dhcp_leases": self._lease_rows,
             "dhcp_reservations": self._reservation_rows,
             "dns_queries": self._query_rows,
@@ -303,19 +303,14 @@ class Management:
         return dns.resolver.cache.rows(dns.resolver.clock()) if dns else []
 
     def _device_rows(self) -> list[Row]:
-        """MAC -> name, addresses, bytes: the router's per-device counters
-        joined with the DHCP leases."""
-        app = self.appliance
-        router = app.dataplane.modules.get("router") if app.dataplane else None
-        counted = router.module.tables()["devices"]() if router else []
-        devices: dict[str, Row] = {
-            row["mac"]: {**row, "hostname": None, "addresses": []} for row in counted
-        }
-        for lease in app.dhcp.leases() if app.dhcp else []:
-            row = devices.setdefault(lease.mac, {"mac": lease.mac, "addresses": []})
-            row["hostname"] = lease.hostname
-            row["addresses"].append(str(lease.ip))
-        return sorted(devices.values(), key=lambda row: row["mac"])
+        """The inventory's devices (the one merge of leases, the device table,
+        neighbours and the config) as flat table rows, by MAC."""
+        rows = []
+        for device in self.inventory.devices():
+            row = {k: v for k, v in device.items() if k not in ("today", "total")}
+            row |= {f"today_{k}": v for k, v in device["today"].items()}
+            rows.append(row | device["total"])
+        return sorted(rows, key=lambda row: row["mac"])
 
     # -- actions ---------------------------------------------------------
     def renew_wan_lease(self) -> None:

@@ -9,7 +9,7 @@ import contextlib
 import ctypes
 import logging
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +59,6 @@ class Devices:
         """Drop a device's counters (it left the network)."""
         with contextlib.suppress(KeyError):
             del self._table[ctypes.c_uint64(mac_key(mac))]
-
-    def rows(self) -> list[dict]:
-        return [{"mac": mac, **asdict(traffic)} for mac, traffic in sorted(self.read().items())]
 
 
 class DevicePolicy:

@@ -141,7 +141,7 @@ class Table(MutableMapping):
         return [value for _, value in self.items()]
 
     def items_lookup_batch(self) -> Iterator[tuple[Any, Any]]:
-        """bcc's batch read; here one lookup per entry, the same result."""
+        """bcc's batch read: items() (hash maps are read in batches there)."""
         yield from self.items()
 
     def clear(self) -> None:

@@ -268,7 +268,6 @@ class RouterModule(IOModule):
         return {
             "neighbours": self._neighbour_rows,
             "routes": self._route_rows,
-            "devices": self._device_rows,
         }
 
     def _neighbour_rows(self) -> list[dict]:
@@ -292,10 +291,6 @@ class RouterModule(IOModule):
             }
             for route in self.routes
         ]
-
-    def _device_rows(self) -> list[dict]:
-        assert self.maps is not None
-        return self.maps.devices.rows()
 
     def stats(self) -> dict:
         assert self.maps is not None
