@@ -209,7 +209,13 @@ def test_pool_exhaustion_gives_no_offer_and_a_clear_log_line(
     assert home.run("h3", argv, timeout=WAIT).returncode == 1  # no lease
     assert "bound" not in events.read_text()
     assert "DHCP pool exhausted: no address to offer to 02:48:47:00:00:03" in dhcp_logs.messages
-    assert service.stats()["offers"] == 2 and service.stats()["exhausted"] >= 1
+    # A slow machine may retransmit a DISCOVER and get a second offer for the
+    # same address, so the offer count is not exact; the leases are.
+    assert sorted(str(x.mac) for x in service.leases()) == [
+        "02:48:47:00:00:01",
+        "02:48:47:00:00:02",
+    ]
+    assert service.stats()["exhausted"] >= 1
 
 
 def test_arp_probe_finds_a_squatter_and_offers_another_address(
