@@ -224,6 +224,44 @@ class Control(Protocol):
         pool_nearly_full, flood_drops, module_failed."""
         ...
 
+    # -- DPI: applications and parental controls --------------------------
+    def apps(self) -> dict[str, Any]:
+        """The application database: {categories [{id (str), label}],
+        apps [{id (str), label, category (id), domains [patterns]}], source
+        (where it was loaded from), loaded_at (unix s)}."""
+        ...
+
+    def app_usage(
+        self, mac: str | None = None, hours: int = 24, bucket: str = "hour"
+    ) -> list[dict[str, Any]]:
+        """Per-application usage over the last `hours` (at most 30 days),
+        oldest first, by `bucket` ("hour" or "day", local days): [{start (unix
+        s of the bucket), mac, app (id; an unknown name's registrable domain),
+        category, up_bytes, down_bytes, packets, active_minutes}]; one device
+        when `mac` is given (NotFound for a MAC never seen)."""
+        ...
+
+    def top_apps(self, mac: str | None = None, hours: int = 24, limit: int = 10) -> list[dict[str, Any]]:
+        """The applications with the most bytes over the last `hours`, most
+        first: [{app, label, category, up_bytes, down_bytes, active_minutes}]."""
+        ...
+
+    def parental(self) -> dict[str, Any]:
+        """What the parental-control policies do now: {now (unix s),
+        devices [{mac, profile (name or None), blocked_apps [ids],
+        blocked_categories [ids], paused_until (unix s or None), budgets
+        [{rule, used_minutes, limit_minutes, exhausted}], rules [names of
+        the rules in force], next_change (unix s or None)}]}. The policies
+        themselves are the ``dpi`` config section (config_get/config_apply)."""
+        ...
+
+    def pause(self, target: str, minutes: int | None) -> ApplyResult:
+        """Pause a device (a MAC) or a profile (its name) for `minutes`
+        (None: until local midnight), as a config change of dpi.pauses;
+        minutes=0 ends a pause. ConfigRejected (loc ``dpi.pauses``) for an
+        unknown target or a bad duration."""
+        ...
+
     # -- metrics ---------------------------------------------------------
     def samples(self) -> Iterable[Sample]:
         """Every metric of the appliance and its modules, read now."""
