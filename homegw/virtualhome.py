@@ -151,6 +151,7 @@ class VirtualHome:
         webui_port: int = 80,
         dhcp_lease_time: str = "10m",
         big_file_mib: int = 4,
+        dns_records: dict[str, str] | None = None,
     ) -> None:
         _check_tag(tag)
         if not 1 <= n_hosts <= 9:
@@ -167,7 +168,7 @@ class VirtualHome:
         self.tmpdir: Path | None = None
         self.web_text = f"homegw virtual internet {tag}: hello from {WEB_SERVER}"
         self.web_file_sha256 = ""
-        self.dns_records = dict(DNS_RECORDS)
+        self.dns_records = {**DNS_RECORDS, **(dns_records or {})}
         self.isp_address = ISP_ADDRESS
         self.dns_server = DNS_SERVER
         self.web_server = WEB_SERVER

@@ -286,3 +286,21 @@ def test_question_is_echoed_in_the_clients_case(tmp_path: Path, name: str) -> No
     qlen = len(query) - wire.HEADER_LEN
     assert reply[wire.HEADER_LEN : wire.HEADER_LEN + qlen] == query[wire.HEADER_LEN :]
     assert struct.unpack_from(">H", reply, 6)[0] == 1
+
+
+def test_query_filter_blocks_per_client_and_a_failing_filter_blocks_nothing(
+    tmp_path: Path,
+) -> None:
+    r = make_resolver(tmp_path)
+    r.query_filter = lambda client, name: client == "192.168.1.50" and name.endswith("video.test")
+    assert answers(ask(r, "www.video.test", client="192.168.1.50")) == ["A 0.0.0.0"]
+    assert r.querylog.entries()[0].source == "blocked"
+    # another client goes upstream (none here: SERVFAIL), the filter said no
+    assert ask(r, "www.video.test", client="192.168.1.9").header.rcode == 2
+
+    def broken(client: str, name: str) -> bool:
+        raise RuntimeError("boom")
+
+    r.query_filter = broken
+    assert ask(r, "www.video.test", client="192.168.1.50").header.rcode == 2
+    assert r.stats.hook_errors == 1

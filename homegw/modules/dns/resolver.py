@@ -78,6 +78,9 @@ MAX_WAITING = 2048  # queries waiting for upstream answers, all clients together
 MAX_WAITING_PER_CLIENT = 256  # ... and from one client address
 
 AnswerHook = Callable[[str, str, list[str]], None]
+# (client address, query name) -> whether DPI's parental controls block the
+# name for that client now (an app or category blocked for the device)
+QueryFilter = Callable[[str, str], bool]
 Respond = Callable[[bytes | None], None]  # gets the reply (None: send nothing)
 
 
@@ -182,6 +185,7 @@ class Resolver:
         self.block_nxdomain = block_nxdomain
         self.clock = clock
         self.on_answer: AnswerHook | None = None
+        self.query_filter: QueryFilter | None = None
         self.fast_path: FastPathCache | None = None
         self.stats = ResolverStats()
         self._lock = threading.Lock()  # the cache: also read by other threads (stats)
@@ -211,6 +215,8 @@ class Resolver:
         policy = self.policies.for_client(client)
         if not policy.empty and policy.is_blocked(t.name):
             return None
+        if self._filtered(client, t.name):
+            return None  # the full path answers it as blocked
         qid = data[0] << 8 | data[1]
         qflags = data[2] << 8 | data[3]
         reply = render(t, qid, qflags, question, entry.elapsed(now), edns, limit)
@@ -278,7 +284,9 @@ class Resolver:
         if local is not None:
             self.stats.local += 1
             return Outcome(local, "local")
-        if self.policies.for_client(client).is_blocked(query.name):
+        if self.policies.for_client(client).is_blocked(query.name) or self._filtered(
+            client, query.name
+        ):
             self.stats.blocked += 1
             return Outcome(self._blocked(query), "blocked")
         now = self.clock()
@@ -288,6 +296,19 @@ class Resolver:
             self.stats.cache_hits += 1
             return Outcome(entry.template, "cache", entry.elapsed(now))
         return None
+
+    def _filtered(self, client: str, name: str) -> bool:
+        """Whether the query filter (DPI) blocks the name for this client; a
+        failing filter blocks nothing (counted)."""
+        check = self.query_filter
+        if check is None:
+            return False
+        try:
+            return check(client, name)
+        except Exception:
+            self.stats.hook_errors += 1
+            log.exception("query filter failed for %s", name)
+            return False
 
     # -- waiting for the upstreams ------------------------------------------------
     def _over_limit(self, client: str) -> bool:

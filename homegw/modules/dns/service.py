@@ -37,7 +37,7 @@ from homegw.modules.dns.liststore import list_sources
 from homegw.modules.dns.localnames import LocalNames
 from homegw.modules.dns.querylog import QueryLog, QueryLogEntry
 from homegw.modules.dns.rebind import RebindGuard
-from homegw.modules.dns.resolver import AnswerHook, Resolver
+from homegw.modules.dns.resolver import AnswerHook, QueryFilter, Resolver
 from homegw.modules.dns.servers import DnsServers
 from homegw.modules.dns.upstream import UpstreamClient
 
@@ -90,6 +90,16 @@ class DnsService:
     @on_answer.setter
     def on_answer(self, hook: AnswerHook | None) -> None:
         self.resolver.on_answer = hook
+
+    @property
+    def query_filter(self) -> QueryFilter | None:
+        """Asked as query_filter(client_ip, name) before a query is answered:
+        True answers it as blocked (DPI's parental controls)."""
+        return self.resolver.query_filter
+
+    @query_filter.setter
+    def query_filter(self, check: QueryFilter | None) -> None:
+        self.resolver.query_filter = check
 
     def upstreams(self) -> list[str]:
         """wan.dns first, then what the provider knows (e.g. from WAN DHCP)."""
