@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from homegw import interfaces, kernelpath
 from homegw.config import Config, config_diff
@@ -33,6 +33,9 @@ from homegw.modules.dns.service import DnsService
 from homegw.registry import MODULES, spec
 from webui import create_app
 from webui.server import WebServer
+
+if TYPE_CHECKING:  # the DPI service is imported with its module, when it is wanted
+    from homegw.modules.dpi.service import DpiService
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -129,9 +132,28 @@ class Appliance:
         module = self._module("dns")
         if module is not None:
             self.dns.set_fast_path(module.fast_path())  # type: ignore[attr-defined]
+        self.dns.on_answer = self._dpi_dns_answer
+        self.dns.query_filter = self._dpi_dns_blocked
         self.dns.start()
         if self.dhcp is not None:
             self.dhcp.subscribe_names(self.dns.lease_name_changed)
+
+    @property
+    def dpi(self) -> DpiService | None:
+        """The DPI module's slow path, while the module is loaded."""
+        module = self._module("dpi")
+        return getattr(module, "service", None)
+
+    def _dpi_dns_answer(self, client: str, name: str, addresses: list[str]) -> None:
+        """DNS answers attribute addresses to apps (through whichever DPI
+        module is loaded now: a reload replaces it)."""
+        dpi = self.dpi
+        if dpi is not None:
+            dpi.on_dns_answer(client, name, addresses)
+
+    def _dpi_dns_blocked(self, client: str, name: str) -> bool:
+        dpi = self.dpi
+        return dpi is not None and dpi.dns_blocked(client, name)
 
     def _wan_dns(self) -> list[str]:
         """Upstreams learned from the ISP (wan.dns from config come first)."""

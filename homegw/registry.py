@@ -55,7 +55,7 @@ MODULES: tuple[ModuleSpec, ...] = (
     ModuleSpec("router", RouterConfig, "homegw.modules.router.module:RouterModule", True),
     ModuleSpec("nat", NatConfig, "homegw.modules.nat.module:NatModule", True),
     ModuleSpec("dns", DnsConfig, "homegw.modules.dns.module:DnsModule"),
-    ModuleSpec("dpi", DpiConfig, None),
+    ModuleSpec("dpi", DpiConfig, "homegw.modules.dpi.module:DpiModule"),
     ModuleSpec("firewall", FirewallConfig, "homegw.modules.firewall.module:FirewallModule"),
 )
 

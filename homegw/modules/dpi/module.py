@@ -1,0 +1,100 @@
+"""The DPI IO module's control side: its datapath (dpi.bpf.c, first in the
+LAN chain and last in the WAN chain) and the slow path that classifies,
+attributes DNS answers, enforces the parental-control policies on time and
+folds usage history (service.py)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from homegw import supervise
+from homegw.config import Config
+from homegw.dataplane.loader import Define
+from homegw.dataplane.module import IOModule, TableReader
+from homegw.dataplane.slowpath import Punt, PuntHandler
+from homegw.modules.dpi.maps import REASON_PAYLOAD, DpiMaps
+from homegw.modules.dpi.service import DpiService
+
+log = logging.getLogger(__name__)
+
+
+class DpiModule(IOModule):
+    name = "dpi"
+    module_id = 7  # DPI_MODULE_ID in dpi.h
+    source = Path(__file__).parent / "dpi.bpf.c"
+    xdp_function = "dpi_xdp"
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.maps: DpiMaps | None = None
+        self.service: DpiService | None = None
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._timer: supervise.Thread | None = None
+
+    def defines(self) -> dict[str, Define]:
+        lan = self.config.lan.address
+        return {
+            "DPI_LAN_ADDR": int(lan.ip),
+            "DPI_LAN_NET": int(lan.network.network_address),
+            "DPI_LAN_MASK": int(lan.network.netmask),
+        }
+
+    def compile_options_changed(self, config: Config) -> bool:
+        return config.lan.address != self.config.lan.address
+
+    def on_load(self, bpf) -> None:
+        self.maps = DpiMaps(bpf)
+        self.service = DpiService(self.config.dpi, self.config.state_dir, self.maps)
+        self.service.decide()  # the policies in force from the first packet
+        self._timer = supervise.Thread(self._tick_loop, "dpi-timer", restart=True)
+        self._timer.start()
+
+    def handlers(self) -> dict[int, PuntHandler]:
+        return {REASON_PAYLOAD: self._on_payload}
+
+    def _on_payload(self, punt: Punt) -> None:
+        if self.service is not None:
+            self.service.on_payload(punt)
+
+    def _tick_loop(self) -> None:
+        """Usage folds, flow GC and policy changes: at the next change or
+        every few seconds, and at once after a config change."""
+        due = 0.0
+        while not self._stop.is_set():
+            self._wake.wait(due)
+            self._wake.clear()
+            if self._stop.is_set() or self.service is None:
+                return
+            due = self.service.tick()
+
+    def apply(self, config: Config) -> bool:
+        self.config = config
+        if self.service is not None:
+            self.service.apply(config.dpi)
+            self._wake.set()
+        return True
+
+    def on_unload(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._timer is not None:
+            self._timer.join(5)
+        if self.service is not None:
+            try:
+                self.service.tick()  # the last fold
+            except Exception:
+                log.exception("dpi: the last usage fold failed")
+            self.service.close()
+
+    def tables(self) -> dict[str, TableReader]:
+        service = self.service
+        return {"dpi_flows": service.flow_rows} if service else {}
+
+    def counters(self) -> dict[str, int]:
+        return self.service.counters() if self.service else {}
+
+    def gauges(self) -> dict[str, float]:
+        return self.service.gauges() if self.service else {}

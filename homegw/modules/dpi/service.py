@@ -1,0 +1,313 @@
+"""The DPI module's slow path: classification of punted payload, DNS
+attribution, parental-control policies written into the datapath, usage
+history folded from the flow table, and what the management API asks.
+
+Threads: punts arrive on the slow-path reader, DNS answers on the DNS
+server's loop, ticks on the module's supervised timer thread, questions on
+the API's threads; `_lock` guards the classifier and the decision. The
+datapath's maps are written only from here (maps.py is the one class that
+touches them).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from homegw.dataplane.slowpath import Punt
+from homegw.modules.dpi import categories
+from homegw.modules.dpi.appdb import AppDb
+from homegw.modules.dpi.appids import AppIds
+from homegw.modules.dpi.classify import FlowClassifier, FlowKey, Verdict
+from homegw.modules.dpi.config import DpiConfig
+from homegw.modules.dpi.maps import (
+    ACTION_ALLOW,
+    ACTION_BLOCK,
+    POLICY_ALL,
+    POLICY_APP,
+    POLICY_CATEGORY,
+    SOURCES,
+    DpiMaps,
+    FlowRow,
+)
+from homegw.modules.dpi.policy import Decision, evaluate
+from homegw.modules.dpi.usage import FlowCounters, UsageDb
+
+log = logging.getLogger(__name__)
+
+TICK_S = 15.0  # usage folds, flow GC and policy checks at least this often
+DNS_ATTRIBUTION_S = 3600  # how long an answered address keeps its name
+TICK_NS = 1 << 30  # a datapath tick (HOMEGW_NEIGH_TICK_SHIFT)
+IDLE_S = {6: 1800.0, 17: 120.0}  # flows forgotten after this idle time, by protocol
+CLOSED_IDLE_S = 30.0  # a TCP flow after its FIN or RST
+PUNT_PACKETS = 4  # DPI_PUNT_PACKETS
+
+LocalNow = Callable[[], datetime]
+
+
+def _local_now() -> datetime:
+    return datetime.now().astimezone()
+
+
+class DpiService:
+    def __init__(
+        self,
+        section: DpiConfig,
+        state_dir: str | Path,
+        maps: DpiMaps,
+        *,
+        local_now: LocalNow = _local_now,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.section = section
+        self.maps = maps
+        self._macs: dict[str, str] = {}  # LAN address -> device MAC (flows, neighbours)
+        self.local_now = local_now
+        self.monotonic = monotonic
+        self.db = AppDb.load([s for s in section.app_sources if not _is_url(s)])
+        self.ids = AppIds(state_dir)
+        self.usage = UsageDb(state_dir)
+        self.classifier = FlowClassifier()
+        self.classified: Counter[str] = Counter()  # flows by the source of their verdict
+        self.decision: Decision | None = None
+        self._lock = threading.Lock()
+        self._seen: set[bytes] = set()  # flow keys already counted by source
+        self.usage.baseline(self._counters(maps.flows()))  # pinned flows of the last run
+
+    # -- punts: a classifying flow's payload ---------------------------------
+    def on_payload(self, punt: Punt) -> None:
+        now = self.monotonic()
+        with self._lock:
+            result = self.classifier.feed(punt.packet, now)
+            if result is None and punt.meta[0] >= PUNT_PACKETS:
+                key = self.classifier.key_of(punt.packet)
+                result = (key, self.classifier.give_up(key)) if key else None
+        if result is not None:
+            self._classify(*result)
+
+    def _classify(self, key: FlowKey, verdict: Verdict) -> None:
+        app, category = self._app_of(verdict)
+        source = SOURCES[verdict.source]
+        self.maps.classify(key, self.ids.number(app), categories.category_number(category), source)
+        log.debug("dpi: %s -> %s (%s, %s)", key, app, category, verdict.source)
+
+    def _app_of(self, verdict: Verdict) -> tuple[str, str]:
+        if verdict.name:
+            return self.db.label_of(verdict.name)
+        app = self.db.app(verdict.app) if verdict.app else None
+        if app is None:
+            return ("unknown", categories.CATEGORY_UNKNOWN)
+        return (app.id, app.category)
+
+    # -- DNS: our forwarder's answers attribute addresses ------------------------
+    def on_dns_answer(self, client: str, name: str, addresses: list[str]) -> None:
+        app, category = self.db.label_of(name)
+        number = self.ids.number(app)
+        expires = self.maps.now_tick() + DNS_ATTRIBUTION_S * 10**9 // TICK_NS
+        for address in addresses:
+            ip = ipaddress.ip_address(address)
+            if ip.version == 4:
+                self.maps.set_dns(ip, number, categories.category_number(category), expires)
+
+    def mac_of(self, address: str) -> str | None:
+        """The MAC of the LAN device at `address`: from its flows, else the
+        kernel's neighbour table (the gateway just heard its DNS query)."""
+        mac = self._macs.get(address)
+        if mac is None:
+            mac = neighbour_mac(address)
+            if mac is not None:
+                self._macs[address] = mac
+        return mac
+
+    def dns_blocked(self, client: str, name: str) -> bool:
+        """Whether the policies block `name` for the device at `client` now."""
+        decision = self.decision
+        mac = self.mac_of(client) if decision else None
+        if decision is None or mac is None:
+            return False
+        app, category = self.db.label_of(name)
+        entries = decision.entries
+        for key in ((mac, "app", app), (mac, "category", category), (mac, "all", "")):
+            action = entries.get(key)
+            if action is not None:
+                return action == "block"
+        return False
+
+    # -- time: folds, flow GC, policies ----------------------------------------
+    def tick(self) -> float:
+        """Fold usage, forget idle flows, decide the policies now; returns the
+        seconds until the next tick is due (a policy change is on time)."""
+        rows = self.maps.flows()
+        self._macs = {str(row.lan_addr): row.mac for row in rows if row.mac}
+        self.usage.fold(self._counters(rows), time.time())
+        self._count_sources(rows)
+        self._forget_idle(rows)
+        with self._lock:
+            self.classifier.expire(self.monotonic())
+        decision = self.decide()
+        due = TICK_S
+        if decision.next_change is not None:
+            due = min(due, (decision.next_change - self.local_now()).total_seconds())
+        return max(0.05, due)
+
+    def decide(self) -> Decision:
+        now = self.local_now()
+        decision = evaluate(self.section, self._used_minutes, self.db, now)
+        self.maps.set_policy(self._policy_entries(decision))
+        self.decision = decision
+        return decision
+
+    def _used_minutes(self, macs: list[str], apps: list[str], cats: list[str], every: bool) -> int:
+        return self.usage.minutes_today(macs, apps, cats, every, self.local_now())
+
+    def _policy_entries(self, decision: Decision) -> dict[tuple[str, int, int], int]:
+        kinds = {"app": POLICY_APP, "category": POLICY_CATEGORY, "all": POLICY_ALL}
+        entries = {}
+        for (mac, kind, ident), action in decision.entries.items():
+            if kind == "app":
+                number = self.ids.number(ident)
+            elif kind == "category":
+                number = categories.category_number(ident)
+            else:
+                number = 0
+            value = ACTION_BLOCK if action == "block" else ACTION_ALLOW
+            entries[(mac, kinds[kind], number)] = value
+        return entries
+
+    def _counters(self, rows: list[FlowRow]) -> list[FlowCounters]:
+        return [
+            FlowCounters(
+                key=row.key_bytes,
+                mac=row.mac,
+                app=self.ids.name(row.app) or "unknown",
+                category=categories.category_id(row.category),
+                up_bytes=row.up_bytes,
+                down_bytes=row.down_bytes,
+                packets=row.up_packets + row.down_packets,
+            )
+            for row in rows
+            if row.mac
+        ]
+
+    def _count_sources(self, rows: list[FlowRow]) -> None:
+        names = {number: name for name, number in SOURCES.items()}
+        live = set()
+        for row in rows:
+            live.add(row.key_bytes)
+            if row.key_bytes not in self._seen and row.source:
+                self._seen.add(row.key_bytes)
+                self.classified[names.get(row.source, "unknown")] += 1
+        self._seen &= live
+
+    def _forget_idle(self, rows: list[FlowRow]) -> None:
+        now_tick = self.maps.now_tick()
+        old = []
+        for row in rows:
+            idle = (now_tick - row.last_tick) * TICK_NS / 1e9
+            limit = CLOSED_IDLE_S if row.fin else IDLE_S.get(row.proto, 120.0)
+            if idle > limit:
+                old.append(row.key)
+        if old:
+            self.maps.forget(old)
+
+    # -- config ---------------------------------------------------------------------
+    def apply(self, section: DpiConfig) -> None:
+        """A new `dpi` section: the database again if its sources changed,
+        the policies decided at once."""
+        if section.app_sources != self.section.app_sources:
+            self.db = AppDb.load([s for s in section.app_sources if not _is_url(s)])
+        self.section = section
+        self.decide()
+
+    # -- what the management API shows ------------------------------------------
+    def apps(self) -> dict[str, Any]:
+        return {
+            "categories": [{"id": c.id, "label": c.label} for c in categories.CATEGORIES],
+            "apps": [
+                {"id": a.id, "label": a.label, "category": a.category, "domains": list(a.domains)}
+                for a in self.db.apps
+            ],
+            "source": self.db.source,
+            "loaded_at": self.db.loaded_at,
+        }
+
+    def app_usage(self, mac: str | None, hours: int, bucket: str) -> list[dict[str, Any]]:
+        until = time.time()
+        return self.usage.usage(mac, until - hours * 3600, until, bucket)
+
+    def top_apps(self, mac: str | None, hours: int, limit: int) -> list[dict[str, Any]]:
+        rows = self.usage.top(mac, time.time() - hours * 3600, limit)
+        for row in rows:
+            app = self.db.app(row["app"])
+            row["label"] = app.label if app else row["app"]
+        return rows
+
+    def parental(self) -> dict[str, Any]:
+        decision = self.decision or self.decide()
+        devices = [state.as_dict() for state in decision.devices.values()]
+        nxt = decision.next_change
+        return {
+            "now": time.time(),
+            "devices": devices,
+            "next_change": nxt.timestamp() if nxt else None,
+        }
+
+    def flow_rows(self) -> list[dict[str, Any]]:
+        names = {number: name for name, number in SOURCES.items()}
+        return [
+            {
+                "device": row.mac,
+                "lan": f"{row.lan_addr}:{row.lan_port}",
+                "remote": f"{row.remote_addr}:{row.remote_port}",
+                "proto": {6: "tcp", 17: "udp"}.get(row.proto, str(row.proto)),
+                "app": self.ids.name(row.app) or "unknown",
+                "category": categories.category_id(row.category),
+                "source": names.get(row.source, "none"),
+                "verdict": "block" if row.verdict else "pass",
+                "up_bytes": row.up_bytes,
+                "down_bytes": row.down_bytes,
+            }
+            for row in self.maps.flows()
+        ]
+
+    def counters(self) -> dict[str, int]:
+        counts = dict(self.maps.counters())
+        for name in SOURCES:
+            counts[f"classified_{name}"] = self.classified.get(name, 0)
+        return counts
+
+    def close(self) -> None:
+        self.usage.close()
+        self.ids.close()
+
+
+def neighbour_mac(address: str) -> str | None:
+    """The kernel's neighbour entry for a LAN address (this namespace), or None."""
+    from pyroute2 import IPRoute
+
+    try:
+        with IPRoute() as ipr:
+            for entry in ipr.get_neighbours(dst=address):
+                mac = entry.get_attr("NDA_LLADDR")
+                if mac:
+                    return str(mac)
+    except Exception:
+        log.debug("dpi: no neighbour entry for %s", address, exc_info=True)
+    return None
+
+
+def _is_url(source: str) -> bool:
+    return source.startswith(("http://", "https://"))
+
+
+def until_midnight(now: datetime) -> datetime:
+    """The next local midnight after `now` ("until tomorrow")."""
+    tomorrow = (now + timedelta(days=1)).date()
+    return datetime.combine(tomorrow, datetime.min.time(), now.tzinfo)
