@@ -42,6 +42,8 @@ CATEGORIES: tuple[Category, ...] = (
     Category("remote", 21, "Remote access"),
     Category("email", 22, "Email"),
     Category("p2p", 23, "File sharing (P2P)"),
+    Category("ai", 24, "AI assistants"),
+    Category("iot", 25, "Smart home & IoT"),
 )
 
 CATEGORY_UNKNOWN = "unknown"
