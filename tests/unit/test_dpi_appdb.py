@@ -121,7 +121,7 @@ REAL_NAMES = {
     "disney.api.edge.bamgrid.com": "disney_plus",
     "www.disneyplus.com": "disney_plus",
     "store.steampowered.com": "steam",
-    "steamcdn-a.akamaihd.net.steamcontent.com": "steam",
+    "cache1-fra1.steamcontent.com": "steam",
     "open.spotify.com": "spotify",
     "i.scdn.co": "spotify",
     "scontent.cdninstagram.com": "instagram",
@@ -487,6 +487,7 @@ def test_a_failed_reload_keeps_the_previous_database_and_says_why(
         ("evil\x00.com", ""),
         ("a" * 64 + ".com", ""),
         (".".join(["a"] * 200), ""),
+        ("x" * 10000, ""),
         ("\udcff.com", ""),
     ],
 )
