@@ -323,6 +323,19 @@ apps:
             "a.yaml: apps[1].id: app 'x' is already defined at",
         ),
         ("category: toons\napps: []", "a.yaml: category: unknown category 'toons'"),
+        (
+            "apps: [{id: x, label: X, category: [video]}]",
+            "a.yaml: apps[0].category: unknown category ['video']",
+        ),
+        (
+            'apps: [{id: x, label: "a\\nb", category: video}]',
+            "a.yaml: apps[0].label: must be a non-empty, printable",
+        ),
+        (
+            "apps: [{id: x, label: X, category: video, domains: [192.0.2.1]}]",
+            "apps[0].domains[0]: '192.0.2.1' is not a domain pattern",
+        ),
+        ("apps: " + "[" * 20000 + "]" * 20000, "a.yaml: not valid YAML (nested too deeply)"),
     ],
 )
 def test_bad_files_are_refused_with_file_and_key(tmp_path: Path, text: str, expected: str) -> None:

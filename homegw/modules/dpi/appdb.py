@@ -139,7 +139,9 @@ def parse_pattern(pattern: object) -> tuple[str, bool] | None:
         return None
     below = pattern.startswith("*.")
     base = normalize_name(pattern[2:] if below else pattern)
-    return None if base is None else (base, below)
+    if base is None or _ip_literal(base) is not None:
+        return None
+    return base, below
 
 
 # -- loading -----------------------------------------------------------------
@@ -161,13 +163,20 @@ def _fail(origin: str, path: Sequence[str | int], reason: str) -> AppDbError:
 
 
 def _text(value: object, origin: str, path: list[str | int], max_len: int = 100) -> str:
-    if not isinstance(value, str) or not value.strip() or len(value) > max_len:
-        raise _fail(origin, path, f"must be a non-empty string of at most {max_len} characters")
+    if (
+        not isinstance(value, str)
+        or not value.strip()
+        or len(value) > max_len
+        or not value.isprintable()
+    ):
+        raise _fail(
+            origin, path, f"must be a non-empty, printable string of at most {max_len} characters"
+        )
     return value
 
 
 def _category(value: object, origin: str, path: list[str | int]) -> str:
-    if value not in _CATEGORY_IDS:
+    if not isinstance(value, str) or value not in _CATEGORY_IDS:
         shown = repr(value)[:60]
         raise _fail(
             origin, path, f"unknown category {shown} (one of {', '.join(sorted(_CATEGORY_IDS))})"
@@ -236,6 +245,8 @@ def parse_source(data: bytes | str, origin: str) -> list[_Entry]:
         raise _fail(origin, [], f"not valid YAML{at}") from None
     except (UnicodeDecodeError, ValueError):
         raise _fail(origin, [], "not valid YAML (not UTF-8 text)") from None
+    except RecursionError:
+        raise _fail(origin, [], "not valid YAML (nested too deeply)") from None
     if not isinstance(document, dict):
         raise _fail(origin, [], "must be a mapping with an 'apps' list")
     unknown = sorted(str(key) for key in document if key not in ("apps", "category"))
