@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from homegw.modules.dpi import appdb
 from homegw.modules.dpi.appdb import AppDb, AppDbError, registrable_domain
@@ -543,3 +545,28 @@ def test_category_numbers_are_stable() -> None:
         "games",
         "unknown",
     )
+
+
+# -- fuzz: hostile names and files never raise anything but AppDbError ---------------
+NAME_CHARS = st.sampled_from(list("abcxyz019-_.*[]:é\x00 ") + ["co.uk", "com", "xn--"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(max_size=300), st.lists(NAME_CHARS, max_size=80).map("".join)))
+def test_names_never_raise(shipped: AppDb, name: str) -> None:
+    domain = registrable_domain(name)
+    assert isinstance(domain, str) and len(domain) <= 253
+    found = shipped.match(name)
+    if found is None:
+        assert shipped.label_of(name) == (domain, "unknown")
+    else:
+        assert shipped.label_of(name) == (found.id, found.category)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.binary(max_size=400), st.text(max_size=400).map(str.encode)))
+def test_any_bytes_load_or_are_refused_cleanly(data: bytes) -> None:
+    try:
+        appdb.parse_source(data, "fuzz.yaml")
+    except AppDbError as error:
+        assert str(error).startswith("fuzz.yaml")
