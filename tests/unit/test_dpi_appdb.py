@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from homegw.modules.dpi import appdb
-from homegw.modules.dpi.appdb import AppDb, AppDbError, registrable_domain
+from homegw.modules.dpi.appdb import App, AppDb, AppDbError, registrable_domain
 from homegw.modules.dpi.categories import CATEGORIES, category_id, category_number
 
 
@@ -570,3 +570,12 @@ def test_any_bytes_load_or_are_refused_cleanly(data: bytes) -> None:
         appdb.parse_source(data, "fuzz.yaml")
     except AppDbError as error:
         assert str(error).startswith("fuzz.yaml")
+
+
+def test_a_database_of_given_apps_is_checked_like_a_loaded_one() -> None:
+    db = AppDb.of(
+        [App("a", "A", "video", ("a.example",)), App("b", "B", "games", ("*.a.example",))]
+    )
+    assert (db.match("x.a.example").id, db.match("a.example").id, db.source) == ("b", "a", "given")
+    with pytest.raises(AppDbError, match="'a.example' is already a pattern"):
+        AppDb.of([App("a", "A", "video", ("a.example",)), App("c", "C", "news", ("a.example",))])

@@ -342,6 +342,13 @@ class AppDb:
         self.loaded_at = loaded_at
 
     @classmethod
+    def of(cls, apps: Iterable[App], source: str = "given") -> AppDb:
+        """A database of these apps (tests, fakes); checked like a loaded one:
+        AppDbError for an id twice or a pattern in two apps."""
+        entries = [_Entry(app, f"{source}: {app.id}") for app in apps]
+        return cls(_merge([entries]), source, time.time())
+
+    @classmethod
     def load(
         cls,
         sources: Sequence[str | Path] = (),
