@@ -22,8 +22,11 @@ Times: instants are compared in UTC; wall-clock times (window starts and
 ends, midnight) are read in ``now``'s time zone, so a window is 9 hours long
 on the night the clocks go forward. A wall time the clocks jump over (02:30
 in Berlin on the last Sunday of March) is the moment of the jump; one they
-pass twice is its first occurrence. Pass ``now`` with a zoneinfo zone
-(``datetime.now(local_zone())``): a fixed UTC offset knows no DST.
+pass twice is its first occurrence. Pass ``now`` in the local zone, a
+zoneinfo one (``datetime.now(local_zone())``): wall times are read in now's
+zone, and a fixed UTC offset knows no DST. Instants returned
+(``next_change``, ``paused_until``) are in UTC: subtracting two datetimes of
+one zone is wall-clock arithmetic in Python, an hour off across DST.
 """
 
 from __future__ import annotations
@@ -73,7 +76,7 @@ class DeviceState:
     blocked_all: bool = False
     allowed_apps: tuple[str, ...] = ()
     allowed_categories: tuple[str, ...] = ()
-    paused_until: datetime | None = None
+    paused_until: datetime | None = None  # UTC
     budgets: tuple[Budget, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
@@ -104,7 +107,9 @@ class DeviceState:
 @dataclass(frozen=True)
 class Decision:
     entries: dict[EntryKey, str]
-    next_change: datetime | None  # evaluate again at the latest then (an instant, in now's zone)
+    #: Evaluate again at the latest then; in UTC, so ``next_change - now`` is
+    #: real time (Python subtracts two datetimes of one zone on the wall clock).
+    next_change: datetime | None
     devices: dict[str, DeviceState]
     #: A budget rule is in force and not spent: evaluate again after each usage fold.
     watch_usage: bool = False
@@ -280,14 +285,14 @@ def _budget(rule: Rule, macs: tuple[str, ...], used_minutes: UsedMinutes) -> Bud
 
 
 def _paused(config: DpiConfig, members: _Members, now: datetime) -> dict[str, datetime]:
-    """MAC -> the end of its latest pause still ahead of ``now``."""
+    """MAC -> the end (UTC) of its latest pause still ahead of ``now``."""
     paused: dict[str, datetime] = {}
-    zone, instant = _zone(now), now.astimezone(UTC)
+    instant = now.astimezone(UTC)
     for pause in config.pauses:
-        if pause.until.astimezone(UTC) <= instant:
+        until = pause.until.astimezone(UTC)
+        if until <= instant:
             continue
         for mac in members((pause.who,)):
-            until = pause.until.astimezone(zone)
             paused[mac] = max(paused.get(mac, until), until)
     return paused
 
@@ -356,4 +361,4 @@ def _next_change(config: DpiConfig, members: _Members, now: datetime) -> datetim
     moments += [p.until.astimezone(UTC) for p in config.pauses if p.until.astimezone(UTC) > instant]
     if any(rule.budget_minutes is not None for rule in rules):
         moments.append(next_midnight(now))
-    return min(m.astimezone(UTC) for m in moments).astimezone(_zone(now)) if moments else None
+    return min(m.astimezone(UTC) for m in moments) if moments else None
