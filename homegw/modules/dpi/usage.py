@@ -184,10 +184,9 @@ class UsageDb:
         db: sqlite3.Connection,
         activity: Activity,
         counts: list[int],
-        hour: int,
-        day: int,
-        minute: int,
+        when: tuple[int, int, int],
     ) -> None:
+        hour, day, minute = when
         new_minute = db.execute(
             "INSERT OR IGNORE INTO active VALUES (?, ?, ?, ?, ?)", (day, *activity, minute)
         ).rowcount
