@@ -46,6 +46,8 @@ MAX_ACTIVE = 500_000
 NETWORK_SERVICES = "system"  # DHCP/NTP/mDNS/SSDP: not "use" of the internet for a budget
 
 _SCHEMA = """
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = NORMAL;
 CREATE TABLE IF NOT EXISTS usage (
     hour INTEGER NOT NULL, day INTEGER NOT NULL,
     mac TEXT NOT NULL, app TEXT NOT NULL, category TEXT NOT NULL,
@@ -105,13 +107,11 @@ class UsageDb:
         self.path = Path(state_dir) / FILE_NAME
         self.zone = zone or local_zone()
         self.max_rows = max_rows
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=5000")
-            self._db.executescript(_SCHEMA)
+        self._db = sqlite3.connect(
+            self.path, timeout=5.0, check_same_thread=False, isolation_level=None
+        )
+        self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
         with self._lock:
