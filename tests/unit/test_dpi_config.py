@@ -4,7 +4,7 @@ value is refused at its key path (through the root config, as
 
 from __future__ import annotations
 
-from datetime import time
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 import pytest
@@ -161,9 +161,19 @@ def test_every_problem_is_reported_at_once():
     ]
 
 
-def test_expired_pauses_are_accepted():
-    dpi = parse({"pauses": [{"who": "02:48:47:00:00:01", "until": "2001-01-01T00:00:00Z"}]})
+def test_expired_pauses_are_accepted_and_left_out_by_pauses_after():
+    dpi = parse(
+        {
+            "pauses": [
+                {"who": "02:48:47:00:00:01", "until": "2001-01-01T00:00:00Z"},
+                {"who": "02:48:47:00:00:02", "until": "2026-12-01T21:30:00+01:00"},
+            ]
+        }
+    )
     assert dpi.pauses[0].until.year == 2001
+    now = datetime(2026, 12, 1, 20, 29, 59, tzinfo=UTC)
+    assert [p.who for p in dpi.pauses_after(now)] == ["02:48:47:00:00:02"]
+    assert dpi.pauses_after(now + timedelta(seconds=1)) == ()
 
 
 def test_unquoted_yaml_times_and_macs_are_explained():
@@ -172,6 +182,8 @@ def test_unquoted_yaml_times_and_macs_are_explained():
         " schedule: [{start: 21:00, end: '07:00'}]}]"
     )
     assert any("quote times" in line for line in errors(data))
+    data = yaml.safe_load("rules: [{name: r, who: [10:20:30:40:50:59], block_all: true}]")
+    assert any("rules.0.who.0: must be a string: quote MAC" in line for line in errors(data))
     dpi = parse(
         yaml.safe_load(
             "rules: [{name: r, who: ['02:48:47:00:00:01'], block_all: true,"

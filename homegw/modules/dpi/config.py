@@ -12,12 +12,13 @@ is reported at its key path (``dpi.rules.0.schedule.1.end``).
 from __future__ import annotations
 
 import re
-from datetime import time
+from datetime import UTC, datetime, time
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
     AwareDatetime,
+    BeforeValidator,
     Field,
     PlainSerializer,
     PlainValidator,
@@ -93,6 +94,12 @@ def _clock_time(value: Any) -> time:
     return time(int(match[1]), int(match[2]))
 
 
+def _yaml_mac_number(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):  # YAML 1.1: 10:20:30:40:50:59
+        raise ValueError("must be a string: quote MAC addresses in YAML ('aa:bb:cc:dd:ee:ff')")
+    return value
+
+
 def _profile_name(value: str) -> str:
     if is_mac(value):
         raise ValueError(f"{shown(value)} looks like a MAC address; a profile name must not")
@@ -115,7 +122,12 @@ ClockTime = Annotated[
     WithJsonSchema({"type": "string", "pattern": "^[0-2][0-9]:[0-5][0-9]$"}),
 ]
 Name = Annotated[str, Field(strict=True, min_length=1, max_length=64)]
-Who = Annotated[str, Field(strict=True, min_length=1, max_length=64), AfterValidator(mac_or_name)]
+Who = Annotated[
+    str,
+    Field(strict=True, min_length=1, max_length=64),
+    BeforeValidator(_yaml_mac_number),
+    AfterValidator(mac_or_name),
+]
 
 
 class Profile(Section):
@@ -242,6 +254,11 @@ class DpiConfig(Section):
             for where, who in places
             if who not in known and not is_mac(who)
         ]
+
+    def pauses_after(self, now: datetime) -> tuple[Pause, ...]:
+        """The pauses still ahead of ``now`` (aware): what to keep when writing
+        a new one, so that expired pauses do not pile up to MAX_PAUSES."""
+        return tuple(p for p in self.pauses if p.until.astimezone(UTC) > now.astimezone(UTC))
 
     def profile(self, name: str) -> Profile | None:
         return next((p for p in self.profiles if p.name == name), None)

@@ -38,7 +38,7 @@ from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from homegw.modules.dpi.config import DAYS, DpiConfig, Rule, Window, is_mac
+from homegw.modules.dpi.config import DAYS, DpiConfig, Rule, Window, is_mac, mac_or_name
 
 ALLOW, BLOCK = "allow", "block"
 EntryKey = tuple[str, str, str]  # (mac, "app" | "category" | "all", id or "")
@@ -244,7 +244,7 @@ class _Members:
     def _profile(self, name: str) -> list[str]:
         profile = self._config.profile(name)
         extra = self._devices_of(name) if self._devices_of is not None else []
-        return [*(profile.devices if profile else ()), *(m.lower() for m in extra)]
+        return [*(profile.devices if profile else ()), *(mac_or_name(m) for m in extra)]
 
 
 def evaluate(
