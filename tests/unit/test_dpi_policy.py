@@ -18,6 +18,7 @@ from homegw.modules.dpi.policy import (
     Decision,
     evaluate,
     in_force,
+    local_zone,
     next_midnight,
     pause_end,
 )
@@ -318,3 +319,12 @@ def test_midnight_and_pause_ends_across_dst():
 def test_now_must_be_aware():
     with pytest.raises(ValueError, match="aware"):
         decide(config(BEDTIME), datetime(2026, 12, 1, 22))
+
+
+def test_local_zone_follows_tz_and_knows_dst(monkeypatch):
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    zone = local_zone()
+    assert datetime(2026, 7, 1, tzinfo=zone).utcoffset() == timedelta(hours=2)
+    assert datetime(2026, 12, 1, tzinfo=zone).utcoffset() == timedelta(hours=1)
+    monkeypatch.setenv("TZ", ":America/New_York")
+    assert datetime(2026, 7, 1, tzinfo=local_zone()).utcoffset() == timedelta(hours=-4)
