@@ -96,7 +96,7 @@ DEFAULTS = {
             "rebind_protection": True, "blocklists": [], "block_response": "null",
             "rebind_allow": [], "allow": [], "deny": [], "groups": [], "query_log_size": 1000,
             "fast_path": True},
-    "dpi": {"enabled": False},
+    "dpi": {"enabled": False, "app_sources": [], "profiles": [], "rules": [], "pauses": []},
     "webui": {"listen": "192.168.1.1:80", "metrics_public": True},
     "dataplane": {"pin_dir": "/sys/fs/bpf/homegw", "xdp_mode": "native",
                   "order": {"lan": ["dpi", "dhcp", "dns", "firewall", "router", "nat"],
@@ -137,8 +137,9 @@ def test_every_key_is_in_the_example_and_the_docs():
     docs = (ROOT / "README.md").read_text()
     for key in _keys(Config):
         assert re.search(rf"^\s*#?\s*-?\s*{key.split('.')[-1]}:", example, re.M), key
-        doc_key = re.sub(r"^(\w+\.\w+)\.(\w+)$", r"\1.N.\2", key)
-        assert f"`{key}`" in docs or f"`{doc_key}`" in docs, key
+        # list items are documented as `section.list.N.key` (nested: `a.b.N.c.N.d`)
+        doc_key = r"(?:\.N)?\.".join(map(re.escape, key.split(".")))
+        assert re.search(f"`{doc_key}`", docs), key
 
 
 @pytest.mark.parametrize(
