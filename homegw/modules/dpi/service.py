@@ -17,13 +17,15 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from homegw import supervise
 from homegw.dataplane.slowpath import Punt
+from homegw.modules.dns.blocklists import cached_path, fetch_list
 from homegw.modules.dpi import categories
-from homegw.modules.dpi.appdb import AppDb
+from homegw.modules.dpi.appdb import AppDb, AppDbError
 from homegw.modules.dpi.appids import AppIds
 from homegw.modules.dpi.classify import FlowClassifier, FlowKey, Verdict
 from homegw.modules.dpi.config import DpiConfig
@@ -37,7 +39,7 @@ from homegw.modules.dpi.maps import (
     DpiMaps,
     FlowRow,
 )
-from homegw.modules.dpi.policy import Decision, evaluate
+from homegw.modules.dpi.policy import Decision, evaluate, local_zone
 from homegw.modules.dpi.usage import FlowCounters, UsageDb
 
 log = logging.getLogger(__name__)
@@ -48,12 +50,13 @@ TICK_NS = 1 << 30  # a datapath tick (HOMEGW_NEIGH_TICK_SHIFT)
 IDLE_S = {6: 1800.0, 17: 120.0}  # flows forgotten after this idle time, by protocol
 CLOSED_IDLE_S = 30.0  # a TCP flow after its FIN or RST
 PUNT_PACKETS = 4  # DPI_PUNT_PACKETS
+SOURCE_CACHE = "dpi-app-sources"  # under state_dir: downloaded app-database sources
 
 LocalNow = Callable[[], datetime]
 
 
 def _local_now() -> datetime:
-    return datetime.now().astimezone()
+    return datetime.now(local_zone())
 
 
 class DpiService:
@@ -71,8 +74,10 @@ class DpiService:
         self._macs: dict[str, str] = {}  # LAN address -> device MAC (flows, neighbours)
         self.local_now = local_now
         self.monotonic = monotonic
-        self.db = AppDb.load([s for s in section.app_sources if not _is_url(s)])
+        self.cache_dir = Path(state_dir) / SOURCE_CACHE
         self.ids = AppIds(state_dir)
+        self.db_error: str | None = None
+        self.db = self._load_db(section)
         self.usage = UsageDb(state_dir)
         self.classifier = FlowClassifier()
         self.classified: Counter[str] = Counter()  # flows by the source of their verdict
@@ -80,6 +85,49 @@ class DpiService:
         self._lock = threading.Lock()
         self._seen: set[bytes] = set()  # flow keys already counted by source
         self.usage.baseline(self._counters(maps.flows()))  # pinned flows of the last run
+
+    def _load_db(self, section: DpiConfig) -> AppDb:
+        """The shipped database and the file sources (URL sources are the
+        refresher's: downloaded in the background); the shipped one alone
+        when a source is bad (the error is shown)."""
+        try:
+            db = AppDb.load(self._sources(section))
+            self.db_error = None
+        except AppDbError as error:
+            log.error("dpi: app database sources refused, using the shipped one: %s", error)
+            self.db_error = str(error)
+            db = AppDb.load()
+        self.ids.reserve(app.id for app in db.apps)
+        return db
+
+    def _sources(self, section: DpiConfig) -> list[str]:
+        """The config's sources, a URL as its downloaded copy (once there is one)."""
+        paths = []
+        for source in section.app_sources:
+            if _is_url(source):
+                copy = cached_path(self.cache_dir, source)
+                if copy.exists():
+                    paths.append(str(copy))
+            else:
+                paths.append(source)
+        return paths
+
+    def refresh_sources(self) -> None:
+        """Download the URL sources (in the background) and load them."""
+        urls = [s for s in self.section.app_sources if _is_url(s)]
+        if urls:
+            supervise.Thread(self._download, "dpi-app-sources", args=(urls,)).start()
+
+    def _download(self, urls: list[str]) -> None:
+        for url in urls:
+            try:
+                fetch_list(url, self.cache_dir)
+            except Exception as error:  # the last copy (or none) stays in use
+                log.warning("dpi: app source %s not downloaded: %s", url, error)
+                self.db_error = f"{url}: {error}"
+        db, error = self.db.reloaded(self._sources(self.section))
+        self.db, self.db_error = db, error or self.db_error
+        self.ids.reserve(app.id for app in db.apps)
 
     # -- punts: a classifying flow's payload ---------------------------------
     def on_payload(self, punt: Punt) -> None:
@@ -109,6 +157,8 @@ class DpiService:
     # -- DNS: our forwarder's answers attribute addresses ------------------------
     def on_dns_answer(self, client: str, name: str, addresses: list[str]) -> None:
         app, category = self.db.label_of(name)
+        if not app:
+            return
         number = self.ids.number(app)
         expires = self.maps.now_tick() + DNS_ATTRIBUTION_S * 10**9 // TICK_NS
         for address in addresses:
@@ -154,18 +204,18 @@ class DpiService:
         decision = self.decide()
         due = TICK_S
         if decision.next_change is not None:
-            due = min(due, (decision.next_change - self.local_now()).total_seconds())
+            now = self.local_now().astimezone(UTC)
+            due = min(due, (decision.next_change.astimezone(UTC) - now).total_seconds())
         return max(0.05, due)
 
     def decide(self) -> Decision:
+        """The policies in force now, written into the datapath."""
         now = self.local_now()
-        decision = evaluate(self.section, self._used_minutes, self.db, now)
+        used = self.usage.used_minutes_at(now.timestamp())
+        decision = evaluate(self.section, None, used, self.db, now)
         self.maps.set_policy(self._policy_entries(decision))
         self.decision = decision
         return decision
-
-    def _used_minutes(self, macs: list[str], apps: list[str], cats: list[str], every: bool) -> int:
-        return self.usage.minutes_today(macs, apps, cats, every, self.local_now())
 
     def _policy_entries(self, decision: Decision) -> dict[tuple[str, int, int], int]:
         kinds = {"app": POLICY_APP, "category": POLICY_CATEGORY, "all": POLICY_ALL}
@@ -191,6 +241,7 @@ class DpiService:
                 up_bytes=row.up_bytes,
                 down_bytes=row.down_bytes,
                 packets=row.up_packets + row.down_packets,
+                started=row.first_tick,
             )
             for row in rows
             if row.mac
@@ -221,22 +272,16 @@ class DpiService:
     def apply(self, section: DpiConfig) -> None:
         """A new `dpi` section: the database again if its sources changed,
         the policies decided at once."""
-        if section.app_sources != self.section.app_sources:
-            self.db = AppDb.load([s for s in section.app_sources if not _is_url(s)])
+        refresh = section.app_sources != self.section.app_sources
         self.section = section
+        if refresh:
+            self.db = self._load_db(section)
+            self.refresh_sources()
         self.decide()
 
     # -- what the management API shows ------------------------------------------
     def apps(self) -> dict[str, Any]:
-        return {
-            "categories": [{"id": c.id, "label": c.label} for c in categories.CATEGORIES],
-            "apps": [
-                {"id": a.id, "label": a.label, "category": a.category, "domains": list(a.domains)}
-                for a in self.db.apps
-            ],
-            "source": self.db.source,
-            "loaded_at": self.db.loaded_at,
-        }
+        return {**self.db.describe(), "error": self.db_error}
 
     def app_usage(self, mac: str | None, hours: int, bucket: str) -> list[dict[str, Any]]:
         until = time.time()
@@ -251,7 +296,7 @@ class DpiService:
 
     def parental(self) -> dict[str, Any]:
         decision = self.decision or self.decide()
-        devices = [state.as_dict() for state in decision.devices.values()]
+        devices = [state.to_json() for state in decision.devices.values()]
         nxt = decision.next_change
         return {
             "now": time.time(),
@@ -305,9 +350,3 @@ def neighbour_mac(address: str) -> str | None:
 
 def _is_url(source: str) -> bool:
     return source.startswith(("http://", "https://"))
-
-
-def until_midnight(now: datetime) -> datetime:
-    """The next local midnight after `now` ("until tomorrow")."""
-    tomorrow = (now + timedelta(days=1)).date()
-    return datetime.combine(tomorrow, datetime.min.time(), now.tzinfo)
