@@ -136,7 +136,9 @@ def is_long_header(datagram: bytes) -> bool:
 
 
 @dataclass(slots=True)
-class _Packet:
+class LongHeader:
+    """A long-header packet's place in its datagram."""
+
     version: int
     packet_type: int
     dcid: bytes
@@ -145,7 +147,7 @@ class _Packet:
     end: int  # the packet's end in the datagram (0 for a Retry: no length field)
 
 
-def _long_header(datagram: bytes, pos: int) -> _Packet | None:
+def long_header(datagram: bytes, pos: int) -> LongHeader | None:
     """The long-header packet at pos (None: not one of ours, or truncated)."""
     try:
         if len(datagram) - pos < 7 or datagram[pos] & 0xC0 != 0xC0:
@@ -162,19 +164,19 @@ def _long_header(datagram: bytes, pos: int) -> _Packet | None:
             return None
         p += 1 + datagram[p]
         if packet_type == RETRY_TYPE[version]:
-            return _Packet(version, packet_type, dcid, pos, 0, 0)
+            return LongHeader(version, packet_type, dcid, pos, 0, 0)
         if packet_type == INITIAL_TYPE[version]:
             token_len, p = _varint(datagram, p)
             p += token_len
         length, p = _varint(datagram, p)
         if p + length > len(datagram):
             return None
-        return _Packet(version, packet_type, dcid, pos, p, p + length)
+        return LongHeader(version, packet_type, dcid, pos, p, p + length)
     except _Truncated:
         return None
 
 
-def decrypt_initial(datagram: bytes, packet: _Packet) -> bytes | None:
+def decrypt_initial(datagram: bytes, packet: LongHeader) -> bytes | None:
     """The plaintext payload of a client Initial (None: it does not decrypt)."""
     if len(packet.dcid) < MIN_CLIENT_DCID:
         return None
@@ -266,7 +268,7 @@ class QuicHello:
             return QuicResult(QuicStatus.NOT_QUIC)
         pos = 0
         for _ in range(MAX_PACKETS_PER_DATAGRAM):
-            packet = _long_header(datagram, pos)
+            packet = long_header(datagram, pos)
             if packet is None or packet.end == 0:
                 break
             if packet.packet_type == INITIAL_TYPE[packet.version]:
@@ -274,7 +276,7 @@ class QuicHello:
             pos = packet.end
         return self.result()
 
-    def _add_initial(self, datagram: bytes, packet: _Packet) -> None:
+    def _add_initial(self, datagram: bytes, packet: LongHeader) -> None:
         payload = decrypt_initial(datagram, packet)
         frames = crypto_frames(payload) if payload is not None else None
         if frames is None:
