@@ -192,3 +192,11 @@ def test_the_first_host_name_entry_wins_and_other_types_are_skipped() -> None:
     assert tls.parse_records(_hello_with(extension(0, vec(2, names)))).sni == "first.example"
     empty = extension(0, vec(2, b""))
     assert tls.parse_records(_hello_with(empty)).status is TlsStatus.NO_SNI
+
+
+@pytest.mark.parametrize("delta", [-3, -2, -1, 1, 2])
+def test_a_name_length_that_lies_never_gives_a_shorter_or_longer_name(delta: int) -> None:
+    stream = bytearray(_hello_with(sni_extension(b"www.youtube.com")))
+    at = stream.index(b"www.youtube.com") - 1  # the low byte of the name's length
+    stream[at] += delta
+    assert tls.parse_records(bytes(stream)).status is TlsStatus.MALFORMED

@@ -213,16 +213,22 @@ def _parse_extensions(extensions: _Cursor) -> TlsResult:
 
 
 def _server_name(body: _Cursor) -> bytes | None:
-    """The first host_name entry of a server_name extension (None: the list is empty)."""
+    """The first host_name entry of a server_name extension (None: the list has none).
+
+    The whole list must parse to its exact end: a name whose length byte
+    was changed leaves bytes that are no entry, so it cannot pass as a
+    shorter name.
+    """
     names = body.vector(2)
     if not body.done:
         raise _Malformed
+    found: bytes | None = None
     while not names.done:
         name_type = names.uint(1)
-        name = names.vector(2)
-        if name_type == NAME_TYPE_HOST:
-            return name.rest()
-    return None
+        name = names.vector(2).rest()
+        if name_type == NAME_TYPE_HOST and found is None:
+            found = name
+    return found
 
 
 def _alpn(body: _Cursor) -> tuple[str, ...]:
