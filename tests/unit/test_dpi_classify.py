@@ -256,6 +256,13 @@ def test_a_fin_ends_the_wait() -> None:
     assert classifier.feed(tcp_frame(b"\x16\x03\x01\x02\x00\x01"), 1.0) is None
     fin = tcp_frame(b"x", seq=1006, flags=FIN | 0x10)
     assert classifier.feed(fin, 1.0) == (tcp_key(), Verdict("port", app="https", guess=True))
+    assert classifier.feed(tcp_frame(b"\x16\x03", dport=80), 1.0) is None
+    bare_fin = tcp_frame(b"", seq=1002, flags=FIN | 0x10, dport=80)
+    assert classifier.feed(bare_fin, 1.0) == (
+        tcp_key(dport=80),
+        Verdict("port", app="http", guess=True),
+    )
+    assert classifier.feed(tcp_frame(b"", flags=FIN, dport=81), 1.0) is None  # no flow: nothing
 
 
 @pytest.mark.parametrize(

@@ -113,7 +113,7 @@ class FlowClassifier:
                 self.counters["decided_flow_packet"] += 1
                 return None
             del self._decided[key]  # a new connection on the same ports
-        if not segment.payload and not segment.syn:
+        if not segment.payload and not segment.syn and not (segment.fin and key in self._flows):
             self.counters["no_payload"] += 1
             return None
         flow = self._flow(key, now)

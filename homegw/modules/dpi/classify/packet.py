@@ -56,7 +56,8 @@ class Segment:
     fragment: bool = False  # a first fragment: the payload is cut short
 
 
-def _count(drops: Counter[str] | None, reason: str) -> None:
+def _drop(drops: Counter[str] | None, reason: str) -> None:
+    """Count a dropped frame by reason (the caller returns None)."""
     if drops is not None:
         drops[reason] += 1
 
@@ -64,29 +65,29 @@ def _count(drops: Counter[str] | None, reason: str) -> None:
 def parse_frame(frame: bytes, drops: Counter[str] | None = None) -> Segment | None:
     """The segment a frame carries, or None (counted in drops by reason)."""
     if len(frame) < ETH_LEN:
-        return _count(drops, "short_frame")
+        return _drop(drops, "short_frame")
     ethertype = int.from_bytes(frame[12:14], "big")
     ip_start = ETH_LEN
     if ethertype == ETH_P_8021Q:
         if len(frame) < ETH_LEN + VLAN_LEN:
-            return _count(drops, "short_frame")
+            return _drop(drops, "short_frame")
         ethertype = int.from_bytes(frame[16:18], "big")
         ip_start += VLAN_LEN
     if ethertype != ETH_P_IP:
-        return _count(drops, "not_ipv4")
+        return _drop(drops, "not_ipv4")
     return _parse_ipv4(memoryview(frame)[ip_start:], drops)
 
 
 def _parse_ipv4(ip: memoryview, drops: Counter[str] | None) -> Segment | None:
     if len(ip) < 20 or ip[0] >> 4 != 4:
-        return _count(drops, "bad_ip_header")
+        return _drop(drops, "bad_ip_header")
     header_len = (ip[0] & 0x0F) * 4
     total_len = int.from_bytes(ip[2:4], "big")
     if header_len < 20 or total_len < header_len or total_len > len(ip):
-        return _count(drops, "bad_ip_header")
+        return _drop(drops, "bad_ip_header")
     frag = int.from_bytes(ip[6:8], "big")
     if frag & IP_OFFSET_MASK:
-        return _count(drops, "later_fragment")
+        return _drop(drops, "later_fragment")
     proto = ip[9]
     src = socket.inet_ntoa(ip[12:16])
     dst = socket.inet_ntoa(ip[16:20])
@@ -96,17 +97,17 @@ def _parse_ipv4(ip: memoryview, drops: Counter[str] | None) -> Segment | None:
         return _parse_tcp(body, src, dst, fragment, drops)
     if proto == IPPROTO_UDP:
         return _parse_udp(body, src, dst, fragment, drops)
-    return _count(drops, "not_tcp_udp")
+    return _drop(drops, "not_tcp_udp")
 
 
 def _parse_tcp(
     tcp: memoryview, src: str, dst: str, fragment: bool, drops: Counter[str] | None
 ) -> Segment | None:
     if len(tcp) < 20:
-        return _count(drops, "bad_tcp_header")
+        return _drop(drops, "bad_tcp_header")
     data_offset = (tcp[12] >> 4) * 4
     if data_offset < 20 or data_offset > len(tcp):
-        return _count(drops, "bad_tcp_header")
+        return _drop(drops, "bad_tcp_header")
     flags = tcp[13]
     key = FlowKey(
         src, dst, int.from_bytes(tcp[0:2], "big"), int.from_bytes(tcp[2:4], "big"), IPPROTO_TCP
@@ -125,10 +126,10 @@ def _parse_udp(
     udp: memoryview, src: str, dst: str, fragment: bool, drops: Counter[str] | None
 ) -> Segment | None:
     if len(udp) < 8:
-        return _count(drops, "bad_udp_header")
+        return _drop(drops, "bad_udp_header")
     length = int.from_bytes(udp[4:6], "big")
     if length < 8 or (length > len(udp) and not fragment):
-        return _count(drops, "bad_udp_header")
+        return _drop(drops, "bad_udp_header")
     key = FlowKey(
         src, dst, int.from_bytes(udp[0:2], "big"), int.from_bytes(udp[2:4], "big"), IPPROTO_UDP
     )
