@@ -355,3 +355,11 @@ def test_the_oldest_flow_makes_room_and_the_next_expire_reports_it() -> None:
 def test_final_after_matches_the_datapath_punt_limit() -> None:
     dpi_h = (Path(__file__).parents[2] / "homegw/modules/dpi/dpi.h").read_text()
     assert f"#define DPI_PUNT_PACKETS {FINAL_AFTER} " in dpi_h
+
+
+def test_frames_as_bytearray_or_memoryview() -> None:
+    """A perf-buffer callback may hand over any bytes-like object."""
+    hello = ssl_client_hello("www.netflix.com")
+    for frame in (bytearray(tcp_frame(hello)), memoryview(tcp_frame(hello, sport=2))):
+        result = FlowClassifier().feed(frame, 1.0)  # type: ignore[arg-type]
+        assert result is not None and result[1] == Verdict("sni", name="www.netflix.com")

@@ -4,13 +4,22 @@ the RFC test vectors for the keys; bad tags, wrong versions, short DCIDs."""
 from __future__ import annotations
 
 import itertools
+import random
 import struct
 
 import pytest
 
 from homegw.modules.dpi.classify import FlowClassifier, Verdict, quic
 from homegw.modules.dpi.classify.quic import QuicHello, QuicStatus
-from tests.unit.dpi_classify_frames import quic_initials, udp_frame, udp_key
+from tests.unit.dpi_classify_frames import (
+    big_extensions,
+    crypto_frame,
+    hello_handshake,
+    protect_initial,
+    quic_initials,
+    udp_frame,
+    udp_key,
+)
 
 VERSIONS = [pytest.param(quic.QUIC_V1, id="v1"), pytest.param(quic.QUIC_V2, id="v2")]
 NAME = "www.youtube.com"
@@ -171,3 +180,34 @@ def test_initial_frames(payload: bytes, expected: list) -> None:
 )
 def test_bad_initial_frames(payload: bytes) -> None:
     assert quic.crypto_frames(payload) is None
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_chrome_style_crypto_frames_small_and_shuffled_across_initials(version: int) -> None:
+    """Chrome cuts its hello into many small CRYPTO frames, out of order, with PINGs
+    and PADDING between, over two Initials: any order of both gives the name."""
+    handshake = hello_handshake(big_extensions(b"maps.example.com"))
+    pieces = [(at, handshake[at : at + 97]) for at in range(0, len(handshake), 97)]
+    random.Random(5).shuffle(pieces)
+    half = len(pieces) // 2
+    dcid = bytes.fromhex("c0ffee0011223344aa")
+    initials = []
+    for number, part in enumerate((pieces[:half], pieces[half:])):
+        frames = b"".join(crypto_frame(at, data) + b"\x01\x00\x00" for at, data in part)
+        initials.append(protect_initial(version, dcid, frames + bytes(40), number))
+    assert QuicHello().feed(initials[0]).status is QuicStatus.NEED_MORE
+    for order in itertools.permutations(initials):
+        classifier = FlowClassifier()
+        results = [classifier.feed(udp_frame(datagram), 1.0) for datagram in order]
+        assert results == [None, (udp_key(), Verdict("quic", name="maps.example.com"))]
+    coalesced = QuicHello().feed(initials[1] + initials[0])
+    assert coalesced.sni == "maps.example.com"
+    assert coalesced.alpn == ("h2", "http/1.1")
+
+
+def test_an_initial_whose_crypto_stream_is_past_the_bound_gives_up() -> None:
+    handshake = hello_handshake(big_extensions(b"maps.example.com"))
+    dcid = bytes(range(8))
+    initial = protect_initial(quic.QUIC_V1, dcid, crypto_frame(0, handshake[:600]))
+    hello = QuicHello(max_bytes=500)
+    assert hello.feed(initial).status is QuicStatus.MALFORMED

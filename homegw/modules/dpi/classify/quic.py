@@ -17,8 +17,9 @@ for QUIC v2: its own salt, labels and long-header type numbers):
 5. frames allowed in an Initial: PADDING, PING, ACK (skipped), CRYPTO,
    CONNECTION_CLOSE; anything else is a protocol violation (skipped packet);
 6. the CRYPTO frames' data by offset, across frames and Initial packets
-   (Chrome's ~1.6 KB ClientHello fills two) into a bounded `Reassembler`,
-   read with `tls.parse_handshake`.
+   (Chrome's ~1.6 KB ClientHello fills two, and Chrome cuts it into many
+   small CRYPTO frames sent out of order) into a bounded `Reassembler`
+   (bytes, pieces), read with `tls.parse_handshake`.
 
 The crypto is the `cryptography` package (OpenSSL) and the standard
 library's HMAC-SHA256 for HKDF. Nothing raises on bad input.
@@ -256,7 +257,7 @@ def _skip_close(payload: bytes, pos: int) -> int:
 class QuicHello:
     """One flow's client Initials: the CRYPTO stream rebuilt, then its ClientHello."""
 
-    def __init__(self, max_bytes: int = 8192, max_frames: int = 64) -> None:
+    def __init__(self, max_bytes: int = 8192, max_frames: int = 128) -> None:
         self._crypto = Reassembler(max_bytes, max_frames, start=0)
         self.version = 0
         self.initials = 0  # Initial packets decrypted
