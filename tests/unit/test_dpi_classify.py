@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from homegw.modules.dpi.classify import FINAL_AFTER, FlowClassifier, Verdict
+from homegw.modules.dpi.classify import FINAL_AFTER, SOURCE_NUMBERS, FlowClassifier, Verdict
 from homegw.modules.dpi.classify.packet import IPPROTO_TCP, FlowKey, parse_frame
 from homegw.modules.dpi.classify.reassembly import Reassembler, TcpStream
 from tests.unit.dpi_classify_frames import (
@@ -74,6 +74,20 @@ def test_fragments_only_the_first_carries_ports() -> None:
     drops: Counter[str] = Counter()
     assert parse_frame(ethernet(ipv4(17, udp, frag=0x0010)), drops) is None
     assert drops == {"later_fragment": 1}
+
+
+def _with_ttl(frame: bytes, ttl: int) -> bytes:
+    return frame[:22] + bytes([ttl]) + frame[23:]
+
+
+def test_a_decoy_that_dies_at_the_gateway_is_not_read() -> None:
+    """TTL 1: the gateway drops it, the server never sees it (an evasion tool's fake hello)."""
+    classifier = FlowClassifier()
+    decoy = _with_ttl(tcp_frame(ssl_client_hello("allowed.example")), 1)
+    assert classifier.feed(decoy, 1.0) is None
+    assert classifier.counters["ttl_expires"] == 1
+    real = _with_ttl(tcp_frame(ssl_client_hello("blocked.example")), 2)
+    assert classifier.feed(real, 1.0) == (tcp_key(), Verdict("sni", name="blocked.example"))
 
 
 BAD_FRAMES = {
@@ -352,9 +366,11 @@ def test_the_oldest_flow_makes_room_and_the_next_expire_reports_it() -> None:
     assert classifier.expire(4.0) == []
 
 
-def test_final_after_matches_the_datapath_punt_limit() -> None:
+def test_constants_match_the_datapath_contract() -> None:
     dpi_h = (Path(__file__).parents[2] / "homegw/modules/dpi/dpi.h").read_text()
     assert f"#define DPI_PUNT_PACKETS {FINAL_AFTER} " in dpi_h
+    for source, number in SOURCE_NUMBERS.items():
+        assert f"#define DPI_SOURCE_{source.upper()} {number} " in dpi_h
 
 
 def test_frames_as_bytearray_or_memoryview() -> None:

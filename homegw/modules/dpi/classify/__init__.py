@@ -41,7 +41,7 @@ from homegw.modules.dpi.classify import http, ports, quic, signatures, tls
 from homegw.modules.dpi.classify.packet import IPPROTO_TCP, FlowKey, Segment, parse_frame
 from homegw.modules.dpi.classify.reassembly import TcpStream
 
-__all__ = ["APP_IDS", "FINAL_AFTER", "FlowClassifier", "FlowKey", "Verdict"]
+__all__ = ["APP_IDS", "FINAL_AFTER", "SOURCE_NUMBERS", "FlowClassifier", "FlowKey", "Verdict"]
 
 FINAL_AFTER = 4  # payload packets: DPI_PUNT_PACKETS, the most the datapath punts per flow (per CPU)
 #: Every app id a signature or port verdict can carry (the app database must know them).
@@ -59,6 +59,8 @@ class Verdict:
 
 
 UNKNOWN = Verdict("unknown")
+#: Verdict.source -> DPI_SOURCE_* of dpi.h (struct dpi_class.source).
+SOURCE_NUMBERS = {"sni": 2, "host": 3, "quic": 4, "signature": 5, "port": 6, "unknown": 7}
 _WAIT = "wait"  # more bytes may decide
 _NOTHING = "nothing"  # nothing recognisable at the presumed start
 _FALLBACK = "fallback"  # a recognised start without a name: port guess now

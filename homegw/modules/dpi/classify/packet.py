@@ -10,6 +10,8 @@ source's side. Everything is checked before it is read:
 - fragments: only a first fragment (offset 0) carries the ports; a later one
   is dropped; a first fragment's payload is what it holds (a UDP length
   pointing past it is expected then);
+- TTL 0 or 1: the gateway will not forward it, so the server never sees it
+  (DPI-evasion tools send decoy hellos that way): dropped;
 - TCP: data offset >= 5 and inside the packet; UDP: length 8.. the packet's.
 
 `parse_frame` returns a :class:`Segment` or None; a drop's reason is counted
@@ -88,6 +90,8 @@ def _parse_ipv4(ip: memoryview, drops: Counter[str] | None) -> Segment | None:
     frag = int.from_bytes(ip[6:8], "big")
     if frag & IP_OFFSET_MASK:
         return _drop(drops, "later_fragment")
+    if ip[8] <= 1:  # dies at the gateway: never reaches the server (a DPI-evasion decoy)
+        return _drop(drops, "ttl_expires")
     proto = ip[9]
     src = socket.inet_ntoa(ip[12:16])
     dst = socket.inet_ntoa(ip[16:20])
