@@ -139,6 +139,20 @@ def test_overlaps_keep_the_first_copy() -> None:
     assert stream.prefix() == b"abCDEFghXX"
 
 
+def test_a_copy_that_disagrees_is_counted() -> None:
+    stream = Reassembler(start=0)
+    stream.add(0, b"abcdef")
+    stream.add(2, b"cd")  # the same bytes again: a retransmission
+    assert stream.conflicts == 0
+    stream.add(4, b"EFgh")
+    assert stream.conflicts == 1 and stream.prefix() == b"abcdefgh"
+    classifier = FlowClassifier()
+    decoy, real = ssl_client_hello("allowed.example"), ssl_client_hello("blocked.example")
+    classifier.feed(tcp_frame(decoy[:100]), 1.0)
+    classifier.feed(tcp_frame(real), 1.0)
+    assert classifier.counters["tcp_overlap_conflict"] == 1
+
+
 def test_a_gap_stops_the_prefix() -> None:
     stream = Reassembler(start=0)
     stream.add(0, b"abc")

@@ -174,7 +174,10 @@ class FlowClassifier:
     def _tcp(self, flow: _Flow, segment: Segment) -> Verdict | None:
         stream = flow.tcp
         assert stream is not None
+        conflicts = stream.conflicts
         stream.add(segment.seq, segment.payload, segment.syn)
+        if stream.conflicts != conflicts:
+            self.counters["tcp_overlap_conflict"] += 1
         data = stream.data()
         outcome = self._stream_verdict(data, segment.key) if data else _WAIT
         if isinstance(outcome, Verdict):

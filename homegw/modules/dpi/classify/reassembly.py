@@ -2,7 +2,8 @@
 
 `Reassembler` keeps disjoint pieces by offset: a byte already held wins over a
 later copy (duplicates and overlaps: first wins, so a retransmission cannot
-rewrite what a parser may already have read), a gap stops `prefix()` (the
+rewrite what a parser may already have read; a copy that disagrees is
+counted in `conflicts`: an evasion attempt or a broken stack), a gap stops `prefix()` (the
 parser waits), and everything is bounded: bytes from the start
 (`max_bytes`; a piece past the window is cut, and `overflow` says so) and
 the number of pieces (`max_pieces`; beyond it new pieces are refused).
@@ -40,6 +41,7 @@ class Reassembler:
         self.start = start  # None until the first piece when not given
         self.fixed = start is not None  # a known start: pieces below it are dropped
         self.overflow = False  # some bytes fell past the window (or pieces past the bound)
+        self.conflicts = 0  # copies of bytes already held that said something else
         self._offsets: list[int] = []  # sorted; _data[i] starts at _offsets[i]
         self._data: list[bytes] = []
 
@@ -56,6 +58,8 @@ class Reassembler:
             self.overflow = True
         if begin >= end:
             return
+        if self._differs(begin, data[begin - offset : end - offset]):
+            self.conflicts += 1
         for piece_start, piece in self._uncovered(begin, end):
             self._insert(piece_start, data[piece_start - offset : piece_start - offset + piece])
 
@@ -80,6 +84,21 @@ class Reassembler:
     @property
     def pieces(self) -> int:
         return len(self._offsets)
+
+    def _differs(self, begin: int, data: bytes) -> bool:
+        """data (at begin) disagrees with a byte already held."""
+        end = begin + len(data)
+        i = max(bisect.bisect_right(self._offsets, begin) - 1, 0)
+        for offset, held in zip(self._offsets[i:], self._data[i:], strict=True):
+            if offset >= end:
+                break
+            low, high = max(begin, offset), min(end, offset + len(held))
+            if (
+                low < high
+                and held[low - offset : high - offset] != data[low - begin : high - begin]
+            ):
+                return True
+        return False
 
     def _uncovered(self, begin: int, end: int) -> list[tuple[int, int]]:
         """(offset, length) runs of [begin, end) that no piece holds yet."""
@@ -147,6 +166,10 @@ class TcpStream:
     @property
     def overflow(self) -> bool:
         return self._bytes.overflow
+
+    @property
+    def conflicts(self) -> int:
+        return self._bytes.conflicts
 
     def add(self, seq: int, payload: bytes, syn: bool = False) -> None:
         """One segment; a SYN's data starts at seq + 1 (and fixes the start there)."""
