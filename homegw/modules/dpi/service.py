@@ -28,6 +28,7 @@ from homegw.modules.dpi import categories
 from homegw.modules.dpi.appdb import AppDb, AppDbError
 from homegw.modules.dpi.appids import AppIds
 from homegw.modules.dpi.classify import FlowClassifier, FlowKey, Verdict
+from homegw.modules.dpi.classify.packet import parse_frame
 from homegw.modules.dpi.config import DpiConfig
 from homegw.modules.dpi.maps import (
     ACTION_ALLOW,
@@ -134,9 +135,10 @@ class DpiService:
         now = self.monotonic()
         with self._lock:
             result = self.classifier.feed(punt.packet, now)
-            if result is None and punt.meta[0] >= PUNT_PACKETS:
-                key = self.classifier.key_of(punt.packet)
-                result = (key, self.classifier.give_up(key)) if key else None
+            if result is None and punt.meta[0] >= PUNT_PACKETS:  # the datapath's last punt
+                segment = parse_frame(punt.packet)
+                if segment is not None:
+                    result = (segment.key, self.classifier.give_up(segment.key))
         if result is not None:
             self._classify(*result)
 
@@ -200,7 +202,10 @@ class DpiService:
         self._count_sources(rows)
         self._forget_idle(rows)
         with self._lock:
-            self.classifier.expire(self.monotonic())
+            stale = self.classifier.expire(self.monotonic())
+            verdicts = [(key, self.classifier.give_up(key)) for key in stale]
+        for key, verdict in verdicts:  # a guess from the port, or unknown
+            self._classify(key, verdict)
         decision = self.decide()
         due = TICK_S
         if decision.next_change is not None:
