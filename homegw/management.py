@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 
 FLUSHABLE = ("nat_sessions", "dns_cache", "dns_queries")
 DNS_OFF = "the DNS forwarder is off (dns.enabled: false)"
+DPI_OFF = "DPI is off: enable the dpi module"
+NO_APPS: dict[str, Any] = {"categories": [], "apps": [], "source": "", "loaded_at": 0.0}
 Row = dict[str, Any]
 
 
@@ -383,6 +385,34 @@ class Management:
         if self.appliance.dns is None:
             raise Conflict(DNS_OFF)
         self.appliance.dns.refresh_blocklists()
+
+    # -- DPI: thin calls of the DPI service (appliance.dpi, None while off) --
+    def _dpi(self) -> Any:
+        dpi = getattr(self.appliance, "dpi", None)
+        if dpi is None:
+            raise Conflict(DPI_OFF)
+        return dpi
+
+    def apps(self) -> dict[str, Any]:
+        """With DPI off: an empty database (the pages only show it)."""
+        dpi = getattr(self.appliance, "dpi", None)
+        return dpi.apps() if dpi is not None else dict(NO_APPS)
+
+    def app_usage(
+        self, mac: str | None = None, hours: int = 24, bucket: str = "hour"
+    ) -> list[dict[str, Any]]:
+        return self._dpi().app_usage(mac, hours, bucket)
+
+    def top_apps(
+        self, mac: str | None = None, hours: int = 24, limit: int = 10
+    ) -> list[dict[str, Any]]:
+        return self._dpi().top_apps(mac, hours, limit)
+
+    def parental(self) -> dict[str, Any]:
+        return self._dpi().parental()
+
+    def pause(self, target: str, minutes: int | None) -> ApplyResult:
+        return self._dpi().pause(target, minutes)
 
     # -- metrics ---------------------------------------------------------
     def samples(self) -> Iterable[Sample]:
