@@ -114,7 +114,7 @@ def test_the_page_is_in_the_navigation_and_shows_profiles_rules_and_devices(
 
 
 def test_hostile_names_are_escaped_everywhere(client: FlaskClient) -> None:
-    html = text(client.get(f"{PAGE}?edit_rule=0"))
+    html = text(client.get(f"{PAGE}?edit_rule=0&add_rule=1"))
     for hostile in (HOSTILE, HOSTILE_PROFILE, HOSTILE_LABEL):
         assert hostile not in html
     assert '<h3 id="h-profile-1">&lt;b&gt;x&lt;/b&gt;</h3>' in html
@@ -136,7 +136,7 @@ def test_in_force_now_with_until_when(client: FlaskClient, control: FakeHome) ->
 
 
 def test_the_pickers_group_apps_by_category_and_tick_the_rule(client: FlaskClient) -> None:
-    html = text(client.get(f"{PAGE}?edit_rule=0"))
+    html = text(client.get(f"{PAGE}?edit_rule=0&add_rule=1"))
     assert checked(html, "rule-0-block-app-youtube") and checked(html, "rule-0-block-cat-games")
     assert checked(html, "rule-0-allow-app-khan_academy")
     assert not checked(html, "rule-0-block-app-netflix")
@@ -163,6 +163,30 @@ def test_with_dpi_off_the_page_says_so_and_still_edits(
     refused = post(client, "/parental/pause", {"target": LAPTOP, "minutes": "30"})
     assert refused.status_code == 302
     assert "DPI is off: enable the dpi module" in text(client.get(PAGE))
+
+
+def test_the_rule_form_is_shown_when_asked_for(client: FlaskClient) -> None:
+    html = text(client.get(PAGE))
+    assert 'id="rule-new-name"' not in html and 'id="rule-0-name"' not in html
+    assert 'href="/parental/?add_rule=1#add-rule">Add a rule</a>' in html
+    assert 'id="rule-new-name"' in text(client.get(f"{PAGE}?add_rule=1"))
+
+
+def test_right_now_lists_the_devices_of_profiles_and_rules_and_pauses_the_others(
+    client: FlaskClient, control: FakeHome
+) -> None:
+    html = text(client.get(PAGE))
+    assert re.findall(r'<tr id="now-\d+" data-mac="([^"]+)">', html) == [LAPTOP, PHONE]
+    other = re.search(r'<select id="pause-other-target" name="target">(.*?)</select>', html, re.S)
+    assert other and re.findall(r'value="([^"]+)"', other[1]) == [
+        "02:00:00:00:00:03",
+        "02:00:00:00:00:04",
+    ]
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; (02:00:00:00:00:03)" in other[1]
+    post(client, "/parental/pause", {"target": "02:00:00:00:00:04", "minutes": "60"})
+    html = text(client.get(PAGE))  # a paused device is listed, with its Resume button
+    assert re.findall(r'<tr id="now-\d+" data-mac="([^"]+)">', html)[-1] == "02:00:00:00:00:04"
+    assert 'aria-label="Resume 02:00:00:00:00:04"' in html
 
 
 # -- pause --------------------------------------------------------------------

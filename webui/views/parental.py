@@ -21,7 +21,7 @@ import time
 from datetime import datetime
 from typing import Any
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, request
 
 from homegw.control import ConfigRejected, Conflict
 from webui.views import parental_forms as forms
@@ -94,14 +94,18 @@ def _page(errors: Errors | None = None, **values: Any) -> str:
     groups, labels = _catalogue()
     state = _state()
     now = float(state["now"]) if state else time.time()
+    in_force = {d["mac"]: d for d in (state or {}).get("devices") or []}
+    watched = _watched(dpi, in_force)
     return render(
         "parental.html",
         dpi=dpi,
         dpi_on=state is not None,
         now=now,
         devices=devices,
+        watched=[d for d in devices if d["mac"] in watched],
+        others=[d for d in devices if d["mac"] not in watched],
         device_names={d["mac"]: d.get("name") or d["mac"] for d in devices},
-        in_force={d["mac"]: d for d in (state or {}).get("devices") or []},
+        in_force=in_force,
         profile_paused=_profile_pauses(dpi, now),
         groups=groups,
         labels=labels,
@@ -110,8 +114,23 @@ def _page(errors: Errors | None = None, **values: Any) -> str:
         rule_input=values.get("rule", {}),
         editing_profile=editing_arg("edit_profile"),
         editing_rule=editing_arg("edit_rule"),
+        adding_rule="add_rule" in request.args or "new" in values.get("rule", {}),
         forms=forms,
     )
+
+
+def _watched(dpi: dict[str, Any], in_force: dict[str, dict[str, Any]]) -> set[str]:
+    """The devices the page lists under "Right now": those of a profile, a
+    rule or a pause, and any with something in force (the others are in
+    the "another device" pause form)."""
+    macs = {mac for profile in dpi["profiles"] for mac in profile.get("devices") or []}
+    macs |= {who for rule in dpi["rules"] for who in rule.get("who") or []}
+    macs |= {str(pause.get("who")) for pause in dpi["pauses"]}
+    for mac, state in in_force.items():
+        keys = ("paused_until", "blocked_apps", "blocked_categories", "budgets")
+        if any(state.get(key) for key in keys):
+            macs.add(mac)
+    return macs
 
 
 def _profile_pauses(dpi: dict[str, Any], now: float) -> dict[str, float]:
