@@ -5,12 +5,15 @@ the OpenAPI document says exactly this."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from homegw.control import Conflict
+from homegw.management import Management
 from tests.unit.fake_control import HOSTILE_LABEL, FakeControl
 from tests.unit.test_api import app, bearer, client, clock, control, login, set_up_admin
 from webui.api.openapi import PREFIX, document
@@ -193,3 +196,54 @@ def test_openapi_documents_the_dpi_paths_with_their_bounds() -> None:
     schema = document()["components"]["schemas"]["PauseRequest"]
     assert schema["required"] == ["target", "minutes"]
     assert set(paths[f"{PREFIX}/parental"]) == {"get"} and set(paths[f"{PREFIX}/apps"]) == {"get"}
+
+
+class Service:
+    """What the lead's DPI service answers: each call recorded."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        def call(*args: Any) -> Any:
+            self.calls.append((name, *args))
+            return {"answered": name}
+
+        return call
+
+
+def management(dpi: Any) -> Management:
+    out = Management.__new__(Management)  # no appliance: only .appliance.dpi is used
+    out.appliance = SimpleNamespace(dpi=dpi)  # type: ignore[assignment]
+    return out
+
+
+def test_management_hands_the_dpi_calls_to_the_service() -> None:
+    service = Service()
+    control = management(service)
+    assert control.apps() == {"answered": "apps"}
+    control.app_usage(MAC, 48, "day")
+    control.top_apps(None, 24, 5)
+    control.parental()
+    control.pause("Alice", None)
+    assert service.calls == [
+        ("apps",),
+        ("app_usage", MAC, 48, "day"),
+        ("top_apps", None, 24, 5),
+        ("parental",),
+        ("pause", "Alice", None),
+    ]
+
+
+def test_management_with_dpi_off() -> None:
+    control = management(None)
+    assert control.apps() == {"categories": [], "apps": [], "source": "", "loaded_at": 0.0}
+    calls = (
+        lambda: control.app_usage(),
+        lambda: control.top_apps(),
+        lambda: control.parental(),
+        lambda: control.pause(MAC, 30),
+    )
+    for call in calls:
+        with pytest.raises(Conflict, match="^DPI is off: enable the dpi module$"):
+            call()
