@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from homegw.config import (
 from homegw.confighistory import ConfigHistory
 from homegw.control import ApplyResult, ConfigRejected, Conflict, NotFound, Page, Problem, Sample
 from homegw.dataplane.abi import Hook, Nic
+from homegw.dpipause import with_pause
 from homegw.inventory import Inventory
 from homegw.modules.dns.liststore import store_blocklist, unloaded_status
 from homegw.modules.dns.querystats import query_stats
@@ -386,7 +388,7 @@ class Management:
             raise Conflict(DNS_OFF)
         self.appliance.dns.refresh_blocklists()
 
-    # -- DPI: thin calls of the DPI service (appliance.dpi, None while off) --
+    # -- DPI: the DPI service's answers (appliance.dpi, None while off) -------
     def _dpi(self) -> Any:
         dpi = getattr(self.appliance, "dpi", None)
         if dpi is None:
@@ -412,7 +414,13 @@ class Management:
         return self._dpi().parental()
 
     def pause(self, target: str, minutes: int | None) -> ApplyResult:
-        return self._dpi().pause(target, minutes)
+        """As a config change of dpi.pauses (history, file), as device_set is."""
+        self._dpi()
+        data = config_to_dict(self.appliance.config)
+        known = {device["mac"] for device in self.inventory.devices()}
+        now = datetime.now().astimezone()
+        data["dpi"] = with_pause(data.get("dpi") or {}, target, minutes, known, now)
+        return self._apply(self._parse(data, None), dry_run=False)
 
     # -- metrics ---------------------------------------------------------
     def samples(self) -> Iterable[Sample]:

@@ -140,6 +140,9 @@ def _rule_problems(loc: str, rule: dict[str, Any], profiles: list[str]) -> list[
                 out.append(Problem(f"{loc}.{key}.{j}", f"not an id: {value!r}"))
     for k, window in enumerate(rule.get("schedule") or []):
         out += _window_problems(f"{loc}.schedule.{k}", window)
+    keys = ("block_all", "block_apps", "block_categories", "allow_apps", "allow_categories")
+    if not any(rule.get(key) for key in keys):
+        out.append(Problem(loc, "the rule neither blocks nor allows anything"))
     budget = rule.get("budget_minutes")
     if budget is not None and not (isinstance(budget, int) and 1 <= budget <= 1440):
         out.append(Problem(f"{loc}.budget_minutes", "1 to 1440 minutes a day"))

@@ -5,6 +5,8 @@ the OpenAPI document says exactly this."""
 
 from __future__ import annotations
 
+import time
+from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
@@ -12,7 +14,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from homegw.control import Conflict
+from homegw.config import parse_config
+from homegw.control import ConfigRejected, Conflict
 from homegw.management import Management
 from tests.unit.fake_control import HOSTILE_LABEL, FakeControl
 from tests.unit.test_api import app, bearer, client, clock, control, login, set_up_admin
@@ -213,26 +216,45 @@ class Service:
 
 
 def management(dpi: Any) -> Management:
-    out = Management.__new__(Management)  # no appliance: only .appliance.dpi is used
-    out.appliance = SimpleNamespace(dpi=dpi)  # type: ignore[assignment]
+    """Management over a stub appliance: the config parsed and applied are
+    recorded, not run."""
+    out = Management.__new__(Management)
+    config = parse_config({"wan": {"interface": "wan0"}, "lan": {"interface": "lan0"}})
+    out.appliance = SimpleNamespace(dpi=dpi, config=config)  # type: ignore[assignment]
+    out.inventory = SimpleNamespace(devices=lambda: [{"mac": MAC}])  # type: ignore[assignment]
+    out.applied = []  # type: ignore[attr-defined]
+    out._parse = lambda data, section: data  # type: ignore[method-assign]
+    out._apply = lambda data, dry_run: out.applied.append(data) or "applied"  # type: ignore[method-assign, attr-defined, func-returns-value]
     return out
 
 
-def test_management_hands_the_dpi_calls_to_the_service() -> None:
+def test_management_hands_the_dpi_reads_to_the_service() -> None:
     service = Service()
     control = management(service)
     assert control.apps() == {"answered": "apps"}
     control.app_usage(MAC, 48, "day")
     control.top_apps(None, 24, 5)
     control.parental()
-    control.pause("Alice", None)
     assert service.calls == [
         ("apps",),
         ("app_usage", MAC, 48, "day"),
         ("top_apps", None, 24, 5),
         ("parental",),
-        ("pause", "Alice", None),
     ]
+
+
+def test_management_pauses_as_a_config_change_of_dpi_pauses() -> None:
+    control = management(Service())
+    before = time.time()
+    assert control.pause(MAC.upper(), 30) == "applied"
+    (document,) = control.applied  # type: ignore[attr-defined]
+    (pause,) = document["dpi"]["pauses"]
+    assert pause["who"] == MAC
+    assert 30 * 60 - 2 <= datetime.fromisoformat(pause["until"]).timestamp() - before <= 30 * 60 + 2
+    assert document["wan"]["interface"] == "wan0"  # the rest of the config as it was
+    with pytest.raises(ConfigRejected) as refused:
+        control.pause("02:00:00:00:00:99", 30)
+    assert refused.value.problems[0].loc == "dpi.pauses"
 
 
 def test_management_with_dpi_off() -> None:
@@ -247,3 +269,4 @@ def test_management_with_dpi_off() -> None:
     for call in calls:
         with pytest.raises(Conflict, match="^DPI is off: enable the dpi module$"):
             call()
+    assert control.applied == []  # type: ignore[attr-defined]

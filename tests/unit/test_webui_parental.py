@@ -415,6 +415,31 @@ def test_each_bad_field_of_a_rule_is_named(
     assert control.config["dpi"]["rules"] == [BEDTIME]
 
 
+def test_a_rule_that_does_nothing_is_refused_above_its_form(
+    client: FlaskClient, control: FakeHome
+) -> None:
+    form = rule_form(block_apps=[], block_categories=[], allow_apps=[], allow_categories=[])
+    answer = post(client, "/parental/rules", form)
+    html = text(answer)
+    assert answer.status_code == 400
+    said = "the rule neither blocks nor allows anything"
+    assert f'<p class="error" id="rule-new-e" role="alert">{said}</p>' in html
+    assert value_of(html, "rule-new-name") == "games budget"
+    assert control.config["dpi"]["rules"] == [BEDTIME]
+
+
+def test_times_with_seconds_are_shown_as_hours_and_minutes(
+    client: FlaskClient, control: FakeHome
+) -> None:
+    control.config["dpi"]["rules"][0]["schedule"][0].update(start="21:00:00", end="07:00:00")
+    html = text(client.get(f"{PAGE}?edit_rule=0"))
+    assert (
+        value_of(html, "rule-0-w0-start") == "21:00" and value_of(html, "rule-0-w0-end") == "07:00"
+    )
+    words = text(client.get(PAGE))
+    assert "When: Sun–Thu from 21:00 to 07:00 the next day" in words
+
+
 def test_edit_a_rule(client: FlaskClient, control: FakeHome) -> None:
     form = rule_form(name="bedtime", original="bedtime", windows="2", w1_days=["fri", "sat"],
                      w1_start="22:30", w1_end="08:00")  # fmt: skip

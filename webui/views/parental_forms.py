@@ -89,9 +89,18 @@ def rule_values(rule: dict[str, Any]) -> Values:
         "block_all": bool(rule.get("block_all")),
         "allow_apps": list(rule.get("allow_apps") or []),
         "allow_categories": list(rule.get("allow_categories") or []),
-        "windows": [dict(w) for w in rule.get("schedule") or []],
+        "windows": [
+            {**w, "start": clock(w.get("start")), "end": clock(w.get("end"))}
+            for w in rule.get("schedule") or []
+        ],
         "budget": "" if budget is None else str(budget),
     }
+
+
+def clock(value: Any) -> str:
+    """A time of day as the form shows it: "21:00" (also from "21:00:00")."""
+    text = str(value or "")
+    return text[:5] if len(text) == 8 and text[2] == ":" and text[5] == ":" else text
 
 
 def empty_rule() -> Values:
@@ -195,7 +204,7 @@ def days_in_words(days: list[str]) -> str:
 
 def window_in_words(window: dict[str, Any]) -> str:
     """In words, e.g. "Sun–Thu from 21:00 to 07:00 the next day" (an end before its start)."""
-    start, end = str(window.get("start", "")), str(window.get("end", ""))
+    start, end = clock(window.get("start")), clock(window.get("end"))
     days = days_in_words(list(window.get("days") or []))
     when = days[:1].upper() + days[1:]
     if start == end:
