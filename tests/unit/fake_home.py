@@ -243,14 +243,18 @@ class FakeHome(FakeControl):
                 if r.get("budget_minutes")
             ],  # fmt: skip
             "rules": [r["name"] for r in rules],
-            "next_change": self.now + 1800 if rules else None,
+            "blocked_all": any(r.get("block_all") for r in rules),
+            "allowed_apps": sorted({a for r in rules for a in r.get("allow_apps") or []}),
+            "allowed_categories": sorted(
+                {c for r in rules for c in r.get("allow_categories") or []}
+            ),
         }
 
     def parental(self) -> dict[str, Any]:
         self._dpi()
         profile_of = {m: p["name"] for p in self.config["dpi"]["profiles"] for m in p["devices"]}
         devices = [self._in_force(d["mac"], profile_of.get(d["mac"])) for d in self.device_list]
-        return {"now": self.now, "devices": devices}
+        return {"now": self.now, "devices": devices, "next_change": self.now + 1800}
 
     # -- status ------------------------------------------------------------
     def status(self) -> dict[str, Any]:

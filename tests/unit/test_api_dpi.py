@@ -19,6 +19,7 @@ from homegw.control import ConfigRejected, Conflict
 from homegw.management import Management
 from tests.unit.fake_control import HOSTILE_LABEL, FakeControl
 from tests.unit.test_api import app, bearer, client, clock, control, login, set_up_admin
+from webui.api import models as m
 from webui.api.openapi import PREFIX, document
 
 API = "/api/v1"
@@ -270,3 +271,21 @@ def test_management_with_dpi_off() -> None:
         with pytest.raises(Conflict, match="^DPI is off: enable the dpi module$"):
             call()
     assert control.applied == []  # type: ignore[attr-defined]
+
+
+def test_the_answers_are_what_the_document_says(app: Flask, client: FlaskClient) -> None:
+    for path, model in (
+        ("/apps", m.Apps),
+        ("/apps/usage", m.AppUsage),
+        ("/apps/top", m.TopApps),
+        ("/parental", m.Parental),
+    ):
+        answer = get(app, client, path)
+        model.model_validate(answer.json)  # raises when a field is missing or of another type
+    # the DPI service's own shape of a device (next_change at the top, blocked_all, allowed_*)
+    service_device = {
+        "mac": MAC, "profile": None, "rules": [], "blocked_apps": [], "blocked_categories": [],
+        "blocked_all": True, "allowed_apps": ["khan_academy"], "allowed_categories": [],
+        "paused_until": 1_764_600_000, "budgets": [],
+    }  # fmt: skip
+    m.Parental.model_validate({"now": 1.0, "devices": [service_device], "next_change": None})

@@ -135,6 +135,17 @@ def test_in_force_now_with_until_when(client: FlaskClient, control: FakeHome) ->
     assert "Resume" not in row[1]
 
 
+def test_the_whole_internet_blocked_now_with_its_exceptions(
+    client: FlaskClient, control: FakeHome
+) -> None:
+    control.config["dpi"]["rules"][0]["block_all"] = True
+    html = text(client.get(PAGE))
+    row = re.search(r'<tr id="now-0".*?</tr>', html, re.S)
+    assert row and "The whole internet is blocked</strong> except Khan Academy" in row[0]
+    other = re.search(r'<tr id="now-1".*?</tr>', html, re.S)  # the phone: no rule
+    assert other and "No limits now" in other[0] and "Changes at" not in other[0]
+
+
 def test_the_pickers_group_apps_by_category_and_tick_the_rule(client: FlaskClient) -> None:
     html = text(client.get(f"{PAGE}?edit_rule=0&add_rule=1"))
     assert checked(html, "rule-0-block-app-youtube") and checked(html, "rule-0-block-cat-games")

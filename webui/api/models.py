@@ -362,6 +362,7 @@ class Apps(Response):
     apps: list[AppInfo]
     source: str = Field(description="where the database was loaded from")
     loaded_at: float = Field(description="unix seconds")
+    error: str | None = Field(None, description="why an extra source was not loaded")
 
 
 class UsageBucket(Response):
@@ -404,12 +405,16 @@ class ParentalDevice(Response):
     profile: str | None
     blocked_apps: list[str]
     blocked_categories: list[str]
+    blocked_all: bool = False
+    allowed_apps: list[str] = []
+    allowed_categories: list[str] = []
     paused_until: float | None
     budgets: list[Budget]
     rules: list[str] = Field(description="names of the rules in force now")
-    next_change: float | None
+    next_change: float | None = None
 
 
 class Parental(Response):
     now: float
     devices: list[ParentalDevice]
+    next_change: float | None = Field(None, description="when the policies change next")

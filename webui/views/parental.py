@@ -106,6 +106,7 @@ def _page(errors: Errors | None = None, **values: Any) -> str:
         others=[d for d in devices if d["mac"] not in watched],
         device_names={d["mac"]: d.get("name") or d["mac"] for d in devices},
         in_force=in_force,
+        next_change=(state or {}).get("next_change"),
         profile_paused=_profile_pauses(dpi, now),
         groups=groups,
         labels=labels,
@@ -127,7 +128,7 @@ def _watched(dpi: dict[str, Any], in_force: dict[str, dict[str, Any]]) -> set[st
     macs |= {who for rule in dpi["rules"] for who in rule.get("who") or []}
     macs |= {str(pause.get("who")) for pause in dpi["pauses"]}
     for mac, state in in_force.items():
-        keys = ("paused_until", "blocked_apps", "blocked_categories", "budgets")
+        keys = ("paused_until", "blocked_all", "blocked_apps", "blocked_categories", "budgets")
         if any(state.get(key) for key in keys):
             macs.add(mac)
     return macs
