@@ -54,6 +54,7 @@ document.addEventListener("DOMContentLoaded", function () {
           stroke: colour,
           fill: colour,
           paths: bars,
+          points: { show: false },
           value: function (self, value, s, idx) {
             return idx == null ? "–" : bytesLabel(self, own[idx]);
           },
