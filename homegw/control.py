@@ -241,7 +241,9 @@ class Control(Protocol):
         when `mac` is given (NotFound for a MAC never seen)."""
         ...
 
-    def top_apps(self, mac: str | None = None, hours: int = 24, limit: int = 10) -> list[dict[str, Any]]:
+    def top_apps(
+        self, mac: str | None = None, hours: int = 24, limit: int = 10
+    ) -> list[dict[str, Any]]:
         """The applications with the most bytes over the last `hours`, most
         first: [{app, label, category, up_bytes, down_bytes, active_minutes}]."""
         ...

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from homegw.config import (
 from homegw.confighistory import ConfigHistory
 from homegw.control import ApplyResult, ConfigRejected, Conflict, NotFound, Page, Problem, Sample
 from homegw.dataplane.abi import Hook, Nic
+from homegw.dpipause import with_pause
 from homegw.inventory import Inventory
 from homegw.modules.dns.liststore import store_blocklist, unloaded_status
 from homegw.modules.dns.querystats import query_stats
@@ -43,6 +45,8 @@ log = logging.getLogger(__name__)
 
 FLUSHABLE = ("nat_sessions", "dns_cache", "dns_queries")
 DNS_OFF = "the DNS forwarder is off (dns.enabled: false)"
+DPI_OFF = "DPI is off: enable the dpi module"
+NO_APPS: dict[str, Any] = {"categories": [], "apps": [], "source": "", "loaded_at": 0.0}
 Row = dict[str, Any]
 
 
@@ -383,6 +387,40 @@ class Management:
         if self.appliance.dns is None:
             raise Conflict(DNS_OFF)
         self.appliance.dns.refresh_blocklists()
+
+    # -- DPI: the DPI service's answers (appliance.dpi, None while off) -------
+    def _dpi(self) -> Any:
+        dpi = getattr(self.appliance, "dpi", None)
+        if dpi is None:
+            raise Conflict(DPI_OFF)
+        return dpi
+
+    def apps(self) -> dict[str, Any]:
+        """With DPI off: an empty database (the pages only show it)."""
+        dpi = getattr(self.appliance, "dpi", None)
+        return dpi.apps() if dpi is not None else dict(NO_APPS)
+
+    def app_usage(
+        self, mac: str | None = None, hours: int = 24, bucket: str = "hour"
+    ) -> list[dict[str, Any]]:
+        return self._dpi().app_usage(mac, hours, bucket)
+
+    def top_apps(
+        self, mac: str | None = None, hours: int = 24, limit: int = 10
+    ) -> list[dict[str, Any]]:
+        return self._dpi().top_apps(mac, hours, limit)
+
+    def parental(self) -> dict[str, Any]:
+        return self._dpi().parental()
+
+    def pause(self, target: str, minutes: int | None) -> ApplyResult:
+        """As a config change of dpi.pauses (history, file), as device_set is."""
+        self._dpi()
+        data = config_to_dict(self.appliance.config)
+        known = {device["mac"] for device in self.inventory.devices()}
+        now = datetime.now().astimezone()
+        data["dpi"] = with_pause(data.get("dpi") or {}, target, minutes, known, now)
+        return self._apply(self._parse(data, None), dry_run=False)
 
     # -- metrics ---------------------------------------------------------
     def samples(self) -> Iterable[Sample]:

@@ -61,6 +61,61 @@ LOGS = [
 ]  # fmt: skip
 
 
+HOSTILE_LABEL = "<script>alert('app')</script>"
+DPI_OFF = "DPI is off: enable the dpi module"
+CATEGORIES = [
+    {"id": "unknown", "label": "Unknown"},
+    {"id": "video", "label": "Video streaming"},
+    {"id": "social", "label": "Social networks"},
+    {"id": "games", "label": "Games"},
+    {"id": "education", "label": "Education"},
+    {"id": "other", "label": "Other"},
+]
+APPS = [
+    {"id": "youtube", "label": "YouTube", "category": "video",
+     "domains": ["youtube.com", "googlevideo.com", "ytimg.com"]},
+    {"id": "netflix", "label": "Netflix", "category": "video", "domains": ["netflix.com"]},
+    {"id": "tiktok", "label": "TikTok", "category": "social", "domains": ["tiktok.com"]},
+    {"id": "fortnite", "label": "Fortnite", "category": "games", "domains": ["epicgames.com"]},
+    {"id": "roblox", "label": "Roblox", "category": "games", "domains": ["roblox.com"]},
+    {"id": "khan_academy", "label": "Khan Academy", "category": "education",
+     "domains": ["khanacademy.org"]},
+    {"id": "evil_app", "label": HOSTILE_LABEL, "category": "other", "domains": ["evil.example"]},
+]  # fmt: skip
+DPI_MACS = ("02:00:00:00:00:01", "02:00:00:00:00:02")
+
+
+def usage_rows(mac: str | None, hours: int, bucket: str, now: float) -> list[dict[str, Any]]:
+    """Per-app rows, oldest first: youtube every bucket, the hostile app and
+    an unknown domain every other one."""
+    step = 3600 if bucket == "hour" else 86400
+    buckets = max(1, hours * 3600 // step)
+    start = now - now % step - step * (buckets - 1)
+    rows = []
+    for i in range(buckets):
+        apps = [("youtube", "video")] + (
+            [("evil_app", "other"), ("example.co.uk", "unknown")] if i % 2 else []
+        )
+        for n, (app, category) in enumerate(apps):
+            for device in [mac] if mac else DPI_MACS:
+                rows.append(
+                    {"start": start + i * step, "mac": device, "app": app, "category": category,
+                     "up_bytes": 1000 * (i + 1), "down_bytes": 50_000 * (i + 1) // (n + 1),
+                     "packets": 40 * (i + 1), "active_minutes": min(60, 10 + i)}
+                )  # fmt: skip
+    return rows
+
+
+def top_rows(limit: int) -> list[dict[str, Any]]:
+    rows = [
+        ("youtube", "YouTube", "video", 2_000_000, 900_000_000, 95),
+        ("evil_app", HOSTILE_LABEL, "other", 50_000, 40_000_000, 30),
+        ("example.co.uk", "example.co.uk", "unknown", 7000, 120_000, 3),
+    ]
+    keys = ("app", "label", "category", "up_bytes", "down_bytes", "active_minutes")
+    return [dict(zip(keys, row, strict=True)) for row in rows][:limit]
+
+
 class FakeControl:
     def __init__(self) -> None:
         self.config = copy.deepcopy(CONFIG)
@@ -73,6 +128,8 @@ class FakeControl:
             r["mac"]: device_row(r["mac"], r["hostname"], r["address"]) for r in ROWS
         }
         self.stored_lists: dict[str, bytes] = {}
+        self.dpi_on = True
+        self.now = 1_764_590_000.0
         self.samples_list: list[Sample] = [
             Sample("router_packets", "counter", "packets", {"nic": "lan", "reason": "ok"}, 5),
             Sample("router_packets", "counter", "packets", {"nic": "wan", "reason": "ok"}, 7),
@@ -262,3 +319,58 @@ class FakeControl:
     def alerts(self) -> list[dict[str, Any]]:
         message = "no address from the ISP: no DHCP lease on wan0"
         return [{"code": "wan_down", "severity": "critical", "message": message, "since": 9.0}]
+
+    # -- DPI ---------------------------------------------------------------
+    def _dpi(self) -> None:
+        if not self.dpi_on:
+            raise Conflict(DPI_OFF)
+
+    def apps(self) -> dict[str, Any]:
+        if not self.dpi_on:
+            return {"categories": [], "apps": [], "source": "", "loaded_at": 0.0}
+        source = "/usr/lib/homegw/apps"
+        return {"categories": copy.deepcopy(CATEGORIES), "apps": copy.deepcopy(APPS),
+                "source": source, "loaded_at": self.now - 600}  # fmt: skip
+
+    def _known(self, mac: str | None) -> None:
+        if mac is not None and mac not in {d["mac"] for d in self.devices()}:
+            raise NotFound(f"no device {mac}")
+
+    def app_usage(
+        self, mac: str | None = None, hours: int = 24, bucket: str = "hour"
+    ) -> list[dict[str, Any]]:
+        self.calls.append(("app_usage", mac, hours, bucket))
+        self._dpi()
+        self._known(mac)
+        return usage_rows(mac, hours, bucket, self.now)
+
+    def top_apps(
+        self, mac: str | None = None, hours: int = 24, limit: int = 10
+    ) -> list[dict[str, Any]]:
+        self.calls.append(("top_apps", mac, hours, limit))
+        self._dpi()
+        self._known(mac)
+        return top_rows(limit)
+
+    def parental(self) -> dict[str, Any]:
+        self._dpi()
+        device = {
+            "mac": DPI_MACS[1],
+            "profile": "<b>x</b>",
+            "blocked_apps": ["youtube", "evil_app"],
+            "blocked_categories": ["games"],
+            "paused_until": None,
+            "budgets": [{"rule": "games", "used_minutes": 42, "limit_minutes": 60,
+                         "exhausted": False}],
+            "rules": ["bedtime"],
+            "next_change": self.now + 1800,
+        }  # fmt: skip
+        return {"now": self.now, "devices": [device]}
+
+    def pause(self, target: str, minutes: int | None) -> ApplyResult:
+        self.calls.append(("pause", target, minutes))
+        self._dpi()
+        if target not in {d["mac"] for d in self.devices()} | {"<b>x</b>"}:
+            raise ConfigRejected([Problem("dpi.pauses", f"no device or profile {target!r}")])
+        self.version += 1
+        return ApplyResult(self.version, ["dpi.pauses"], {"dpi": "maps"})

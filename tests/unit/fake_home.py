@@ -2,12 +2,15 @@
 the pages need (devices, device, device_set, alerts, traffic_history, a
 live-looking status, module counters, big tables), filled with realistic
 and hostile data (a DHCP hostname that is a script tag, a vendor with
-quotes)."""
+quotes, a profile named <b>x</b>, an app whose label is a script tag), and a
+``dpi`` section checked the way the DPI config would (key paths), with
+pauses and parental() following it."""
 
 from __future__ import annotations
 
 import copy
 import re
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +24,39 @@ from tests.unit.fake_control import FakeControl
 from webui import create_app
 
 HOSTILE = "<script>alert(1)</script>"
+HOSTILE_PROFILE = "<b>x</b>"
 NOW = 1_764_590_000.0
+LAPTOP, PHONE = "02:00:00:00:00:01", "02:00:00:00:00:02"
+BEDTIME = {
+    "name": "bedtime",
+    "who": ["Anna"],
+    "block_apps": ["youtube"],
+    "block_categories": ["games"],
+    "block_all": False,
+    "allow_apps": ["khan_academy"],
+    "allow_categories": [],
+    "schedule": [{"days": ["sun", "mon", "tue", "wed", "thu"], "start": "21:00", "end": "07:00"}],
+    "budget_minutes": None,
+}
+DPI: dict[str, Any] = {
+    "enabled": True,
+    "app_sources": [],
+    "profiles": [
+        {"name": "Anna", "devices": [LAPTOP]},
+        {"name": HOSTILE_PROFILE, "devices": [PHONE]},
+    ],
+    "rules": [BEDTIME],
+    "pauses": [],
+}
 CONFIG_EXTRA: dict[str, Any] = {
     "dataplane": {"order": {"lan": ["dhcp", "router", "nat"], "wan": ["nat", "router"]}},
     "devices": [],
+    "dpi": DPI,
 }
+MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+CLOCK = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+ID = re.compile(r"^[a-z0-9_]+$")
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 def _device(i: int, name: str | None, hostname: str | None, online: bool) -> dict[str, Any]:
@@ -77,6 +108,74 @@ def network_problems(config: dict[str, Any]) -> list[Problem]:
     return []
 
 
+def _name_problems(loc: str, name: Any, seen: list[str], what: str) -> list[Problem]:
+    if not isinstance(name, str) or not name.strip() or len(name) > 64:
+        return [Problem(f"{loc}.name", "1 to 64 characters")]
+    if name in seen:
+        return [Problem(f"{loc}.name", f"the {what} name {name!r} is used twice")]
+    return []
+
+
+def _window_problems(loc: str, window: dict[str, Any]) -> list[Problem]:
+    days = window.get("days") or []
+    out = [Problem(f"{loc}.days", "at least one day")] if not days else []
+    out += [
+        Problem(f"{loc}.days.{j}", "a day: mon..sun") for j, d in enumerate(days) if d not in DAYS
+    ]
+    for end in ("start", "end"):
+        if not CLOCK.match(str(window.get(end, ""))):
+            out.append(Problem(f"{loc}.{end}", "a time of day as HH:MM, 00:00 to 23:59"))
+    return out
+
+
+def _rule_problems(loc: str, rule: dict[str, Any], profiles: list[str]) -> list[Problem]:
+    who = rule.get("who") or []
+    out = [] if who else [Problem(f"{loc}.who", "at least one profile or device")]
+    for j, target in enumerate(who):
+        if target not in profiles and not MAC.match(str(target)):
+            out.append(Problem(f"{loc}.who.{j}", f"no profile {target!r} and not a MAC address"))
+    for key in ("block_apps", "block_categories", "allow_apps", "allow_categories"):
+        for j, value in enumerate(rule.get(key) or []):
+            if not ID.match(str(value)):
+                out.append(Problem(f"{loc}.{key}.{j}", f"not an id: {value!r}"))
+    for k, window in enumerate(rule.get("schedule") or []):
+        out += _window_problems(f"{loc}.schedule.{k}", window)
+    keys = ("block_all", "block_apps", "block_categories", "allow_apps", "allow_categories")
+    if not any(rule.get(key) for key in keys):
+        out.append(Problem(loc, "the rule neither blocks nor allows anything"))
+    budget = rule.get("budget_minutes")
+    if budget is not None and not (isinstance(budget, int) and 1 <= budget <= 1440):
+        out.append(Problem(f"{loc}.budget_minutes", "1 to 1440 minutes a day"))
+    return out
+
+
+def dpi_problems(config: dict[str, Any]) -> list[Problem]:
+    """What the DPI config's validation says of a ``dpi`` section (its key paths)."""
+    dpi = config.get("dpi") or {}
+    out: list[Problem] = []
+    profiles: list[str] = []
+    for i, profile in enumerate(dpi.get("profiles") or []):
+        loc = f"dpi.profiles.{i}"
+        out += _name_problems(loc, profile.get("name"), profiles, "profile")
+        profiles.append(profile.get("name"))
+        for j, mac in enumerate(profile.get("devices") or []):
+            if not MAC.match(str(mac)):
+                out.append(Problem(f"{loc}.devices.{j}", "not a MAC address"))
+    rules: list[str] = []
+    for i, rule in enumerate(dpi.get("rules") or []):
+        out += _name_problems(f"dpi.rules.{i}", rule.get("name"), rules, "rule")
+        rules.append(rule.get("name"))
+        out += _rule_problems(f"dpi.rules.{i}", rule, profiles)
+    return out
+
+
+def until_midnight(now: float) -> float:
+    today = datetime.fromtimestamp(now).astimezone()
+    return (
+        today.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    ).timestamp()
+
+
 class FakeHome(FakeControl):
     def __init__(self, device_count: int = 4) -> None:
         super().__init__()
@@ -95,7 +194,67 @@ class FakeHome(FakeControl):
 
     @staticmethod
     def _problems(config: dict[str, Any]) -> list[Problem]:
-        return FakeControl._problems(config) + network_problems(config)
+        return FakeControl._problems(config) + network_problems(config) + dpi_problems(config)
+
+    # -- DPI: pauses and parental() follow the dpi section ------------------
+    def pause(self, target: str, minutes: int | None) -> ApplyResult:
+        self.calls.append(("pause", target, minutes))
+        self._dpi()
+        dpi = self.config["dpi"]
+        known = {p["name"] for p in dpi["profiles"]} | {d["mac"] for d in self.device_list}
+        if target not in known:
+            raise ConfigRejected([Problem("dpi.pauses", f"{target!r} is no profile or device")])
+        pauses = [p for p in dpi["pauses"] if p["who"] != target]
+        if minutes != 0:
+            until = until_midnight(self.now) if minutes is None else self.now + 60 * minutes
+            stamp = datetime.fromtimestamp(until).astimezone().isoformat()
+            pauses.append({"who": target, "until": stamp})
+        dpi["pauses"] = pauses
+        self.version += 1
+        return ApplyResult(self.version, ["dpi"], {"dpi": "maps"})
+
+    def _paused_until(self, targets: set[str]) -> float | None:
+        ends = [
+            datetime.fromisoformat(p["until"]).timestamp()
+            for p in self.config["dpi"]["pauses"]
+            if p["who"] in targets
+        ]
+        return max([end for end in ends if end > self.now], default=None)
+
+    def _in_force(self, mac: str, profile: str | None) -> dict[str, Any]:
+        targets = {mac} | ({profile} if profile else set())
+        rules = [r for r in self.config["dpi"]["rules"] if targets & set(r.get("who") or [])]
+        return {
+            "mac": mac,
+            "profile": profile,
+            "blocked_apps": sorted({a for r in rules for a in r.get("block_apps") or []}),
+            "blocked_categories": sorted(
+                {c for r in rules for c in r.get("block_categories") or []}
+            ),
+            "paused_until": self._paused_until(targets),
+            "budgets": [
+                {
+                    "rule": r["name"],
+                    "used_minutes": 42,
+                    "limit_minutes": r["budget_minutes"],
+                    "exhausted": r["budget_minutes"] <= 42,
+                }
+                for r in rules
+                if r.get("budget_minutes")
+            ],  # fmt: skip
+            "rules": [r["name"] for r in rules],
+            "blocked_all": any(r.get("block_all") for r in rules),
+            "allowed_apps": sorted({a for r in rules for a in r.get("allow_apps") or []}),
+            "allowed_categories": sorted(
+                {c for r in rules for c in r.get("allow_categories") or []}
+            ),
+        }
+
+    def parental(self) -> dict[str, Any]:
+        self._dpi()
+        profile_of = {m: p["name"] for p in self.config["dpi"]["profiles"] for m in p["devices"]}
+        devices = [self._in_force(d["mac"], profile_of.get(d["mac"])) for d in self.device_list]
+        return {"now": self.now, "devices": devices, "next_change": self.now + 1800}
 
     # -- status ------------------------------------------------------------
     def status(self) -> dict[str, Any]:

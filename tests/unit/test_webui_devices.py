@@ -12,6 +12,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from tests.unit.fake_control import HOSTILE_LABEL
 from tests.unit.fake_home import (
     HOSTILE,
     FakeHome,
@@ -22,6 +23,7 @@ from tests.unit.fake_home import (
     post_form,
 )
 from tests.unit.fake_home import text_of as text
+from webui.views.app_usage import chart
 
 PHONE = "02:00:00:00:00:02"
 PAGE = f"/devices/{PHONE}"
@@ -182,3 +184,53 @@ def test_device_forms_without_the_csrf_token_are_refused(
         response = client.post(f"{PAGE}/{action}", data=data)
         assert response.status_code == 400 and "Reload the page" in text(response)
     assert not [c for c in control.calls if c[0] == "device_set"]
+
+
+# -- its apps (DPI) ---------------------------------------------------------------
+
+
+def test_a_device_page_has_its_top_apps_and_app_usage_over_24_hours_and_7_days(
+    client: FlaskClient, control: FakeHome
+) -> None:
+    html = text(client.get(PAGE))
+    assert ("top_apps", PHONE, 24, 10) in control.calls
+    assert ("app_usage", PHONE, 24, "hour") in control.calls
+    assert ("app_usage", PHONE, 168, "day") in control.calls
+    card = re.search(r'aria-labelledby="h-device-apps">(.*?)</section>', html, re.S)
+    assert card and '<li><span class="app">YouTube <span class="tag">Video streaming' in card[1]
+    assert HOSTILE_LABEL not in html and "&lt;script&gt;alert(&#39;app&#39;)" in card[1]
+    chart = re.search(
+        r"id=\"app-usage\" class=\"chart\" data-day='([^']*)' data-week='([^']*)'", html
+    )
+    assert chart
+    day, week = json.loads(unescape(chart[1])), json.loads(unescape(chart[2]))
+    assert len(day["times"]) == 24 and len(week["times"]) == 7
+    assert [s["label"] for s in day["series"]] == ["YouTube", HOSTILE_LABEL, "example.co.uk"]
+    assert day["series"][0]["values"][:2] == [51_000, 102_000]  # up + down of hours 1 and 2
+    assert 'aria-pressed="true">24 hours</button>' in html and ">7 days</button>" in html
+    assert 'src="/static/device_apps.js"' in html
+    assert_no_inline_code(html)
+
+
+def test_without_dpi_a_device_page_has_no_app_cards(client: FlaskClient, control: FakeHome) -> None:
+    control.dpi_on = False
+    response = client.get(PAGE)
+    html = text(response)
+    assert response.status_code == 200
+    assert 'id="app-usage"' not in html and "Top apps" not in html
+    assert not [call for call in control.calls if call[0] == "app_usage"]
+
+
+def test_the_app_chart_keeps_the_busiest_apps_and_puts_the_rest_in_other() -> None:
+    rows = [
+        {"start": 3600.0 * h, "app": f"app{n}", "up_bytes": n, "down_bytes": 1000 * n,
+         "active_minutes": 5}
+        for h in (0, 2) for n in range(1, 8)
+    ]  # fmt: skip
+    out = chart(rows, {"app7": "Seven"}, 3600)
+    assert out["times"] == [0.0, 3600.0, 7200.0]  # the hour without traffic is there
+    assert [s["label"] for s in out["series"]] == ["Seven", "app6", "app5", "app4", "app3", "Other"]
+    assert out["series"][0]["values"] == [7007, 0, 7007]
+    other = out["series"][-1]
+    assert other["values"] == [3003, 0, 3003] and other["bytes"] == 6006 and other["minutes"] == 20
+    assert chart([], {}, 3600) == {"times": [], "series": []}

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from flask.testing import FlaskClient
 
+from tests.unit.fake_control import HOSTILE_LABEL
 from tests.unit.fake_home import HOSTILE, FakeHome, assert_no_inline_code, logged_in, make_app
 from tests.unit.fake_home import text_of as text
 from webui import views
@@ -59,8 +60,26 @@ def test_alerts_are_shown_escaped(client: FlaskClient, control: FakeHome) -> Non
     assert HOSTILE not in html
 
 
-def test_no_top_apps_card_without_dpi(client: FlaskClient) -> None:
+def test_no_top_apps_card_without_dpi(client: FlaskClient, control: FakeHome) -> None:
+    control.dpi_on = False
     assert "apps" not in text(client.get("/")).lower()
+
+
+def test_top_apps_of_the_last_24_hours_most_first(client: FlaskClient, control: FakeHome) -> None:
+    html = text(client.get("/"))
+    assert ("top_apps", None, 24, 5) in control.calls
+    card = re.search(
+        r'<section class="card" aria-labelledby="h-top-apps">(.*?)</section>', html, re.S
+    )
+    assert card and "Top apps, last 24 hours" in card[1]
+    apps = re.findall(r'<li><span class="app">(.*?) <span class="tag">(.*?)</span>', card[1])
+    assert apps == [
+        ("YouTube", "Video streaming"),
+        ("&lt;script&gt;alert(&#39;app&#39;)&lt;/script&gt;", "Other"),
+        ("example.co.uk", "Unknown"),
+    ]
+    assert "902.0 MB · 95 min" in card[1]
+    assert HOSTILE_LABEL not in html
 
 
 def test_the_live_graph_polls_the_status_api(client: FlaskClient) -> None:

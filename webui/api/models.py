@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from homegw.auth import PASSWORD_MAX, PASSWORD_MIN
+from homegw.configtypes import MacAddress
 
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
 Password = Annotated[str, StringConstraints(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX)]
@@ -98,6 +99,30 @@ class DnsStatsQuery(Query):
 class LogsQuery(Query):
     module: Name | None = Field(None, description="only this module's records (nat, webui, ...)")
     limit: Annotated[int, Field(ge=1, le=500)] = 500
+
+
+MAX_HOURS = 720  # 30 days: the usage history DPI keeps
+PAUSE_MAX_MINUTES = 7 * 24 * 60
+
+
+class AppUsageQuery(Query):
+    mac: MacAddress | None = Field(None, description="one device (aa:bb:cc:dd:ee:ff)")
+    hours: Annotated[int, Field(ge=1, le=MAX_HOURS)] = 24
+    bucket: Literal["hour", "day"] = "hour"
+
+
+class TopAppsQuery(Query):
+    mac: MacAddress | None = Field(None, description="one device (aa:bb:cc:dd:ee:ff)")
+    hours: Annotated[int, Field(ge=1, le=MAX_HOURS)] = 24
+    limit: Annotated[int, Field(ge=1, le=100)] = 10
+
+
+class PauseRequest(Request):
+    """POST /parental/pause: ``target`` a device's MAC or a profile's name;
+    ``minutes`` null pauses until local midnight, 0 ends the pause."""
+
+    target: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    minutes: Annotated[int, Field(ge=0, le=PAUSE_MAX_MINUTES)] | None
 
 
 # -- responses ---------------------------------------------------------------
@@ -316,3 +341,80 @@ class Alert(Response):
 
 class Alerts(Response):
     alerts: list[Alert]
+
+
+class CategoryInfo(Response):
+    id: str
+    label: str
+
+
+class AppInfo(Response):
+    """Labels come from data files (maybe downloaded): escape them when shown."""
+
+    id: str
+    label: str
+    category: str = Field(description="a category id")
+    domains: list[str] = Field(description="domain patterns (suffix match)")
+
+
+class Apps(Response):
+    categories: list[CategoryInfo]
+    apps: list[AppInfo]
+    source: str = Field(description="where the database was loaded from")
+    loaded_at: float = Field(description="unix seconds")
+    error: str | None = Field(None, description="why an extra source was not loaded")
+
+
+class UsageBucket(Response):
+    start: float = Field(description="unix seconds of the bucket's start")
+    mac: str
+    app: str = Field(description="an app id, or an unknown name's registrable domain")
+    category: str
+    up_bytes: int
+    down_bytes: int
+    packets: int
+    active_minutes: int
+
+
+class AppUsage(Response):
+    usage: list[UsageBucket] = Field(description="oldest first")
+
+
+class TopApp(Response):
+    app: str
+    label: str
+    category: str
+    up_bytes: int
+    down_bytes: int
+    active_minutes: int
+
+
+class TopApps(Response):
+    apps: list[TopApp] = Field(description="most bytes first")
+
+
+class Budget(Response):
+    rule: str
+    used_minutes: int
+    limit_minutes: int
+    exhausted: bool
+
+
+class ParentalDevice(Response):
+    mac: str
+    profile: str | None
+    blocked_apps: list[str]
+    blocked_categories: list[str]
+    blocked_all: bool = False
+    allowed_apps: list[str] = []
+    allowed_categories: list[str] = []
+    paused_until: float | None
+    budgets: list[Budget]
+    rules: list[str] = Field(description="names of the rules in force now")
+    next_change: float | None = None
+
+
+class Parental(Response):
+    now: float
+    devices: list[ParentalDevice]
+    next_change: float | None = Field(None, description="when the policies change next")

@@ -110,6 +110,8 @@ _UPLOAD = {
     },
 }
 
+_MAC_QUERY = {"type": "string", "description": "one device: a MAC in any common form"}
+
 
 def _query(name: str, schema: dict[str, Any], description: str = "") -> dict[str, Any]:
     out = {"name": name, "in": "query", "schema": schema}
@@ -119,6 +121,11 @@ def _query(name: str, schema: dict[str, Any], description: str = "") -> dict[str
 def _int(low: int, high: int, default: int) -> dict[str, Any]:
     return {"type": "integer", "minimum": low, "maximum": high, "default": default}
 
+
+_APP_QUERY = (
+    _query("mac", _MAC_QUERY),
+    _query("hours", _int(1, m.MAX_HOURS, 24)),
+)
 
 OPERATIONS: tuple[Op, ...] = (
     Op("get", "/healthz", "liveness: 200 when ready, 503 before", m.Status, public=True,
@@ -188,6 +195,18 @@ OPERATIONS: tuple[Op, ...] = (
        request_content="multipart/form-data"),
     Op("post", f"{PREFIX}/actions/dns/blocklists/refresh", "download the URL lists again "
        "and reload every list", m.Done, errors=(409,)),
+    Op("get", f"{PREFIX}/apps", "the application database: categories and apps "
+       "(empty while DPI is off)", m.Apps),
+    Op("get", f"{PREFIX}/apps/usage", "per-app usage by hour or day, oldest first",
+       m.AppUsage, errors=(400, 404, 409), query=_APP_QUERY + (
+           _query("bucket", {"type": "string", "enum": ["hour", "day"], "default": "hour"}),)),
+    Op("get", f"{PREFIX}/apps/top", "the apps with the most bytes, most first", m.TopApps,
+       errors=(400, 404, 409), query=_APP_QUERY + (_query("limit", _int(1, 100, 10)),)),
+    Op("get", f"{PREFIX}/parental", "what the parental controls do now, per device",
+       m.Parental, errors=(409,)),
+    Op("post", f"{PREFIX}/parental/pause", "pause a device or a profile (a config change of "
+       "dpi.pauses); minutes null: until midnight, 0: resume", _APPLY, request=m.PauseRequest,
+       errors=(400, 409)),
     Op("get", f"{PREFIX}/logs", "the last log records, oldest first", m.Logs, errors=(400,),
        query=(_query("module", _name("only this module's records"), "router, nat, dhcp, "
                      "dns, firewall, dataplane, appliance, webui, ..."),

@@ -1,5 +1,6 @@
 """/api/v1 routes of what the web UI's pages show and do beyond the config:
-devices (names, pause, traffic), DNS statistics and block lists, logs,
+devices (names, pause, traffic), DNS statistics and block lists, the
+applications DPI sees and the parental controls in force (pause), logs,
 alerts, and the restart of the whole appliance. Each is a thin call of
 homegw.control.Control, as in routes.py."""
 
@@ -15,7 +16,15 @@ from homegw.configtypes import MacAddress
 from homegw.control import Control
 from homegw.modules.dns.liststore import MAX_UPLOAD
 from webui.api.errors import BadInput, body, parse
-from webui.api.models import DeviceChange, DnsStatsQuery, LogsQuery, TrafficQuery
+from webui.api.models import (
+    AppUsageQuery,
+    DeviceChange,
+    DnsStatsQuery,
+    LogsQuery,
+    PauseRequest,
+    TopAppsQuery,
+    TrafficQuery,
+)
 from webui.security import state
 
 M = TypeVar("M", bound=BaseModel)
@@ -52,6 +61,7 @@ def query(model: type[M]) -> M:
 def add_routes(bp: Blueprint) -> None:
     _devices(bp)
     _dns(bp)
+    _apps(bp)
     _system(bp)
 
 
@@ -111,6 +121,31 @@ def _dns(bp: Blueprint) -> None:
     def blocklists_refresh() -> Response:
         _control().blocklists_refresh()
         return jsonify(done=True, action="dns/blocklists/refresh")
+
+
+def _apps(bp: Blueprint) -> None:
+    @bp.get("/apps")
+    def apps() -> Response:
+        return jsonify(_control().apps())
+
+    @bp.get("/apps/usage")
+    def app_usage() -> Response:
+        wanted = query(AppUsageQuery)
+        return jsonify(usage=_control().app_usage(wanted.mac, wanted.hours, wanted.bucket))
+
+    @bp.get("/apps/top")
+    def top_apps() -> Response:
+        wanted = query(TopAppsQuery)
+        return jsonify(apps=_control().top_apps(wanted.mac, wanted.hours, wanted.limit))
+
+    @bp.get("/parental")
+    def parental() -> Response:
+        return jsonify(_control().parental())
+
+    @bp.post("/parental/pause")
+    def pause() -> Response:
+        wanted = body(PauseRequest)
+        return jsonify(asdict(_control().pause(wanted.target, wanted.minutes)))
 
 
 def _system(bp: Blueprint) -> None:

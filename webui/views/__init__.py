@@ -23,6 +23,7 @@ from webui.views import (
     firewall,
     modules,
     overview,
+    parental,
     system,
 )
 from webui.views.common import FILTERS, page_url
@@ -31,7 +32,7 @@ from webui.views.nav import Page
 log = logging.getLogger(__name__)
 
 #: the navigation, in order; each module's PAGE says its label and endpoint
-PAGE_MODULES = (overview, devices, dhcp, dns, firewall, modules, system)
+PAGE_MODULES = (overview, devices, parental, dhcp, dns, firewall, modules, system)
 #: the chart library scripts/vendor.sh brings (git-ignored)
 VENDORED = ("vendor/uPlot.iife.min.js", "vendor/uPlot.min.css")
 

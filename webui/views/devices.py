@@ -1,6 +1,8 @@
 """The Devices page: every device the gateway knows (control().devices()),
 searchable and paginated server-side, and one page per device with its 24 h
-graph (webui/static/charts.js, from device()'s history), rename, "Reserve
+graph (webui/static/device.js, from device()'s history), its top apps and
+its app usage over 24 h or 7 days (webui/static/device_apps.js, from
+app_usage: webui.views.app_usage), rename, "Reserve
 address" (a dhcp.reservations entry through config_apply of the dhcp
 section) and "Pause internet" / "Resume internet" (device_set)."""
 
@@ -14,6 +16,7 @@ from flask import Blueprint, abort, flash, redirect, request, url_for
 from werkzeug import Response
 
 from homegw.control import ConfigRejected
+from webui.views.app_usage import usage_of
 from webui.views.common import (
     PAGE_SIZE,
     apply_section,
@@ -23,7 +26,7 @@ from webui.views.common import (
     render,
 )
 from webui.views.nav import Page
-from webui.views.overview import today_bytes
+from webui.views.overview import category_labels, today_bytes, top_apps
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +84,9 @@ def _device_page(device: dict[str, Any], status: int = 200, **form: Any) -> tupl
     context["reserve_errors"] = []
     context.update(form)
     history = device.get("history") or []
+    context["top_apps"] = top_apps(device["mac"], 10)
+    context["usage"] = usage_of(device["mac"]) if context["top_apps"] is not None else None
+    context["category_labels"] = category_labels()
     return render("device.html", device=device, history=history, **context), status
 
 
