@@ -14,16 +14,19 @@ from homegw.config import Config
 from homegw.dataplane.loader import Define
 from homegw.dataplane.module import IOModule, TableReader
 from homegw.dataplane.slowpath import Punt, PuntHandler
-from homegw.modules.dpi.maps import REASON_PAYLOAD, DpiMaps
+from homegw.modules.dpi.maps import DpiMaps
 from homegw.modules.dpi.service import DpiService
 
 log = logging.getLogger(__name__)
+
+HERE = Path(__file__).parent
+REASON_PAYLOAD = 1  # DPI_REASON_PAYLOAD in dpi.h
 
 
 class DpiModule(IOModule):
     name = "dpi"
     module_id = 7  # DPI_MODULE_ID in dpi.h
-    source = Path(__file__).parent / "dpi.bpf.c"
+    source = HERE / "dpi.bpf.c"
     xdp_function = "dpi_xdp"
 
     def __init__(self, config: Config) -> None:
@@ -37,6 +40,7 @@ class DpiModule(IOModule):
     def defines(self) -> dict[str, Define]:
         lan = self.config.lan.address
         return {
+            "DPI_H": f'"{HERE / "dpi.h"}"',
             "DPI_LAN_ADDR": int(lan.ip),
             "DPI_LAN_NET": int(lan.network.network_address),
             "DPI_LAN_MASK": int(lan.network.netmask),

@@ -30,17 +30,8 @@ from homegw.modules.dpi.appids import AppIds
 from homegw.modules.dpi.classify import FlowClassifier, FlowKey, Verdict
 from homegw.modules.dpi.classify.packet import parse_frame
 from homegw.modules.dpi.config import DpiConfig
-from homegw.modules.dpi.maps import (
-    ACTION_ALLOW,
-    ACTION_BLOCK,
-    POLICY_ALL,
-    POLICY_APP,
-    POLICY_CATEGORY,
-    SOURCES,
-    DpiMaps,
-    FlowRow,
-)
-from homegw.modules.dpi.policy import Decision, evaluate, local_zone
+from homegw.modules.dpi.maps import SOURCES, DpiMaps, FlowRow
+from homegw.modules.dpi.policy import Decision, day_start, evaluate, local_zone
 from homegw.modules.dpi.usage import FlowCounters, UsageDb
 
 log = logging.getLogger(__name__)
@@ -84,7 +75,7 @@ class DpiService:
         self.classified: Counter[str] = Counter()  # flows by the source of their verdict
         self.decision: Decision | None = None
         self._lock = threading.Lock()
-        self._seen: set[bytes] = set()  # flow keys already counted by source
+        self._seen: set[tuple] = set()  # flow keys already counted by source
         self.usage.baseline(self._counters(maps.flows()))  # pinned flows of the last run
 
     def _load_db(self, section: DpiConfig) -> AppDb:
@@ -144,8 +135,8 @@ class DpiService:
 
     def _classify(self, key: FlowKey, verdict: Verdict) -> None:
         app, category = self._app_of(verdict)
-        source = SOURCES[verdict.source]
-        self.maps.classify(key, self.ids.number(app), categories.category_number(category), source)
+        number = self.ids.number(app)
+        self.maps.classify(key, number, categories.category_number(category), verdict.source)
         log.debug("dpi: %s -> %s (%s, %s)", key, app, category, verdict.source)
 
     def _app_of(self, verdict: Verdict) -> tuple[str, str]:
@@ -197,7 +188,7 @@ class DpiService:
         """Fold usage, forget idle flows, decide the policies now; returns the
         seconds until the next tick is due (a policy change is on time)."""
         rows = self.maps.flows()
-        self._macs = {str(row.lan_addr): row.mac for row in rows if row.mac}
+        self._macs = {row.key.lan_addr: row.mac for row in rows if row.mac}
         self.usage.fold(self._counters(rows), time.time())
         self._count_sources(rows)
         self._forget_idle(rows)
@@ -222,8 +213,8 @@ class DpiService:
         self.decision = decision
         return decision
 
-    def _policy_entries(self, decision: Decision) -> dict[tuple[str, int, int], int]:
-        kinds = {"app": POLICY_APP, "category": POLICY_CATEGORY, "all": POLICY_ALL}
+    def _policy_entries(self, decision: Decision) -> dict[tuple[str, str, int], str]:
+        """The decision in the datapath's numbers: (mac, kind, number) -> action."""
         entries = {}
         for (mac, kind, ident), action in decision.entries.items():
             if kind == "app":
@@ -232,8 +223,7 @@ class DpiService:
                 number = categories.category_number(ident)
             else:
                 number = 0
-            value = ACTION_BLOCK if action == "block" else ACTION_ALLOW
-            entries[(mac, kinds[kind], number)] = value
+            entries[(mac, kind, number)] = action
         return entries
 
     def _counters(self, rows: list[FlowRow]) -> list[FlowCounters]:
@@ -245,7 +235,7 @@ class DpiService:
                 category=categories.category_id(row.category),
                 up_bytes=row.up_bytes,
                 down_bytes=row.down_bytes,
-                packets=row.up_packets + row.down_packets,
+                packets=row.packets,
                 started=row.first_tick,
             )
             for row in rows
@@ -253,13 +243,12 @@ class DpiService:
         ]
 
     def _count_sources(self, rows: list[FlowRow]) -> None:
-        names = {number: name for name, number in SOURCES.items()}
         live = set()
         for row in rows:
-            live.add(row.key_bytes)
-            if row.key_bytes not in self._seen and row.source:
-                self._seen.add(row.key_bytes)
-                self.classified[names.get(row.source, "unknown")] += 1
+            live.add(row.key)
+            if row.key not in self._seen and row.source != "none":
+                self._seen.add(row.key)
+                self.classified[row.source] += 1
         self._seen &= live
 
     def _forget_idle(self, rows: list[FlowRow]) -> None:
@@ -267,7 +256,7 @@ class DpiService:
         old = []
         for row in rows:
             idle = (now_tick - row.last_tick) * TICK_NS / 1e9
-            limit = CLOSED_IDLE_S if row.fin else IDLE_S.get(row.proto, 120.0)
+            limit = CLOSED_IDLE_S if row.fin else IDLE_S.get(row.key.proto, 120.0)
             if idle > limit:
                 old.append(row.key)
         if old:
@@ -310,17 +299,17 @@ class DpiService:
         }
 
     def flow_rows(self) -> list[dict[str, Any]]:
-        names = {number: name for name, number in SOURCES.items()}
         return [
             {
                 "device": row.mac,
-                "lan": f"{row.lan_addr}:{row.lan_port}",
-                "remote": f"{row.remote_addr}:{row.remote_port}",
-                "proto": {6: "tcp", 17: "udp"}.get(row.proto, str(row.proto)),
+                "lan": f"{row.key.lan_addr}:{row.key.lan_port}",
+                "remote": f"{row.key.remote_addr}:{row.key.remote_port}",
+                "proto": {6: "tcp", 17: "udp"}.get(row.key.proto, str(row.key.proto)),
                 "app": self.ids.name(row.app) or "unknown",
                 "category": categories.category_id(row.category),
-                "source": names.get(row.source, "none"),
-                "verdict": "block" if row.verdict else "pass",
+                "source": row.source,
+                "state": row.state,
+                "verdict": row.verdict,
                 "up_bytes": row.up_bytes,
                 "down_bytes": row.down_bytes,
             }
@@ -329,9 +318,19 @@ class DpiService:
 
     def counters(self) -> dict[str, int]:
         counts = dict(self.maps.counters())
-        for name in SOURCES:
+        for name in SOURCES[1:]:  # not "none"
             counts[f"classified_{name}"] = self.classified.get(name, 0)
         return counts
+
+    def gauges(self) -> dict[str, float]:
+        """Live flows, and bytes since local midnight by category (metrics)."""
+        since = day_start(self.local_now()).timestamp()
+        totals: Counter[str] = Counter()
+        for row in self.usage.top(None, since, 1000):
+            totals[row["category"]] += row["up_bytes"] + row["down_bytes"]
+        gauges: dict[str, float] = {"flows": float(len(self._seen))}
+        gauges.update({f"bytes_today_{cat}": float(n) for cat, n in sorted(totals.items())})
+        return gauges
 
     def close(self) -> None:
         self.usage.close()
