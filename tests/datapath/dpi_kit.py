@@ -146,7 +146,8 @@ def rst_answer(frame: bytes) -> bytes:
     if tcp.flags.A:
         seq, ack, flags = tcp.ack, 0, "R"
     else:
-        length = len(bytes(tcp.payload)) + int(bool(tcp.flags.S)) + int(bool(tcp.flags.F))
+        payload = sent[IP].len - sent[IP].ihl * 4 - tcp.dataofs * 4  # by the IP length
+        length = payload + int(bool(tcp.flags.S)) + int(bool(tcp.flags.F))
         seq, ack, flags = 0, (tcp.seq + length) & 0xFFFFFFFF, "RA"
     return bytes(
         Ether(src=sent.dst, dst=sent.src)
