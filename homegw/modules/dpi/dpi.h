@@ -92,7 +92,9 @@ struct dpi_flow {
 	__u8 source;         /* DPI_SOURCE_* */
 	__u8 state;          /* DPI_STATE_* */
 	__u8 verdict;        /* DPI_VERDICT_* */
-	__u8 punted;         /* payload packets punted so far (on this CPU) */
+	__u8 punted;         /* payload packets punted so far (on this CPU); once
+			      * DPI_PUNT_PACKETS, also counts the packets since the
+			      * last punt (dpi.bpf.c gives up after some) */
 	__u8 flags;          /* DPI_FLOW_* */
 };
 
