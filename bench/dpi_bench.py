@@ -38,6 +38,7 @@ from homegw.modules.router.module import RouterModule
 PIN_DIR = "/sys/fs/bpf/homegw-dpibench"
 APP, CATEGORY = 17, 3
 NEW_FLOWS = 5000
+ROUNDS = 10
 
 
 def _cold_each(fd: int, frames: list[bytes], want: str) -> float:
@@ -127,16 +128,30 @@ class Bench:
             raise RuntimeError(f"{name}: counters {got}, wanted {expect}")
         self.results[f"{name}: punts that failed (ring full)"] = got.get("punt_failed", 0)
 
+    def _steady_state(self) -> None:
+        """Established flows with and without DPI, interleaved in ROUNDS rounds
+        (the best round's median each: a 20 ns difference drowns in another
+        process's burst otherwise)."""
+        per_round = max(1, self.calls // ROUNDS)
+        pairs = {
+            "LAN router + nat, established": (False, self.lan, self.out),
+            "LAN dpi + router + nat, established, classified": (True, self.lan, self.out),
+            "WAN nat + router, reply": (False, self.wan, self.reply),
+            "WAN nat + router + dpi, reply, classified": (True, self.wan, self.reply),
+        }
+        rounds: dict[str, list[float]] = {name: [] for name in pairs}
+        for _ in range(ROUNDS):
+            for name, (dpi, fd, frame) in pairs.items():
+                self._with_dpi(dpi)
+                rounds[name].append(_cold_each(fd, [frame] * per_round, "XDP_REDIRECT"))
+        for name, medians in rounds.items():
+            self.results[name] = min(medians)
+
     def _measure(self) -> None:
         calls = self.calls
         self.dp.set_order(Nic.LAN, [])
         self._cold("LAN root, empty chain", self.lan, [self.out] * calls, "XDP_PASS")
-        self.results["LAN root, empty chain (warm)"] = _median(
-            self.lan, self.out, "XDP_PASS", 300, 200
-        )
         self._with_dpi(False)
-        self._cold("LAN router + nat, established", self.lan, [self.out] * calls)
-        self._cold("WAN nat + router, reply", self.wan, [self.reply] * calls)
         new = [t.with_dport(self.out, p) for p in range(1000, 1000 + NEW_FLOWS)]
         self._cold("LAN router + nat, new session", self.lan, new)
         self._cold("LAN router + nat, established, one of 5000", self.lan, new)
@@ -167,26 +182,36 @@ class Bench:
         self.maps.classify(key, APP, CATEGORY, "sni")
         steady = self.out
         before = self.maps.counters()
-        self._cold("LAN dpi + router + nat, established, classified", self.lan, [steady] * calls)
-        self._cold("WAN nat + router + dpi, reply, classified", self.wan, [self.reply] * calls)
+        self._steady_state()
         got = _delta(before, self.maps.counters())
         if set(got) - {"new_flows", "classified", "evaluated", "classified_sni"}:
             raise RuntimeError(f"steady-state runs left the steady path: {got}")
         row = next(r for r in self.maps.flows() if r.key == key)
-        if (row.state, row.up_packets, row.down_packets) != ("done", calls, calls):
+        sent = calls // ROUNDS * ROUNDS
+        if (row.state, row.up_packets, row.down_packets) != ("done", sent, sent):
             raise RuntimeError(f"steady-state flow not counted as expected: {row}")
 
         self.dp.set_order(Nic.LAN, ["dpi"])
-        self.results["LAN dpi alone, classified (warm)"] = _median(
-            self.lan, steady, "XDP_PASS", 300, 200
-        )
         self._cold("LAN dpi alone, classified", self.lan, [steady] * calls, "XDP_PASS")
+        self._warm_alone(steady)
+
+    def _warm_alone(self, steady: bytes) -> None:
+        """dpi alone, warm, against the empty chain: interleaved, best of 5."""
         icmp = bytes(
             Ether(src=t.HOST_MAC, dst=t.LAN_MAC) / IP(src=t.GEN_IP, dst=t.TARGET_IP) / ICMP()
         )
-        self.results["LAN dpi alone, not a flow: ICMP (warm)"] = _median(
-            self.lan, icmp, "XDP_PASS", 300, 200
-        )
+        runs = {
+            "LAN root, empty chain (warm)": ([], steady),
+            "LAN dpi alone, classified (warm)": (["dpi"], steady),
+            "LAN dpi alone, not a flow: ICMP (warm)": (["dpi"], icmp),
+        }
+        best: dict[str, float] = {}
+        for _ in range(5):
+            for name, (chain, frame) in runs.items():
+                self.dp.set_order(Nic.LAN, chain)
+                ns = _median(self.lan, frame, "XDP_PASS", 100, 200)
+                best[name] = min(best.get(name, ns), ns)
+        self.results.update(best)
 
 
 def report(results: dict[str, float]) -> str:

@@ -196,3 +196,22 @@ def test_fuzz_blocked_frames_are_dropped_or_exact_rsts(gw: DpiGateway) -> None:
 def test_unblocked_down_packet_goes_on_unchanged(gw: DpiGateway) -> None:
     frame = tcp_down(42010, b"y" * 100)
     assert gw.wan(frame).data == forwarded_down(frame)
+
+
+def test_full_flow_table_still_holds_flows_to_the_policy(dataplane: Dataplane) -> None:
+    with one_cpu():
+        gw = DpiGateway(dataplane, max_flows=2)
+        gw.maps.classify(key(42100), APP, CATEGORY, "sni")
+        _block_app(gw)
+        for sport in (42101, 42102):  # fill the table
+            gw.lan(tcp_up(sport, HTTP_GET))
+        gw.maps.set_dns(REMOTE, APP + 1, CATEGORY, gw.maps.now_tick() + 60)
+        gw.maps.set_policy({(HOST_MAC, "app", APP): "block", (HOST_MAC, "app", APP + 1): "block"})
+        blocked = tcp_up(42100, HTTP_GET)  # classified, no room: still blocked
+        assert gw.lan(blocked).data == rst_answer(blocked)
+        syn = tcp_up(42103, flags="S", ack=0)  # DNS-attributed, no room: still blocked
+        assert gw.lan(syn).data == rst_answer(syn)
+        _block_app(gw)  # APP + 1 no longer blocked
+        assert gw.lan(udp_up(42104)).verdict == "XDP_REDIRECT"
+        assert gw.counters()["flows_full"] == 3
+        assert {row.key.lan_port for row in gw.maps.flows()} == {42101, 42102}

@@ -15,7 +15,9 @@
 #ifndef HOMEGW_DPI_H
 #define HOMEGW_DPI_H
 
+#ifndef DPI_MAX_FLOWS           /* a define may set it (the datapath tests fill a small table) */
 #define DPI_MAX_FLOWS 65536
+#endif
 #define DPI_MAX_DNS 65536     /* remote addresses attributed by DNS answers */
 #define DPI_MAX_POLICY 16384  /* (device, app/category/all) policy entries */
 #define DPI_PUNT_PACKETS 4    /* payload packets of a flow punted for classification, at most */

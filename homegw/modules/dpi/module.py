@@ -19,18 +19,23 @@ class DpiModule(IOModule):
     source = HERE / "dpi.bpf.c"
     xdp_function = "dpi_xdp"
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, max_flows: int | None = None) -> None:
+        """max_flows: the size of dpi_flows (dpi.h's DPI_MAX_FLOWS by default)."""
         self.config = config
+        self.max_flows = max_flows
         self.maps: DpiMaps | None = None
 
     def defines(self) -> dict[str, Define]:
         lan = self.config.lan
-        return {
+        defines: dict[str, Define] = {
             "DPI_H": f'"{HERE / "dpi.h"}"',
             "DPI_LAN_ADDR": int(lan.ip),
             "DPI_LAN_NET": int(lan.network.network_address),
             "DPI_LAN_MASK": int(lan.network.netmask),
         }
+        if self.max_flows is not None:
+            defines["DPI_MAX_FLOWS"] = self.max_flows
+        return defines
 
     def on_load(self, bpf) -> None:
         self.maps = DpiMaps(bpf)
