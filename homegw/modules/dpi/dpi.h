@@ -15,7 +15,9 @@
 #ifndef HOMEGW_DPI_H
 #define HOMEGW_DPI_H
 
+#ifndef DPI_MAX_FLOWS           /* a define may set it (the datapath tests fill a small table) */
 #define DPI_MAX_FLOWS 65536
+#endif
 #define DPI_MAX_DNS 65536     /* remote addresses attributed by DNS answers */
 #define DPI_MAX_POLICY 16384  /* (device, app/category/all) policy entries */
 #define DPI_PUNT_PACKETS 4    /* payload packets of a flow punted for classification, at most */
@@ -92,7 +94,9 @@ struct dpi_flow {
 	__u8 source;         /* DPI_SOURCE_* */
 	__u8 state;          /* DPI_STATE_* */
 	__u8 verdict;        /* DPI_VERDICT_* */
-	__u8 punted;         /* payload packets punted so far (on this CPU) */
+	__u8 punted;         /* payload packets punted so far (on this CPU); once
+			      * DPI_PUNT_PACKETS, also counts the packets since the
+			      * last punt (dpi.bpf.c gives up after some) */
 	__u8 flags;          /* DPI_FLOW_* */
 };
 

@@ -1,0 +1,332 @@
+"""The DPI module's maps as Python sees them: ctypes mirrors of dpi.h's
+structs and the one adapter that reads and writes them (the only code of the
+module touching bcc's tables). Callers get plain dataclasses."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ipaddress
+import logging
+import socket
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from homegw.dataplane import libbpf
+from homegw.dataplane.cenum import counter_names
+from homegw.dataplane.devices import mac_key, mac_of
+from homegw.dataplane.pinned import possible_cpus
+
+log = logging.getLogger(__name__)
+
+COUNTERS = counter_names(Path(__file__).parent / "dpi.bpf.c", "dpi_counter")
+# DPI_SOURCE_* in dpi.h, by number
+SOURCES = ("none", "dns", "sni", "host", "quic", "signature", "port", "unknown")
+STATES = ("new", "classifying", "done")  # DPI_STATE_*
+KINDS = {"app": 1, "category": 2, "all": 3}  # DPI_POLICY_*
+ACTIONS = {"allow": 1, "block": 2}  # DPI_ACTION_*
+VERDICT_BLOCK = 1  # DPI_VERDICT_BLOCK
+FLOW_FIN = 1  # DPI_FLOW_FIN
+TICK_SHIFT = 30  # HOMEGW_NEIGH_TICK_SHIFT
+GENERATION_MAX = 2**32 - 1
+BATCH = 1024  # entries per BPF_MAP_LOOKUP_BATCH of dpi_flows
+
+
+class CFlowKey(ctypes.Structure):
+    _fields_ = [
+        ("lan_addr", ctypes.c_uint32),
+        ("remote_addr", ctypes.c_uint32),
+        ("lan_port", ctypes.c_uint16),
+        ("remote_port", ctypes.c_uint16),
+        ("proto", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8 * 3),
+    ]
+
+
+class CFlow(ctypes.Structure):
+    _fields_ = [
+        ("mac", ctypes.c_uint64),
+        ("up_bytes", ctypes.c_uint64),
+        ("down_bytes", ctypes.c_uint64),
+        ("up_packets", ctypes.c_uint32),
+        ("down_packets", ctypes.c_uint32),
+        ("first_tick", ctypes.c_uint32),
+        ("last_tick", ctypes.c_uint32),
+        ("policy_gen", ctypes.c_uint32),
+        ("app", ctypes.c_uint16),
+        ("category", ctypes.c_uint8),
+        ("source", ctypes.c_uint8),
+        ("state", ctypes.c_uint8),
+        ("verdict", ctypes.c_uint8),
+        ("punted", ctypes.c_uint8),
+        ("flags", ctypes.c_uint8),
+    ]
+
+
+class CClass(ctypes.Structure):
+    _fields_ = [("app", ctypes.c_uint16), ("category", ctypes.c_uint8), ("source", ctypes.c_uint8)]
+
+
+class CDnsEntry(ctypes.Structure):
+    _fields_ = [
+        ("app", ctypes.c_uint16),
+        ("category", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8),
+        ("expires_tick", ctypes.c_uint32),
+    ]
+
+
+class CPolicyKey(ctypes.Structure):
+    _fields_ = [
+        ("mac", ctypes.c_uint64),
+        ("id", ctypes.c_uint16),
+        ("kind", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8 * 5),
+    ]
+
+
+class FlowKey(NamedTuple):
+    """A flow from the LAN host's side (the classifier's FlowKey has the same fields)."""
+
+    lan_addr: str
+    remote_addr: str
+    lan_port: int
+    remote_port: int
+    proto: int
+
+
+@dataclass(frozen=True)
+class FlowRow:
+    """One flow, its per-CPU copies summed (classification: the copy with the
+    most trusted source; state and verdict: the furthest any copy got)."""
+
+    key: FlowKey
+    mac: str | None  # the LAN device; None when no copy learnt it
+    app: int
+    category: int
+    source: str  # SOURCES
+    state: str  # STATES
+    verdict: str  # "pass" | "block"
+    up_bytes: int
+    down_bytes: int
+    up_packets: int
+    down_packets: int
+    first_tick: int  # TICK_SHIFT ticks of CLOCK_MONOTONIC; 0: unknown
+    last_tick: int
+    fin: bool
+    punted: int
+
+    @property
+    def packets(self) -> int:
+        return self.up_packets + self.down_packets
+
+    @property
+    def key_bytes(self) -> bytes:
+        """The C key's bytes: a stable, compact id of the flow."""
+        return bytes(_ckey(self.key))
+
+
+def _be32(address: str) -> int:
+    return int.from_bytes(socket.inet_aton(address), "little")
+
+
+def _addr(value: int) -> str:
+    return str(ipaddress.IPv4Address(value.to_bytes(4, "little")))
+
+
+def _be16(port: int) -> int:
+    return socket.htons(port)
+
+
+def _ckey(key: Sequence[Any]) -> CFlowKey:
+    lan_addr, remote_addr, lan_port, remote_port, proto = key
+    return CFlowKey(
+        _be32(str(lan_addr)), _be32(str(remote_addr)), _be16(lan_port), _be16(remote_port), proto
+    )
+
+
+def _flow_key(ckey: CFlowKey) -> FlowKey:
+    return FlowKey(
+        _addr(ckey.lan_addr),
+        _addr(ckey.remote_addr),
+        socket.ntohs(ckey.lan_port),
+        socket.ntohs(ckey.remote_port),
+        ckey.proto,
+    )
+
+
+def _source_number(source: int | str) -> int:
+    return source if isinstance(source, int) else SOURCES.index(source)
+
+
+def _trust(copy: CFlow) -> int:
+    """Lower is better: a classified copy's source, then unknown, then none."""
+    return copy.source if copy.source else len(SOURCES)
+
+
+def merge_copies(ckey: CFlowKey, copies: Sequence[CFlow]) -> FlowRow | None:
+    """The flow of one key from its per-CPU copies; None if no copy saw a packet."""
+    live = [c for c in copies if c.up_packets or c.down_packets]
+    if not live:
+        return None
+    best = min(live, key=_trust)
+    macs = [c.mac for c in live if c.mac]
+    firsts = [c.first_tick for c in live if c.first_tick]
+    return FlowRow(
+        key=_flow_key(ckey),
+        mac=mac_of(macs[0]) if macs else None,
+        app=best.app,
+        category=best.category,
+        source=SOURCES[best.source] if best.source < len(SOURCES) else "unknown",
+        state=STATES[min(max(c.state for c in live), len(STATES) - 1)],
+        verdict="block" if any(c.verdict == VERDICT_BLOCK for c in live) else "pass",
+        up_bytes=sum(c.up_bytes for c in live),
+        down_bytes=sum(c.down_bytes for c in live),
+        up_packets=sum(c.up_packets for c in live),
+        down_packets=sum(c.down_packets for c in live),
+        first_tick=min(firsts, default=0),
+        last_tick=max(c.last_tick for c in live),
+        fin=any(c.flags & FLOW_FIN for c in live),
+        punted=sum(c.punted for c in live),
+    )
+
+
+def _policy_key(mac: str, kind: int | str, ident: int | str | None) -> CPolicyKey:
+    kind_number = kind if isinstance(kind, int) else KINDS[kind]
+    return CPolicyKey(mac_key(mac), int(ident or 0), kind_number)
+
+
+class DpiMaps:
+    """All bcc access of the DPI module goes through here."""
+
+    def __init__(self, bpf) -> None:  # an adopted build or a bcc.BPF
+        self._flows = bpf["dpi_flows"]
+        self._classified = bpf["dpi_classified"]
+        self._dns = bpf["dpi_dns"]
+        self._policy = bpf["dpi_policy"]
+        self._policy_gen = bpf["dpi_policy_gen"]
+        self._stats = bpf["dpi_stats"]
+        self._source_stats = bpf["dpi_source_stats"]
+        self._cpus = possible_cpus()
+
+    # -- flows -----------------------------------------------------------------------
+    def flows(self) -> list[FlowRow]:
+        """Every flow, read in batches (a few system calls for 65,536 flows)."""
+        rows = []
+        for ckey, copies in self._flow_copies():
+            row = merge_copies(ckey, copies)
+            if row is not None:
+                rows.append(row)
+        return rows
+
+    def _flow_copies(self) -> Iterable[tuple[CFlowKey, list[CFlow]]]:
+        stride = (ctypes.sizeof(CFlow) + 7) & ~7
+        value_size = stride * self._cpus
+        keys = (CFlowKey * BATCH)()
+        values = (ctypes.c_ubyte * (value_size * BATCH))()
+        token_in, token_out = None, (ctypes.c_uint8 * ctypes.sizeof(CFlowKey))()
+        more = True
+        while more:
+            count = ctypes.c_uint32(BATCH)
+            more = libbpf.lookup_batch(self._flows.map_fd, token_in, token_out, keys, values, count)
+            raw = bytes(values)
+            for i in range(count.value):
+                base = i * value_size
+                copies = [
+                    CFlow.from_buffer_copy(raw, base + cpu * stride) for cpu in range(self._cpus)
+                ]
+                yield CFlowKey.from_buffer_copy(keys[i]), copies
+            token_in, token_out = token_out, type(token_out)()
+
+    def classify(self, key: Sequence[Any], app: int, category: int, source: int | str) -> None:
+        """The slow path's verdict for a flow: its classifying copies take it
+        at their next packet."""
+        self._classified[_ckey(key)] = CClass(app, category, _source_number(source))
+
+    def classified(self, key: Sequence[Any]) -> tuple[int, int, str] | None:
+        """(app, category, source) written for the flow, if any."""
+        try:
+            value = self._classified[_ckey(key)]
+        except KeyError:
+            return None
+        return value.app, value.category, SOURCES[value.source]
+
+    def forget(self, keys: Iterable[Sequence[Any]]) -> None:
+        """Remove flows (all their copies) and their verdicts."""
+        for key in keys:
+            ckey = _ckey(key)
+            for table in (self._flows, self._classified):
+                with contextlib.suppress(KeyError):
+                    del table[ckey]
+
+    # -- DNS attribution -------------------------------------------------------------
+    def set_dns(
+        self, addr: str | ipaddress.IPv4Address, app: int, category: int, expires_tick: int
+    ):
+        """Flows to addr starting before expires_tick are the app's (from their first packet)."""
+        key = ctypes.c_uint32(_be32(str(addr)))
+        self._dns[key] = CDnsEntry(app, category, 0, expires_tick)
+
+    def drop_dns(self, addrs: Iterable[str | ipaddress.IPv4Address]) -> None:
+        for addr in addrs:
+            with contextlib.suppress(KeyError):
+                del self._dns[ctypes.c_uint32(_be32(str(addr)))]
+
+    # -- policy ----------------------------------------------------------------------
+    def policy(self) -> dict[tuple[str, str, int], str]:
+        """The entries in force: (mac, kind, id) -> "allow" | "block"."""
+        kinds = {number: name for name, number in KINDS.items()}
+        actions = {number: name for name, number in ACTIONS.items()}
+        return {
+            (mac_of(key.mac), kinds.get(key.kind, str(key.kind)), key.id): actions.get(
+                int(value.value), str(value.value)
+            )
+            for key, value in self._policy.items()
+        }
+
+    def policy_generation(self) -> int:
+        return int(self._policy_gen[ctypes.c_int(0)].value)
+
+    def set_policy(self, entries: dict[tuple[str, int | str, int | str | None], int | str]) -> bool:
+        """Make the policy exactly `entries` ((mac, "app"|"category"|"all", id
+        number or 0) -> "allow"|"block"): the difference written, what is gone
+        deleted, then the generation bumped (never back to 0) so every flow
+        evaluates again at its next packet. Whether anything changed."""
+        wanted = {}
+        for (mac, kind, ident), action in entries.items():
+            key = _policy_key(mac, kind, ident)
+            wanted[bytes(key)] = (key, action if isinstance(action, int) else ACTIONS[action])
+        current = {bytes(key): int(value.value) for key, value in self._policy.items()}
+        changed = False
+        for raw, (key, action) in wanted.items():
+            if current.get(raw) != action:
+                self._policy[key] = ctypes.c_uint32(action)
+                changed = True
+        for raw in set(current) - set(wanted):
+            with contextlib.suppress(KeyError):
+                del self._policy[CPolicyKey.from_buffer_copy(raw)]
+            changed = True
+        if changed:
+            generation = self.policy_generation() % GENERATION_MAX + 1
+            self._policy_gen[ctypes.c_int(0)] = ctypes.c_uint32(generation)
+            log.info("dpi policy %d: %d entries", generation, len(wanted))
+        return changed
+
+    # -- counters and time -----------------------------------------------------------
+    def counters(self) -> dict[str, int]:
+        """Datapath counters by name, and flows classified by source (classified_<source>)."""
+        out = {
+            name: int(sum(self._stats.getvalue(ctypes.c_int(i)))) for i, name in enumerate(COUNTERS)
+        }
+        for number, name in enumerate(SOURCES[1:], start=1):
+            out[f"classified_{name}"] = int(sum(self._source_stats.getvalue(ctypes.c_int(number))))
+        return out
+
+    @staticmethod
+    def now_tick() -> int:
+        """The datapath's clock now, in its ticks (first_tick, expires_tick)."""
+        clock = getattr(time, "CLOCK_MONOTONIC_COARSE", time.CLOCK_MONOTONIC)
+        return time.clock_gettime_ns(clock) >> TICK_SHIFT
