@@ -6,11 +6,13 @@ QUIC library (aioquic) builds for a chosen server name.
 
     python -m tests.integration.dpi_peers tls --bind A --port 443 --cert C --key K [--mss N]
     python -m tests.integration.dpi_peers quic --to A:443 --server-name www.tiktok.com
+    python -m tests.integration.dpi_peers reorder --to A:443 --server-name discord.com
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import socket
 import ssl
@@ -117,6 +119,59 @@ def send_quic_initial(to: str, server_name: str, repeat: int) -> None:
     print(f"sent {len(datagrams)} datagram(s) x {repeat}", flush=True)
 
 
+def client_hello(server_name: str) -> bytes:
+    """The ClientHello Python's ssl module sends for server_name."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname=server_name)
+    with contextlib.suppress(ssl.SSLWantReadError):  # it waits for the server's answer
+        tls.do_handshake()
+    return outgoing.read()
+
+
+def reordered_hello(to: str, server_name: str, pieces: int) -> None:
+    """A TCP connection made by hand (scapy; the kernel's RSTs for it are
+    dropped by the caller's nftables rule) whose ClientHello goes out in
+    `pieces` segments, last first; prints "server hello" when the server
+    answers with a TLS handshake record: it reassembled the hello."""
+    import random
+
+    from scapy.all import IP, TCP, conf, send, sniff, sr1
+
+    conf.verb = 0
+    host, port = to.rsplit(":", 1)
+    dport, sport = int(port), random.randint(20000, 30000)
+    hello = client_hello(server_name)
+    seq = random.randint(0, 2**31)
+    synack = sr1(IP(dst=host) / TCP(sport=sport, dport=dport, flags="S", seq=seq), timeout=5)
+    if synack is None or synack[TCP].flags & 0x12 != 0x12:
+        raise SystemExit("no SYN-ACK")
+    ack = synack[TCP].seq + 1
+    base = IP(dst=host) / TCP(sport=sport, dport=dport, flags="A", seq=seq + 1, ack=ack)
+    send(base)
+    size = -(-len(hello) // pieces)
+    segments = [(i, hello[i : i + size]) for i in range(0, len(hello), size)]
+    for offset, data in reversed(segments):
+        send(
+            IP(dst=host)
+            / TCP(sport=sport, dport=dport, flags="PA", seq=seq + 1 + offset, ack=ack)
+            / data
+        )
+    answer = sniff(
+        filter=f"tcp and src host {host} and src port {dport} and dst port {sport}",
+        lfilter=lambda p: bytes(p[TCP].payload)[:1] == b"\x16",
+        count=1,
+        timeout=5,
+    )
+    send(IP(dst=host) / TCP(sport=sport, dport=dport, flags="R", seq=seq + 1 + len(hello)))
+    print(f"hello of {len(hello)} bytes in {len(segments)} segments, last first", flush=True)
+    if not answer:
+        raise SystemExit("no server hello")
+    print("server hello", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="what", required=True)
@@ -130,8 +185,14 @@ def main() -> None:
     quic.add_argument("--to", required=True)
     quic.add_argument("--server-name", required=True)
     quic.add_argument("--repeat", type=int, default=1)
+    reorder = sub.add_parser("reorder")
+    reorder.add_argument("--to", required=True)
+    reorder.add_argument("--server-name", required=True)
+    reorder.add_argument("--pieces", type=int, default=3)
     args = parser.parse_args()
-    if args.what == "tls":
+    if args.what == "reorder":
+        reordered_hello(args.to, args.server_name, args.pieces)
+    elif args.what == "tls":
         serve_tls(args.bind, args.port, args.cert, args.key, args.mss)
     else:
         send_quic_initial(args.to, args.server_name, args.repeat)

@@ -17,6 +17,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -187,7 +188,7 @@ class DpiService:
     def tick(self) -> float:
         """Fold usage, forget idle flows, decide the policies now; returns the
         seconds until the next tick is due (a policy change is on time)."""
-        rows = self.maps.flows()
+        rows = self.flows()
         self._macs = {row.key.lan_addr: row.mac for row in rows if row.mac}
         self.usage.fold(self._counters(rows), time.time())
         self._count_sources(rows)
@@ -225,6 +226,18 @@ class DpiService:
                 number = 0
             entries[(mac, kind, number)] = action
         return entries
+
+    def flows(self) -> list[FlowRow]:
+        """The datapath's flows; one still waiting with the slow path's verdict
+        already written (its next packet reads it) shows that verdict."""
+        rows = self.maps.flows()
+        for i, row in enumerate(rows):
+            if row.state == "classifying":
+                found = self.maps.classified(row.key)
+                if found is not None:
+                    app, category, source = found
+                    rows[i] = replace(row, app=app, category=category, source=source)
+        return rows
 
     def _counters(self, rows: list[FlowRow]) -> list[FlowCounters]:
         return [
@@ -313,7 +326,7 @@ class DpiService:
                 "up_bytes": row.up_bytes,
                 "down_bytes": row.down_bytes,
             }
-            for row in self.maps.flows()
+            for row in self.flows()
         ]
 
     def counters(self) -> dict[str, int]:
