@@ -29,8 +29,20 @@ class DpiModule(IOModule):
     source = HERE / "dpi.bpf.c"
     xdp_function = "dpi_xdp"
 
-    def __init__(self, config: Config) -> None:
+    def __init__(
+        self,
+        config: Config,
+        max_flows: int | None = None,
+        slots: int | None = None,
+        slow_path: bool = True,
+    ) -> None:
+        """max_flows, slots: the sizes of dpi_flows and dpi_flow_slots (dpi.h's
+        DPI_MAX_FLOWS and DPI_SLOTS by default; slots a power of 2). Without
+        slow_path only the datapath runs (datapath tests drive the maps)."""
         self.config = config
+        self.max_flows = max_flows
+        self.slots = slots
+        self.slow_path = slow_path
         self.maps: DpiMaps | None = None
         self.service: DpiService | None = None
         self._stop = threading.Event()
@@ -39,18 +51,25 @@ class DpiModule(IOModule):
 
     def defines(self) -> dict[str, Define]:
         lan = self.config.lan.address
-        return {
+        defines: dict[str, Define] = {
             "DPI_H": f'"{HERE / "dpi.h"}"',
             "DPI_LAN_ADDR": int(lan.ip),
             "DPI_LAN_NET": int(lan.network.network_address),
             "DPI_LAN_MASK": int(lan.network.netmask),
         }
+        if self.max_flows is not None:
+            defines["DPI_MAX_FLOWS"] = self.max_flows
+        if self.slots is not None:
+            defines["DPI_SLOTS"] = self.slots
+        return defines
 
     def compile_options_changed(self, config: Config) -> bool:
         return config.lan.address != self.config.lan.address
 
     def on_load(self, bpf) -> None:
         self.maps = DpiMaps(bpf)
+        if not self.slow_path:
+            return
         self.service = DpiService(self.config.dpi, self.config.state_dir, self.maps)
         self.service.decide()  # the policies in force from the first packet
         self._timer = supervise.Thread(self._tick_loop, "dpi-timer", restart=True)

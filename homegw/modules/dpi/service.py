@@ -190,7 +190,7 @@ class DpiService:
         seconds until the next tick is due (a policy change is on time)."""
         rows = self.flows()
         self._macs = {row.key.lan_addr: row.mac for row in rows if row.mac}
-        self.usage.fold(self._counters(rows), time.time())
+        self.usage.fold(self._counters(rows), self.local_now().timestamp())
         self._count_sources(rows)
         self._forget_idle(rows)
         with self._lock:
@@ -291,11 +291,11 @@ class DpiService:
         return {**self.db.describe(), "error": self.db_error}
 
     def app_usage(self, mac: str | None, hours: int, bucket: str) -> list[dict[str, Any]]:
-        until = time.time()
+        until = self.local_now().timestamp()
         return self.usage.usage(mac, until - hours * 3600, until, bucket)
 
     def top_apps(self, mac: str | None, hours: int, limit: int) -> list[dict[str, Any]]:
-        rows = self.usage.top(mac, time.time() - hours * 3600, limit)
+        rows = self.usage.top(mac, self.local_now().timestamp() - hours * 3600, limit)
         for row in rows:
             app = self.db.app(row["app"])
             row["label"] = app.label if app else row["app"]
@@ -306,7 +306,7 @@ class DpiService:
         devices = [state.to_json() for state in decision.devices.values()]
         nxt = decision.next_change
         return {
-            "now": time.time(),
+            "now": self.local_now().timestamp(),
             "devices": devices,
             "next_change": nxt.timestamp() if nxt else None,
         }
