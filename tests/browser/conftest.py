@@ -120,7 +120,7 @@ def gateway() -> Iterator[Gateway]:
     home = built_home(n_hosts=len(HOSTNAMES), lan_hosts_static=False, big_file_mib=32)
     appliance = None
     try:
-        appliance = start_gateway(home)
+        appliance = start_gateway(home, dpi={"enabled": True})
         create_admin(home)
         gw = Gateway(home, appliance)
         for host, hostname in HOSTNAMES.items():

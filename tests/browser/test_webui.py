@@ -42,6 +42,45 @@ def form_with(page: Page, button: str):
     return page.locator("form").filter(has=page.get_by_role("button", name=button))
 
 
+# -- Parental controls ----------------------------------------------------------
+
+
+def test_pausing_a_device_on_the_parental_page_stops_its_internet_until_resumed(
+    page: Page, gateway: Gateway, shoot
+) -> None:
+    home = gateway.home
+    web = ["curl", "-sS", "--max-time", "3", "-o", "/dev/null", f"http://{home.web_server}/"]
+    assert home.run("h4", web).returncode == 0
+    page.goto("/parental")
+    other = page.locator("#pause-other")
+    other.get_by_label("Device").select_option(mac(gateway, "h4"))
+    other.get_by_role("button", name="30 min").click()
+    resume = page.get_by_role("button", name="Resume nas")
+    expect(resume).to_be_visible()
+    shoot(page, "parental-paused")
+    assert home.run("h4", web).returncode != 0  # its new connections are refused
+    assert home.run("h1", web).returncode == 0  # another device goes on
+    resume.click()
+    expect(page.get_by_role("button", name="Resume nas")).to_have_count(0)
+    assert home.run("h4", web).returncode == 0
+
+
+def test_a_device_page_shows_the_apps_it_used(page: Page, gateway: Gateway, shoot) -> None:
+    home, device = gateway.home, mac(gateway, "h2")
+    url = f"http://{home.web_server}/"
+    assert home.run("h2", ["curl", "-sS", "-H", "Host: www.youtube.com", url]).returncode == 0
+
+    def folded() -> bool:  # the usage history is folded every few seconds
+        top = gateway.api("GET", f"/apps/top?mac={device}&hours=24&limit=10")["apps"]
+        return any(row["app"] == "youtube" for row in top)
+
+    assert netns.wait_for(folded, WAIT_S)
+    page.goto(f"/devices/{device}")
+    apps = page.locator("section", has=page.get_by_role("heading", name="Top apps, last 24 hours"))
+    expect(apps.get_by_text("YouTube")).to_be_visible()
+    shoot(page, "device-top-apps")
+
+
 # -- Devices ---------------------------------------------------------------
 
 

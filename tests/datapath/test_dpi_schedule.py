@@ -58,7 +58,9 @@ def test_a_bedtime_schedule_blocks_at_its_start_and_releases_at_its_end(
         "name": "bedtime",
         "who": [HOST_MAC],
         "block_all": True,
-        "schedule": [{"days": ["mon", "tue", "wed", "thu", "sun"], "start": "21:00", "end": "07:00"}],
+        "schedule": [
+            {"days": ["mon", "tue", "wed", "thu", "sun"], "start": "21:00", "end": "07:00"}
+        ],
     }
     service = service_for(gateway, tmp_path, clock, rules=[bedtime])
     assert not blocked(gateway, 40001)  # an established flow before bedtime
