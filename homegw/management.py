@@ -443,6 +443,7 @@ class Management:
                         {},
                         value,
                     )
+                yield from loaded.module.samples()
             yield from self._chain_samples()
             yield from self._slowpath_samples()
         yield from _supervision_samples()

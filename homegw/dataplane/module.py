@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from homegw.control import Sample
 from homegw.dataplane.loader import Define
 from homegw.dataplane.slowpath import PuntHandler
 
@@ -88,3 +89,7 @@ class IOModule:
     def gauges(self) -> dict[str, float]:
         """Levels worth a metric (table sizes, live sessions), by name."""
         return {}
+
+    def samples(self) -> Iterable[Sample]:
+        """Metrics of the module's own with labels (beyond counters and gauges)."""
+        return ()

@@ -43,7 +43,7 @@ class DpiGateway:
     def __init__(self, dataplane: Dataplane, max_flows: int | None = None) -> None:
         self.dp = dataplane
         self.router: RouterModule = load_router(dataplane, NO_STATIC_ROUTES)
-        self.dpi = DpiModule(parse_config(NO_STATIC_ROUTES), max_flows=max_flows)
+        self.dpi = DpiModule(parse_config(NO_STATIC_ROUTES), max_flows=max_flows, slow_path=False)
         dataplane.add_module(self.dpi)
         assert self.dpi.maps is not None
         self.maps = self.dpi.maps

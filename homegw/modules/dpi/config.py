@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, time
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
@@ -29,7 +29,15 @@ from pydantic import (
     model_validator,
 )
 
-from homegw.configtypes import MacAddress, Problem, Section, duplicates, raise_problems, shown
+from homegw.configtypes import (
+    ChainRules,
+    MacAddress,
+    Problem,
+    Section,
+    duplicates,
+    raise_problems,
+    shown,
+)
 from homegw.modules.dpi.categories import CATEGORY_UNKNOWN, category_ids
 
 MAX_PROFILES = 64
@@ -209,6 +217,13 @@ class Pause(Section):
 class DpiConfig(Section):
     """``dpi:`` -- deep packet inspection; off by default (it costs per-packet work)."""
 
+    chain_rules: ClassVar[ChainRules] = ChainRules(
+        lan_before=("router", "nat"),
+        wan_after=("nat", "router"),
+        why="DPI keys a flow by the LAN host's address and learns the device from its MAC: "
+        "on the LAN before the router rewrites the MACs and NAT the source, on the WAN "
+        "after NAT translated the destination back and the router chose the LAN host",
+    )
     enabled: StrictBool = False
     app_sources: Annotated[
         tuple[Annotated[str, Field(strict=True), AfterValidator(_source)], ...],

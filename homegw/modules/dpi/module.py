@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 
 from homegw import supervise
 from homegw.config import Config
+from homegw.control import Sample
 from homegw.dataplane.loader import Define
 from homegw.dataplane.module import IOModule, TableReader
 from homegw.dataplane.slowpath import Punt, PuntHandler
@@ -121,3 +123,6 @@ class DpiModule(IOModule):
 
     def gauges(self) -> dict[str, float]:
         return self.service.gauges() if self.service else {}
+
+    def samples(self) -> Iterable[Sample]:
+        return self.service.samples() if self.service else ()

@@ -16,13 +16,14 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from homegw import supervise
+from homegw.control import Sample
 from homegw.dataplane.slowpath import Punt
 from homegw.modules.dns.blocklists import cached_path, fetch_list
 from homegw.modules.dpi import categories
@@ -71,12 +72,13 @@ class DpiService:
         self.ids = AppIds(state_dir)
         self.db_error: str | None = None
         self.db = self._load_db(section)
-        self.usage = UsageDb(state_dir)
+        self.usage = UsageDb(state_dir, zone=local_now().tzinfo)  # the days of the policies
         self.classifier = FlowClassifier()
         self.classified: Counter[str] = Counter()  # flows by the source of their verdict
         self.decision: Decision | None = None
         self._lock = threading.Lock()
-        self._seen: set[tuple] = set()  # flow keys already counted by source
+        self._seen: set[tuple] = set()
+        self._live_flows = 0  # flow keys already counted by source
         self.usage.baseline(self._counters(maps.flows()))  # pinned flows of the last run
 
     def _load_db(self, section: DpiConfig) -> AppDb:
@@ -189,6 +191,7 @@ class DpiService:
         """Fold usage, forget idle flows, decide the policies now; returns the
         seconds until the next tick is due (a policy change is on time)."""
         rows = self.flows()
+        self._live_flows = len(rows)
         self._macs = {row.key.lan_addr: row.mac for row in rows if row.mac}
         self.usage.fold(self._counters(rows), self.local_now().timestamp())
         self._count_sources(rows)
@@ -336,14 +339,25 @@ class DpiService:
         return counts
 
     def gauges(self) -> dict[str, float]:
-        """Live flows, and bytes since local midnight by category (metrics)."""
+        return {"flows": float(self._live_flows)}
+
+    def samples(self) -> Iterator[Sample]:
+        """Flows by the source of their verdict; bytes since local midnight by category."""
+        for source in SOURCES[1:]:
+            count = self.classified.get(source, 0)
+            help_text = "Flows classified by DPI, by the source of the verdict"
+            yield Sample(
+                "dpi_flows_classified_total", "counter", help_text, {"source": source}, count
+            )
         since = day_start(self.local_now()).timestamp()
         totals: Counter[str] = Counter()
         for row in self.usage.top(None, since, 1000):
             totals[row["category"]] += row["up_bytes"] + row["down_bytes"]
-        gauges: dict[str, float] = {"flows": float(len(self._seen))}
-        gauges.update({f"bytes_today_{cat}": float(n) for cat, n in sorted(totals.items())})
-        return gauges
+        for category, total in sorted(totals.items()):
+            help_text = "Bytes of LAN devices since local midnight, by application category"
+            yield Sample(
+                "dpi_category_bytes_today", "gauge", help_text, {"category": category}, total
+            )
 
     def close(self) -> None:
         self.usage.close()
