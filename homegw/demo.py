@@ -75,7 +75,8 @@ def _signals_set(stop: threading.Event) -> Iterator[None]:
 
 
 def _write_config(home: VirtualHome) -> Path:
-    cfg = home.gateway_config(webui={"listen": f"{LAN_GATEWAY}:80"})
+    # DPI on: the web UI shows each device's apps (off by default elsewhere)
+    cfg = home.gateway_config(webui={"listen": f"{LAN_GATEWAY}:80"}, dpi={"enabled": True})
     path = home.state_dir / "homegw.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
@@ -127,6 +128,7 @@ def _print_hints(home: VirtualHome) -> None:
                 "",
                 "demo: the gateway is ready. Things to try, in another terminal:",
                 f"  {h1} curl http://{WEB_SERVER}/",
+                f"  {h1} curl -H 'Host: www.youtube.com' http://{WEB_SERVER}/   (DPI: an app)",
                 f"  {h1} ping -c 3 {WEB_SERVER}",
                 f"  {h1} dig @{LAN_GATEWAY} www.example.test   (homegw's DNS forwarder)",
                 f"  {webui}",

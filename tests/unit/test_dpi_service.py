@@ -1,0 +1,89 @@
+"""DpiService over a fake map adapter: DNS answers attribute addresses (junk
+names and IPv6 left out), the DNS filter follows the policy per device, the
+slow path's verdicts reach the datapath in its numbers, and a punt that is
+not a frame is a counted nothing."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from homegw.dataplane.slowpath import Punt
+from homegw.modules.dpi import categories
+from homegw.modules.dpi.config import DpiConfig
+from homegw.modules.dpi.service import DpiService
+
+MAC = "02:48:47:00:00:01"
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=ZoneInfo("Europe/Berlin"))
+
+
+class FakeMaps:
+    def __init__(self) -> None:
+        self.dns: dict[str, tuple[int, int]] = {}
+        self.policy: dict[tuple[str, str, int], str] = {}
+        self.classified: list[tuple[Any, int, int, str]] = []
+
+    def flows(self) -> list:
+        return []
+
+    def now_tick(self) -> int:
+        return 1000
+
+    def set_dns(self, addr, app: int, category: int, expires: int) -> None:
+        self.dns[str(addr)] = (app, category)
+
+    def set_policy(self, entries: dict) -> bool:
+        self.policy = dict(entries)
+        return True
+
+    def classify(self, key, app: int, category: int, source: str) -> None:
+        self.classified.append((key, app, category, source))
+
+    def counters(self) -> dict[str, int]:
+        return {}
+
+    def forget(self, keys) -> None:
+        pass
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> DpiService:
+    rule = {"name": "no-video", "who": [MAC], "block_categories": ["video"]}
+    config = DpiConfig.model_validate({"enabled": True, "rules": [rule]})
+    service = DpiService(config, tmp_path, FakeMaps(), local_now=lambda: NOW)  # type: ignore[arg-type]
+    service.decide()
+    return service
+
+
+def test_dns_answers_attribute_their_ipv4_addresses(service: DpiService) -> None:
+    maps: FakeMaps = service.maps  # type: ignore[assignment]
+    service.on_dns_answer(
+        "192.168.1.11", "r3---sn-4g5e6nze.googlevideo.com", ["198.51.100.7", "2001:db8::1"]
+    )
+    youtube = service.ids.number("youtube")
+    assert maps.dns == {"198.51.100.7": (youtube, categories.category_number("video"))}
+    service.on_dns_answer("192.168.1.11", "..", ["198.51.100.8"])  # junk: nothing
+    service.on_dns_answer("192.168.1.11", "shop.example.co.uk", ["198.51.100.9"])
+    unknown = service.ids.name(maps.dns["198.51.100.9"][0])
+    assert unknown == "example.co.uk"  # an unknown name as its registrable domain
+
+
+def test_the_dns_filter_follows_the_policy_per_device(service: DpiService) -> None:
+    service._macs["192.168.1.11"] = MAC
+    service._macs["192.168.1.12"] = "02:48:47:00:00:02"
+    assert service.dns_blocked("192.168.1.11", "www.netflix.com")
+    assert not service.dns_blocked("192.168.1.11", "en.wikipedia.org")
+    assert not service.dns_blocked("192.168.1.12", "www.netflix.com")  # another device
+    maps: FakeMaps = service.maps  # type: ignore[assignment]
+    assert maps.policy == {(MAC, "category", categories.category_number("video")): "block"}
+
+
+def test_a_punt_that_is_no_frame_changes_nothing(service: DpiService) -> None:
+    maps: FakeMaps = service.maps  # type: ignore[assignment]
+    for junk in (b"", b"\x00" * 13, b"\xff" * 60):
+        service.on_payload(Punt(7, 1, 3, len(junk), (4, 0, 0, 0), junk))
+    assert maps.classified == []
