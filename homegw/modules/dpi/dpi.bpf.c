@@ -90,9 +90,13 @@ enum dpi_counter {
 	D_COUNTERS,
 };
 
-// <struct dpi_flow_key (LAN host side), this CPU's struct dpi_flow>
+// <struct dpi_flow_key (LAN host side), this CPU's struct dpi_flow>: flows whose
+// slot in dpi_flow_slots another flow holds on this CPU
 BPF_TABLE_PINNED("percpu_hash", struct dpi_flow_key, struct dpi_flow, dpi_flows, DPI_MAX_FLOWS,
 		 HOMEGW_PIN("dpi_flows"));
+// <dpi_slot_of(key), this CPU's struct dpi_slot>: most flows' copies (dpi.h)
+BPF_TABLE_PINNED("percpu_array", u32, struct dpi_slot, dpi_flow_slots, DPI_SLOTS,
+		 HOMEGW_PIN("dpi_flow_slots"));
 // <struct dpi_flow_key, struct dpi_class>: verdicts of the slow path
 BPF_TABLE_PINNED("hash", struct dpi_flow_key, struct dpi_class, dpi_classified, DPI_MAX_FLOWS,
 		 HOMEGW_PIN("dpi_classified"));
@@ -495,6 +499,34 @@ static __always_inline int block(struct xdp_md *ctx, struct dpi_packet *pkt)
 	return rst_in_place(ctx);
 }
 
+static __always_inline int same_key(const struct dpi_flow_key *a, const struct dpi_flow_key *b)
+{
+	return *(const __u64 *)a == *(const __u64 *)b &&
+	       *((const __u64 *)a + 1) == *((const __u64 *)b + 1);
+}
+
+/* The copy of a flow not in its slot: in dpi_flows, else a new one in the
+ * slot if it is free, else a new one in dpi_flows; NULL when that is full. */
+static __always_inline struct dpi_flow *hashed_flow(struct dpi_flow_key *key, struct dpi_slot *slot,
+						    __u32 tick)
+{
+	struct dpi_flow *flow = dpi_flows.lookup(key);
+
+	if (flow)
+		return flow;
+	if (slot && slot->key.proto == 0) {
+		__builtin_memset(&slot->flow, 0, sizeof(slot->flow));
+		slot->flow.first_tick = tick;
+		slot->key = *key;
+		count(D_NEW_FLOWS);
+		return &slot->flow;
+	}
+	struct dpi_flow fresh = { .first_tick = tick };
+	if (dpi_flows.insert(key, &fresh) == 0)
+		count(D_NEW_FLOWS);
+	return dpi_flows.lookup(key); /* ours, or another CPU's insert */
+}
+
 int dpi_xdp(struct xdp_md *ctx)
 {
 	struct homegw_cursor *cur = homegw_cursor_xdp();
@@ -507,13 +539,13 @@ int dpi_xdp(struct xdp_md *ctx)
 	__u32 gen = gen_now ? *gen_now : 0;
 	__u32 tick = bpf_ktime_get_coarse_ns() >> HOMEGW_NEIGH_TICK_SHIFT;
 	__u8 verdict;
-	struct dpi_flow *flow = dpi_flows.lookup(&pkt.key);
-	if (!flow) {
-		struct dpi_flow fresh = { .first_tick = tick };
-		if (dpi_flows.insert(&pkt.key, &fresh) == 0)
-			count(D_NEW_FLOWS);
-		flow = dpi_flows.lookup(&pkt.key); /* ours, or another CPU's insert */
-	}
+	u32 index = dpi_slot_of(&pkt.key);
+	struct dpi_slot *slot = dpi_flow_slots.lookup(&index);
+	struct dpi_flow *flow;
+	if (slot && same_key(&slot->key, &pkt.key))
+		flow = &slot->flow;
+	else
+		flow = hashed_flow(&pkt.key, slot, tick);
 	if (flow)
 		verdict = track(ctx, flow, &pkt, gen, tick);
 	else

@@ -19,10 +19,14 @@ class DpiModule(IOModule):
     source = HERE / "dpi.bpf.c"
     xdp_function = "dpi_xdp"
 
-    def __init__(self, config: Config, max_flows: int | None = None) -> None:
-        """max_flows: the size of dpi_flows (dpi.h's DPI_MAX_FLOWS by default)."""
+    def __init__(
+        self, config: Config, max_flows: int | None = None, slots: int | None = None
+    ) -> None:
+        """max_flows, slots: the sizes of dpi_flows and dpi_flow_slots
+        (dpi.h's DPI_MAX_FLOWS and DPI_SLOTS by default; slots a power of 2)."""
         self.config = config
         self.max_flows = max_flows
+        self.slots = slots
         self.maps: DpiMaps | None = None
 
     def defines(self) -> dict[str, Define]:
@@ -35,6 +39,8 @@ class DpiModule(IOModule):
         }
         if self.max_flows is not None:
             defines["DPI_MAX_FLOWS"] = self.max_flows
+        if self.slots is not None:
+            defines["DPI_SLOTS"] = self.slots
         return defines
 
     def on_load(self, bpf) -> None:
