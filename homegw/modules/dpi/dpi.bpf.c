@@ -18,10 +18,13 @@
  * (options), an IP fragment, a total length longer than the frame or shorter
  * than its headers, a truncated TCP/UDP header, a TCP doff < 5.
  *
- * Per packet of a flow, in this CPU's copy of dpi_flows:
- *   miss: a copy inserted (BPF_NOEXIST); no room: counted flows_full, the
- *     packet still held to the policy (dpi_classified, then DNS attribution,
- *     then the policy lookups; no entry, no punts)
+ * Per packet of a flow, in this CPU's copy of it: in its slot of
+ * dpi_flow_slots (dpi_slot_of: an array lookup, the steady state's only
+ * lookup) if the slot holds it, else in dpi_flows (per-CPU hash):
+ *   miss: a free slot taken, else a copy inserted in dpi_flows (BPF_NOEXIST);
+ *     no room there: counted flows_full, the packet still held to the policy
+ *     (dpi_classified, then DNS attribution, then the policy lookups; no
+ *     entry, no punts). A slot is freed only by the control side (forget).
  *   NEW (also another CPU's zeroed copy): dpi_classified[key] -> DONE with it;
  *     else dpi_dns[remote] not expired -> DONE, source DNS; else CLASSIFYING.
  *     The policy is evaluated.
