@@ -149,9 +149,27 @@ def test_forget_removes_flow_and_verdict(gw: DpiGateway) -> None:
     assert gw.maps.classified(key(41060)) is None
 
 
+def test_punts_per_cpu_are_bounded(dataplane: Dataplane) -> None:
+    with one_cpu():
+        gw = DpiGateway(dataplane, DPI_PUNTS_PER_TICK=3)
+        punts = gw.punt_log()
+        frames = [udp_up(41080 + i) for i in range(5)]  # five new flows, one payload each
+        start = gw.maps.now_tick()
+        while gw.maps.now_tick() == start:  # a fresh tick: its budget all there
+            pass
+        tick = gw.maps.now_tick()
+        for frame in frames:
+            assert gw.lan(frame).verdict == "XDP_REDIRECT"
+        assert gw.maps.now_tick() == tick, "the runs took more than a tick"
+        assert [p.packet for p in punts.drain()] == frames[:3]
+        counters = gw.counters()
+        assert (counters["punted"], counters["punt_limited"]) == (3, 2)
+        assert all(row.punted == 1 for row in gw.maps.flows())
+
+
 def test_flows_sharing_a_slot_are_counted_apart_and_forgotten(dataplane: Dataplane) -> None:
     with one_cpu():
-        gw = DpiGateway(dataplane, slots=1)  # every flow hashes to slot 0
+        gw = DpiGateway(dataplane, DPI_SLOTS=1)  # every flow hashes to slot 0
         first, second = tcp_up(41070, HTTP_GET), tcp_up(41071, HTTP_GET + b"!")
         for frame in (first, second, second):
             gw.lan(frame)

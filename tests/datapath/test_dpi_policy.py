@@ -200,7 +200,7 @@ def test_unblocked_down_packet_goes_on_unchanged(gw: DpiGateway) -> None:
 
 def test_full_flow_table_still_holds_flows_to_the_policy(dataplane: Dataplane) -> None:
     with one_cpu():
-        gw = DpiGateway(dataplane, max_flows=2, slots=1)
+        gw = DpiGateway(dataplane, DPI_MAX_FLOWS=2, DPI_SLOTS=1)
         gw.maps.classify(key(42100), APP, CATEGORY, "sni")
         _block_app(gw)
         for sport in (42101, 42102, 42105):  # fill the slot and the table

@@ -31,7 +31,9 @@
  *   CLASSIFYING: dpi_classified looked up each packet (found -> DONE, the
  *     policy evaluated). An up packet with payload (TCP payload > 0, any UDP)
  *     while fewer than DPI_PUNT_PACKETS were punted: a copy punted
- *     (DPI_REASON_PAYLOAD, meta0 = its number), the packet goes on. After the
+ *     (DPI_REASON_PAYLOAD, meta0 = its number), the packet goes on; over
+ *     DPI_PUNTS_PER_TICK punts on this CPU in a tick: not punted, counted
+ *     punt_limited (the flow's punt spent all the same). After the
  *     last punt, DPI_GIVE_UP_AFTER more packets without a verdict, or
  *     DPI_GIVE_UP_PACKETS packets in all: given up (DONE, source UNKNOWN) so a
  *     lost punt never leaves a flow on the slow lookup.
@@ -76,6 +78,7 @@ enum dpi_counter {
 	D_FLOWS_FULL,      /* no room in dpi_flows: held to the policy, not counted */
 	D_PUNTED,
 	D_PUNT_FAILED,     /* the perf ring was full */
+	D_PUNT_LIMITED,    /* over DPI_PUNTS_PER_TICK on this CPU: not punted */
 	D_CLASSIFIED,      /* a copy found its flow in dpi_classified */
 	D_DNS_ATTRIBUTED,  /* a new copy classified by dpi_dns */
 	D_GAVE_UP,         /* a copy stopped waiting for a verdict */
@@ -116,6 +119,15 @@ BPF_TABLE_PINNED("percpu_array", u32, u64, dpi_stats, D_COUNTERS, HOMEGW_PIN("dp
 // <DPI_SOURCE_*, copies that became DONE with a verdict from that source>
 BPF_TABLE_PINNED("percpu_array", u32, u64, dpi_source_stats, DPI_SOURCES,
 		 HOMEGW_PIN("dpi_source_stats"));
+
+struct punt_budget {
+	__u32 tick;  /* the tick `sent` counts in */
+	__u32 sent;
+};
+
+// <0, punts sent in the current tick on this CPU>: a LAN host starting flows
+// at a high rate cannot flood the slow path
+BPF_PERCPU_ARRAY(dpi_punt_budget, struct punt_budget, 1);
 
 /* What the packet is to its flow. */
 struct dpi_packet {
@@ -287,10 +299,33 @@ static __always_inline void first_look(struct dpi_flow *flow, struct dpi_flow_ke
 	flow->state = DPI_STATE_CLASSIFYING;
 }
 
+/* Punt a copy of the packet, within this CPU's budget. */
+static __always_inline void punt(struct xdp_md *ctx, __u8 number, __u32 tick)
+{
+	u32 zero = 0;
+	struct punt_budget *budget = dpi_punt_budget.lookup(&zero);
+
+	if (!budget)
+		return;
+	if (budget->tick != tick) {
+		budget->tick = tick;
+		budget->sent = 0;
+	}
+	if (budget->sent >= DPI_PUNTS_PER_TICK) {
+		count(D_PUNT_LIMITED);
+		return;
+	}
+	budget->sent++;
+	if (homegw_punt_xdp(ctx, DPI_REASON_PAYLOAD, number, 0) == 0)
+		count(D_PUNTED);
+	else
+		count(D_PUNT_FAILED);
+}
+
 /* CLASSIFYING: the slow path's verdict, a punt, or giving up. Whether the
  * copy's classification changed (the policy is then evaluated again). */
 static __always_inline int classifying(struct xdp_md *ctx, struct dpi_flow *flow,
-				       struct dpi_packet *pkt)
+				       struct dpi_packet *pkt, __u32 tick)
 {
 	struct dpi_class *known = dpi_classified.lookup(&pkt->key);
 
@@ -301,11 +336,8 @@ static __always_inline int classifying(struct xdp_md *ctx, struct dpi_flow *flow
 	}
 	if (flow->punted < DPI_PUNT_PACKETS) {
 		if (pkt->up && (pkt->payload || pkt->key.proto == IPPROTO_UDP)) {
-			flow->punted++;
-			if (homegw_punt_xdp(ctx, DPI_REASON_PAYLOAD, flow->punted, 0) == 0)
-				count(D_PUNTED);
-			else
-				count(D_PUNT_FAILED);
+			flow->punted++; /* spent even when limited: a flood stays bounded */
+			punt(ctx, flow->punted, tick);
 		}
 	} else if (flow->punted < DPI_PUNT_PACKETS + DPI_GIVE_UP_AFTER) {
 		flow->punted++; /* packets since the last punt */
@@ -349,7 +381,7 @@ static __always_inline __u8 track(struct xdp_md *ctx, struct dpi_flow *flow,
 		first_look(flow, &pkt->key, tick);
 		changed = 1;
 	}
-	if (flow->state == DPI_STATE_CLASSIFYING && classifying(ctx, flow, pkt))
+	if (flow->state == DPI_STATE_CLASSIFYING && classifying(ctx, flow, pkt, tick))
 		changed = 1;
 	if (changed || flow->policy_gen != gen)
 		evaluate(flow, gen);

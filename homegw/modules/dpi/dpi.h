@@ -25,6 +25,9 @@
 #define DPI_MAX_DNS 65536     /* remote addresses attributed by DNS answers */
 #define DPI_MAX_POLICY 16384  /* (device, app/category/all) policy entries */
 #define DPI_PUNT_PACKETS 4    /* payload packets of a flow punted for classification, at most */
+#ifndef DPI_PUNTS_PER_TICK    /* punts per CPU and HOMEGW_NEIGH_TICK_SHIFT tick (~1.07 s), at most */
+#define DPI_PUNTS_PER_TICK 2000
+#endif
 
 #define DPI_APP_UNKNOWN 0     /* app id 0: not classified (yet) */
 #define DPI_CATEGORY_UNKNOWN 0

@@ -33,6 +33,8 @@ FLOW_FIN = 1  # DPI_FLOW_FIN
 TICK_SHIFT = 30  # HOMEGW_NEIGH_TICK_SHIFT
 GENERATION_MAX = 2**32 - 1
 BATCH = 1024  # entries per BPF_MAP_LOOKUP_BATCH of dpi_flows
+# bpf_ktime_get_coarse_ns()'s clock (Linux's id; Python's time module does not name it)
+CLOCK_MONOTONIC_COARSE = 6
 
 
 class CFlowKey(ctypes.Structure):
@@ -377,5 +379,4 @@ class DpiMaps:
     @staticmethod
     def now_tick() -> int:
         """The datapath's clock now, in its ticks (first_tick, expires_tick)."""
-        clock = getattr(time, "CLOCK_MONOTONIC_COARSE", time.CLOCK_MONOTONIC)
-        return time.clock_gettime_ns(clock) >> TICK_SHIFT
+        return time.clock_gettime_ns(CLOCK_MONOTONIC_COARSE) >> TICK_SHIFT

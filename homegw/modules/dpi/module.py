@@ -19,14 +19,11 @@ class DpiModule(IOModule):
     source = HERE / "dpi.bpf.c"
     xdp_function = "dpi_xdp"
 
-    def __init__(
-        self, config: Config, max_flows: int | None = None, slots: int | None = None
-    ) -> None:
-        """max_flows, slots: the sizes of dpi_flows and dpi_flow_slots
-        (dpi.h's DPI_MAX_FLOWS and DPI_SLOTS by default; slots a power of 2)."""
+    def __init__(self, config: Config, limits: dict[str, int] | None = None) -> None:
+        """limits: dpi.h's overridable bounds (DPI_MAX_FLOWS, DPI_SLOTS, a power
+        of 2, DPI_PUNTS_PER_TICK) other than their defaults (the tests' small tables)."""
         self.config = config
-        self.max_flows = max_flows
-        self.slots = slots
+        self.limits = dict(limits or {})
         self.maps: DpiMaps | None = None
 
     def defines(self) -> dict[str, Define]:
@@ -37,11 +34,7 @@ class DpiModule(IOModule):
             "DPI_LAN_NET": int(lan.network.network_address),
             "DPI_LAN_MASK": int(lan.network.netmask),
         }
-        if self.max_flows is not None:
-            defines["DPI_MAX_FLOWS"] = self.max_flows
-        if self.slots is not None:
-            defines["DPI_SLOTS"] = self.slots
-        return defines
+        return defines | self.limits
 
     def on_load(self, bpf) -> None:
         self.maps = DpiMaps(bpf)
