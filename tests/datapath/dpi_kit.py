@@ -40,10 +40,10 @@ HTTP_GET = b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n"
 class DpiGateway:
     """dpi + router on LAN, router + dpi on WAN, on one dataplane."""
 
-    def __init__(self, dataplane: Dataplane, max_flows: int | None = None) -> None:
+    def __init__(self, dataplane: Dataplane, **limits: int) -> None:
         self.dp = dataplane
         self.router: RouterModule = load_router(dataplane, NO_STATIC_ROUTES)
-        self.dpi = DpiModule(parse_config(NO_STATIC_ROUTES), max_flows=max_flows, slow_path=False)
+        self.dpi = DpiModule(parse_config(NO_STATIC_ROUTES), limits, slow_path=False)
         dataplane.add_module(self.dpi)
         assert self.dpi.maps is not None
         self.maps = self.dpi.maps

@@ -149,6 +149,47 @@ def test_forget_removes_flow_and_verdict(gw: DpiGateway) -> None:
     assert gw.maps.classified(key(41060)) is None
 
 
+def test_punts_per_cpu_are_bounded(dataplane: Dataplane) -> None:
+    with one_cpu():
+        gw = DpiGateway(dataplane, DPI_PUNTS_PER_TICK=3)
+        punts = gw.punt_log()
+        frames = [udp_up(41080 + i) for i in range(5)]  # five new flows, one payload each
+        start = gw.maps.now_tick()
+        while gw.maps.now_tick() == start:  # a fresh tick: its budget all there
+            pass
+        tick = gw.maps.now_tick()
+        for frame in frames:
+            assert gw.lan(frame).verdict == "XDP_REDIRECT"
+        assert gw.maps.now_tick() == tick, "the runs took more than a tick"
+        assert [p.packet for p in punts.drain()] == frames[:3]
+        counters = gw.counters()
+        assert (counters["punted"], counters["punt_limited"]) == (3, 2)
+        assert all(row.punted == 1 for row in gw.maps.flows())
+
+
+def test_flows_sharing_a_slot_are_counted_apart_and_forgotten(dataplane: Dataplane) -> None:
+    with one_cpu():
+        gw = DpiGateway(dataplane, DPI_SLOTS=1)  # every flow hashes to slot 0
+        first, second = tcp_up(41070, HTTP_GET), tcp_up(41071, HTTP_GET + b"!")
+        for frame in (first, second, second):
+            gw.lan(frame)
+        gw.wan(tcp_down(41070))
+        rows = {row.key.lan_port: row for row in gw.maps.flows()}
+        assert {port: (r.up_packets, r.down_packets) for port, r in rows.items()} == {
+            41070: (1, 1),  # in the slot
+            41071: (2, 0),  # in dpi_flows
+        }
+        assert rows[41071].up_bytes == 2 * len(second)
+        gw.maps.forget([key(41070)])
+        gw.lan(second)
+        gw.lan(tcp_up(41072))  # takes the freed slot
+        rows = {row.key.lan_port: row for row in gw.maps.flows()}
+        assert {port: r.up_packets for port, r in rows.items()} == {41071: 3, 41072: 1}
+        gw.maps.forget([key(41071), key(41072)])
+        assert gw.maps.flows() == []
+        assert gw.counters()["new_flows"] == 3
+
+
 @pytest.mark.parametrize(
     "frame",
     [

@@ -200,10 +200,10 @@ def test_unblocked_down_packet_goes_on_unchanged(gw: DpiGateway) -> None:
 
 def test_full_flow_table_still_holds_flows_to_the_policy(dataplane: Dataplane) -> None:
     with one_cpu():
-        gw = DpiGateway(dataplane, max_flows=2)
+        gw = DpiGateway(dataplane, DPI_MAX_FLOWS=2, DPI_SLOTS=1)
         gw.maps.classify(key(42100), APP, CATEGORY, "sni")
         _block_app(gw)
-        for sport in (42101, 42102):  # fill the table
+        for sport in (42101, 42102, 42105):  # fill the slot and the table
             gw.lan(tcp_up(sport, HTTP_GET))
         gw.maps.set_dns(REMOTE, APP + 1, CATEGORY, gw.maps.now_tick() + 60)
         gw.maps.set_policy({(HOST_MAC, "app", APP): "block", (HOST_MAC, "app", APP + 1): "block"})
@@ -214,4 +214,4 @@ def test_full_flow_table_still_holds_flows_to_the_policy(dataplane: Dataplane) -
         _block_app(gw)  # APP + 1 no longer blocked
         assert gw.lan(udp_up(42104)).verdict == "XDP_REDIRECT"
         assert gw.counters()["flows_full"] == 3
-        assert {row.key.lan_port for row in gw.maps.flows()} == {42101, 42102}
+        assert {row.key.lan_port for row in gw.maps.flows()} == {42101, 42102, 42105}

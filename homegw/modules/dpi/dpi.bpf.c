@@ -18,17 +18,22 @@
  * (options), an IP fragment, a total length longer than the frame or shorter
  * than its headers, a truncated TCP/UDP header, a TCP doff < 5.
  *
- * Per packet of a flow, in this CPU's copy of dpi_flows:
- *   miss: a copy inserted (BPF_NOEXIST); no room: counted flows_full, the
- *     packet still held to the policy (dpi_classified, then DNS attribution,
- *     then the policy lookups; no entry, no punts)
+ * Per packet of a flow, in this CPU's copy of it: in its slot of
+ * dpi_flow_slots (dpi_slot_of: an array lookup, the steady state's only
+ * lookup) if the slot holds it, else in dpi_flows (per-CPU hash):
+ *   miss: a free slot taken, else a copy inserted in dpi_flows (BPF_NOEXIST);
+ *     no room there: counted flows_full, the packet still held to the policy
+ *     (dpi_classified, then DNS attribution, then the policy lookups; no
+ *     entry, no punts). A slot is freed only by the control side (forget).
  *   NEW (also another CPU's zeroed copy): dpi_classified[key] -> DONE with it;
  *     else dpi_dns[remote] not expired -> DONE, source DNS; else CLASSIFYING.
  *     The policy is evaluated.
  *   CLASSIFYING: dpi_classified looked up each packet (found -> DONE, the
  *     policy evaluated). An up packet with payload (TCP payload > 0, any UDP)
  *     while fewer than DPI_PUNT_PACKETS were punted: a copy punted
- *     (DPI_REASON_PAYLOAD, meta0 = its number), the packet goes on. After the
+ *     (DPI_REASON_PAYLOAD, meta0 = its number), the packet goes on; over
+ *     DPI_PUNTS_PER_TICK punts on this CPU in a tick: not punted, counted
+ *     punt_limited (the flow's punt spent all the same). After the
  *     last punt, DPI_GIVE_UP_AFTER more packets without a verdict, or
  *     DPI_GIVE_UP_PACKETS packets in all: given up (DONE, source UNKNOWN) so a
  *     lost punt never leaves a flow on the slow lookup.
@@ -73,6 +78,7 @@ enum dpi_counter {
 	D_FLOWS_FULL,      /* no room in dpi_flows: held to the policy, not counted */
 	D_PUNTED,
 	D_PUNT_FAILED,     /* the perf ring was full */
+	D_PUNT_LIMITED,    /* over DPI_PUNTS_PER_TICK on this CPU: not punted */
 	D_CLASSIFIED,      /* a copy found its flow in dpi_classified */
 	D_DNS_ATTRIBUTED,  /* a new copy classified by dpi_dns */
 	D_GAVE_UP,         /* a copy stopped waiting for a verdict */
@@ -90,9 +96,13 @@ enum dpi_counter {
 	D_COUNTERS,
 };
 
-// <struct dpi_flow_key (LAN host side), this CPU's struct dpi_flow>
+// <struct dpi_flow_key (LAN host side), this CPU's struct dpi_flow>: flows whose
+// slot in dpi_flow_slots another flow holds on this CPU
 BPF_TABLE_PINNED("percpu_hash", struct dpi_flow_key, struct dpi_flow, dpi_flows, DPI_MAX_FLOWS,
 		 HOMEGW_PIN("dpi_flows"));
+// <dpi_slot_of(key), this CPU's struct dpi_slot>: most flows' copies (dpi.h)
+BPF_TABLE_PINNED("percpu_array", u32, struct dpi_slot, dpi_flow_slots, DPI_SLOTS,
+		 HOMEGW_PIN("dpi_flow_slots"));
 // <struct dpi_flow_key, struct dpi_class>: verdicts of the slow path
 BPF_TABLE_PINNED("hash", struct dpi_flow_key, struct dpi_class, dpi_classified, DPI_MAX_FLOWS,
 		 HOMEGW_PIN("dpi_classified"));
@@ -109,6 +119,15 @@ BPF_TABLE_PINNED("percpu_array", u32, u64, dpi_stats, D_COUNTERS, HOMEGW_PIN("dp
 // <DPI_SOURCE_*, copies that became DONE with a verdict from that source>
 BPF_TABLE_PINNED("percpu_array", u32, u64, dpi_source_stats, DPI_SOURCES,
 		 HOMEGW_PIN("dpi_source_stats"));
+
+struct punt_budget {
+	__u32 tick;  /* the tick `sent` counts in */
+	__u32 sent;
+};
+
+// <0, punts sent in the current tick on this CPU>: a LAN host starting flows
+// at a high rate cannot flood the slow path
+BPF_PERCPU_ARRAY(dpi_punt_budget, struct punt_budget, 1);
 
 /* What the packet is to its flow. */
 struct dpi_packet {
@@ -280,10 +299,33 @@ static __always_inline void first_look(struct dpi_flow *flow, struct dpi_flow_ke
 	flow->state = DPI_STATE_CLASSIFYING;
 }
 
+/* Punt a copy of the packet, within this CPU's budget. */
+static __always_inline void punt(struct xdp_md *ctx, __u8 number, __u32 tick)
+{
+	u32 zero = 0;
+	struct punt_budget *budget = dpi_punt_budget.lookup(&zero);
+
+	if (!budget)
+		return;
+	if (budget->tick != tick) {
+		budget->tick = tick;
+		budget->sent = 0;
+	}
+	if (budget->sent >= DPI_PUNTS_PER_TICK) {
+		count(D_PUNT_LIMITED);
+		return;
+	}
+	budget->sent++;
+	if (homegw_punt_xdp(ctx, DPI_REASON_PAYLOAD, number, 0) == 0)
+		count(D_PUNTED);
+	else
+		count(D_PUNT_FAILED);
+}
+
 /* CLASSIFYING: the slow path's verdict, a punt, or giving up. Whether the
  * copy's classification changed (the policy is then evaluated again). */
 static __always_inline int classifying(struct xdp_md *ctx, struct dpi_flow *flow,
-				       struct dpi_packet *pkt)
+				       struct dpi_packet *pkt, __u32 tick)
 {
 	struct dpi_class *known = dpi_classified.lookup(&pkt->key);
 
@@ -294,11 +336,8 @@ static __always_inline int classifying(struct xdp_md *ctx, struct dpi_flow *flow
 	}
 	if (flow->punted < DPI_PUNT_PACKETS) {
 		if (pkt->up && (pkt->payload || pkt->key.proto == IPPROTO_UDP)) {
-			flow->punted++;
-			if (homegw_punt_xdp(ctx, DPI_REASON_PAYLOAD, flow->punted, 0) == 0)
-				count(D_PUNTED);
-			else
-				count(D_PUNT_FAILED);
+			flow->punted++; /* spent even when limited: a flood stays bounded */
+			punt(ctx, flow->punted, tick);
 		}
 	} else if (flow->punted < DPI_PUNT_PACKETS + DPI_GIVE_UP_AFTER) {
 		flow->punted++; /* packets since the last punt */
@@ -342,7 +381,7 @@ static __always_inline __u8 track(struct xdp_md *ctx, struct dpi_flow *flow,
 		first_look(flow, &pkt->key, tick);
 		changed = 1;
 	}
-	if (flow->state == DPI_STATE_CLASSIFYING && classifying(ctx, flow, pkt))
+	if (flow->state == DPI_STATE_CLASSIFYING && classifying(ctx, flow, pkt, tick))
 		changed = 1;
 	if (changed || flow->policy_gen != gen)
 		evaluate(flow, gen);
@@ -495,6 +534,34 @@ static __always_inline int block(struct xdp_md *ctx, struct dpi_packet *pkt)
 	return rst_in_place(ctx);
 }
 
+static __always_inline int same_key(const struct dpi_flow_key *a, const struct dpi_flow_key *b)
+{
+	return *(const __u64 *)a == *(const __u64 *)b &&
+	       *((const __u64 *)a + 1) == *((const __u64 *)b + 1);
+}
+
+/* The copy of a flow not in its slot: in dpi_flows, else a new one in the
+ * slot if it is free, else a new one in dpi_flows; NULL when that is full. */
+static __always_inline struct dpi_flow *hashed_flow(struct dpi_flow_key *key, struct dpi_slot *slot,
+						    __u32 tick)
+{
+	struct dpi_flow *flow = dpi_flows.lookup(key);
+
+	if (flow)
+		return flow;
+	if (slot && slot->key.proto == 0) {
+		__builtin_memset(&slot->flow, 0, sizeof(slot->flow));
+		slot->flow.first_tick = tick;
+		slot->key = *key;
+		count(D_NEW_FLOWS);
+		return &slot->flow;
+	}
+	struct dpi_flow fresh = { .first_tick = tick };
+	if (dpi_flows.insert(key, &fresh) == 0)
+		count(D_NEW_FLOWS);
+	return dpi_flows.lookup(key); /* ours, or another CPU's insert */
+}
+
 int dpi_xdp(struct xdp_md *ctx)
 {
 	struct homegw_cursor *cur = homegw_cursor_xdp();
@@ -507,13 +574,13 @@ int dpi_xdp(struct xdp_md *ctx)
 	__u32 gen = gen_now ? *gen_now : 0;
 	__u32 tick = bpf_ktime_get_coarse_ns() >> HOMEGW_NEIGH_TICK_SHIFT;
 	__u8 verdict;
-	struct dpi_flow *flow = dpi_flows.lookup(&pkt.key);
-	if (!flow) {
-		struct dpi_flow fresh = { .first_tick = tick };
-		if (dpi_flows.insert(&pkt.key, &fresh) == 0)
-			count(D_NEW_FLOWS);
-		flow = dpi_flows.lookup(&pkt.key); /* ours, or another CPU's insert */
-	}
+	u32 index = dpi_slot_of(&pkt.key);
+	struct dpi_slot *slot = dpi_flow_slots.lookup(&index);
+	struct dpi_flow *flow;
+	if (slot && same_key(&slot->key, &pkt.key))
+		flow = &slot->flow;
+	else
+		flow = hashed_flow(&pkt.key, slot, tick);
 	if (flow)
 		verdict = track(ctx, flow, &pkt, gen, tick);
 	else

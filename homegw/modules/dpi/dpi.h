@@ -8,8 +8,9 @@
  * the LAN host; on the WAN NIC (DPI after NAT's reverse translation and the
  * router) the destination is.
  *
- * Per packet of a classified flow the datapath does one per-CPU hash lookup
- * (dpi_flows: its verdict and counters, on this CPU) and one array lookup
+ * Per packet of a classified flow the datapath does one per-CPU array lookup
+ * (dpi_flow_slots, or for a flow whose slot another holds the per-CPU hash
+ * dpi_flows: its verdict and counters, on this CPU) and one array lookup
  * (dpi_policy_gen: has the policy changed since this copy's verdict?).
  */
 #ifndef HOMEGW_DPI_H
@@ -18,9 +19,15 @@
 #ifndef DPI_MAX_FLOWS           /* a define may set it (the datapath tests fill a small table) */
 #define DPI_MAX_FLOWS 65536
 #endif
+#ifndef DPI_SLOTS               /* per-CPU direct-mapped flow slots (a power of 2) */
+#define DPI_SLOTS 16384
+#endif
 #define DPI_MAX_DNS 65536     /* remote addresses attributed by DNS answers */
 #define DPI_MAX_POLICY 16384  /* (device, app/category/all) policy entries */
 #define DPI_PUNT_PACKETS 4    /* payload packets of a flow punted for classification, at most */
+#ifndef DPI_PUNTS_PER_TICK    /* punts per CPU and HOMEGW_NEIGH_TICK_SHIFT tick (~1.07 s), at most */
+#define DPI_PUNTS_PER_TICK 2000
+#endif
 
 #define DPI_APP_UNKNOWN 0     /* app id 0: not classified (yet) */
 #define DPI_CATEGORY_UNKNOWN 0
@@ -99,6 +106,29 @@ struct dpi_flow {
 			      * last punt (dpi.bpf.c gives up after some) */
 	__u8 flags;          /* DPI_FLOW_* */
 };
+
+/* A slot of dpi_flow_slots: a flow's per-CPU copy where its key hashes
+ * (dpi_slot_of); key.proto 0: empty. The steady state's one lookup: an array
+ * lookup the verifier inlines, where a hash-map lookup costs 30-40 ns here.
+ * A flow whose slot another flow holds on this CPU lives in dpi_flows. */
+struct dpi_slot {
+	struct dpi_flow_key key;
+	struct dpi_flow flow;
+};
+
+/* The slot of a key (maps.py computes the same): a multiplicative hash of
+ * its words as they sit in memory. */
+static inline __u32 dpi_slot_of(const struct dpi_flow_key *key)
+{
+	__u32 ports = (__u32)key->lan_port | ((__u32)key->remote_port << 16);
+	__u32 h = key->lan_addr * 0x9e3779b1u ^ key->remote_addr * 0x85ebca77u ^
+		  ports * 0xc2b2ae3du ^ key->proto;
+
+	h ^= h >> 15;
+	h *= 0x2c1b3c6du;
+	h ^= h >> 12;
+	return h & (DPI_SLOTS - 1);
+}
 
 /* A flow's classification, written by the slow path (or the DNS answer's
  * attribution); read by a CLASSIFYING copy on each packet until found. */

@@ -33,6 +33,8 @@ FLOW_FIN = 1  # DPI_FLOW_FIN
 TICK_SHIFT = 30  # HOMEGW_NEIGH_TICK_SHIFT
 GENERATION_MAX = 2**32 - 1
 BATCH = 1024  # entries per BPF_MAP_LOOKUP_BATCH of dpi_flows
+# bpf_ktime_get_coarse_ns()'s clock (Linux's id; Python's time module does not name it)
+CLOCK_MONOTONIC_COARSE = 6
 
 
 class CFlowKey(ctypes.Structure):
@@ -86,6 +88,22 @@ class CPolicyKey(ctypes.Structure):
         ("kind", ctypes.c_uint8),
         ("pad", ctypes.c_uint8 * 5),
     ]
+
+
+class CSlot(ctypes.Structure):
+    _fields_ = [("key", CFlowKey), ("flow", CFlow)]
+
+
+def slot_of(key: CFlowKey, slots: int) -> int:
+    """dpi_slot_of in dpi.h: the key's slot in dpi_flow_slots."""
+    m = 0xFFFFFFFF
+    ports = key.lan_port | (key.remote_port << 16)
+    h = (key.lan_addr * 0x9E3779B1) ^ (key.remote_addr * 0x85EBCA77) ^ (ports * 0xC2B2AE3D)
+    h = (h ^ key.proto) & m
+    h ^= h >> 15
+    h = (h * 0x2C1B3C6D) & m
+    h ^= h >> 12
+    return h & (slots - 1)
 
 
 class FlowKey(NamedTuple):
@@ -204,6 +222,7 @@ class DpiMaps:
 
     def __init__(self, bpf) -> None:  # an adopted build or a bcc.BPF
         self._flows = bpf["dpi_flows"]
+        self._slots = bpf["dpi_flow_slots"]
         self._classified = bpf["dpi_classified"]
         self._dns = bpf["dpi_dns"]
         self._policy = bpf["dpi_policy"]
@@ -214,32 +233,49 @@ class DpiMaps:
 
     # -- flows -----------------------------------------------------------------------
     def flows(self) -> list[FlowRow]:
-        """Every flow, read in batches (a few system calls for 65,536 flows)."""
-        rows = []
-        for ckey, copies in self._flow_copies():
-            row = merge_copies(ckey, copies)
-            if row is not None:
-                rows.append(row)
-        return rows
+        """Every flow, its copies from the slots and the hash map, read in
+        batches (a few system calls, not one per flow)."""
+        copies: dict[bytes, tuple[CFlowKey, list[CFlow]]] = {}
+        for ckey, flow in self._slot_copies():
+            copies.setdefault(bytes(ckey), (ckey, []))[1].append(flow)
+        for ckey, flow in self._hashed_copies():
+            copies.setdefault(bytes(ckey), (ckey, []))[1].append(flow)
+        rows = (merge_copies(ckey, flows) for ckey, flows in copies.values())
+        return [row for row in rows if row is not None]
 
-    def _flow_copies(self) -> Iterable[tuple[CFlowKey, list[CFlow]]]:
-        stride = (ctypes.sizeof(CFlow) + 7) & ~7
-        value_size = stride * self._cpus
-        keys = (CFlowKey * BATCH)()
+    def _batches(self, table, key_type: type, value_type: type) -> Iterable[tuple[Any, bytes]]:
+        """(key, raw per-CPU value) of every entry, BATCH at a time."""
+        value_size = ((ctypes.sizeof(value_type) + 7) & ~7) * self._cpus
+        keys = (key_type * BATCH)()
         values = (ctypes.c_ubyte * (value_size * BATCH))()
-        token_in, token_out = None, (ctypes.c_uint8 * ctypes.sizeof(CFlowKey))()
+        token_in, token_out = None, (ctypes.c_uint8 * max(8, ctypes.sizeof(key_type)))()
         more = True
         while more:
             count = ctypes.c_uint32(BATCH)
-            more = libbpf.lookup_batch(self._flows.map_fd, token_in, token_out, keys, values, count)
+            more = libbpf.lookup_batch(table.map_fd, token_in, token_out, keys, values, count)
             raw = bytes(values)
             for i in range(count.value):
-                base = i * value_size
-                copies = [
-                    CFlow.from_buffer_copy(raw, base + cpu * stride) for cpu in range(self._cpus)
-                ]
-                yield CFlowKey.from_buffer_copy(keys[i]), copies
+                yield keys[i], raw[i * value_size : (i + 1) * value_size]
             token_in, token_out = token_out, type(token_out)()
+
+    def _per_cpu(self, raw: bytes, value_type: type) -> list[Any]:
+        stride = (ctypes.sizeof(value_type) + 7) & ~7
+        return [value_type.from_buffer_copy(raw, cpu * stride) for cpu in range(self._cpus)]
+
+    def _slot_copies(self) -> Iterable[tuple[CFlowKey, CFlow]]:
+        stride = (ctypes.sizeof(CSlot) + 7) & ~7
+        proto = CSlot.key.offset + CFlowKey.proto.offset
+        for _, raw in self._batches(self._slots, ctypes.c_uint32, CSlot):
+            for cpu in range(self._cpus):
+                if raw[cpu * stride + proto]:  # a used slot on this CPU
+                    slot = CSlot.from_buffer_copy(raw, cpu * stride)
+                    yield slot.key, slot.flow
+
+    def _hashed_copies(self) -> Iterable[tuple[CFlowKey, CFlow]]:
+        for key, raw in self._batches(self._flows, CFlowKey, CFlow):
+            ckey = CFlowKey.from_buffer_copy(key)
+            for flow in self._per_cpu(raw, CFlow):
+                yield ckey, flow
 
     def classify(self, key: Sequence[Any], app: int, category: int, source: int | str) -> None:
         """The slow path's verdict for a flow: its classifying copies take it
@@ -255,12 +291,27 @@ class DpiMaps:
         return value.app, value.category, SOURCES[value.source]
 
     def forget(self, keys: Iterable[Sequence[Any]]) -> None:
-        """Remove flows (all their copies) and their verdicts."""
+        """Remove flows (all their copies) and their verdicts. A slot is read
+        and written back with the flow's copies emptied: a packet another CPU
+        counts in its copy of that slot meanwhile (another flow whose key
+        hashes there) is lost, or, if it claimed the slot, starts its flow
+        again as new at its next packet."""
         for key in keys:
             ckey = _ckey(key)
             for table in (self._flows, self._classified):
                 with contextlib.suppress(KeyError):
                     del table[ckey]
+            self._empty_slot(ckey)
+
+    def _empty_slot(self, ckey: CFlowKey) -> None:
+        index = ctypes.c_uint32(slot_of(ckey, self._slots.max_entries))
+        per_cpu = self._per_cpu(bytes(self._slots[index]), CSlot)
+        if not any(bytes(slot.key) == bytes(ckey) for slot in per_cpu):
+            return
+        for cpu, slot in enumerate(per_cpu):
+            if bytes(slot.key) == bytes(ckey):
+                per_cpu[cpu] = CSlot()
+        self._slots[index] = (CSlot * self._cpus)(*per_cpu)
 
     # -- DNS attribution -------------------------------------------------------------
     def set_dns(
@@ -328,5 +379,4 @@ class DpiMaps:
     @staticmethod
     def now_tick() -> int:
         """The datapath's clock now, in its ticks (first_tick, expires_tick)."""
-        clock = getattr(time, "CLOCK_MONOTONIC_COARSE", time.CLOCK_MONOTONIC)
-        return time.clock_gettime_ns(clock) >> TICK_SHIFT
+        return time.clock_gettime_ns(CLOCK_MONOTONIC_COARSE) >> TICK_SHIFT

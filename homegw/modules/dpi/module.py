@@ -32,18 +32,14 @@ class DpiModule(IOModule):
     xdp_function = "dpi_xdp"
 
     def __init__(
-        self,
-        config: Config,
-        max_flows: int | None = None,
-        slots: int | None = None,
-        slow_path: bool = True,
+        self, config: Config, limits: dict[str, int] | None = None, slow_path: bool = True
     ) -> None:
-        """max_flows, slots: the sizes of dpi_flows and dpi_flow_slots (dpi.h's
-        DPI_MAX_FLOWS and DPI_SLOTS by default; slots a power of 2). Without
-        slow_path only the datapath runs (datapath tests drive the maps)."""
+        """limits: dpi.h's overridable bounds (DPI_MAX_FLOWS, DPI_SLOTS, a power
+        of 2, DPI_PUNTS_PER_TICK) other than their defaults (the tests' small
+        tables). Without slow_path only the datapath runs (datapath tests
+        drive the maps themselves)."""
         self.config = config
-        self.max_flows = max_flows
-        self.slots = slots
+        self.limits = dict(limits or {})
         self.slow_path = slow_path
         self.maps: DpiMaps | None = None
         self.service: DpiService | None = None
@@ -59,11 +55,7 @@ class DpiModule(IOModule):
             "DPI_LAN_NET": int(lan.network.network_address),
             "DPI_LAN_MASK": int(lan.network.netmask),
         }
-        if self.max_flows is not None:
-            defines["DPI_MAX_FLOWS"] = self.max_flows
-        if self.slots is not None:
-            defines["DPI_SLOTS"] = self.slots
-        return defines
+        return defines | self.limits
 
     def compile_options_changed(self, config: Config) -> bool:
         return config.lan.address != self.config.lan.address
@@ -119,7 +111,7 @@ class DpiModule(IOModule):
         return {"dpi_flows": service.flow_rows} if service else {}
 
     def counters(self) -> dict[str, int]:
-        return self.service.counters() if self.service else {}
+        return self.maps.counters() if self.maps else {}
 
     def gauges(self) -> dict[str, float]:
         return self.service.gauges() if self.service else {}

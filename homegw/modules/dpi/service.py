@@ -332,12 +332,6 @@ class DpiService:
             for row in self.flows()
         ]
 
-    def counters(self) -> dict[str, int]:
-        counts = dict(self.maps.counters())
-        for name in SOURCES[1:]:  # not "none"
-            counts[f"classified_{name}"] = self.classified.get(name, 0)
-        return counts
-
     def gauges(self) -> dict[str, float]:
         return {"flows": float(self._live_flows)}
 
