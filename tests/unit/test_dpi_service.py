@@ -30,8 +30,14 @@ class FakeMaps:
     def flows(self) -> list:
         return []
 
+    tick = 1000
+
     def now_tick(self) -> int:
-        return 1000
+        return self.tick
+
+    def drop_dns(self, addrs) -> None:
+        for addr in addrs:
+            del self.dns[str(addr)]
 
     def set_dns(self, addr, app: int, category: int, expires: int) -> None:
         self.dns[str(addr)] = (app, category)
@@ -87,3 +93,13 @@ def test_a_punt_that_is_no_frame_changes_nothing(service: DpiService) -> None:
     for junk in (b"", b"\x00" * 13, b"\xff" * 60):
         service.on_payload(Punt(7, 1, 3, len(junk), (4, 0, 0, 0), junk))
     assert maps.classified == []
+
+
+def test_expired_dns_attributions_leave_the_map(service: DpiService) -> None:
+    maps: FakeMaps = service.maps  # type: ignore[assignment]
+    service.on_dns_answer("192.168.1.11", "www.netflix.com", ["198.51.100.7"])
+    service.tick()
+    assert "198.51.100.7" in maps.dns
+    maps.tick += 4000  # over an hour of ticks (~1.07 s each)
+    service.tick()
+    assert maps.dns == {} and service.gauges()["dns_attributed_addresses"] == 0

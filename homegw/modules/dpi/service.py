@@ -44,6 +44,7 @@ TICK_NS = 1 << 30  # a datapath tick (HOMEGW_NEIGH_TICK_SHIFT)
 IDLE_S = {6: 1800.0, 17: 120.0}  # flows forgotten after this idle time, by protocol
 CLOSED_IDLE_S = 30.0  # a TCP flow after its FIN or RST
 PUNT_PACKETS = 4  # DPI_PUNT_PACKETS
+MAX_DNS = 65536  # DPI_MAX_DNS: addresses attributed at once
 SOURCE_CACHE = "dpi-app-sources"  # under state_dir: downloaded app-database sources
 
 LocalNow = Callable[[], datetime]
@@ -77,8 +78,10 @@ class DpiService:
         self.classified: Counter[str] = Counter()  # flows by the source of their verdict
         self.decision: Decision | None = None
         self._lock = threading.Lock()
-        self._seen: set[tuple] = set()
-        self._live_flows = 0  # flow keys already counted by source
+        self._seen: set[tuple] = set()  # flow keys already counted by source
+        self._live_flows = 0
+        self._dns_expiry: dict[str, int] = {}  # addresses in dpi_dns -> their expiry tick
+        self.dropped: Counter[str] = Counter()  # slow-path writes that found a map full
         self.usage.baseline(self._counters(maps.flows()))  # pinned flows of the last run
 
     def _load_db(self, section: DpiConfig) -> AppDb:
@@ -139,7 +142,11 @@ class DpiService:
     def _classify(self, key: FlowKey, verdict: Verdict) -> None:
         app, category = self._app_of(verdict)
         number = self.ids.number(app)
-        self.maps.classify(key, number, categories.category_number(category), verdict.source)
+        try:
+            self.maps.classify(key, number, categories.category_number(category), verdict.source)
+        except Exception:  # dpi_classified full: the flow gives up by itself
+            self.dropped["classified_full"] += 1
+            return
         log.debug("dpi: %s -> %s (%s, %s)", key, app, category, verdict.source)
 
     def _app_of(self, verdict: Verdict) -> tuple[str, str]:
@@ -159,8 +166,26 @@ class DpiService:
         expires = self.maps.now_tick() + DNS_ATTRIBUTION_S * 10**9 // TICK_NS
         for address in addresses:
             ip = ipaddress.ip_address(address)
-            if ip.version == 4:
+            if ip.version != 4:
+                continue
+            if len(self._dns_expiry) >= MAX_DNS and str(ip) not in self._dns_expiry:
+                self.dropped["dns_full"] += 1  # the oldest go at the next tick
+                continue
+            try:
                 self.maps.set_dns(ip, number, categories.category_number(category), expires)
+            except Exception:
+                self.dropped["dns_full"] += 1
+                continue
+            self._dns_expiry[str(ip)] = expires
+
+    def _forget_answers(self) -> None:
+        """Addresses whose DNS attribution expired leave dpi_dns."""
+        now_tick = self.maps.now_tick()
+        old = [addr for addr, expires in self._dns_expiry.items() if expires <= now_tick]
+        if old:
+            self.maps.drop_dns(old)
+            for addr in old:
+                del self._dns_expiry[addr]
 
     def mac_of(self, address: str) -> str | None:
         """The MAC of the LAN device at `address`: from its flows, else the
@@ -196,6 +221,7 @@ class DpiService:
         self.usage.fold(self._counters(rows), self.local_now().timestamp())
         self._count_sources(rows)
         self._forget_idle(rows)
+        self._forget_answers()
         with self._lock:
             stale = self.classifier.expire(self.monotonic())
             verdicts = [(key, self.classifier.give_up(key)) for key in stale]
@@ -333,7 +359,11 @@ class DpiService:
         ]
 
     def gauges(self) -> dict[str, float]:
-        return {"flows": float(self._live_flows)}
+        return {
+            "flows": float(self._live_flows),
+            "dns_attributed_addresses": float(len(self._dns_expiry)),
+            **{f"{reason}_writes_refused": float(n) for reason, n in self.dropped.items()},
+        }
 
     def samples(self) -> Iterator[Sample]:
         """Flows by the source of their verdict; bytes since local midnight by category."""
