@@ -66,7 +66,7 @@ class DpiService:
     ) -> None:
         self.section = section
         self.maps = maps
-        self._macs: dict[str, str] = {}  # LAN address -> device MAC (flows, neighbours)
+        self._macs: dict[str, str] = {}  # LAN address -> device MAC, from the flows
         self.local_now = local_now
         self.monotonic = monotonic
         self.cache_dir = Path(state_dir) / SOURCE_CACHE
@@ -188,14 +188,9 @@ class DpiService:
                 del self._dns_expiry[addr]
 
     def mac_of(self, address: str) -> str | None:
-        """The MAC of the LAN device at `address`: from its flows, else the
-        kernel's neighbour table (the gateway just heard its DNS query)."""
-        mac = self._macs.get(address)
-        if mac is None:
-            mac = neighbour_mac(address)
-            if mac is not None:
-                self._macs[address] = mac
-        return mac
+        """The MAC of the LAN device at `address`, from the flows of the last
+        tick (no netlink here: this runs on the DNS server's loop)."""
+        return self._macs.get(address)
 
     def dns_blocked(self, client: str, name: str) -> bool:
         """Whether the policies block `name` for the device at `client` now."""
@@ -386,21 +381,6 @@ class DpiService:
     def close(self) -> None:
         self.usage.close()
         self.ids.close()
-
-
-def neighbour_mac(address: str) -> str | None:
-    """The kernel's neighbour entry for a LAN address (this namespace), or None."""
-    from pyroute2 import IPRoute
-
-    try:
-        with IPRoute() as ipr:
-            for entry in ipr.get_neighbours(dst=address):
-                mac = entry.get_attr("NDA_LLADDR")
-                if mac:
-                    return str(mac)
-    except Exception:
-        log.debug("dpi: no neighbour entry for %s", address, exc_info=True)
-    return None
 
 
 def _is_url(source: str) -> bool:
