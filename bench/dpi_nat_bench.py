@@ -9,8 +9,9 @@ alike; the figure is the median of the rounds, the ratio on/off of medians.
 
 Each flow's first packets are classified (punted to the slow path, which
 finds nothing in the generator's payload and gives up after
-DPI_PUNT_PACKETS); a warm-up call runs before each figure so that what is
-measured is the steady state, one flow lookup per packet.
+DPI_PUNT_PACKETS); traffic runs before each figure until DPI punts no more
+(every flow classified, the slow path idle), so that what is measured is
+the steady state.
 """
 
 from __future__ import annotations
@@ -25,10 +26,14 @@ import time
 from pathlib import Path
 
 from bench.common import GW_LAN_IP, Generator, Topology, measure, new_tag
-from bench.nat_bench import FLOW_COUNTS, TranslatedSink, check_clean, xdp_on
+from bench.nat_bench import FLOW_COUNTS, TranslatedSink, check_clean, gw_cmd, pinned, xdp_on
 from bench.router_bench import Appliance, appliance_config
 from homegw import netns
 from homegw.dataplane.dataplane import purge_pins
+from homegw.dataplane.pinned import read_percpu_u64
+from homegw.modules.dpi.maps import COUNTERS as DPI_COUNTERS
+
+MAX_SETTLE_CALLS = 30
 
 
 def run_appliance(
@@ -43,19 +48,39 @@ def run_appliance(
     try:
         url = f"http://{GW_LAN_IP}:8080/healthz"
         health = json.loads(topo.run("gen", "curl", "-s", "--max-time", "2", url))
-        modules = health.get("modules", [])
-        if "nat" not in modules or ("dpi" in modules) != dpi:
+        if not pinned(app.pin_dir, "nat_sessions") or pinned(app.pin_dir, "dpi_flows") != dpi:
             raise RuntimeError(f"the appliance's modules are not as asked (dpi={dpi}): {health}")
         if not xdp_on(topo, "gw", "lan0"):
             raise RuntimeError("the appliance has no XDP program on lan0")
         rates = {}
         for flows, gen in gens.items():
-            measure(gen, sink, min(1.0, seconds))  # warm-up: every flow classified
+            settle(gen, sink, app.pin_dir if dpi else None)
             rates[flows] = measure(gen, sink, seconds).received_pps
         return rates
     finally:
         app.stop()
         shutil.rmtree(app.dir, ignore_errors=True)
+        for dev in ("lan0", "wan0"):  # the next round's appliance starts from bare NICs
+            gw_cmd(topo, "ip", "link", "set", "dev", dev, "xdp", "off")
+            gw_cmd(topo, "tc", "qdisc", "del", "dev", dev, "clsact", check=False)
+
+
+def punts(pin_dir: str) -> int:
+    return read_percpu_u64(f"{pin_dir}/dpi_stats", DPI_COUNTERS.index("punted"))
+
+
+def settle(gen: Generator, sink: TranslatedSink, pin_dir: str | None) -> None:
+    """Traffic until every flow is classified (DPI punts no more: the slow
+    path is idle again), so that what follows measures the steady state."""
+    measure(gen, sink, 1.0)
+    if pin_dir is None:
+        return
+    for _ in range(MAX_SETTLE_CALLS):
+        before = punts(pin_dir)
+        measure(gen, sink, 1.0)
+        if punts(pin_dir) == before:
+            return
+    raise RuntimeError(f"DPI still punting after {MAX_SETTLE_CALLS} s of traffic")
 
 
 def main() -> int:
