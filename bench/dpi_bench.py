@@ -99,7 +99,7 @@ class Bench:
         self.router = RouterModule(self.config, iface_info=_nic, watch_kernel=False)
         self.nat = NatModule(self.config, run_gc=False)
         # every punt measured as sent: no per-tick budget in the way
-        self.dpi = DpiModule(self.config, {"DPI_PUNTS_PER_TICK": 4 * NEW_FLOWS})
+        self.dpi = DpiModule(self.config, {"DPI_PUNTS_PER_TICK": 4 * NEW_FLOWS}, slow_path=False)
         for module in (self.router, self.nat, self.dpi):
             self.dp.add_module(module)
         self.router.set_neighbour(ipaddress.IPv4Address(t.SINK_IP), t.SINK_MAC, Nic.WAN)
