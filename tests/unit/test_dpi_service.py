@@ -5,7 +5,9 @@ not a frame is a counted nothing."""
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -16,6 +18,7 @@ from homegw.dataplane.slowpath import Punt
 from homegw.modules.dpi import categories
 from homegw.modules.dpi.config import DpiConfig
 from homegw.modules.dpi.service import DpiService
+from homegw.netns import wait_for
 
 MAC = "02:48:47:00:00:01"
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=ZoneInfo("Europe/Berlin"))
@@ -103,3 +106,33 @@ def test_expired_dns_attributions_leave_the_map(service: DpiService) -> None:
     maps.tick += 4000  # over an hour of ticks (~1.07 s each)
     service.tick()
     assert maps.dns == {} and service.gauges()["dns_attributed_addresses"] == 0
+
+
+def test_a_url_app_source_is_downloaded_in_the_background_and_used(tmp_path: Path) -> None:
+    source = (
+        b"category: games\napps:\n"
+        b"  - id: test_game\n    label: Test game\n    domains: [play.dpi-test.example]\n"
+    )
+
+    class Serve(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(source)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Serve)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/apps.yaml"
+        config = DpiConfig.model_validate({"enabled": True, "app_sources": [url]})
+        service = DpiService(config, tmp_path, FakeMaps(), local_now=lambda: NOW)  # type: ignore[arg-type]
+        assert service.db.app("test_game") is None  # not downloaded yet
+        service.refresh_sources()
+        assert wait_for(lambda: service.db.app("test_game") is not None, 10.0)
+        assert service.db.label_of("www.play.dpi-test.example") == ("test_game", "games")
+        assert service.ids.number("test_game") > 0
+    finally:
+        server.shutdown()

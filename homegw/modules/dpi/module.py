@@ -66,6 +66,7 @@ class DpiModule(IOModule):
             return
         self.service = DpiService(self.config.dpi, self.config.state_dir, self.maps)
         self.service.decide()  # the policies in force from the first packet
+        self.service.refresh_sources()  # URL app sources, in the background
         self._timer = supervise.Thread(self._tick_loop, "dpi-timer", restart=True)
         self._timer.start()
 

@@ -176,16 +176,18 @@ class DpiService:
             except Exception:
                 self.dropped["dns_full"] += 1
                 continue
-            self._dns_expiry[str(ip)] = expires
+            with self._lock:  # the timer thread walks it
+                self._dns_expiry[str(ip)] = expires
 
     def _forget_answers(self) -> None:
         """Addresses whose DNS attribution expired leave dpi_dns."""
         now_tick = self.maps.now_tick()
-        old = [addr for addr, expires in self._dns_expiry.items() if expires <= now_tick]
-        if old:
-            self.maps.drop_dns(old)
+        with self._lock:
+            old = [addr for addr, expires in self._dns_expiry.items() if expires <= now_tick]
             for addr in old:
                 del self._dns_expiry[addr]
+        if old:
+            self.maps.drop_dns(old)
 
     def mac_of(self, address: str) -> str | None:
         """The MAC of the LAN device at `address`, from the flows of the last
