@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import sqlite3
 import threading
 import time
 from collections import Counter
@@ -78,6 +79,7 @@ class DpiService:
         self.classified: Counter[str] = Counter()  # flows by the source of their verdict
         self.decision: Decision | None = None
         self._lock = threading.Lock()
+        self._deciding = threading.Lock()
         self._seen: set[tuple] = set()  # flow keys already counted by source
         self._live_flows = 0
         self._dns_expiry: dict[str, int] = {}  # addresses in dpi_dns -> their expiry tick
@@ -215,7 +217,11 @@ class DpiService:
         rows = self.flows()
         self._live_flows = len(rows)
         self._macs = {row.key.lan_addr: row.mac for row in rows if row.mac}
-        self.usage.fold(self._counters(rows), self.local_now().timestamp())
+        try:
+            self.usage.fold(self._counters(rows), self.local_now().timestamp())
+        except sqlite3.Error:  # the history misses a fold; the policies go on
+            self.dropped["usage_fold_failed"] += 1
+            log.exception("dpi: usage fold failed")
         self._count_sources(rows)
         self._forget_idle(rows)
         self._forget_answers()
@@ -233,12 +239,13 @@ class DpiService:
 
     def decide(self) -> Decision:
         """The policies in force now, written into the datapath."""
-        now = self.local_now()
-        used = self.usage.used_minutes_at(now.timestamp())
-        decision = evaluate(self.section, None, used, self.db, now)
-        self.maps.set_policy(self._policy_entries(decision))
-        self.decision = decision
-        return decision
+        with self._deciding:  # the timer and a config change may both decide
+            now = self.local_now()
+            used = self.usage.used_minutes_at(now.timestamp())
+            decision = evaluate(self.section, None, used, self.db, now)
+            self.maps.set_policy(self._policy_entries(decision))
+            self.decision = decision
+            return decision
 
     def _policy_entries(self, decision: Decision) -> dict[tuple[str, str, int], str]:
         """The decision in the datapath's numbers: (mac, kind, number) -> action."""
