@@ -26,6 +26,7 @@ from scapy.layers.l2 import Ether
 
 from bench import nat_testrun as t
 from bench.chain_cost import _median, _nic
+from bench.nat_testrun import cold_durations
 from homegw.config import parse_config
 from homegw.dataplane.abi import Hook, Nic
 from homegw.dataplane.dataplane import Dataplane, purge_pins
@@ -42,13 +43,7 @@ ROUNDS = 10
 
 
 def _cold_each(fd: int, frames: list[bytes], want: str) -> float:
-    durations = []
-    for frame in frames:
-        result = prog_test_run(fd, frame)
-        if result.verdict != want:
-            raise RuntimeError(f"TEST_RUN gave {result.verdict}, wanted {want}")
-        durations.append(result.duration_ns)
-    return float(statistics.median(durations))
+    return float(statistics.median(cold_durations(fd, frames, want)))
 
 
 def _delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:

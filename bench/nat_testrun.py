@@ -56,6 +56,17 @@ def with_dport(frame: bytes, dport: int) -> bytes:
     return with_sport(bytes(buf), int.from_bytes(buf[34:36], "big"))
 
 
+def cold_durations(fd: int, frames: list[bytes], want: str) -> list[int]:
+    """TEST_RUN once per frame (repeat 1): each run's ns, checking its verdict."""
+    durations = []
+    for frame in frames:
+        result = prog_test_run(fd, frame)
+        if result.verdict != want:
+            raise RuntimeError(f"TEST_RUN gave {result.verdict}, wanted {want}")
+        durations.append(result.duration_ns)
+    return durations
+
+
 def ns_per_packet(tag: str, calls: int = 20_000, new_flows: int = 5_000) -> dict[str, dict]:
     """ns/packet of the LAN and WAN XDP chains with router + nat, two ways:
 
@@ -110,12 +121,7 @@ def ns_per_packet(tag: str, calls: int = 20_000, new_flows: int = 5_000) -> dict
         lan, wan = dp.root_fd(Nic.LAN, Hook.XDP), dp.root_fd(Nic.WAN, Hook.XDP)
 
         def cold(fd: int, frames: list[bytes], want: str = "XDP_REDIRECT") -> dict:
-            durations = []
-            for frame in frames:
-                result = prog_test_run(fd, frame)
-                if result.verdict != want:
-                    raise RuntimeError(f"TEST_RUN gave {result.verdict}, wanted {want}")
-                durations.append(result.duration_ns)
+            durations = cold_durations(fd, frames, want)
             return {
                 "method": "cold",
                 "median": float(statistics.median(durations)),

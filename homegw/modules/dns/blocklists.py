@@ -196,12 +196,12 @@ class ListLoader:
         return self.loaded[source]
 
     def _read(self, source: str) -> frozenset[str]:
-        path = cached_path(self.cache_dir, source) if _is_url(source) else Path(source)
+        path = cached_path(self.cache_dir, source) if is_url(source) else Path(source)
         try:
             updated_at = path.stat().st_mtime
             text = path.read_bytes()[:MAX_LIST_BYTES].decode("utf-8", errors="replace")
         except OSError as exc:
-            what = "not downloaded yet" if _is_url(source) else exc.strerror
+            what = "not downloaded yet" if is_url(source) else exc.strerror
             self.problems[source] = f"{source}: {what}"
             self.status[source] = ListStatus(None, None, what)
             log.warning("block list %s unavailable: %s", source, what)
@@ -217,7 +217,7 @@ class ListLoader:
         return frozenset(parsed.domains)
 
 
-def _is_url(source: str) -> bool:
+def is_url(source: str) -> bool:
     return source.startswith(("http://", "https://"))
 
 
@@ -268,7 +268,7 @@ def cached_path(cache_dir: Path, url: str) -> Path:
 
 def fetch_list(url: str, cache_dir: Path, timeout: float = FETCH_TIMEOUT) -> Path:
     """Download url into cache_dir (write-temp-fsync-rename); return the file."""
-    if not _is_url(url):
+    if not is_url(url):
         raise ValueError(f"{url!r} is not an http(s) URL")
     cache_dir.mkdir(parents=True, exist_ok=True)
     request = urllib.request.Request(url, headers={"User-Agent": "homegw"})

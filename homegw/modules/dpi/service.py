@@ -26,25 +26,25 @@ from typing import Any
 from homegw import supervise
 from homegw.control import Sample
 from homegw.dataplane.slowpath import Punt
-from homegw.modules.dns.blocklists import cached_path, fetch_list
+from homegw.modules.dns.blocklists import cached_path, fetch_list, is_url
 from homegw.modules.dpi import categories
 from homegw.modules.dpi.appdb import AppDb, AppDbError
 from homegw.modules.dpi.appids import AppIds
-from homegw.modules.dpi.classify import FlowClassifier, FlowKey, Verdict
+from homegw.modules.dpi.classify import FINAL_AFTER, FlowClassifier, FlowKey, Verdict
 from homegw.modules.dpi.classify.packet import parse_frame
 from homegw.modules.dpi.config import DpiConfig
-from homegw.modules.dpi.maps import SOURCES, DpiMaps, FlowRow
+from homegw.modules.dpi.maps import SOURCES, TICK_SHIFT, DpiMaps, FlowRow
 from homegw.modules.dpi.policy import Decision, day_start, evaluate, local_zone
 from homegw.modules.dpi.usage import FlowCounters, UsageDb
 
 log = logging.getLogger(__name__)
 
+TICK_NS = 1 << TICK_SHIFT  # a datapath tick in ns
+
 TICK_S = 15.0  # usage folds, flow GC and policy checks at least this often
 DNS_ATTRIBUTION_S = 3600  # how long an answered address keeps its name
-TICK_NS = 1 << 30  # a datapath tick (HOMEGW_NEIGH_TICK_SHIFT)
 IDLE_S = {6: 1800.0, 17: 120.0}  # flows forgotten after this idle time, by protocol
 CLOSED_IDLE_S = 30.0  # a TCP flow after its FIN or RST
-PUNT_PACKETS = 4  # DPI_PUNT_PACKETS
 MAX_DNS = 65536  # DPI_MAX_DNS: addresses attributed at once
 SOURCE_CACHE = "dpi-app-sources"  # under state_dir: downloaded app-database sources
 
@@ -104,7 +104,7 @@ class DpiService:
         """The config's sources, a URL as its downloaded copy (once there is one)."""
         paths = []
         for source in section.app_sources:
-            if _is_url(source):
+            if is_url(source):
                 copy = cached_path(self.cache_dir, source)
                 if copy.exists():
                     paths.append(str(copy))
@@ -114,7 +114,7 @@ class DpiService:
 
     def refresh_sources(self) -> None:
         """Download the URL sources (in the background) and load them."""
-        urls = [s for s in self.section.app_sources if _is_url(s)]
+        urls = [s for s in self.section.app_sources if is_url(s)]
         if urls:
             supervise.Thread(self._download, "dpi-app-sources", args=(urls,)).start()
 
@@ -134,7 +134,7 @@ class DpiService:
         now = self.monotonic()
         with self._lock:
             result = self.classifier.feed(punt.packet, now)
-            if result is None and punt.meta[0] >= PUNT_PACKETS:  # the datapath's last punt
+            if result is None and punt.meta[0] >= FINAL_AFTER:  # the datapath's last punt
                 segment = parse_frame(punt.packet)
                 if segment is not None:
                     result = (segment.key, self.classifier.give_up(segment.key))
@@ -390,7 +390,3 @@ class DpiService:
     def close(self) -> None:
         self.usage.close()
         self.ids.close()
-
-
-def _is_url(source: str) -> bool:
-    return source.startswith(("http://", "https://"))
