@@ -41,6 +41,7 @@ from homegw.configtypes import (
     shown,
 )
 from homegw.modules.dhcp.config import DhcpConfig, default_range
+from homegw.modules.ipv6.config import Lan6Config, Wan6Config
 from homegw.modules.nat.config import NatConfig
 from homegw.modules.router.config import RouterConfig
 from homegw.registry import MODULE_NAMES, MODULES
@@ -66,6 +67,7 @@ class WanConfig(Section):
     gateway: IPv4Address | None = None
     dns: tuple[IPv4Address, ...] = ()
     mtu: Annotated[int, Field(strict=True, ge=576, le=9000)] | None = None
+    ipv6: Wan6Config = Field(default_factory=Wan6Config)
 
     @model_validator(mode="after")
     def _check(self) -> WanConfig:
@@ -103,6 +105,7 @@ class LanConfig(Section):
     address: IPv4Interface = ipaddress.IPv4Interface("192.168.1.1/24")
     domain: Hostname = "lan"
     hostname: Hostname = "homegw"
+    ipv6: Lan6Config = Field(default_factory=Lan6Config)
 
     @model_validator(mode="after")
     def _check(self) -> LanConfig:

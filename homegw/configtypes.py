@@ -237,6 +237,67 @@ IPv4Network = Annotated[
 ]
 
 
+# --- IPv6 -----------------------------------------------------------------------
+
+
+def _parse_ipv6_address(value: Any) -> ipaddress.IPv6Address:
+    if isinstance(value, ipaddress.IPv6Address):
+        return value
+    try:
+        return ipaddress.IPv6Address(_need_str(value, "2001:db8::10"))
+    except ipaddress.AddressValueError:
+        raise ValueError(f"{shown(value)} is not a valid IPv6 address") from None
+
+
+def _parse_ipv6_interface(value: Any) -> ipaddress.IPv6Interface:
+    if isinstance(value, ipaddress.IPv6Interface):
+        return value
+    text = _need_str(value, "2001:db8::2/64")
+    try:
+        parsed = ipaddress.IPv6Interface(text)
+    except ValueError:
+        raise ValueError(f"{shown(value)} is not a valid IPv6 address with prefix") from None
+    if "/" not in text:
+        raise ValueError(f"{shown(value)} needs a prefix length, e.g. {text}/64")
+    return parsed
+
+
+def _parse_ipv6_network(value: Any) -> ipaddress.IPv6Network:
+    if isinstance(value, ipaddress.IPv6Network):
+        return value
+    text = _need_str(value, "2001:db8:1::/48")
+    try:
+        parsed = ipaddress.IPv6Network(text, strict=False)
+    except ValueError:
+        raise ValueError(f"{shown(value)} is not a valid IPv6 prefix") from None
+    if "/" not in text:
+        raise ValueError(f"{shown(value)} needs a prefix length, e.g. {text}/48")
+    return parsed
+
+
+#: An IPv6 address such as "2001:db8::10" (an ipaddress.IPv6Address).
+IPv6Address = Annotated[
+    ipaddress.IPv6Address,
+    PlainValidator(_parse_ipv6_address),
+    PlainSerializer(str, when_used="json"),
+    WithJsonSchema({"type": "string", "format": "ipv6"}),
+]
+#: An IPv6 address with its prefix length, "2001:db8::2/64".
+IPv6Interface = Annotated[
+    ipaddress.IPv6Interface,
+    PlainValidator(_parse_ipv6_interface),
+    PlainSerializer(str, when_used="json"),
+    _TEXT,
+]
+#: An IPv6 prefix, "2001:db8:1::/48"; host bits are cleared.
+IPv6Network = Annotated[
+    ipaddress.IPv6Network,
+    PlainValidator(_parse_ipv6_network),
+    PlainSerializer(str, when_used="json"),
+    _TEXT,
+]
+
+
 # --- MAC, names -----------------------------------------------------------------
 
 _MAC_RE = re.compile(

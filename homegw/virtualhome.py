@@ -152,6 +152,7 @@ class VirtualHome:
         dhcp_lease_time: str = "10m",
         big_file_mib: int = 4,
         dns_records: dict[str, str] | None = None,
+        ipv6: bool = False,
     ) -> None:
         _check_tag(tag)
         if not 1 <= n_hosts <= 9:
@@ -176,6 +177,10 @@ class VirtualHome:
         self.lan_gateway = LAN_GATEWAY
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._built = False
+        # IPv6 at the ISP (DHCPv6 with prefix delegation, RAs, a web server):
+        # homegw/virtualhome6.py; without it the gateway's IPv6 is off
+        self.want_ipv6 = ipv6
+        self.isp6: Any = None  # a virtualhome6.IspIpv6 once built
 
     def _make_host(self, i: int) -> LanHost:
         address = f"192.168.1.{10 + i}/{LAN_PREFIX}" if self.lan_hosts_static else None
@@ -414,6 +419,11 @@ class VirtualHome:
         self._wait_ready("dns", lambda: netns.listening(isp, "udp", DNS_SERVER, 53))
         self._wait_ready("dns", lambda: netns.listening(isp, "tcp", DNS_SERVER, 53))
         self._wait_ready("web", lambda: netns.listening(isp, "tcp", WEB_SERVER, 80))
+        if self.want_ipv6:
+            from homegw.virtualhome6 import IspIpv6
+
+            self.isp6 = IspIpv6(self)
+            self.isp6.start()
 
     def renumber_isp_dhcp(self, pool: tuple[str, str]) -> None:
         """Restart the ISP's DHCP server with another pool and no memory of
@@ -505,4 +515,7 @@ class VirtualHome:
             "state_dir": str(self.state_dir),
             "dataplane": {"pin_dir": str(self.pin_dir)},
         }
+        if not self.want_ipv6:  # an IPv4-only ISP and home
+            base["wan"]["ipv6"] = {"mode": "off"}
+            base["lan"]["ipv6"] = {"mode": "off"}
         return _deep_merge(base, overrides)

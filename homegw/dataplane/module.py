@@ -13,6 +13,7 @@ from homegw.dataplane.slowpath import PuntHandler
 
 if TYPE_CHECKING:
     from homegw.config import Config
+    from homegw.netfacts import Ipv6Facts
 
 #: A table the management API pages through: rows as flat JSON objects.
 TableReader = Callable[[], list[dict[str, Any]]]
@@ -66,6 +67,11 @@ class IOModule:
         self, address: ipaddress.IPv4Interface | None, gateway: ipaddress.IPv4Address | None
     ) -> None:
         """The WAN address changed (a DHCP lease came, changed or went)."""
+
+    def on_ipv6(self, facts: Ipv6Facts) -> None:
+        """The home's IPv6 addressing changed (homegw/netfacts.py): a prefix
+        came, changed or went, the WAN got an address or a default router.
+        Called in the appliance's control thread, in registry order."""
 
     def compile_options_changed(self, config: Config) -> bool:
         """Whether `config` changes what defines() compiles in: then the
