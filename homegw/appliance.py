@@ -30,6 +30,7 @@ from homegw.modules.dhcp.service import DhcpService
 from homegw.modules.dhcp.wan_client import WanDhcpClient, WanLease, to_wan_lease
 from homegw.modules.dhcp.wan_client import _lease_type as wan_lease_type
 from homegw.modules.dns.service import DnsService
+from homegw.modules.ipv6 import service as ipv6_service
 from homegw.registry import MODULES, spec
 from webui import create_app
 from webui.server import WebServer
@@ -69,7 +70,7 @@ class Appliance:
         self.wan_client: WanDhcpClient | None = None
         self.dhcp: DhcpService | None = None
         self.dns: DnsService | None = None
-        self.ipv6: Any = None  # homegw.modules.ipv6.service.Ipv6Service while IPv6 runs
+        self.ipv6: ipv6_service.Ipv6Service | None = None
         self._control = ThreadPoolExecutor(max_workers=1, thread_name_prefix="control")
         self.kernel_path = False
         # what the management API asks (homegw.management.Management), set by `homegw run`
@@ -175,21 +176,9 @@ class Appliance:
 
     def _start_ipv6(self) -> None:
         """After the dataplane: the facts it finds go to loaded modules."""
-        cfg = self.config
-        if cfg.wan.ipv6.mode == "off" and cfg.lan.ipv6.mode == "off":
-            return
-        from homegw.modules.ipv6.service import Ipv6Service
-
-        self.ipv6 = Ipv6Service(
-            cfg.wan.interface,
-            cfg.lan.interface,
-            cfg.wan.ipv6,
-            cfg.lan.ipv6,
-            cfg.lan.domain,
-            Path(cfg.state_dir),
-            self._on_ipv6_facts,
-        )
-        self.ipv6.start()
+        self.ipv6 = ipv6_service.for_config(self.config, self._on_ipv6_facts)
+        if self.ipv6 is not None:
+            self.ipv6.start()
 
     def _on_ipv6_facts(self, facts: Ipv6Facts) -> None:
         # from the IPv6 service's worker: applied in the control thread, in

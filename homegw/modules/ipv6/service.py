@@ -23,12 +23,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from homegw import supervise
 from homegw.modules.ipv6 import kernel6
 from homegw.modules.ipv6.config import ULA_SPACE, Lan6Config, Wan6Config
 from homegw.modules.ipv6.kernel6 import KernelState
 from homegw.netfacts import Ipv6Facts
+
+if TYPE_CHECKING:
+    from homegw.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +82,22 @@ def build_facts(
         wan_gateway=state.wan_gateway,
         lan_mtu=state.lan_mtu,
         wan_mtu=state.wan_mtu,
+    )
+
+
+def for_config(config: Config, on_facts: Callable[[Ipv6Facts], None]) -> Ipv6Service | None:
+    """The service for the config's wan.ipv6 and lan.ipv6, or None with both off."""
+    wan6, lan6 = config.wan.ipv6, config.lan.ipv6
+    if wan6.mode == "off" and lan6.mode == "off":
+        return None
+    return Ipv6Service(
+        config.wan.interface,
+        config.lan.interface,
+        wan6,
+        lan6,
+        config.lan.domain,
+        Path(config.state_dir),
+        on_facts,
     )
 
 
