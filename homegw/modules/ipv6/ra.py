@@ -311,6 +311,10 @@ class RaScheduler:
             interval = min(interval, MAX_INITIAL_RTR_ADVERT_INTERVAL)
         self._due = now + interval
 
+    def retry_at(self, at: float) -> None:
+        """The RA due could not go: try again at `at`."""
+        self._due = at
+
     def _not_before(self, at: float) -> float:
         """`at`, or later if a multicast RA went out less than 3 s before it."""
         if self._last_sent is not None and at < self._last_sent + MIN_DELAY_BETWEEN_RAS:
