@@ -84,6 +84,7 @@ class Link:
         self.ula = ula_prefix(state_dir, None)
         self.plan = PrefixPlan(self.ula, 0)
         self.default_router = True
+        self.max_interval = 30
         self.advertiser: RouterAdvertiser | None = None
 
     def build(self) -> None:
@@ -108,7 +109,7 @@ class Link:
                 default_router=lambda: self.default_router,
                 managed=False,
                 other=True,
-                max_interval=30,
+                max_interval=self.max_interval,
             )
             self.advertiser.start()
 
@@ -228,6 +229,7 @@ def _send_rs(link: Link, message: bytes, hop_limit: int) -> None:
 
 
 def test_hostile_solicitations_are_counted_and_dropped(link: Link) -> None:
+    link.max_interval = 1800  # unsolicited RAs 16 s apart at first: an RA within 5 s answers
     link.start()
     wait(lambda: host_link_local_ready(link.host), "the host's link-local address")
     assert link.advertiser is not None

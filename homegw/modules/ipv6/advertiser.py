@@ -140,6 +140,7 @@ class RouterAdvertiser:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
+        self._stopping.clear()
         with self._lock:
             self._scheduler = ra.RaScheduler(self._max_interval, self._clock())
         self._thread = supervise.Thread(target=self._run, name=f"ra-{self.ifname}", restart=True)
@@ -156,10 +157,12 @@ class RouterAdvertiser:
         self._wake()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        self._send(final=True)
-        for closable in (self._sock, self._wake_r, self._wake_w, self._ipr):
-            closable.close()
-        self._sock = self._wake_w = None
+        try:
+            self._send(final=True)
+        finally:
+            sock, wake_w, self._sock, self._wake_w = self._sock, self._wake_w, None, None
+            for closable in (sock, self._wake_r, wake_w, self._ipr):
+                closable.close()
         log.info("router advertisements on %s stopped", self.ifname)
 
     def changed(self) -> None:
@@ -177,10 +180,11 @@ class RouterAdvertiser:
         return out
 
     def _wake(self) -> None:
-        if self._wake_w is None:
-            return  # not started
-        with contextlib.suppress(BlockingIOError):  # already awake
-            self._wake_w.send(b"\0")
+        wake = self._wake_w
+        if wake is None:
+            return  # not started, or stopped
+        with contextlib.suppress(OSError):  # already awake (full), or just stopped
+            wake.send(b"\0")
 
     # --- the thread ------------------------------------------------------------
 
