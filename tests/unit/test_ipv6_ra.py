@@ -149,3 +149,25 @@ def test_ra_parser_rejects_bad_prefix_length() -> None:
     bad = data[:24] + struct.pack("!BBB", 3, 4, 200) + data[27:]
     with pytest.raises(ra.Malformed, match="bad_prefix_length"):
         ra.parse_ra(bad)
+
+
+# --- the advertiser's socket helpers ---------------------------------------------
+
+
+def test_icmp6_filter_passes_rs_only() -> None:
+    from homegw.modules.ipv6.advertiser import icmp6_filter_pass_only
+
+    words = struct.unpack("=8I", icmp6_filter_pass_only(133))
+    blocked = {t for t in range(256) if words[t >> 5] >> (t & 31) & 1}
+    assert blocked == set(range(256)) - {133}
+
+
+def test_hop_limit_from_ancillary_data() -> None:
+    import socket
+
+    from homegw.modules.ipv6.advertiser import hop_limit_of
+
+    ok = [(socket.IPPROTO_IPV6, socket.IPV6_HOPLIMIT, struct.pack("=i", 255))]
+    assert hop_limit_of(ok) == 255
+    assert hop_limit_of([]) == -1  # missing: never 255, so the RS is dropped
+    assert hop_limit_of([(socket.IPPROTO_IPV6, socket.IPV6_HOPLIMIT, b"\xff")]) == -1

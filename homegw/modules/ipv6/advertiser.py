@@ -123,6 +123,7 @@ class RouterAdvertiser:
         self._thread: supervise.Thread | None = None
         self._sock: socket.socket | None = None
         self._wake_w: socket.socket | None = None
+        self._failing = False  # the last send failed
 
     # --- life cycle ------------------------------------------------------------
 
@@ -281,7 +282,12 @@ class RouterAdvertiser:
             )
         except OSError as error:
             self._counters["send_errors"] += 1
-            log.warning("router advertisement on %s not sent: %s", self.ifname, error)
+            if not self._failing:  # once per run of failures, not every retry
+                log.warning("router advertisement on %s not sent: %s", self.ifname, error)
+            self._failing = True
             return False
+        if self._failing:
+            log.info("router advertisements on %s sent again", self.ifname)
+        self._failing = False
         self._counters["ra_sent"] += 1
         return True
