@@ -144,6 +144,35 @@ def test_rs_fuzz_never_crashes_otherwise() -> None:
     assert outcomes >= {"ok", "zero_length_option", "truncated_option"}
 
 
+def test_ra_parser_fuzz_raises_only_malformed() -> None:
+    import random
+
+    rng = random.Random(2)
+    full = ra.build_ra(
+        ra.Advert(
+            MAC,
+            600,
+            prefixes=(ra.Pio(Net("2001:db8::/64"), 10, 5),),
+            rdnss=(Addr("2001:db8::1"),),
+            dnssl=("lan",),
+            dns_lifetime=60,
+            mtu=1500,
+        )
+    )
+    parsed = 0
+    for _ in range(3000):
+        data = bytearray(full[: rng.randrange(len(full) + 1)])
+        for _ in range(rng.randrange(4)):
+            if data:
+                data[rng.randrange(len(data))] = rng.randrange(256)
+        try:
+            ra.parse_ra(bytes(data))
+            parsed += 1
+        except ra.Malformed:
+            pass
+    assert parsed > 100
+
+
 def test_ra_parser_rejects_bad_prefix_length() -> None:
     data = ra.build_ra(ra.Advert(MAC, 0, prefixes=(ra.Pio(Net("2001:db8::/64"), 1, 1),)))
     bad = data[:24] + struct.pack("!BBB", 3, 4, 200) + data[27:]
