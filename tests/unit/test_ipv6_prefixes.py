@@ -190,3 +190,44 @@ def test_plan_two_delegations() -> None:
         Net("2001:db8:300::/64"),
         Net("fd12:3456:789a::/64"),
     ]
+
+
+def test_plan_static_prefix_with_infinite_lifetimes() -> None:
+    import math
+
+    from homegw.modules.ipv6 import ra
+    from homegw.modules.ipv6.lanaddrs import address_lifetimes
+
+    static = Delegation(Net("2001:db8:100:ab00::/56"), math.inf, math.inf)
+    plan = PrefixPlan(ULA48, 0)
+    assert plan.update([static], T0) is True
+    current = plan.advertised(T0)[0]
+    assert current.valid_until == math.inf and not current.deprecated(T0)
+    # hosts hear RFC 9096's limits; the gateway's own address is permanent
+    assert ra.pio_for(current, T0) == ra.Pio(current.network, 5400, 2700)
+    assert address_lifetimes(current, T0) == {}
+    # replaced: deprecated, and gone once no host can still hold it (90 min)
+    plan.update([pd("2001:db8:200:cd00::/56", 1800, 9000)], T0 + 10)
+    old = plan.advertised(T0 + 10)[2]
+    assert old == LanPrefix(current.network, T0 + 10, T0 + 10 + 5400, current.delegated)
+    assert ra.pio_for(old, T0 + 10) == ra.Pio(current.network, 5400, 0)
+    assert address_lifetimes(old, T0 + 10) == {"valid_lft": 5400, "preferred_lft": 0}
+    assert [p.network for p in plan.advertised(T0 + 10 + 5400)] == [
+        Net("2001:db8:200:cd00::/64"),
+        Net("fd12:3456:789a::/64"),
+    ]
+
+
+def test_address_lifetimes() -> None:
+    from homegw.modules.ipv6.lanaddrs import address_lifetimes
+
+    net = Net("2001:db8:1::/64")
+    assert address_lifetimes(LanPrefix(net, T0 + 100.7, T0 + 200.2), T0) == {
+        "valid_lft": 200,
+        "preferred_lft": 100,
+    }
+    assert address_lifetimes(LanPrefix(net, None, None), T0) == {}
+    assert address_lifetimes(LanPrefix(net, T0 - 1, T0 + 50), T0) == {
+        "valid_lft": 50,
+        "preferred_lft": 0,
+    }

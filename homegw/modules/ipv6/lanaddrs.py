@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import math
 import socket
 import threading
 from collections.abc import Iterable, Sequence
@@ -44,6 +45,7 @@ PROTO_HOMEGW = 104  # IFA_PROTO and RTPROT of what this module adds (unused by i
 IFA_F_NODAD = 0x02
 RTN_UNREACHABLE = 7
 RT_TABLE_MAIN = 254
+INFINITE_LIFETIME = 0xFFFFFFFF  # netlink's "forever"
 
 _lock = threading.Lock()
 _made: dict[str, set[IPv6Network]] = {}  # interface -> /64s whose ::1 this process added
@@ -54,11 +56,19 @@ def gateway_address(network: IPv6Network) -> IPv6Address:
     return network.network_address + 1
 
 
-def _lifetimes(prefix: LanPrefix, now: float) -> dict[str, int]:
-    if prefix.valid_until is None or prefix.preferred_until is None:
-        return {}  # permanent (the ULA)
-    valid = max(1, int(prefix.valid_until - now))
-    preferred = max(0, min(int(prefix.preferred_until - now), valid))
+def _seconds_left(until: float | None, now: float) -> int:
+    if until is None or math.isinf(until):
+        return INFINITE_LIFETIME
+    return max(0, min(int(until - now), INFINITE_LIFETIME - 1))
+
+
+def address_lifetimes(prefix: LanPrefix, now: float) -> dict[str, int]:
+    """valid_lft/preferred_lft of the gateway's address in `prefix`; none
+    for a permanent address (the ULA, a static prefix)."""
+    valid = max(1, _seconds_left(prefix.valid_until, now))
+    preferred = min(_seconds_left(prefix.preferred_until, now), valid)
+    if valid == preferred == INFINITE_LIFETIME:
+        return {}
     return {"valid_lft": valid, "preferred_lft": preferred}
 
 
@@ -138,7 +148,7 @@ def apply_lan_addresses(ifname: str, prefixes: Sequence[LanPrefix], now: float) 
                 prefixlen=LAN_PREFIXLEN,
                 flags=IFA_F_NODAD,
                 proto=PROTO_HOMEGW,
-                **_lifetimes(prefix, now),
+                **address_lifetimes(prefix, now),
             )
         _made[ifname] = set(wanted)
         _apply_routes(ipr, _unused_parts(wanted.values()))

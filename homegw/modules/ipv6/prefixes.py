@@ -12,9 +12,13 @@ From the prefixes the ISP delegated (DHCPv6 IA_PD, or the static one) and
 - every /64 that was current and is not any more (the ISP renumbered, or the
   lease went): kept, deprecated (preferred until = when it left), until its
   valid time ends, so hosts stop choosing it for new connections at once
-  while the ones already open keep working (RFC 9096).
+  while the ones already open keep working (RFC 9096). Its valid time is
+  what the ISP had left, at most ND_VALID_LIMIT: no RA ever told a host
+  more, so after that no host holds it (a static prefix, with infinite
+  lifetimes, thus leaves 90 min after it was replaced).
 
-Lifetimes are the ISP's: a LAN /64 never outlives its delegation.
+Lifetimes are the ISP's: a LAN /64 never outlives its delegation. Infinite
+ones (`math.inf`: a static prefix, or DHCPv6's 0xffffffff) are kept as such.
 """
 
 from __future__ import annotations
@@ -29,6 +33,10 @@ log = logging.getLogger(__name__)
 
 IPv6Network = ipaddress.IPv6Network
 LAN_PREFIXLEN = 64
+# RFC 9096: the most a PIO tells hosts (ra.py caps at these), so a /64 that
+# left the plan is gone from every host this long after it left at most
+ND_PREFERRED_LIMIT = 2700  # seconds
+ND_VALID_LIMIT = 5400
 
 
 class Delegation(Protocol):
@@ -108,10 +116,9 @@ class PrefixPlan:
         for network, gone in self._current.items():
             if network not in current:
                 log.info("LAN prefix %s left the plan: deprecated", network)
-                until = min(now, gone.preferred_until or now)
-                self._deprecated[network] = LanPrefix(
-                    network, until, gone.valid_until, gone.delegated
-                )
+                preferred = min(now, gone.preferred_until or now)
+                valid = min(gone.valid_until or now, now + ND_VALID_LIMIT)
+                self._deprecated[network] = LanPrefix(network, preferred, valid, gone.delegated)
         for network in current:
             self._deprecated.pop(network, None)
         self._current = current

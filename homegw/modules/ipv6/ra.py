@@ -33,7 +33,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from homegw.modules.ipv6.prefixes import LanPrefix
+from homegw.modules.ipv6.prefixes import ND_PREFERRED_LIMIT, ND_VALID_LIMIT, LanPrefix
 
 IPv6Address = ipaddress.IPv6Address
 IPv6Network = ipaddress.IPv6Network
@@ -52,8 +52,6 @@ PIO_AUTONOMOUS = 0x40
 ND_HOP_LIMIT = 255  # RS and RA must arrive with it (nobody routed them)
 CUR_HOP_LIMIT = 64
 MAX_ROUTER_LIFETIME = 9000  # seconds, RFC 4861 6.2.1
-ND_PREFERRED_LIMIT = 2700  # RFC 9096
-ND_VALID_LIMIT = 5400
 ULA_PREFERRED = 3600
 ULA_VALID = 7200
 # RFC 4861 10
@@ -98,7 +96,8 @@ class Advert:
 
 
 def _remaining(until: float, now: float) -> int:
-    return max(0, int(until - now))
+    """Whole seconds left (an infinite `until` gives a large finite number)."""
+    return max(0, int(min(until - now, 0xFFFFFFFF)))
 
 
 def pio_for(prefix: LanPrefix, now: float) -> Pio:
