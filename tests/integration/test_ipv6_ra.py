@@ -293,3 +293,17 @@ def test_lan_addresses_touch_only_their_own_and_follow_the_plan(link: Link) -> N
     assert unreachable_routes(link.gw) == {Net("2001:db8:7::/48")}
     assert address_in(link.gw, "lan0", new_lan) is None
     assert {a["local"] for a in addresses(link.gw, "lan0")} >= foreign
+
+
+def test_stop_without_withdrawing_keeps_the_hosts_default_route(link: Link) -> None:
+    link.start()
+    wait(lambda: default_routes(link.host), "the default route")
+    assert link.advertiser is not None
+    sent = link.advertiser.stats()["ra_sent"]
+    link.advertiser.stop(withdraw=False)
+    assert link.advertiser.stats()["ra_sent"] == sent  # no final RA went out
+    link.advertiser = None
+    # a second advertiser (the next process) takes over with its first RA at once
+    link.start()
+    wait(lambda: link.advertiser.stats()["ra_sent"] >= 1, "the new advertiser's first RA")
+    assert default_routes(link.host)

@@ -11,7 +11,8 @@ none usable (DAD still running) the RA is retried a second later, counted.
 One supervised thread waits on the socket (and a wake-up socket pair for
 `changed()` and `stop()`) with the scheduler's next due time as the timeout;
 nothing polls. `stop()` sends a final RA with router lifetime 0 (6.2.5) so
-hosts drop their default route through us at once.
+hosts drop their default route through us at once (`stop(withdraw=False)`
+does not, for a restart during which the datapath keeps forwarding).
 """
 
 from __future__ import annotations
@@ -150,8 +151,10 @@ class RouterAdvertiser:
             "router advertisements on %s (every %d s at most)", self.ifname, self._max_interval
         )
 
-    def stop(self) -> None:
-        """Stop the thread, then send the final RA (router lifetime 0)."""
+    def stop(self, withdraw: bool = True) -> None:
+        """Stop the thread, then send the final RA (router lifetime 0), unless
+        `withdraw` is False: a restart that keeps forwarding, where hosts
+        should keep their default route until the next process's first RA."""
         if self._sock is None:
             return
         self._stopping.set()
@@ -159,7 +162,8 @@ class RouterAdvertiser:
         if self._thread is not None:
             self._thread.join(timeout=5)
         try:
-            self._send(final=True)
+            if withdraw:
+                self._send(final=True)
         finally:
             sock, wake_w, self._sock, self._wake_w = self._sock, self._wake_w, None, None
             for closable in (sock, self._wake_r, wake_w, self._ipr):
