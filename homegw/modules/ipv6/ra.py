@@ -130,7 +130,7 @@ def _option(kind: int, body: bytes) -> bytes:
 
 def encode_domain(name: str) -> bytes:
     """A domain name in DNS wire format (RFC 1035 3.1), uncompressed."""
-    labels = [label for label in name.rstrip(".").split(".")]
+    labels = name.rstrip(".").split(".")
     wire = b""
     for label in labels:
         raw = label.encode("ascii")
