@@ -6,7 +6,8 @@ from __future__ import annotations
 import ipaddress
 
 from homegw.modules.ipv6.kernel6 import KernelAddress, KernelState
-from homegw.modules.ipv6.service import build_facts, gateway_address, pick_source
+from homegw.modules.ipv6.lanaddrs import gateway_address
+from homegw.modules.ipv6.service import build_facts, pick_source
 
 A = ipaddress.IPv6Address
 N = ipaddress.IPv6Network

@@ -29,6 +29,7 @@ from homegw import supervise
 from homegw.modules.ipv6 import kernel6
 from homegw.modules.ipv6.config import ULA_SPACE, Lan6Config, Wan6Config
 from homegw.modules.ipv6.kernel6 import KernelState
+from homegw.modules.ipv6.lanaddrs import apply_lan_addresses, gateway_address
 from homegw.netfacts import Ipv6Facts
 
 if TYPE_CHECKING:
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-GATEWAY_IID = 1  # the gateway is <prefix>::1 in each LAN /64
 IPv6Address = ipaddress.IPv6Address
 IPv6Network = ipaddress.IPv6Network
 
@@ -48,10 +48,6 @@ class StaticPrefix:
     prefix: IPv6Network
     preferred_until: float = math.inf
     valid_until: float = math.inf
-
-
-def gateway_address(network: IPv6Network) -> IPv6Address:
-    return network[GATEWAY_IID]
 
 
 def _is_global(address: IPv6Address) -> bool:
@@ -192,15 +188,23 @@ class Ipv6Service:
         restart takes them over), the lease is kept in state_dir."""
         self._stopping = True
         self._wake.set()
-        for part in (self.client, self.advertiser, self.server):
+        if self.advertiser is not None:
+            # no final RA with router lifetime 0: the datapath goes on
+            # forwarding across a restart, hosts keep their default route
+            self._stop_part(lambda: self.advertiser.stop(withdraw=False), "the advertiser")
+        for part in (self.client, self.server):
             if part is not None:
-                try:
-                    part.stop()
-                except Exception:
-                    log.exception("IPv6: stopping %s failed", type(part).__name__)
+                self._stop_part(part.stop, type(part).__name__)
         self._watcher.stop()
         if self._worker.is_alive():
             self._worker.join(5)
+
+    @staticmethod
+    def _stop_part(stop: Callable[[], None], what: str) -> None:
+        try:
+            stop()
+        except Exception:
+            log.exception("IPv6: stopping %s failed", what)
 
     def renew(self) -> None:
         if self.client is not None:
@@ -212,7 +216,7 @@ class Ipv6Service:
         ULA address, stable when the ISP renumbers."""
         if self.ula is None or self.lan6.mode == "off":
             return []
-        return [gateway_address(self._ula_lan())]
+        return [gateway_address(self.plan.ula_lan)] if self.plan is not None else []
 
     def upstream_dns(self) -> list[str]:
         """The ISP's IPv6 resolvers (DHCPv6), after wan.ipv6.dns."""
@@ -256,7 +260,7 @@ class Ipv6Service:
         """Until the next prefix lifetime ends (the plan drops it then)."""
         ends = [p.valid_until for p in self._advertised() if p.valid_until is not None]
         ends += [p.preferred_until for p in self._advertised() if p.preferred_until is not None]
-        future = [end - now for end in ends if end > now]
+        future = [end - now for end in ends if now < end < math.inf]
         return min(future) + 0.5 if future else None
 
     def _apply_lease(self, now: float) -> None:
@@ -282,8 +286,6 @@ class Ipv6Service:
     def _apply_lan(self, now: float) -> None:
         if self.lan6.mode == "off":
             return
-        from homegw.modules.ipv6.lanaddrs import apply_lan_addresses
-
         prefixes = self.plan.advertised(now)
         try:
             apply_lan_addresses(self.lan_if, prefixes, now)
@@ -292,10 +294,6 @@ class Ipv6Service:
         if self.advertiser is not None:
             self.advertiser.changed()
         log.info("IPv6 LAN prefixes: %s", ", ".join(str(p.network) for p in prefixes) or "none")
-
-    def _ula_lan(self) -> IPv6Network:
-        assert self.ula is not None
-        return IPv6Network((int(self.ula.network_address) | self.lan6.subnet << 64, 64))
 
     def _server_options(self):
         from homegw.modules.ipv6.dhcp6.lanserver import ServerOptions
@@ -314,11 +312,9 @@ class Ipv6Service:
             dns_servers=tuple(self.dns_addresses()), domains=(self.domain,), pools=pools
         )
 
-    def _inside(self) -> tuple[IPv6Network, ...]:
-        delegated = [p.prefix for p in self._delegated()]
-        if self.lan6.mode == "off":
-            return tuple(delegated)
-        return (*delegated, self.ula) if self.ula else tuple(delegated)
+    def _inside(self, now: float) -> tuple[IPv6Network, ...]:
+        """The delegated prefixes still valid and the ULA /48."""
+        return tuple(self.plan.inside(now)) if self.plan is not None else ()
 
     def _refresh_facts(self, now: float) -> None:
         try:
@@ -329,7 +325,7 @@ class Ipv6Service:
         lan = tuple(
             p.network for p in self._advertised() if p.valid_until is None or p.valid_until > now
         )
-        facts = build_facts(state, lan, self._inside())
+        facts = build_facts(state, lan, self._inside(now))
         if facts == self.facts:
             return
         default_router_changed = (facts.wan_gateway is None) != (self.facts.wan_gateway is None)
