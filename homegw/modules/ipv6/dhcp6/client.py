@@ -261,6 +261,11 @@ class ClientFsm:
             return self._on_reply(msg, now)
         return self._ignore("unexpected_type")
 
+    def renew(self, now: float) -> None:
+        """Renew at once (an operator's request): BOUND -> RENEW; else nothing."""
+        if self.phase is Phase.BOUND and self.lease is not None:
+            self._renew(now)
+
     def release(self, now: float) -> None:
         """Give the lease back (RELEASE until answered or MRC); lease is None at once."""
         lease, self.lease = self.lease, None
