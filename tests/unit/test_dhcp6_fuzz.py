@@ -4,12 +4,14 @@ encoder can build decodes back to itself."""
 
 from __future__ import annotations
 
+import dataclasses
 from ipaddress import IPv6Address, IPv6Network
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from homegw.modules.ipv6.dhcp6 import wire
+from homegw.modules.ipv6.dhcp6.server import BindingTable, ServerLogic, ServerOptions
 from homegw.modules.ipv6.dhcp6.wire import Dhcp6Error, IaAddr, IaNa, IaPd, IaPrefix, Message
 
 u32 = st.integers(0, 0xFFFFFFFF)
@@ -74,3 +76,25 @@ def test_mutated_messages(msg: Message, data: st.DataObject) -> None:
         raw[where] = data.draw(st.integers(0, 255))
     cut = data.draw(st.integers(0, len(raw)))
     decode_or_error(bytes(raw[:cut]))
+
+
+POOLS = ServerOptions(
+    (IPv6Address("fd00::1"),),
+    ("home.arpa",),
+    pools=((IPv6Address("fd00::1000"), IPv6Address("fd00::1fff")),),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(messages, st.data())
+def test_server_survives_any_message(msg: Message, data: st.DataObject) -> None:
+    server_duid = wire.duid_ll(b"\x02\x00\x00\x00\x00\x01")
+    logic = ServerLogic(server_duid, BindingTable())
+    options = data.draw(st.sampled_from([POOLS, ServerOptions((), ())]))
+    if data.draw(st.booleans()):  # addressed to this server (REQUEST, RENEW...)
+        msg = dataclasses.replace(msg, server_id=server_duid)
+    for step in range(3):  # the same message again, later: renewals of what it got
+        reply = logic.handle(msg, IPv6Address("fe80::1"), options, 10.0 * step)
+        if reply is not None:
+            assert wire.decode(wire.encode(reply)) == reply
+            assert reply.transaction_id == msg.transaction_id
