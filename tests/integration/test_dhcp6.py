@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from ipaddress import IPv6Address, IPv6Network
@@ -20,7 +21,10 @@ from pathlib import Path
 
 import pytest
 
+from homegw import netns
 from homegw.modules.ipv6.dhcp6.client import Lease6
+from homegw.modules.ipv6.dhcp6.lanserver import LanDhcp6Server
+from homegw.modules.ipv6.dhcp6.server import ServerOptions
 from homegw.modules.ipv6.dhcp6.wanclient import WanDhcp6Client, lease_path
 from homegw.virtualhome import VirtualHome
 from homegw.virtualhome6 import DNS6_SERVER, KEA, NA_POOL, PD_POOL, PD_POOL_RENUMBERED
@@ -117,3 +121,96 @@ def test_restart_rebinds_the_persisted_lease(make_virtual_home) -> None:
         assert [p.prefix for p in again.prefixes] == [p.prefix for p in first.prefixes]
         stats = client.stats()
         assert stats["sent_rebind"] == 1 and "sent_solicit" not in stats
+
+
+# ------------------------------------------------------------------ the LAN server
+
+LAN_DNS = (IPv6Address("fd00:1::1"),)
+LAN_POOL = (IPv6Address("fd00:1::1000"), IPv6Address("fd00:1::1fff"))
+DHCLIENT = shutil.which("dhclient") or "/usr/sbin/dhclient"
+
+
+def usable_link_local(home: VirtualHome, short: str, dev: str) -> bool:
+    argv = ["-6", "-o", "addr", "show", "dev", dev, "scope", "link", "-tentative"]
+    return bool(netns.ip(*argv, ns=home.ns(short)).strip())
+
+
+@contextmanager
+def lan_server(home: VirtualHome, options: ServerOptions) -> Iterator[LanDhcp6Server]:
+    server = LanDhcp6Server("lan0", lambda: options, home.state_dir, netns=home.ns("gw"))
+    server.start()
+    try:
+        assert server.wait_ready(10), server.stats()
+        for short, dev in (("gw", "lan0"), ("h1", "eth0")):  # DAD over: sources usable
+            assert netns.wait_for(lambda s=short, d=dev: usable_link_local(home, s, d), 10)
+        yield server
+    finally:
+        server.stop()
+
+
+def dhclient(home: VirtualHome, *flags: str) -> dict[str, str]:
+    """Run ISC dhclient -6 on h1 until its script reports DHCPv6 options; the
+    script's environment (dhclient's view of the server's answer)."""
+    tmp = home.tmpdir
+    assert tmp is not None
+    conf = tmp / "dhclient6.conf"
+    conf.write_text(
+        'send fqdn.fqdn "Laptop_One.home.arpa.";\n'
+        "request dhcp6.name-servers, dhcp6.domain-search;\n"
+    )
+    report = tmp / "dhclient6.env"
+    script = tmp / "dhclient6.sh"
+    script.write_text(  # only a report with the DNS option counts, written whole
+        '#!/bin/sh\ncase "$new_dhcp6_name_servers" in ?*)\n'
+        f"  env > {report}.tmp && mv {report}.tmp {report};;\nesac\n"
+    )
+    script.chmod(0o755)
+    argv = [DHCLIENT, "-6", "-d", "-v", *flags, "-D", "LL", "-cf", str(conf)]
+    argv += [
+        "-lf",
+        str(tmp / "dhclient6.leases"),
+        "-pf",
+        str(tmp / "dhclient6.pid"),
+        "-sf",
+        str(script),
+        "eth0",
+    ]
+    with open(tmp / "dhclient6.out", "wb") as out:
+        proc = home.popen("h1", argv, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        if not netns.wait_for(report.exists, LEASE_WAIT):
+            pytest.fail("dhclient got no answer: " + (tmp / "dhclient6.out").read_text()[-2000:])
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    return dict(line.split("=", 1) for line in report.read_text().splitlines() if "=" in line)
+
+
+@pytest.mark.skipif(not os.path.exists(DHCLIENT), reason="needs ISC dhclient")
+def test_stateless_answer_to_dhclient(make_virtual_home) -> None:
+    home = make_virtual_home(n_hosts=1)
+    with lan_server(home, ServerOptions(LAN_DNS, ("home.arpa",))) as server:
+        env = dhclient(home, "-S")
+        assert env["new_dhcp6_name_servers"] == "fd00:1::1"
+        assert env["new_dhcp6_domain_search"] == "home.arpa."
+        assert env["new_dhcp6_info_refresh_time"] == "3600"
+        assert "new_ip6_address" not in env and server.leases() == []
+        assert server.stats()["rx_information_request"] >= 1
+
+
+@pytest.mark.skipif(not os.path.exists(DHCLIENT), reason="needs ISC dhclient")
+def test_stateful_address_for_dhclient_kept_across_restart(make_virtual_home) -> None:
+    home = make_virtual_home(n_hosts=1)
+    options = ServerOptions(LAN_DNS, ("home.arpa",), pools=(LAN_POOL,))
+    with lan_server(home, options) as server:
+        env = dhclient(home)
+        address = IPv6Address(env["new_ip6_address"])
+        assert LAN_POOL[0] <= address <= LAN_POOL[1]
+        assert env["new_dhcp6_name_servers"] == "fd00:1::1"
+        (lease,) = server.leases()
+        assert lease["address"] == str(address)
+        assert lease["mac"] == home.host("h1").mac and lease["hostname"] == "laptop-one"
+        stats = server.stats()
+        assert stats["rx_solicit"] >= 1 and stats["rx_request"] >= 1
+    with lan_server(home, options) as again:  # from the SQLite store
+        assert [lease["address"] for lease in again.leases()] == [str(address)]

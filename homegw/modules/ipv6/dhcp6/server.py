@@ -251,7 +251,8 @@ class ServerLogic:
         ias = tuple(
             self._serve_ia(ia, msg, source, options, commit, now) for ia in msg.ia_na[:MAX_IA_NA]
         )
-        self.counters["drop_ia_over_limit"] += max(0, len(msg.ia_na) - MAX_IA_NA)
+        if len(msg.ia_na) > MAX_IA_NA:
+            self.counters["drop_ia_over_limit"] += len(msg.ia_na) - MAX_IA_NA
         return self._reply(msg, kind, options, ia_na=ias, rapid=commit and msg.rapid_commit)
 
     # ------------------------------------------------------------ checks

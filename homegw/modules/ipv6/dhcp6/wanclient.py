@@ -73,9 +73,9 @@ def hardware_address(ifname: str) -> bytes:
     return info[18:24]
 
 
-def load_duid(state_dir: Path, mac: bytes) -> bytes:
-    """The gateway's DUID: the one kept in state_dir, else a new DUID-LL of `mac`."""
-    path = state_dir / "dhcp6-duid"
+def load_duid(state_dir: Path, mac: bytes, name: str = "dhcp6-duid") -> bytes:
+    """A DUID kept in state_dir/`name`, else a new DUID-LL of `mac` (then kept)."""
+    path = state_dir / name
     with contextlib.suppress(OSError, ValueError, wire.Dhcp6Error):
         return wire.check_duid(bytes.fromhex(path.read_text().strip()))
     duid = wire.duid_ll(mac)
