@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from ipaddress import IPv6Address, IPv6Network
@@ -214,3 +215,71 @@ def test_stateful_address_for_dhclient_kept_across_restart(make_virtual_home) ->
         assert stats["rx_solicit"] >= 1 and stats["rx_request"] >= 1
     with lan_server(home, options) as again:  # from the SQLite store
         assert [lease["address"] for lease in again.leases()] == [str(address)]
+
+
+def test_isp_ipv6_services(make_virtual_home) -> None:
+    """What the other IPv6 tests lean on: RAs with M and O, the web and DNS servers."""
+    home = make_virtual_home(n_hosts=1, ipv6=True)
+    assert netns.wait_for(lambda: usable_link_local(home, "gw", "wan0"), 10)  # DAD over
+    ra = home.run("gw", ["rdisc6", "-1", "-w", "3000", "wan0"], check=True).stdout
+    ra = " ".join(ra.split())  # rdisc6 aligns its columns
+    assert "Stateful address conf. : Yes" in ra and "Stateful other conf. : Yes" in ra
+    assert "Prefix : 2001:db8:ffff:1::/64" in ra
+    web = home.run(
+        "isp", ["curl", "-sf", f"http://[{home.isp6.web_server}]/index.html"], check=True
+    )
+    assert home.web_text in web.stdout
+    dig = ["dig", "+short", f"@{home.isp6.dns_server}"]
+    assert home.run("isp", [*dig, "AAAA", "www.example.test"]).stdout.split() == [
+        home.isp6.web_server
+    ]
+    assert home.run("isp", [*dig, "A", "www.example.test"]).stdout.split() == [home.web_server]
+
+
+SEND_AND_WAIT = """
+import socket, sys, time
+sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"eth0")
+sock.bind(("::", 546))
+server = ("ff02::1:2", 547, 0, socket.if_nametoindex("eth0"))
+hostile, probe = sys.stdin.read().split("/")
+for line in hostile.split():
+    sock.sendto(bytes.fromhex(line), server)
+sock.settimeout(0.5)
+deadline = time.monotonic() + 10
+probe = bytes.fromhex(probe)
+answer = b""
+while not answer and time.monotonic() < deadline:  # until answered: the bucket refills
+    sock.sendto(probe, server)
+    try:
+        while not answer:  # the flood's replies first
+            data = sock.recv(4096)
+            answer = data if data[1:4] == probe[1:4] else b""
+    except TimeoutError:
+        continue
+print(answer.hex())
+"""
+
+
+def test_hostile_datagrams_are_counted_and_the_server_keeps_answering(make_virtual_home) -> None:
+    from homegw.modules.ipv6.dhcp6 import wire
+
+    home = make_virtual_home(n_hosts=1)
+    big_duid = b"\x00\x02\x00\x00\x00\x09" + b"x" * 200
+    solicit = wire.encode(wire.Message(wire.MsgType.SOLICIT, 1, client_id=big_duid[:120]))
+    hostile = [
+        b"\x01\x00",  # short
+        solicit.replace(big_duid[:120], big_duid).replace(b"\x00\x01\x00\x78", b"\x00\x01\x00\xce"),
+        solicit[:-5],  # truncated inside the DUID
+        *[wire.encode(wire.Message(wire.MsgType.INFORMATION_REQUEST, i)) for i in range(40)],
+    ]
+    probe = wire.encode(wire.Message(wire.MsgType.INFORMATION_REQUEST, 0xABCDEF))
+    with lan_server(home, ServerOptions(LAN_DNS, ("home.arpa",))) as server:
+        text = " ".join(h.hex() for h in hostile) + "/" + probe.hex()
+        out = home.run("h1", [sys.executable, "-c", SEND_AND_WAIT], input=text, check=True)
+        reply = wire.decode(bytes.fromhex(out.stdout.strip()))
+        assert reply.transaction_id == 0xABCDEF and reply.dns_servers == LAN_DNS
+        stats = server.stats()
+        assert stats["malformed_short_message"] == 1
+        assert stats["malformed_bad_duid"] == 1 and stats["malformed_option_overflow"] == 1
+        assert stats["drop_rate_limited"] >= 40 + 1 - 20  # a burst of 20 is allowed

@@ -14,8 +14,8 @@ table's key is an IPv4 address as an integer and its pool logic is IPv4's.
 They survive restarts. The server's DUID is a DUID-LL of the LAN MAC, kept
 in `state_dir/dhcp6-server-duid`.
 
-`stats()`: the logic's counters (rx_/tx_ by message, drop_ by reason, ...)
-plus malformed datagrams by reason (`malformed_<reason>`).
+`stats()`: the logic's counters (rx_/tx_ by message, drop_ by reason, ...),
+malformed datagrams by reason (`malformed_<reason>`) and I/O errors.
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ class LanDhcp6Server:
         self._stopping = threading.Event()
         self._ready = threading.Event()
         self._sock: socket.socket | None = None
-        self._malformed: Counter[str] = Counter()
+        self._io_counts: Counter[str] = Counter()  # malformed_<reason>, I/O errors
 
     # ----------------------------------------------------------- public
 
@@ -178,9 +178,14 @@ class LanDhcp6Server:
         ]
 
     def stats(self) -> dict[str, int]:
-        counters = dict(self._logic.counters) if self._logic is not None else {}
-        counters.update({f"malformed_{k}": v for k, v in self._malformed.items()})
+        with self._lock:  # the thread counts under it too
+            counters = dict(self._logic.counters) if self._logic is not None else {}
+            counters.update(self._io_counts)
         return counters
+
+    def _count(self, key: str) -> None:
+        with self._lock:
+            self._io_counts[key] += 1
 
     # ----------------------------------------------------------- thread
 
@@ -234,19 +239,19 @@ class LanDhcp6Server:
             except BlockingIOError:
                 return
             except OSError as err:
-                self._malformed["receive_error"] += 1
+                self._count("receive_error")
                 log.warning("DHCPv6 server receive on %s failed: %s", self.ifname, err)
                 return
             try:
                 msg = wire.decode(data)
             except wire.Dhcp6Error as err:
-                self._malformed[err.reason] += 1
+                self._count(f"malformed_{err.reason}")
                 continue
             address = IPv6Address(source[0].split("%")[0])
             try:
                 options = self._options()
             except Exception:  # the service's state: never the server's end
-                self._malformed["options_error"] += 1
+                self._count("options_error")
                 log.exception("DHCPv6 server options failed")
                 continue
             with self._lock:
@@ -259,7 +264,7 @@ class LanDhcp6Server:
         try:
             self._sock.sendto(wire.encode(reply), source)
         except OSError as err:
-            self._malformed["send_error"] += 1
+            self._count("send_error")
             log.warning("DHCPv6 reply to %s failed: %s", source[0], err)
 
 

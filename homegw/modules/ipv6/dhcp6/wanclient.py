@@ -133,6 +133,7 @@ class WanDhcp6Client:
         self._sock: socket.socket | None = None
         self._fsm: ClientFsm | None = None
         self._counts: Counter[str] = Counter()
+        self._stats_lock = threading.Lock()  # counters: the thread writes, stats() reads
 
     # ----------------------------------------------------------- public
 
@@ -174,11 +175,16 @@ class WanDhcp6Client:
             return self._reported
 
     def stats(self) -> dict[str, int]:
-        out = dict(self._counts)
-        fsm = self._fsm
-        if fsm is not None:
-            out.update({f"ignored_{k}": v for k, v in fsm.ignored.items()})
+        with self._stats_lock:
+            out = dict(self._counts)
+            fsm = self._fsm
+            if fsm is not None:
+                out.update({f"ignored_{k}": v for k, v in fsm.ignored.items()})
         return out
+
+    def _count(self, key: str) -> None:
+        with self._stats_lock:
+            self._counts[key] += 1
 
     # ----------------------------------------------------------- thread
 
@@ -273,9 +279,9 @@ class WanDhcp6Client:
         assert self._sock is not None
         try:
             self._sock.sendto(wire.encode(msg), self._dest)
-            self._counts[f"sent_{wire.MsgType(msg.msg_type).name.lower()}"] += 1
+            self._count(f"sent_{wire.MsgType(msg.msg_type).name.lower()}")
         except OSError as err:
-            self._counts["send_errors"] += 1
+            self._count("send_errors")
             log.warning("DHCPv6 send on %s failed: %s", self.ifname, err)
             self._close()  # the link or its address went away: bind again
 
@@ -288,15 +294,16 @@ class WanDhcp6Client:
                 return
             except OSError as err:
                 if err.errno != errno.EINTR:
-                    self._counts["receive_errors"] += 1
+                    self._count("receive_errors")
                 return
-            self._counts["received"] += 1
+            self._count("received")
             try:
                 msg = wire.decode(data)
             except wire.Dhcp6Error as err:
-                self._counts[f"malformed_{err.reason}"] += 1
+                self._count(f"malformed_{err.reason}")
                 continue
-            fsm.handle(msg, self._clock())
+            with self._stats_lock:  # handle() counts what it ignores
+                fsm.handle(msg, self._clock())
 
     def _publish(self, lease: Lease6 | None) -> None:
         with self._cond:
