@@ -424,3 +424,24 @@ def test_lease_json_round_trip() -> None:
 def test_must_want_something() -> None:
     with pytest.raises(ValueError):
         ClientFsm(DUID, 1, want_address=False, want_prefix=False)
+
+
+def test_request_after_no_binding_unanswered_rebinds_the_held_lease() -> None:
+    fsm, now = bound()
+    renew = one(fsm.poll(now + 10), MsgType.RENEW)
+    renewed_address = ((ADDR, 300, 400),)
+    reply = answer(renew, addrs=renewed_address, prefixes=(), pd_status=Status.NO_BINDING)
+    fsm.handle(reply, now + 11)
+    assert fsm.lease is not None and fsm.lease.addresses[0].valid_until == now + 411
+    sent: list[Message] = []
+    at = now + 11
+    for _ in range(20):  # bounded: a wrong machine must fail, not hang
+        sent += fsm.poll(at)
+        if fsm.phase is not Phase.REQUEST:
+            break
+        at = fsm.next_due()
+    # MRC REQUESTs, then the lease still held goes to any server
+    assert [m.msg_type for m in sent] == [MsgType.REQUEST] * 10 + [MsgType.REBIND]
+    assert sent[-1].server_id is None
+    assert fsm.lease is not None and [a.address for a in fsm.lease.addresses] == [ADDR]
+    assert fsm.lease.prefixes == ()  # the prefix's valid lifetime ended meanwhile

@@ -14,6 +14,7 @@ Phases and their transitions (every one has a test in test_dhcp6_client.py):
     RENEW   --T2--> REBIND (any server) --REPLY--> BOUND
     REBIND  --every valid lifetime over--> lease lost, SOLICIT
     RENEW/REBIND --REPLY NoBinding for an IA--> REQUEST to that server
+            (unanswered MRC times while the lease holds: REBIND)
     any     --valid lifetime of an item over--> item dropped (all gone: SOLICIT)
     release(now) --> RELEASE (MRC 4) --REPLY or give up--> STOPPED
 
@@ -308,11 +309,11 @@ class ClientFsm:
     def _give_up(self, now: float) -> None:
         ex = self._ex
         assert ex is not None
-        if ex.kind == MsgType.RENEW and self.lease is not None:
-            self._rebind(now)
+        if ex.kind in (MsgType.RENEW, MsgType.REQUEST) and self.lease is not None:
+            self._rebind(now)  # the lease still holds: ask any server
         elif ex.kind == MsgType.RELEASE:
             self._stopped()
-        else:  # REQUEST unanswered, or REBIND until the lease ended
+        else:  # REQUEST without a lease unanswered, or REBIND until the lease ended
             self.lease = None
             self._solicit(now)
 
@@ -424,6 +425,8 @@ class ClientFsm:
         statuses = {ia.status.code for ia in (*msg.ia_na, *msg.ia_pd) if ia.status is not None}
         kind = self._ex.kind if self._ex else None
         if Status.NO_BINDING in statuses and kind in (MsgType.RENEW, MsgType.REBIND):
+            merged = _merge(self.lease, msg, now, self._mine(msg.ia_na), self._mine(msg.ia_pd))
+            self.lease = merged or self.lease  # the IAs that did renew
             return self._request(msg, now)  # re-establish the binding with this server
         if Status.NOT_ON_LINK in statuses or Status.NO_BINDING in statuses:
             self.lease = None
