@@ -12,6 +12,7 @@ import pytest
 
 from homegw.modules.ipv6.dhcp6 import wire
 from homegw.modules.ipv6.dhcp6.client import ClientFsm, IaAddress, IaPrefix, Lease6, Phase
+from homegw.modules.ipv6.dhcp6.wanclient import ClockWatch
 from homegw.modules.ipv6.dhcp6.wire import IaAddr, IaNa, IaPd, Message, MsgType, Status, StatusCode
 
 DUID = wire.duid_ll(bytes.fromhex("020000000001"))
@@ -445,3 +446,26 @@ def test_request_after_no_binding_unanswered_rebinds_the_held_lease() -> None:
     assert sent[-1].server_id is None
     assert fsm.lease is not None and [a.address for a in fsm.lease.addresses] == [ADDR]
     assert fsm.lease.prefixes == ()  # the prefix's valid lifetime ended meanwhile
+
+
+def test_shift_moves_every_time_along() -> None:
+    fsm, now = bound()
+    before = fsm.lease
+    fsm.shift(10_000.0)
+    assert fsm.lease is not None and before is not None
+    assert fsm.lease.prefixes[0].valid_until == before.prefixes[0].valid_until + 10_000
+    assert fsm.lease.obtained_at == before.obtained_at + 10_000
+    assert fsm.next_due() == now + 10 + 10_000  # T1, as far away as before
+    assert fsm.poll(now + 10_000) == [] and fsm.lease is not None  # not expired by the jump
+    renew = one(fsm.poll(now + 10_010), MsgType.RENEW)
+    fsm.shift(-5.0)  # during an exchange too
+    assert fsm.next_due() == now + 10_010 + 6 - 5  # T2 deadline moved
+    assert renew.msg_type == MsgType.RENEW
+
+
+def test_clock_watch_notices_jumps_only() -> None:
+    watch = ClockWatch(1000.0, 5.0)
+    assert watch.jump(1010.0, 15.0) == 0.0
+    assert watch.jump(1011.5, 16.0) == 0.0  # under CLOCK_JUMP: scheduling noise
+    assert watch.jump(90_000.0, 17.0) == pytest.approx(90_000.0 - 1011.5 - 1.0)
+    assert watch.jump(89_000.0, 18.0) == -1001.0

@@ -28,6 +28,8 @@ retransmitted on schedule (this client always sends to ff02::1:2 anyway).
 Retransmission per RFC 8415 15 (IRT/MRT/MRC/MRD per message type, RAND in
 [-0.1, 0.1], the first SOLICIT delayed by up to SOL_MAX_DELAY). A persisted
 lease still valid at start() is confirmed with a REBIND (18.2.12 for IA_PD).
+Times are wall-clock (`time.time()`, as Lease6's are); the runner calls
+`shift(delta)` when the wall clock jumps, see wanclient.ClockWatch.
 """
 
 from __future__ import annotations
@@ -277,6 +279,23 @@ class ClientFsm:
         self._releasing = lease
         self._begin(Phase.RELEASE, MsgType.RELEASE, now, None)
 
+    def shift(self, delta: float) -> None:
+        """The wall clock jumped by `delta` (NTP at boot on a box without RTC):
+        move every absolute time along, so lifetimes and timers keep their
+        remaining durations instead of expiring (or lasting) by the jump."""
+        self.lease = _shifted(self.lease, delta)
+        self._releasing = _shifted(self._releasing, delta)
+        self._collect_until += delta
+        if self._renew_at is not None:
+            self._renew_at += delta
+        if self._rebind_at is not None:
+            self._rebind_at += delta
+        ex = self._ex
+        if ex is not None:
+            ex.next_send += delta
+            ex.deadline = None if ex.deadline is None else ex.deadline + delta
+            ex.started = None if ex.started is None else ex.started + delta
+
     # ----------------------------------------------------------- transitions
 
     def _begin(self, phase: Phase, kind: MsgType, at: float, deadline: float | None) -> None:
@@ -457,6 +476,23 @@ class ClientFsm:
             t2s.append(t2)
         self._renew_at = _at(now, min(t1s)) if t1s else None
         self._rebind_at = _at(now, min(t2s)) if t2s else None
+
+
+def _shifted(lease: Lease6 | None, delta: float) -> Lease6 | None:
+    if lease is None:
+        return None
+    return dataclasses.replace(
+        lease,
+        addresses=tuple(
+            IaAddress(a.address, a.preferred_until + delta, a.valid_until + delta)
+            for a in lease.addresses
+        ),
+        prefixes=tuple(
+            IaPrefix(p.prefix, p.preferred_until + delta, p.valid_until + delta)
+            for p in lease.prefixes
+        ),
+        obtained_at=lease.obtained_at + delta,
+    )
 
 
 def _exhausted(ex: _Exchange, now: float) -> bool:

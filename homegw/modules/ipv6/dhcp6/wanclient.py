@@ -49,6 +49,7 @@ ALL_SERVERS = "ff02::1:2"
 BIND_RETRY_FIRST = 0.2
 BIND_RETRY_MAX = 5.0
 RELEASE_WAIT = 3.0  # seconds stop(release=True) waits for the server's REPLY
+CLOCK_JUMP = 2.0  # seconds of wall-clock drift against monotonic taken as a jump
 IDLE_WAIT = 60.0  # longest sleep when nothing is due (harmless wake-ups)
 SIOCGIFHWADDR = 0x8927
 IFA_F_TENTATIVE = 0x40
@@ -99,6 +100,19 @@ def load_lease(state_dir: Path, ifname: str) -> Lease6 | None:
         return None
 
 
+class ClockWatch:
+    """Notices jumps of the wall clock against the monotonic one."""
+
+    def __init__(self, wall: float, mono: float) -> None:
+        self._wall, self._mono = wall, mono
+
+    def jump(self, wall: float, mono: float) -> float:
+        """How far the wall clock jumped since the last call (0.0 under CLOCK_JUMP)."""
+        drift = (wall - self._wall) - (mono - self._mono)
+        self._wall, self._mono = wall, mono
+        return drift if abs(drift) >= CLOCK_JUMP else 0.0
+
+
 class WanDhcp6Client:
     """Keeps a DHCPv6 lease (IA_NA and/or IA_PD) on the WAN NIC; reports changes."""
 
@@ -112,7 +126,6 @@ class WanDhcp6Client:
         want_prefix: bool = True,
         prefix_hint: int = 56,
         netns: str | None = None,
-        clock: Callable[[], float] = time.time,
     ) -> None:
         self.ifname = ifname
         self.state_dir = Path(state_dir)
@@ -121,7 +134,7 @@ class WanDhcp6Client:
         self.prefix_hint = prefix_hint
         self.netns = netns  # tests: only the client thread enters this namespace
         self._on_lease = on_lease
-        self._clock = clock
+        self._clock = time.time  # Lease6 times are wall-clock; ClockWatch catches jumps
         self._cond = threading.Condition()
         self._lease: Lease6 | None = None
         self._reported: Lease6 | None = None  # what on_lease has been called with
@@ -220,8 +233,14 @@ class WanDhcp6Client:
     def _loop(self, fsm: ClientFsm, done: Callable[[], bool]) -> None:
         retry_at = 0.0
         backoff = BIND_RETRY_FIRST
+        watch = ClockWatch(self._clock(), time.monotonic())
         while not done():
             now = self._clock()
+            jump = watch.jump(now, time.monotonic())
+            if jump:
+                log.warning("wall clock jumped %+.0f s: DHCPv6 timers moved along", jump)
+                fsm.shift(jump)
+                retry_at += jump
             if self._sock is None and now >= retry_at:
                 if self._open():
                     backoff = BIND_RETRY_FIRST
