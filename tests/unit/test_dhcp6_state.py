@@ -7,14 +7,20 @@ from __future__ import annotations
 from ipaddress import IPv6Address, IPv6Network
 from pathlib import Path
 
+from homegw import netns, supervise
 from homegw.modules.dhcp.leases import Lease, LeaseDb
 from homegw.modules.dhcp.leases import State as State4
 from homegw.modules.dhcp.service import DB_NAME
 from homegw.modules.ipv6.dhcp6 import wire
 from homegw.modules.ipv6.dhcp6.client import IaPrefix, Lease6
-from homegw.modules.ipv6.dhcp6.lanserver import LeaseStore6
-from homegw.modules.ipv6.dhcp6.server import Binding, BindingTable, State
-from homegw.modules.ipv6.dhcp6.wanclient import lease_path, load_duid, load_lease
+from homegw.modules.ipv6.dhcp6.lanserver import LanDhcp6Server, LeaseStore6
+from homegw.modules.ipv6.dhcp6.server import Binding, BindingTable, ServerOptions, State
+from homegw.modules.ipv6.dhcp6.wanclient import (
+    WanDhcp6Client,
+    lease_path,
+    load_duid,
+    load_lease,
+)
 
 MAC = bytes.fromhex("020000000001")
 
@@ -73,3 +79,20 @@ def test_bindings_survive_reopening_next_to_the_ipv4_leases(tmp_path: Path) -> N
     assert [lease.address for lease in v4.load()] == [0xC0A8010B]  # untouched
     again.close()
     v4.close()
+
+
+def test_runners_wait_for_a_missing_nic_and_stop_cleanly(tmp_path: Path) -> None:
+    client = WanDhcp6Client("hgwnonic0", lambda lease: None, tmp_path)
+    server = LanDhcp6Server("hgwnonic0", lambda: ServerOptions((), ()), tmp_path)
+    client.start()
+    server.start()
+    try:
+        assert netns.wait_for(lambda: client.stats().get("nic_missing", 0) >= 1, 5)
+        assert netns.wait_for(lambda: server.stats().get("listen_errors", 0) >= 1, 5)
+        assert not server.wait_ready(0.0)
+    finally:
+        client.stop(timeout=5)
+        server.stop(timeout=5)
+    assert client._thread is None and server._thread is None  # stopped, not crashed
+    assert not supervise.failures["wan-dhcp6-hgwnonic0"]
+    assert not supervise.failures["lan-dhcp6-hgwnonic0"]

@@ -194,11 +194,9 @@ class LanDhcp6Server:
             from pyroute2 import netns as pyroute2_netns
 
             pyroute2_netns.setns(self.netns, flags=0)  # this thread only
-        duid = load_duid(self.state_dir, hardware_address(self.ifname), "dhcp6-server-duid")
-        self._logic = ServerLogic(duid, self._table)
         try:
             self._open_with_retry()
-            while not self._stopping.is_set():
+            while self._sock is not None and not self._stopping.is_set():
                 self._wait()
         finally:
             if self._sock is not None:
@@ -209,11 +207,15 @@ class LanDhcp6Server:
         backoff = BIND_RETRY_FIRST
         while not self._stopping.is_set():
             try:
+                mac = hardware_address(self.ifname)
+                duid = load_duid(self.state_dir, mac, "dhcp6-server-duid")
+                self._logic = ServerLogic(duid, self._table)
                 self._sock = _open_socket(self.ifname)
                 self._ready.set()
                 log.info("DHCPv6 server on %s port %d", self.ifname, SERVER_PORT)
                 return
             except OSError as err:
+                self._count("listen_errors")
                 log.warning("DHCPv6 server cannot listen on %s: %s", self.ifname, err)
             self._stopping.wait(backoff)  # a back-off: the NIC may come up later
             backoff = min(backoff * 2, BIND_RETRY_MAX)
@@ -228,8 +230,9 @@ class LanDhcp6Server:
             self._wake_r.recv(64)
         if self._sock in ready:
             self._receive()
-        with self._lock:
-            self._table.reclaim(self._clock())
+        if due is not None and due <= self._clock():
+            with self._lock:
+                self._table.reclaim(self._clock())
 
     def _receive(self) -> None:
         assert self._sock is not None and self._logic is not None

@@ -210,7 +210,9 @@ class WanDhcp6Client:
             from pyroute2 import netns as pyroute2_netns
 
             pyroute2_netns.setns(self.netns, flags=0)  # this thread only
-        mac = hardware_address(self.ifname)
+        mac = self._wait_for_nic()
+        if mac is None:
+            return  # stopped before the NIC appeared
         self._fsm = fsm = ClientFsm(
             load_duid(self.state_dir, mac),
             int.from_bytes(mac[2:6], "big"),
@@ -229,6 +231,20 @@ class WanDhcp6Client:
                 self._loop(fsm, lambda: fsm.phase is Phase.STOPPED or time.monotonic() > deadline)
         finally:
             self._close()
+
+    def _wait_for_nic(self) -> bytes | None:
+        """The NIC's MAC, once the NIC exists (None: stopped meanwhile)."""
+        backoff = BIND_RETRY_FIRST
+        while not self._stopping:
+            try:
+                return hardware_address(self.ifname)
+            except OSError as err:
+                self._count("nic_missing")
+                log.warning("DHCPv6 client: no NIC %s yet: %s", self.ifname, err)
+            if select.select([self._wake_r], [], [], backoff)[0]:
+                self._wake_r.recv(64)
+            backoff = min(backoff * 2, BIND_RETRY_MAX)
+        return None
 
     def _loop(self, fsm: ClientFsm, done: Callable[[], bool]) -> None:
         retry_at = 0.0
