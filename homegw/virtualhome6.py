@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import subprocess
 import sys
 from dataclasses import dataclass
 from ipaddress import IPv6Address, IPv6Network
@@ -229,7 +230,11 @@ class IspIpv6:
         the next RENEW gets the old prefix at lifetime 0 and a new one."""
         proc = self.home._procs["kea"]
         proc.terminate()
-        proc.wait(10)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
         for path in self.kea_leases.parent.glob(self.kea_leases.name + "*"):
             path.unlink()
         self.pd_pool = PD_POOL_RENUMBERED

@@ -34,9 +34,7 @@ Times are wall-clock (`time.time()`, as Lease6's are); the runner calls
 
 from __future__ import annotations
 
-import dataclasses
 import enum
-import json
 import math
 import random
 from collections.abc import Callable, Iterable
@@ -45,82 +43,13 @@ from ipaddress import IPv6Address, IPv6Network
 from typing import Any
 
 from homegw.modules.ipv6.dhcp6 import wire
+from homegw.modules.ipv6.dhcp6.lease import IaAddress, IaPrefix, Lease6
 from homegw.modules.ipv6.dhcp6.wire import MsgType, Opt, Status
 
 ORO = (Opt.DNS_SERVERS, Opt.DOMAIN_LIST)
 SOL_MAX_DELAY = 1.0
 INFINITE = math.inf
-
-
-@dataclass(frozen=True)
-class IaAddress:
-    address: IPv6Address
-    preferred_until: float
-    valid_until: float
-
-
-@dataclass(frozen=True)
-class IaPrefix:
-    prefix: IPv6Network
-    preferred_until: float
-    valid_until: float
-
-
-@dataclass(frozen=True)
-class Lease6:
-    """What the WAN got: addresses (IA_NA), delegated prefixes (IA_PD), DNS."""
-
-    addresses: tuple[IaAddress, ...]
-    prefixes: tuple[IaPrefix, ...]
-    dns: tuple[IPv6Address, ...]
-    domains: tuple[str, ...]
-    server_id: bytes
-    obtained_at: float
-
-    def valid(self, now: float) -> Lease6 | None:
-        """This lease without the items whose valid lifetime is over (None: nothing left)."""
-        addresses = tuple(a for a in self.addresses if a.valid_until > now)
-        prefixes = tuple(p for p in self.prefixes if p.valid_until > now)
-        if not addresses and not prefixes:
-            return None
-        return dataclasses.replace(self, addresses=addresses, prefixes=prefixes)
-
-    def expires(self) -> float:
-        """When the last item's valid lifetime ends."""
-        return max(i.valid_until for i in (*self.addresses, *self.prefixes))
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "addresses": [
-                    [str(a.address), a.preferred_until, a.valid_until] for a in self.addresses
-                ],
-                "prefixes": [
-                    [str(p.prefix), p.preferred_until, p.valid_until] for p in self.prefixes
-                ],
-                "dns": [str(d) for d in self.dns],
-                "domains": list(self.domains),
-                "server_id": self.server_id.hex(),
-                "obtained_at": self.obtained_at,
-            }
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> Lease6:
-        """Parse to_json's output; ValueError/KeyError/TypeError for anything else."""
-        data: dict[str, Any] = json.loads(text)
-        return cls(
-            addresses=tuple(
-                IaAddress(IPv6Address(a), float(p), float(v)) for a, p, v in data["addresses"]
-            ),
-            prefixes=tuple(
-                IaPrefix(IPv6Network(n), float(p), float(v)) for n, p, v in data["prefixes"]
-            ),
-            dns=tuple(IPv6Address(d) for d in data["dns"]),
-            domains=tuple(str(d) for d in data["domains"]),
-            server_id=bytes.fromhex(data["server_id"]),
-            obtained_at=float(data["obtained_at"]),
-        )
+__all__ = ["ClientFsm", "IaAddress", "IaPrefix", "Lease6", "Phase"]
 
 
 @dataclass(frozen=True)
@@ -283,8 +212,8 @@ class ClientFsm:
         """The wall clock jumped by `delta` (NTP at boot on a box without RTC):
         move every absolute time along, so lifetimes and timers keep their
         remaining durations instead of expiring (or lasting) by the jump."""
-        self.lease = _shifted(self.lease, delta)
-        self._releasing = _shifted(self._releasing, delta)
+        self.lease = self.lease.shifted(delta) if self.lease else None
+        self._releasing = self._releasing.shifted(delta) if self._releasing else None
         self._collect_until += delta
         if self._renew_at is not None:
             self._renew_at += delta
@@ -476,23 +405,6 @@ class ClientFsm:
             t2s.append(t2)
         self._renew_at = _at(now, min(t1s)) if t1s else None
         self._rebind_at = _at(now, min(t2s)) if t2s else None
-
-
-def _shifted(lease: Lease6 | None, delta: float) -> Lease6 | None:
-    if lease is None:
-        return None
-    return dataclasses.replace(
-        lease,
-        addresses=tuple(
-            IaAddress(a.address, a.preferred_until + delta, a.valid_until + delta)
-            for a in lease.addresses
-        ),
-        prefixes=tuple(
-            IaPrefix(p.prefix, p.preferred_until + delta, p.valid_until + delta)
-            for p in lease.prefixes
-        ),
-        obtained_at=lease.obtained_at + delta,
-    )
 
 
 def _exhausted(ex: _Exchange, now: float) -> bool:
