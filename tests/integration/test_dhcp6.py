@@ -149,7 +149,7 @@ def lan_server(home: VirtualHome, options: ServerOptions) -> Iterator[LanDhcp6Se
         server.stop()
 
 
-def dhclient(home: VirtualHome, *flags: str) -> dict[str, str]:
+def dhclient(home: VirtualHome, *flags: str, conf_lines: str = "") -> dict[str, str]:
     """Run ISC dhclient -6 on h1 until its script reports DHCPv6 options; the
     script's environment (dhclient's view of the server's answer)."""
     tmp = home.tmpdir
@@ -157,7 +157,7 @@ def dhclient(home: VirtualHome, *flags: str) -> dict[str, str]:
     conf = tmp / "dhclient6.conf"
     conf.write_text(
         'send fqdn.fqdn "Laptop_One.home.arpa.";\n'
-        "request dhcp6.name-servers, dhcp6.domain-search;\n"
+        "request dhcp6.name-servers, dhcp6.domain-search;\n" + conf_lines
     )
     report = tmp / "dhclient6.env"
     script = tmp / "dhclient6.sh"
@@ -197,6 +197,19 @@ def test_stateless_answer_to_dhclient(make_virtual_home) -> None:
         assert env["new_dhcp6_info_refresh_time"] == "3600"
         assert "new_ip6_address" not in env and server.leases() == []
         assert server.stats()["rx_information_request"] >= 1
+
+
+@pytest.mark.skipif(not os.path.exists(DHCLIENT), reason="needs ISC dhclient")
+def test_rapid_commit_for_dhclient(make_virtual_home) -> None:
+    home = make_virtual_home(n_hosts=1)
+    options = ServerOptions(LAN_DNS, ("home.arpa",), pools=(LAN_POOL,))
+    with lan_server(home, options) as server:
+        env = dhclient(home, conf_lines="send dhcp6.rapid-commit;\n")
+        (lease,) = server.leases()
+        assert lease["address"] == env["new_ip6_address"]
+        stats = server.stats()
+        assert stats["rx_solicit"] >= 1 and stats["tx_reply"] >= 1
+        assert "tx_advertise" not in stats and "rx_request" not in stats  # two messages
 
 
 @pytest.mark.skipif(not os.path.exists(DHCLIENT), reason="needs ISC dhclient")
