@@ -12,6 +12,7 @@ import pytest
 from homegw.modules.ipv6.dhcp6 import wire
 from homegw.modules.ipv6.dhcp6.server import (
     BURST,
+    BURST_ALL,
     MAX_IA_NA,
     MAX_PER_SOURCE,
     QUARANTINE,
@@ -245,6 +246,13 @@ def test_rate_limit_per_source(logic: ServerLogic) -> None:
     assert answered.count(True) == BURST and logic.counters["drop_rate_limited"] == 5
     assert logic.handle(info, LL2, STATELESS, 1.0) is not None  # another source: its own bucket
     assert logic.handle(info, LL1, STATELESS, 2.0) is not None  # tokens come back
+
+
+def test_rate_limit_over_all_sources(logic: ServerLogic) -> None:
+    info = msg(MsgType.INFORMATION_REQUEST)
+    sources = [IPv6Address(f"fe80::{i:x}") for i in range(int(BURST_ALL) + 10)]
+    answered = [logic.handle(info, source, STATELESS, 1.0) is not None for source in sources]
+    assert answered.count(True) == BURST_ALL and logic.counters["drop_rate_limited_all"] == 10
 
 
 def test_many_duids_from_one_source_are_capped(logic: ServerLogic) -> None:

@@ -20,9 +20,10 @@ added. Allocation: a stable hash of (DUID, IAID) picks the first candidate,
 then at most MAX_PROBES neighbours are tried: bounded work per message.
 
 Hostile LAN devices: per source address a token bucket (RATE, BURST; the
-table of sources is bounded), at most MAX_IA_NA IA_NAs served per message,
-at most MAX_PER_SOURCE live bindings per source address and MAX_BINDINGS in
-all; every refusal or drop is counted in `counters` by reason.
+table of sources is bounded) and one for all sources together (RATE_ALL,
+against forged sources), at most MAX_IA_NA IA_NAs served per message, at most
+MAX_PER_SOURCE live bindings per source address and MAX_BINDINGS in all;
+every refusal or drop is counted in `counters` by reason.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ MAX_HOLDS = 4096
 RATE = 5.0  # messages per second per source, sustained
 BURST = 20.0
 MAX_SOURCES = 1024  # rate-limit buckets kept (least recently seen dropped)
+RATE_ALL = 200.0  # messages per second from all sources (forged sources included)
+BURST_ALL = 400.0
 
 
 @dataclass(frozen=True)
@@ -227,6 +230,7 @@ class ServerLogic:
         self.server_duid = server_duid
         self.table = table
         self.rate = RateLimiter()
+        self.rate_all = RateLimiter(RATE_ALL, BURST_ALL, size=1)
         self.counters: Counter[str] = Counter()
 
     def handle(
@@ -274,6 +278,8 @@ class ServerLogic:
                 return "ia_in_information_request"
         if not self.rate.allow(str(source), now):
             return "rate_limited"
+        if not self.rate_all.allow("all", now):
+            return "rate_limited_all"
         return None
 
     # ------------------------------------------------------------ addresses
