@@ -22,6 +22,8 @@ from homegw.appliance import Appliance
 from homegw.config import load_config
 from homegw.management import Management
 from homegw.virtualhome import VirtualHome
+from homegw.virtualhome6 import ISP6_ADDRESS, PD_POOL_RENUMBERED, WEB6_SERVER
+from homegw.virtualhome6 import PD_POOL as PD_POOL_TEXT
 
 pytestmark = pytest.mark.netns
 
@@ -32,9 +34,9 @@ STATIC_WAN = {
     "dns": ["198.51.100.53"],
 }
 WEB = "192.168.1.1:8080"
-WEB6 = "2001:db8:ffff:80::80"
-PD_POOL = ipaddress.IPv6Network("2001:db8:100::/40")
-RENUMBERED_POOL = ipaddress.IPv6Network("2001:db8:200::/40")
+WEB6 = WEB6_SERVER
+PD_POOL = ipaddress.IPv6Network(PD_POOL_TEXT)
+RENUMBERED_POOL = ipaddress.IPv6Network(PD_POOL_RENUMBERED)
 WAIT_S = 30.0
 A = ipaddress.IPv6Address
 
@@ -202,7 +204,7 @@ def test_packet_too_big_about_a_live_flow_reaches_the_host(running: Home) -> Non
     )
     home.run("h1", [sys.executable, "-c", send], check=True)  # the flow the error is about
     quoted = IPv6(src=h1, dst=WEB6, hlim=63) / UDP(sport=40000, dport=9) / (b"x" * 1100)
-    isp_ip = "2001:db8:ffff:1::1"
+    isp_ip = ISP6_ADDRESS
     frame = Ether(src=home.mac_of("isp", "isp0"), dst=home.mac_of("gw", "wan0"))
     frame /= IPv6(src=isp_ip, dst=h1) / ICMPv6PacketTooBig(mtu=1280) / quoted
     home.send_frames("isp", "isp0", [bytes(frame)])
