@@ -21,7 +21,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -296,20 +296,29 @@ class Ipv6Service:
         log.info("IPv6 LAN prefixes: %s", ", ".join(str(p.network) for p in prefixes) or "none")
 
     def _server_options(self):
+        """What the LAN DHCPv6 server hands out now: DNS always; with
+        stateful DHCPv6 an address from each preferred LAN /64, its lifetimes
+        never beyond what is left of the prefix's."""
         from homegw.modules.ipv6.dhcp6.lanserver import ServerOptions
 
-        pools = ()
-        if self.lan6.dhcpv6 == "stateful":
-            start, end = int(self.lan6.pool_start), int(self.lan6.pool_end)
-            pools = tuple(
-                (
-                    IPv6Address(int(net.network_address) | start),
-                    IPv6Address(int(net.network_address) | end),
-                )
-                for net in self.facts.lan_prefixes
-            )
-        return ServerOptions(
-            dns_servers=tuple(self.dns_addresses()), domains=(self.domain,), pools=pools
+        dns = ServerOptions(tuple(self.dns_addresses()), (self.domain,))
+        if self.lan6.dhcpv6 != "stateful":
+            return dns
+        now = time.time()
+        preferred = [p for p in self._advertised() if not p.deprecated(now)]
+        start, end = int(self.lan6.pool_start), int(self.lan6.pool_end)
+        pools = tuple(
+            (p.network.network_address + start, p.network.network_address + end) for p in preferred
+        )
+
+        def left(until: float | None, cap: int) -> int:
+            return cap if until is None else int(min(cap, until - now))
+
+        return replace(
+            dns,
+            pools=pools,
+            preferred=min([left(p.preferred_until, dns.preferred) for p in preferred], default=0),
+            valid=min([left(p.valid_until, dns.valid) for p in preferred], default=0),
         )
 
     def _inside(self, now: float) -> tuple[IPv6Network, ...]:
