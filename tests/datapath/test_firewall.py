@@ -53,7 +53,7 @@ class Gateway(NatGateway):
         self.dp = Dataplane(self.pin_dir, {})
         self.dp.load()
         config = parse_config({**BASE, **(overrides or {})})
-        self.firewall = FirewallModule(config)
+        self.firewall = FirewallModule(config, run_gc=False)
         self.router = RouterModule(config, iface_info=fake_nic, watch_kernel=False)
         modules = [self.firewall, self.router]
         if config.nat.enabled:
@@ -236,9 +236,9 @@ GATEWAYS_OWN = {
         UDP(sport=67, dport=68) / b"offer", src=ISP_GW, dst="203.0.113.77"
     ),
     "ARP": bytes(Ether(src=ISP_MAC, dst="ff:ff:ff:ff:ff:ff") / ARP(psrc=ISP_GW, pdst=WAN)),
-    "IPv6 (the kernel's nftables decides)": bytes(
-        Ether(src=ISP_MAC, dst=WAN_MAC)
-        / IPv6(src="2001:db8::1", dst="2001:db8::2")
+    "IPv6 to all nodes (the kernel's nftables decides)": bytes(
+        Ether(src=ISP_MAC, dst="33:33:00:00:00:01")
+        / IPv6(src="fe80::1", dst="ff02::1")
         / ICMPv6EchoRequest()
     ),
 }
@@ -247,7 +247,7 @@ GATEWAYS_OWN = {
 @pytest.mark.parametrize("name", GATEWAYS_OWN)
 def test_gateways_own_traffic_goes_to_the_kernel_untouched(gw: Gateway, name: str) -> None:
     moved = gw.passed(gw.wan, GATEWAYS_OWN[name])
-    assert moved["wan_passed"] + moved["non_ipv4"] == 1
+    assert moved["wan_passed"] + moved["non_ipv4"] + moved["v6_wan_passed"] == 1
 
 
 def test_wan_ping_false_drops_echo_to_the_wan_address(make_gateway) -> None:
