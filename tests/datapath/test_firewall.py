@@ -21,6 +21,7 @@ from homegw.modules.firewall.maps import DROPS
 from homegw.modules.firewall.module import FirewallModule
 from homegw.modules.nat.module import NatModule
 from homegw.modules.router.module import RouterModule
+from tests.datapath.firewall6_kit import dropped_once
 from tests.datapath.test_nat import (
     BASE,
     HOSTS,
@@ -79,15 +80,7 @@ class Gateway(NatGateway):
         return self.firewall.stats()["counters"]
 
     def dropped(self, send, frame: bytes) -> str:
-        """Send the frame; it must be dropped and counted under exactly one
-        reason, which is returned."""
-        before = self.counters()
-        result = send(frame)
-        after = self.counters()
-        assert result.verdict == "XDP_DROP", result.verdict
-        moved = [name for name in DROPS if after[name] != before[name]]
-        assert len(moved) == 1 and after[moved[0]] == before[moved[0]] + 1, moved
-        return moved[0]
+        return dropped_once(self.counters, send, frame)
 
     def passed(self, send, frame: bytes) -> dict[str, int]:
         """Send the frame; it must go to the kernel untouched with no drop

@@ -128,9 +128,7 @@ class Session6:
             "lan_port": self.lan_port,
             "remote": str(self.remote),
             "remote_port": self.remote_port,
-            "replied": bool(self.tcp_seen & TCP_REPLY)
-            if self.proto == socket.IPPROTO_TCP
-            else None,
+            "tcp_replied": self.proto == socket.IPPROTO_TCP and bool(self.tcp_seen & TCP_REPLY),
             "idle_s": round(max(0, now_ns - self.last_seen_ns) / NS, 1),
         }
 
