@@ -443,6 +443,20 @@ def test_other_routing_headers_are_walked(fw: Firewall6) -> None:
     assert fw.passed(fw.wan, back) == "v6_wan_reply"
 
 
+def authentication_header(next_header: int) -> Raw:
+    """AH (RFC 4302): 12 bytes and a 12-byte ICV; its length counts 4-byte
+    units minus 2 (where the other headers count 8-byte units minus 1)."""
+    return Raw(bytes([next_header, 24 // 4 - 2, 0, 0]) + bytes(20))
+
+
+def test_authentication_header_length_in_4_byte_units(fw: Firewall6) -> None:
+    out = from_lan(authentication_header(17) / UDP(sport=50032, dport=53) / b"q", nh=51)
+    assert fw.passed(fw.lan, out) == "v6_lan_outbound"
+    back = from_wan(authentication_header(17) / UDP(sport=53, dport=50032) / b"a", nh=51)
+    assert fw.passed(fw.wan, back) == "v6_wan_reply"
+    assert only_session(fw, 50032).remote_port == 53
+
+
 def test_a_chain_of_headers_is_walked_to_the_transport(fw: Firewall6) -> None:
     chain = IPv6ExtHdrHopByHop() / IPv6ExtHdrDestOpt() / IPv6ExtHdrRouting(type=4, segleft=0)
     syn = chain / IPv6ExtHdrDestOpt() / TCP(sport=40600, dport=22, flags="S")
@@ -571,6 +585,18 @@ def only_session(gw: Firewall6, lan_port: int) -> Session6:
     found = [s for s in gw.firewall.maps6.sessions() if s.lan_port == lan_port]
     assert len(found) == 1, found
     return found[0]
+
+
+def test_a_new_syn_on_a_closed_flows_ports_starts_afresh(make_fw) -> None:
+    gw = make_fw()
+    gw.passed(gw.lan, from_lan(TCP(sport=50055, dport=443, flags="S")))
+    gw.passed(gw.wan, from_wan(TCP(sport=443, dport=50055, flags="R")))
+    assert only_session(gw, 50055).tcp_seen == 1 | 8  # replied, reset
+    gw.passed(gw.lan, from_lan(TCP(sport=50055, dport=443, flags="S")))
+    assert only_session(gw, 50055).tcp_seen == 0
+    gw.passed(gw.wan, from_wan(TCP(sport=443, dport=50055, flags="SA")))
+    gw.passed(gw.lan, from_lan(TCP(sport=50055, dport=443, flags="F")))
+    assert only_session(gw, 50055).tcp_seen == 1 | 2  # replied, FIN out
 
 
 def test_idle_sessions_expire_by_protocol_and_tcp_state(make_fw) -> None:

@@ -382,7 +382,7 @@ static __always_inline int fw6_outbound_session(struct fw6_session_key *key, u64
 
 	if (s) {
 		if (fresh && s->tcp_seen) /* a new SYN on a closed flow's ports */
-			s->tcp_seen = 0;
+			__sync_fetch_and_and(&s->tcp_seen, 0);
 		fw6_touch(s, now, bits);
 		return 0;
 	}
@@ -497,7 +497,7 @@ static __always_inline u32 fw6_inbound(struct fw6_settings *cfg, struct ipv6hdr 
 
 static __always_inline int fw6_is_pass(u32 counter)
 {
-	return counter <= F_V6_LAN_OUTBOUND;
+	return counter >= F_V6_WAN_PASSED && counter <= F_V6_LAN_OUTBOUND;
 }
 
 static __always_inline int fw6_verdict(struct xdp_md *ctx, u32 counter)
