@@ -86,13 +86,19 @@
  *                                   UDP, echo request, other protocols create
  *                                   or refresh the session
  *                                   (v6_sessions_created); the table full:
- *                                   dropped, v6_sessions_full
+ *                                   dropped, v6_sessions_full. ICMPv6 errors,
+ *                                   echo replies, later fragments: no session
  * Sessions: firewall6_sessions, a shared hash (never per-CPU): last_seen
  * written when its tick changes, TCP bits with atomics; expired in the
  * datapath by the timeouts of firewall6_settings, removed by module.py.
- * A frame the slow path re-injects (HOMEGW_META_REINJECTED: a frame the
+ *
+ * Both families: a frame the slow path re-injects (HOMEGW_META_REINJECTED: a frame the
  * router held for a neighbour) goes on (reinjected): it passed this module
  * already, and NAT may have translated it to a LAN address since.
+ *
+ * Long for one reason: bcc rewrites map calls only in the translation unit
+ * it is given, so the IPv6 rules that touch maps live here; firewall6.h has
+ * the rest (parsing, the ICMPv6 list, keys, timeouts).
  */
 #include "homegw.h"
 #include <uapi/linux/icmp.h>
