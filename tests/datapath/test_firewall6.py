@@ -317,7 +317,6 @@ def test_wan_to_neither_ours_nor_inside_dropped(fw: Firewall6, dst: str) -> None
         ("2001:db8:100:ff::1", "v6_wan_spoofed_lan_source"),  # elsewhere in the /56
         ("fd00:1:2:9::1", "v6_wan_spoofed_lan_source"),  # the ULA /48
         (GW_WAN, "v6_wan_spoofed_own_address"),
-        (GW_WAN_LL, "v6_wan_spoofed_own_address"),
         (GW_LAN, "v6_wan_spoofed_own_address"),
         ("::1", "v6_wan_martian_source"),
         ("::", "v6_wan_martian_source"),
@@ -334,6 +333,15 @@ def test_wan_spoofed_sources_dropped(fw: Firewall6, src: str, reason: str, dst: 
 def test_wan_link_local_source_never_forwarded(fw: Firewall6) -> None:
     frame = from_wan(ICMPv6EchoRequest(), src=ISP_LL, dst=HOST)
     assert fw.dropped(fw.wan, frame) == "v6_wan_martian_source"
+
+
+def test_wan_link_local_source_equal_to_one_of_the_gateways_is_the_links(fw: Firewall6) -> None:
+    """The ISP router may use fe80::1 as the gateway does on the LAN: its
+    adverts are not taken for spoofing (only the kernel may judge that)."""
+    advert = from_wan(ICMPv6ND_RA(), src=GW_LAN_LL, dst="ff02::1")
+    assert fw.passed(fw.wan, advert) == "v6_wan_passed"
+    forwarded = from_wan(ICMPv6EchoRequest(), src=GW_WAN_LL, dst=HOST)
+    assert fw.dropped(fw.wan, forwarded) == "v6_wan_martian_source"
 
 
 def test_on_ipv6_before_any_prefix_keeps_everything_out(make_fw) -> None:

@@ -47,7 +47,7 @@
  * the gateway's addresses, facts.own):
  *   source multicast, ::, ::1,      dropped: v6_wan_martian_source (a
  *   v4-mapped/compatible            link-local source to an inside address too)
- *   source own                      dropped: v6_wan_spoofed_own_address
+ *   source own (not link-local)     dropped: v6_wan_spoofed_own_address
  *   source inside                   dropped: v6_wan_spoofed_lan_source
  *   to own, link-local, multicast   goes on (v6_wan_passed): the kernel's
  *                                   nftables input chain guards the gateway
@@ -538,7 +538,9 @@ static __always_inline int fw6_from_wan(struct xdp_md *ctx, struct fw6_settings 
 
 	if (homegw_ipv6_is_martian_source(src))
 		return drop(F_V6_WAN_MARTIAN_SOURCE);
-	if (fw6_is_own(src))
+	/* a link-local address is the link's: the ISP router may be fe80::1
+	 * as the gateway is on the LAN */
+	if (!homegw_ipv6_is_link_local(src) && fw6_is_own(src))
 		return drop(F_V6_WAN_SPOOFED_OWN_ADDRESS);
 	if (fw6_is_inside(src))
 		return drop(F_V6_WAN_SPOOFED_LAN_SOURCE);
