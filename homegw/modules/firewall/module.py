@@ -65,7 +65,10 @@ class FirewallModule(IOModule):
         self.maps6 = Firewall6Maps(bpf)
         self.maps6.write(self.settings6())
         if self._run_gc:
-            self._gc_thread = supervise.Thread(self._gc_loop, "firewall6-gc", restart=True)
+            self._stop = threading.Event()  # a reload's thread is a new one
+            self._gc_thread = supervise.Thread(
+                self._gc_loop, "firewall6-gc", args=(self._stop,), restart=True
+            )
             self._gc_thread.start()
 
     def on_unload(self) -> None:
@@ -108,8 +111,8 @@ class FirewallModule(IOModule):
                 self.maps6.write(self.settings6())
         return True
 
-    def _gc_loop(self) -> None:
-        while not self._stop.wait(GC_INTERVAL_S):
+    def _gc_loop(self, stop: threading.Event) -> None:
+        while not stop.wait(GC_INTERVAL_S):
             try:
                 self.collect(time.monotonic_ns())
             except Exception:
