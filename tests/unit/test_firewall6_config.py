@@ -166,3 +166,10 @@ def test_session_key_in_network_order() -> None:
         + (80).to_bytes(2, "big")
         + bytes([6, 0, 0, 0])
     )
+
+
+def test_more_addresses_than_the_maps_hold_are_cut_with_a_warning(caplog) -> None:
+    many = tuple(A6(f"2001:db8::{i:x}") for i in range(300))
+    settings = settings6(firewall(), Ipv6Facts(own=many))
+    assert settings.own == tuple(sorted(many))[:256]
+    assert "keeping the first 64 and 256" in caplog.text

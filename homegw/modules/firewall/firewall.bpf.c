@@ -313,8 +313,8 @@ static __always_inline int from_lan(struct xdp_md *ctx, struct fw_settings *cfg,
 #ifndef FW6_MAX_SESSIONS
 #define FW6_MAX_SESSIONS 65536
 #endif
-#define FW6_MAX_PREFIXES 64
-#define FW6_MAX_OWN 64
+#define FW6_MAX_PREFIXES 64 /* sessions6.py MAX_INSIDE */
+#define FW6_MAX_OWN 256     /* sessions6.py MAX_OWN */
 #define FW6_MAX_FRAGS 4096
 
 // <0, IPv6 switches, pinholes in use, session timeouts>

@@ -12,6 +12,7 @@ before it is removed here.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -19,7 +20,10 @@ from dataclasses import dataclass
 from homegw.modules.firewall.config import FirewallConfig
 from homegw.netfacts import Ipv6Facts
 
+log = logging.getLogger(__name__)
+
 NS = 1_000_000_000
+MAX_INSIDE, MAX_OWN = 64, 256  # firewall.bpf.c FW6_MAX_PREFIXES, FW6_MAX_OWN
 # firewall6.h
 FW6_PING_LAN = 1
 FW6_PINHOLE_IID = 1
@@ -83,12 +87,21 @@ def pinhole_rules(config: FirewallConfig) -> tuple[PinholeRule, ...]:
 def settings6(config: FirewallConfig, facts: Ipv6Facts) -> Settings6:
     """What the IPv6 rules need: the home's space is the inside prefixes and
     the LAN's /64s (a static prefix may not be in inside)."""
-    inside = tuple(sorted(set(facts.inside) | set(facts.lan_prefixes)))
+    inside = sorted(set(facts.inside) | set(facts.lan_prefixes))
+    own = sorted(set(facts.own))
+    if len(inside) > MAX_INSIDE or len(own) > MAX_OWN:
+        log.warning(
+            "firewall: %d inside prefixes and %d own addresses, keeping the first %d and %d",
+            len(inside),
+            len(own),
+            MAX_INSIDE,
+            MAX_OWN,
+        )
     return Settings6(
         ping_lan=config.ipv6_ping_lan,
         pinholes=pinhole_rules(config),
-        inside=inside,
-        own=tuple(sorted(set(facts.own))),
+        inside=tuple(inside[:MAX_INSIDE]),
+        own=tuple(own[:MAX_OWN]),
     )
 
 
