@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
@@ -18,6 +18,7 @@ from homegw.dataplane.dataplane import Dataplane, purge_pins
 from homegw.dataplane.testrun import RunResult, prog_test_run
 from homegw.modules.firewall.maps import DROPS
 from homegw.modules.firewall.module import FirewallModule
+from homegw.modules.firewall.sessions6 import Session6
 from homegw.netfacts import Ipv6Facts
 from tests.datapath.test_nat import BASE, ISP_MAC, LAN_MAC, WAN_MAC
 
@@ -34,6 +35,11 @@ HOST, OTHER_HOST, HOST_ULA = "2001:db8:100:1::1234", "2001:db8:100:1::55", "fd00
 HOST_LL = "fe80::1234"
 REMOTE, REMOTE2 = "2001:db8:ffff:80::80", "2001:db8:ffff:80::81"
 HOST_MAC = "02:48:47:00:00:34"
+
+PINHOLES = [
+    {"name": "web", "protocol": "tcp", "port": 8080, "host": "::1234"},
+    {"name": "game", "protocol": "udp", "port": "27000-27010", "host": "2001:db8:100:1::55"},
+]
 
 
 def facts(delegated: str = DELEGATED, lan64: str = LAN64, gw_lan: str = GW_LAN) -> Ipv6Facts:
@@ -109,3 +115,18 @@ class Firewall6:
         self.firewall.on_unload()
         self.dp.close()
         purge_pins(self.pin_dir)
+
+
+def only_session(gw: Firewall6, lan_port: int) -> Session6:
+    """The one session of the LAN port (or echo identifier)."""
+    assert gw.firewall.maps6 is not None
+    found = [s for s in gw.firewall.maps6.sessions() if s.lan_port == lan_port]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def firewall_with_pinholes() -> Iterator[Firewall6]:
+    """The body of the test modules' shared ``fw`` fixture (PINHOLES)."""
+    gateway = Firewall6({"ipv6_pinholes": PINHOLES})
+    yield gateway
+    gateway.close()

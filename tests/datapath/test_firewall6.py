@@ -24,10 +24,7 @@ from scapy.layers.inet6 import (
     IPv6,
     IPv6ExtHdrDestOpt,
     IPv6ExtHdrFragment,
-    IPv6ExtHdrHopByHop,
-    IPv6ExtHdrRouting,
 )
-from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
 from homegw.config import parse_config
@@ -35,7 +32,6 @@ from homegw.modules.firewall.module import FirewallModule
 from homegw.modules.firewall.sessions6 import NS, Session6
 from homegw.netfacts import Ipv6Facts
 from tests.datapath.firewall6_kit import (
-    A6,
     GW_LAN,
     GW_LAN_LL,
     GW_ULA,
@@ -43,30 +39,22 @@ from tests.datapath.firewall6_kit import (
     GW_WAN_LL,
     HOST,
     HOST_LL,
-    HOST_MAC,
     HOST_ULA,
     ISP_LL,
     OTHER_HOST,
+    PINHOLES,
     REMOTE,
     REMOTE2,
     Firewall6,
     facts,
+    firewall_with_pinholes,
     from_lan,
     from_wan,
+    only_session,
 )
-from tests.datapath.test_nat import BASE, ISP_MAC, LAN_MAC, WAN_MAC
+from tests.datapath.test_nat import BASE
 
-PINHOLES = [
-    {"name": "web", "protocol": "tcp", "port": 8080, "host": "::1234"},
-    {"name": "game", "protocol": "udp", "port": "27000-27010", "host": "2001:db8:100:1::55"},
-]
-
-
-@pytest.fixture(scope="module")
-def fw() -> Iterator[Firewall6]:
-    gateway = Firewall6({"ipv6_pinholes": PINHOLES})
-    yield gateway
-    gateway.close()
+fw = pytest.fixture(scope="module", name="fw")(firewall_with_pinholes)
 
 
 @pytest.fixture
@@ -430,149 +418,6 @@ def test_node_information_to_the_gateway_is_the_kernels(fw: Firewall6) -> None:
     assert fw.passed(fw.wan, from_wan(icmp6(139), dst=GW_WAN)) == "v6_wan_passed"
 
 
-# --- extension headers --------------------------------------------------------------
-
-
-@pytest.mark.parametrize("side", ["wan", "lan"])
-def test_routing_header_type_0_dropped(fw: Firewall6, side: str) -> None:
-    rh0 = IPv6ExtHdrRouting(type=0, segleft=1, addresses=["2001:db8:ffff:80::1"])
-    for segments_left in (1, 0):
-        rh0.segleft = segments_left
-        l4 = rh0 / UDP(sport=50030, dport=53)
-        frame = from_wan(l4) if side == "wan" else from_lan(l4)
-        assert fw.dropped(getattr(fw, side), frame) == "v6_routing_type0"
-
-
-def test_other_routing_headers_are_walked(fw: Firewall6) -> None:
-    rh2 = IPv6ExtHdrRouting(type=2, segleft=0, addresses=[HOST])  # Mobile IPv6 home address
-    out = from_lan(rh2 / UDP(sport=50031, dport=53) / b"q")
-    assert fw.passed(fw.lan, out) == "v6_lan_outbound"
-    back = from_wan(IPv6ExtHdrDestOpt() / UDP(sport=53, dport=50031) / b"a")
-    assert fw.passed(fw.wan, back) == "v6_wan_reply"
-
-
-def authentication_header(next_header: int) -> Raw:
-    """AH (RFC 4302): 12 bytes and a 12-byte ICV; its length counts 4-byte
-    units minus 2 (where the other headers count 8-byte units minus 1)."""
-    return Raw(bytes([next_header, 24 // 4 - 2, 0, 0]) + bytes(20))
-
-
-def test_authentication_header_length_in_4_byte_units(fw: Firewall6) -> None:
-    out = from_lan(authentication_header(17) / UDP(sport=50032, dport=53) / b"q", nh=51)
-    assert fw.passed(fw.lan, out) == "v6_lan_outbound"
-    back = from_wan(authentication_header(17) / UDP(sport=53, dport=50032) / b"a", nh=51)
-    assert fw.passed(fw.wan, back) == "v6_wan_reply"
-    assert only_session(fw, 50032).remote_port == 53
-
-
-def test_a_chain_of_headers_is_walked_to_the_transport(fw: Firewall6) -> None:
-    chain = IPv6ExtHdrHopByHop() / IPv6ExtHdrDestOpt() / IPv6ExtHdrRouting(type=4, segleft=0)
-    syn = chain / IPv6ExtHdrDestOpt() / TCP(sport=40600, dport=22, flags="S")
-    assert fw.dropped(fw.wan, from_wan(syn)) == "v6_unsolicited"
-    # the same behind the headers to a pinhole: the port was read where it is
-    to_pinhole = chain / TCP(sport=40600, dport=8080, flags="S")
-    assert fw.passed(fw.wan, from_wan(to_pinhole)) == "v6_wan_pinhole"
-
-
-def dest_opts(count: int, last=None) -> object:
-    packet = last if last is not None else UDP(sport=40700, dport=8080)
-    for _ in range(count):
-        packet = IPv6ExtHdrDestOpt() / packet
-    return packet
-
-
-@pytest.mark.parametrize("side", ["wan", "lan"])
-def test_extension_header_chains_walked_or_dropped(fw: Firewall6, side: str) -> None:
-    send = getattr(fw, side)
-    make = from_wan if side == "wan" else from_lan
-    assert fw.dropped(send, make(dest_opts(7))) == "v6_ext_too_many"
-    too_long = bytes(IPv6ExtHdrDestOpt(nh=60, len=63)) + bytes(504)  # 512 bytes, then another
-    assert fw.dropped(
-        send, make(Raw(too_long + bytes(IPv6ExtHdrDestOpt(nh=17))) / UDP(), nh=60)
-    ) == ("v6_ext_too_many")
-    # a header announcing another that is not in the frame
-    truncated = bytes(IPv6ExtHdrDestOpt(nh=60, len=1)) + bytes(8)
-    assert fw.dropped(send, make(Raw(truncated), nh=60)) == "v6_ext_truncated"
-    hop_second = IPv6ExtHdrDestOpt() / IPv6ExtHdrHopByHop() / UDP(sport=40700, dport=8080)
-    assert fw.dropped(send, make(hop_second)) == "v6_ext_hop_not_first"
-    # the transport header cut short behind the headers
-    cut = bytes(IPv6ExtHdrDestOpt(nh=6)) + bytes(10)
-    assert fw.dropped(send, make(Raw(cut), nh=60)) == "v6_malformed"
-
-
-# --- fragments ----------------------------------------------------------------------
-
-
-def test_later_fragment_before_its_first_dropped(fw: Firewall6) -> None:
-    frame = from_wan(IPv6ExtHdrFragment(nh=17, offset=100, id=0xBAD) / Raw(bytes(64)))
-    assert fw.dropped(fw.wan, frame) == "v6_fragment_unadmitted"
-
-
-def test_fragments_of_an_admitted_first_fragment_pass(fw: Firewall6) -> None:
-    fw.passed(fw.lan, from_lan(UDP(sport=50040, dport=53) / b"q"))
-    reply = UDP(sport=53, dport=50040) / (b"a" * 40)
-    first = IPv6ExtHdrFragment(nh=17, m=1, id=0x1001) / Raw(bytes(reply)[:16])
-    later = IPv6ExtHdrFragment(nh=17, offset=2, id=0x1001) / Raw(bytes(reply)[16:])
-    assert fw.passed(fw.wan, from_wan(first)) == "v6_wan_reply"
-    assert fw.passed(fw.wan, from_wan(later)) == "v6_wan_fragment"
-    # the same id from another remote, or to another host, was not admitted
-    assert fw.dropped(fw.wan, from_wan(later, src=REMOTE2)) == "v6_fragment_unadmitted"
-    assert fw.dropped(fw.wan, from_wan(later, dst=OTHER_HOST)) == "v6_fragment_unadmitted"
-
-
-def test_fragments_of_a_refused_first_fragment_dropped(fw: Firewall6) -> None:
-    knock = UDP(sport=53, dport=50041) / (b"k" * 40)
-    first = IPv6ExtHdrFragment(nh=17, m=1, id=0x1002) / Raw(bytes(knock)[:16])
-    later = IPv6ExtHdrFragment(nh=17, offset=2, id=0x1002) / Raw(bytes(knock)[16:])
-    assert fw.dropped(fw.wan, from_wan(first)) == "v6_unsolicited"
-    assert fw.dropped(fw.wan, from_wan(later)) == "v6_fragment_unadmitted"
-
-
-def test_first_fragment_without_the_whole_transport_header_dropped(fw: Firewall6) -> None:
-    """RFC 7112: the first fragment carries the whole header chain."""
-    tiny = IPv6ExtHdrFragment(nh=6, m=1, id=0x1003) / Raw(bytes(8))  # 8 of TCP's 20 bytes
-    assert fw.dropped(fw.wan, from_wan(tiny)) == "v6_malformed"
-    assert fw.dropped(fw.lan, from_lan(tiny)) == "v6_malformed"
-
-
-def test_outbound_later_fragments_go_out(fw: Firewall6) -> None:
-    later = IPv6ExtHdrFragment(nh=17, offset=2, id=0x1004) / Raw(bytes(32))
-    assert fw.passed(fw.lan, from_lan(later)) == "v6_lan_outbound"
-
-
-# --- malformed ----------------------------------------------------------------------
-
-
-def ipv6_frame(src_mac: str, dst_mac: str, packet: bytes) -> bytes:
-    return bytes(Ether(src=src_mac, dst=dst_mac, type=0x86DD)) + packet
-
-
-GOOD = bytes(IPv6(src=REMOTE, dst=HOST) / UDP(sport=1, dport=2) / b"data")
-MALFORMED = {
-    "version 4": bytes([0x45]) + GOOD[1:],
-    "payload length past the frame": GOOD[:4] + (len(GOOD) - 20).to_bytes(2, "big") + GOOD[6:],
-    "payload length 0 (a jumbogram)": GOOD[:4] + bytes(2) + GOOD[6:],
-    "half a header": GOOD[:30],
-    "UDP header cut short": GOOD[:4] + (4).to_bytes(2, "big") + GOOD[6:44],
-}
-
-
-@pytest.mark.parametrize("name", MALFORMED)
-def test_malformed_ipv6_dropped_on_both_nics(fw: Firewall6, name: str) -> None:
-    packet = MALFORMED[name]
-    assert fw.dropped(fw.wan, ipv6_frame(ISP_MAC, WAN_MAC, packet)) == "v6_malformed"
-    lan_packet = packet.replace(A6(REMOTE).packed, A6(REMOTE2).packed)  # swap roles
-    lan_packet = lan_packet.replace(A6(HOST).packed, A6(REMOTE).packed, 1)
-    lan_packet = lan_packet.replace(A6(REMOTE2).packed, A6(HOST).packed, 1)
-    assert fw.dropped(fw.lan, ipv6_frame(HOST_MAC, LAN_MAC, lan_packet)) == "v6_malformed"
-
-
-@pytest.mark.parametrize("dst", ["::1", "::", "::ffff:203.0.113.5"])
-def test_martian_destinations_dropped(fw: Firewall6, dst: str) -> None:
-    assert fw.dropped(fw.lan, from_lan(UDP(dport=9), dst=dst)) == "v6_martian_destination"
-    assert fw.dropped(fw.wan, from_wan(UDP(dport=9), dst=dst)) == "v6_martian_destination"
-
-
 # --- the session table ----------------------------------------------------------------
 
 
@@ -586,13 +431,6 @@ def idle(session_of: Session6, seconds: int, tcp_seen: int = 0) -> Session6:
         time.monotonic_ns() - seconds * NS,
         tcp_seen,
     )
-
-
-def only_session(gw: Firewall6, lan_port: int) -> Session6:
-    assert gw.firewall.maps6 is not None
-    found = [s for s in gw.firewall.maps6.sessions() if s.lan_port == lan_port]
-    assert len(found) == 1, found
-    return found[0]
 
 
 def test_a_new_syn_on_a_closed_flows_ports_starts_afresh(make_fw) -> None:
