@@ -366,7 +366,10 @@ static __always_inline struct fw6_session *fw6_live(struct fw6_settings *cfg,
 {
 	struct fw6_session *s = firewall6_sessions.lookup(key);
 
-	if (!s || now - s->last_seen_ns > fw6_timeout(cfg, key->proto, s->tcp_seen))
+	if (!s)
+		return NULL;
+	u64 last = s->last_seen_ns; /* another CPU may have written a later now */
+	if (now > last && now - last > fw6_timeout(cfg, key->proto, s->tcp_seen))
 		return NULL;
 	return s;
 }
@@ -526,7 +529,7 @@ static __always_inline u32 fw6_later_fragment(struct ipv6hdr *ip6, struct homegw
 
 	fw6_frag_key(&key, ip6, w->frag_id);
 	u64 *admitted = firewall6_frags.lookup(&key);
-	if (!admitted || now - *admitted > FW6_FRAG_TIMEOUT_NS)
+	if (!admitted || (now > *admitted && now - *admitted > FW6_FRAG_TIMEOUT_NS))
 		return F_V6_FRAGMENT_UNADMITTED;
 	return F_V6_WAN_FRAGMENT;
 }
