@@ -287,6 +287,7 @@ class Appliance:
             wan_ping=cfg.firewall.wan_ping,
             forward_wan_to_lan=cfg.firewall.forward_wan_to_lan,
             **kernelpath.paused_devices(cfg, self.dhcp.leases() if self.dhcp else []),
+            **kernelpath.ipv6_options(cfg),
         )
 
     def _start_forwarding_path(self) -> None:

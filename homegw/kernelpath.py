@@ -2,18 +2,25 @@
 (``inet``, so IPv6 is held too) for everything XDP hands to the kernel.
 
 - input: from the WAN only the gateway's own replies (established/related),
-  its DHCP client's offers and acks, the ICMP errors it needs, ICMP echo when
-  ``firewall.wan_ping``, and ICMPv6 neighbour discovery / router adverts /
+  its DHCP client's offers and acks, its DHCPv6 client's replies (udp 547 ->
+  546), the ICMP errors it needs, ICMP echo when ``firewall.wan_ping`` (not
+  ICMPv6 echo), and ICMPv6 neighbour discovery / router adverts /
   MLD queries on the link (RFC 4890) and ICMPv6 errors; everything else from
-  the WAN is dropped and counted, IPv6 included.
+  the WAN is dropped and counted, IPv6 included: the admin surface (web UI,
+  DNS, SSH) is closed on the WAN for both families.
 - forward: drop by default, counted. With the router forwarding in XDP the
   kernel forwards nothing between LAN and WAN (a packet it sent out of the
   WAN would leave untranslated); only LAN -> LAN, which the router itself
   forwards in XDP (a static route via a LAN router), so nothing it hands up
   needs forwarding. With the router disabled
-  (the kernel fallback path) LAN -> WAN and its replies are forwarded, WAN ->
-  LAN only with ``firewall.forward_wan_to_lan``; with NAT wanted nftables
-  masquerades on the WAN (the TEMPORARY KERNEL PATH, said in the log).
+  (the kernel fallback path) LAN -> WAN and its replies are forwarded, IPv4
+  WAN -> LAN only with ``firewall.forward_wan_to_lan``; with NAT wanted
+  nftables masquerades IPv4 on the WAN (the TEMPORARY KERNEL PATH, said in
+  the log). IPv6 there gets RFC 6092 simple security: ICMPv6 outside the
+  RFC 4890 transit list is never forwarded, LAN -> WAN and its replies (ICMPv6
+  errors as related) pass, WAN -> LAN only to a pinhole
+  (``firewall.ipv6_pinholes``) or as an echo request with
+  ``firewall.ipv6_ping_lan`` (rate-limited), never otherwise.
 - paused devices (the ``devices`` config): nothing from their MACs is
   forwarded, nor anything to their addresses (their leases, reservations
   and the kernel's LAN neighbour entries when the table was written),
@@ -53,6 +60,33 @@ class KernelPath:
     forward_wan_to_lan: bool = False
     paused_macs: tuple[str, ...] = ()  # forward nothing from them ...
     paused_addresses: tuple[str, ...] = ()  # ... nor to their IPv4 addresses
+    ipv6_ping_lan: bool = True
+    ipv6_pinholes: tuple[Pinhole6, ...] = ()
+
+
+@dataclass(frozen=True)
+class Pinhole6:
+    """One ``firewall.ipv6_pinholes`` entry, one protocol."""
+
+    protocol: str  # tcp | udp
+    ports: str  # "443" or "27000-27010"
+    host: str  # "::1234" (an interface id, matched in every prefix) or an address
+    by_interface_id: bool
+
+
+# RFC 4890 4.3: what a router forwards (firewall6.h fw6_icmp_forwardable)
+ICMPV6_FORWARDED = "1-4, 128, 129, 144-147"
+PING_LAN_RATE = "100/second"
+
+
+def ipv6_options(config: Any) -> dict[str, Any]:
+    """KernelPath's IPv6 fields for a Config (``firewall:``)."""
+    pinholes = tuple(
+        Pinhole6(protocol, str(p.port), str(p.host), p.by_interface_id)
+        for p in config.firewall.ipv6_pinholes
+        for protocol in p.protocols
+    )
+    return {"ipv6_ping_lan": config.firewall.ipv6_ping_lan, "ipv6_pinholes": pinholes}
 
 
 def _nft(script: str) -> None:
@@ -69,7 +103,7 @@ def _input_chain(path: KernelPath) -> str:
         type filter hook input priority filter; policy accept;
         {wan} ct state established,related accept
         {wan} udp sport 67 udp dport 68 accept
-        {wan} udp sport 547 udp dport 546 ip6 saddr fe80::/10 accept{ping}
+        {wan} meta nfproto ipv6 udp sport 547 udp dport 546 accept{ping}
         {wan} icmp type {{ destination-unreachable, time-exceeded, parameter-problem }} accept
         {wan} icmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert, nd-router-advert }} \
 ip6 hoplimit 255 accept
@@ -85,10 +119,16 @@ def _forward_chain(path: KernelPath) -> str:
     wan_in, wan_out = f'iifname "{path.wan_if}"', f'oifname "{path.wan_if}"'
     rules = [f"{lan_in} {lan_out} accept"]
     if path.kernel_forwards:
-        rules[:0] = ["ct state established,related accept", "ct state invalid counter drop"]
-        rules.append(f"{lan_in} {wan_out} meta nfproto ipv4 accept")
+        rules[:0] = [
+            "ct state established,related accept",
+            "ct state invalid counter drop",
+            f"icmpv6 type != {{ {ICMPV6_FORWARDED} }} counter drop "
+            'comment "RFC 4890: not forwarded"',
+        ]
+        rules.append(f"{lan_in} {wan_out} accept")
         if path.forward_wan_to_lan:
             rules.append(f"{wan_in} {lan_out} meta nfproto ipv4 accept")
+        rules += _ipv6_inbound_rules(path)
     rules[:0] = _paused_rules(path)  # first: established flows included
     body = "\n        ".join(rules)
     return f"""
@@ -97,6 +137,23 @@ def _forward_chain(path: KernelPath) -> str:
         {body}
         counter drop comment "default deny"
     }}"""
+
+
+def _ipv6_inbound_rules(path: KernelPath) -> list[str]:
+    """WAN -> LAN IPv6 that is not a reply (RFC 6092): pinholes, echo."""
+    wan_to_lan = f'iifname "{path.wan_if}" oifname "{path.lan_if}"'
+    rules = [f"{wan_to_lan} {_pinhole_match(pinhole)} accept" for pinhole in path.ipv6_pinholes]
+    if path.ipv6_ping_lan:
+        rules.append(f"{wan_to_lan} icmpv6 type echo-request limit rate {PING_LAN_RATE} accept")
+    return rules
+
+
+def _pinhole_match(pinhole: Pinhole6) -> str:
+    if pinhole.by_interface_id:
+        host = f"ip6 daddr & ::ffff:ffff:ffff:ffff == {pinhole.host}"
+    else:
+        host = f"ip6 daddr {pinhole.host}"
+    return f"{host} {pinhole.protocol} dport {pinhole.ports}"
 
 
 def _paused_rules(path: KernelPath) -> list[str]:

@@ -21,6 +21,7 @@ from homegw.modules.firewall.maps import DROPS
 from homegw.modules.firewall.module import FirewallModule
 from homegw.modules.nat.module import NatModule
 from homegw.modules.router.module import RouterModule
+from tests.datapath.firewall6_kit import dropped_once
 from tests.datapath.test_nat import (
     BASE,
     HOSTS,
@@ -53,7 +54,7 @@ class Gateway(NatGateway):
         self.dp = Dataplane(self.pin_dir, {})
         self.dp.load()
         config = parse_config({**BASE, **(overrides or {})})
-        self.firewall = FirewallModule(config)
+        self.firewall = FirewallModule(config, run_gc=False)
         self.router = RouterModule(config, iface_info=fake_nic, watch_kernel=False)
         modules = [self.firewall, self.router]
         if config.nat.enabled:
@@ -79,15 +80,7 @@ class Gateway(NatGateway):
         return self.firewall.stats()["counters"]
 
     def dropped(self, send, frame: bytes) -> str:
-        """Send the frame; it must be dropped and counted under exactly one
-        reason, which is returned."""
-        before = self.counters()
-        result = send(frame)
-        after = self.counters()
-        assert result.verdict == "XDP_DROP", result.verdict
-        moved = [name for name in DROPS if after[name] != before[name]]
-        assert len(moved) == 1 and after[moved[0]] == before[moved[0]] + 1, moved
-        return moved[0]
+        return dropped_once(self.counters, send, frame)
 
     def passed(self, send, frame: bytes) -> dict[str, int]:
         """Send the frame; it must go to the kernel untouched with no drop
@@ -236,9 +229,9 @@ GATEWAYS_OWN = {
         UDP(sport=67, dport=68) / b"offer", src=ISP_GW, dst="203.0.113.77"
     ),
     "ARP": bytes(Ether(src=ISP_MAC, dst="ff:ff:ff:ff:ff:ff") / ARP(psrc=ISP_GW, pdst=WAN)),
-    "IPv6 (the kernel's nftables decides)": bytes(
-        Ether(src=ISP_MAC, dst=WAN_MAC)
-        / IPv6(src="2001:db8::1", dst="2001:db8::2")
+    "IPv6 to all nodes (the kernel's nftables decides)": bytes(
+        Ether(src=ISP_MAC, dst="33:33:00:00:00:01")
+        / IPv6(src="fe80::1", dst="ff02::1")
         / ICMPv6EchoRequest()
     ),
 }
@@ -247,7 +240,7 @@ GATEWAYS_OWN = {
 @pytest.mark.parametrize("name", GATEWAYS_OWN)
 def test_gateways_own_traffic_goes_to_the_kernel_untouched(gw: Gateway, name: str) -> None:
     moved = gw.passed(gw.wan, GATEWAYS_OWN[name])
-    assert moved["wan_passed"] + moved["non_ipv4"] == 1
+    assert moved["wan_passed"] + moved["non_ipv4"] + moved["v6_wan_passed"] == 1
 
 
 def test_wan_ping_false_drops_echo_to_the_wan_address(make_gateway) -> None:

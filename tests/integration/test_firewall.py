@@ -245,10 +245,11 @@ def test_ipv6_from_the_wan_dropped_neighbour_discovery_kept(home: VirtualHome, g
 
 
 def nft_counter(home: VirtualHome, chain: str) -> int:
-    """Packets of the counted drop rule of a chain of the kernel-path table."""
+    """Packets of the last counted drop rule of a chain of the kernel-path
+    table (its default deny: the forward chain has others before it)."""
     argv = ["nft", "-j", "list", "chain", "inet", "homegw_kernelpath", chain]
     listing = json.loads(home.run("gw", argv, check=True).stdout)["nftables"]
-    for item in listing:
+    for item in reversed(listing):
         expr = item.get("rule", {}).get("expr", [])
         if any("drop" in e for e in expr) and "comment" in item["rule"]:
             return next(e["counter"]["packets"] for e in expr if "counter" in e)

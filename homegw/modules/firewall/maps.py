@@ -14,8 +14,23 @@ from homegw.dataplane.cenum import counter_names
 
 # enum firewall_counter in firewall.bpf.c, in order.
 COUNTERS = counter_names(Path(__file__).parent / "firewall.bpf.c", "firewall_counter")
-PASSES = ("wan_passed", "wan_forwarded", "lan_passed", "non_ipv4", "reinjected")
-DROPS = tuple(name for name in COUNTERS if name not in PASSES)
+PASSES = (
+    "wan_passed",
+    "wan_forwarded",
+    "lan_passed",
+    "non_ipv4",
+    "reinjected",
+    "v6_wan_passed",
+    "v6_wan_reply",
+    "v6_wan_icmp_error",
+    "v6_wan_ping",
+    "v6_wan_pinhole",
+    "v6_wan_fragment",
+    "v6_lan_passed",
+    "v6_lan_outbound",
+)
+EVENTS = ("v6_sessions_created",)  # neither a pass nor a drop
+DROPS = tuple(name for name in COUNTERS if name not in PASSES + EVENTS)
 
 FW_WAN_PING = 1
 FW_FORWARD_WAN_TO_LAN = 2
