@@ -18,7 +18,7 @@ all and :data:`MAX_WAITING_PER_CLIENT` per client address, so a LAN device
 flooding random names can neither grow memory without limit nor crowd out
 the others; queries over a limit are answered REFUSED at once and counted.
 
-Every cacheable upstream answer that is a plain A record set is also written
+Every cacheable upstream answer that is a plain A or AAAA record set is also written
 to the XDP fast path (:class:`~homegw.modules.dns.fastpath.FastPathCache`),
 unless some group's policy blocks the name (XDP answers every client alike).
 """
@@ -402,12 +402,12 @@ class Resolver:
         now = self.clock()
         with self._lock:
             entry = self.cache.put(query.key, template, now)
-        if entry is None or self.fast_path is None or template.a_rrset is None:
+        if entry is None or self.fast_path is None or template.rrset is None:
             return
-        if query.qtype != TYPE_A or self.policies.blocked_anywhere(template.name):
+        if query.qtype not in (TYPE_A, TYPE_AAAA) or self.policies.blocked_anywhere(template.name):
             return
         expires_ns = time.monotonic_ns() + entry.remaining(now) * 1_000_000_000
-        if self.fast_path.put(query.qname.lower(), template.a_rrset, expires_ns):
+        if self.fast_path.put(query.qname.lower(), template.rrset, expires_ns, query.qtype):
             self.stats.fast_path_writes += 1
 
     # -- replies the resolver makes itself -------------------------------------
