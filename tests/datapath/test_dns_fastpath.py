@@ -175,7 +175,7 @@ class Counting:
         return FastPathStats(
             *(
                 getattr(now, f) - getattr(self.base, f)
-                for f in ("hits", "misses", "expired", "passed")
+                for f in ("hits", "misses", "expired", "passed", "no_room")
             )
         )
 

@@ -52,6 +52,7 @@ enum dns_stat {
 	DNS_STAT_MISSES,
 	DNS_STAT_EXPIRED,
 	DNS_STAT_PASSED, /* a query to us the fast path does not handle */
+	DNS_STAT_NO_ROOM, /* a hit whose frame could not grow to the reply: Python answers */
 	DNS_STAT_COUNT,
 };
 
@@ -511,7 +512,7 @@ int dns_xdp(struct xdp_md *ctx)
 	int verdict = v6 ? dns_reply6(ctx, old_len, &q, hit, count, ttl)
 			 : dns_reply4(ctx, old_len, &q, hit, count, ttl);
 	if (verdict == XDP_PASS) { /* the frame could not be resized: unchanged */
-		dns_count(DNS_STAT_PASSED);
+		dns_count(DNS_STAT_NO_ROOM);
 		return homegw_next_xdp(ctx);
 	}
 	dns_count(DNS_STAT_HITS);

@@ -60,6 +60,7 @@ class FastPathStats:
     misses: int = 0
     expired: int = 0
     passed: int = 0
+    no_room: int = 0
 
 
 def make_key(qname: bytes, qtype: int = TYPE_A) -> DnsKey | None:
