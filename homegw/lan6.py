@@ -86,6 +86,7 @@ class Lan6Table:
         self._lock = threading.Lock()  # writer: the netlink thread; readers: DNS, API
         self._own: dict[IPv6Address, tuple[int, bool]] = {}  # address -> (prefixlen, preferred)
         self._devices: OrderedDict[str, OrderedDict[IPv6Address, _Seen]] = OrderedDict()
+        self._owner: dict[IPv6Address, str] = {}  # usable address -> its MAC
 
     # -- events --------------------------------------------------------------
     def address(self, address: IPv6Address, prefixlen: int, flags: int, present: bool) -> bool:
@@ -115,6 +116,9 @@ class Lan6Table:
             usable = bool(state & USABLE_NUD) and not state & (NUD_FAILED | NUD_INCOMPLETE)
             if usable:  # the address moved to this MAC: nobody else has it now
                 self._unusable(address, mac)
+                self._owner[address] = mac
+            elif self._owner.get(address) == mac:
+                del self._owner[address]
             seen = self._devices.setdefault(mac, OrderedDict())
             self._devices.move_to_end(mac)
             entry = seen.get(address)
@@ -127,10 +131,15 @@ class Lan6Table:
             while len(seen) > MAX_PER_DEVICE:
                 seen.popitem(last=False)
             while len(self._devices) > MAX_DEVICES:
-                self._devices.popitem(last=False)
+                gone, addresses = self._devices.popitem(last=False)
+                for old in addresses:
+                    if self._owner.get(old) == gone:
+                        del self._owner[old]
             return changed
 
     def _unusable(self, address: IPv6Address, keep: str | None = None) -> bool:
+        if self._owner.get(address) != keep:
+            self._owner.pop(address, None)
         changed = False
         for mac, seen in self._devices.items():
             entry = seen.get(address) if mac != keep else None
@@ -151,6 +160,11 @@ class Lan6Table:
             items = list(self._own.items())
         nets = {IPv6Network((a, n), strict=False) for a, (n, preferred) in items if preferred}
         return sorted(nets, key=lambda n: (not n.subnet_of(ULA), n))
+
+    def mac_of(self, address: IPv6Address) -> str | None:
+        """The MAC that holds address now (a usable neighbour entry), or None."""
+        with self._lock:
+            return self._owner.get(address)
 
     def device_addresses(self, mac: str) -> list[IPv6Address]:
         """Every non-link-local address seen for mac, newest first."""

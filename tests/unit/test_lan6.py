@@ -93,3 +93,44 @@ def test_name_addresses_drop_failed_moved_and_deprecated() -> None:
     assert table.name_addresses(MAC) == []
     # still listed for the device, though no name answers with them
     assert IP("fd12:3456:789a:1::b1") in table.device_addresses(MAC)
+
+
+def test_mac_of_an_address_follows_moves_and_deletions() -> None:
+    table = Lan6Table()
+    address = IP("2001:db8:100:1::b1")
+    assert table.mac_of(address) is None
+    table.neighbour(address, MAC, REACHABLE, 1.0)
+    assert table.mac_of(address) == MAC
+    table.neighbour(address, "02:00:00:00:00:99", STALE, 2.0)
+    assert table.mac_of(address) == "02:00:00:00:00:99"
+    table.neighbour(address, "02:00:00:00:00:99", FAILED, 3.0)
+    assert table.mac_of(address) is None
+    table.neighbour(address, MAC, REACHABLE, 4.0)
+    table.neighbour(address, None, 0, 5.0)
+    assert table.mac_of(address) is None
+
+
+def test_the_dns_service_aliases_an_ipv6_client_to_its_ipv4_by_mac(tmp_path) -> None:
+    from homegw.config import parse_config
+    from homegw.modules.dns.service import DnsService
+
+    config = parse_config(
+        {
+            "wan": {"interface": "wan0"},
+            "lan": {"interface": "lan0"},
+            "state_dir": str(tmp_path),
+            "dhcp": {"reservations": [{"mac": "02:00:00:00:00:99", "address": "192.168.1.20"}]},
+        }
+    )
+    service = DnsService(config, lambda: [])
+    table = Lan6Table()
+    service.set_ipv6(table)
+    alias = service.resolver.client_alias
+    assert alias is not None
+    table.neighbour(IP("2001:db8:100:1::b1"), MAC, REACHABLE, 1.0)
+    table.neighbour(IP("2001:db8:100:1::99"), "02:00:00:00:00:99", REACHABLE, 1.0)
+    assert alias("2001:db8:100:1::b1") is None  # no lease known yet
+    service.lease_name_changed(MAC, "laptop", "192.168.1.50")
+    assert alias("2001:db8:100:1::b1") == "192.168.1.50"
+    assert alias("2001:db8:100:1::99") == "192.168.1.20"  # the reservation's
+    assert alias("fe80::1%lan0") is None and alias("not an address") is None

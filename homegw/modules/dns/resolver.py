@@ -186,6 +186,8 @@ class Resolver:
         self.clock = clock
         self.on_answer: AnswerHook | None = None
         self.query_filter: QueryFilter | None = None
+        # IPv6 client address -> the same device's IPv4 address, or None
+        self.client_alias: Callable[[str], str | None] | None = None
         self.fast_path: FastPathCache | None = None
         self.stats = ResolverStats()
         self._lock = threading.Lock()  # the cache: also read by other threads (stats)
@@ -212,10 +214,11 @@ class Resolver:
         if entry is None:
             return None
         t = entry.template
-        policy = self.policies.for_client(client)
+        device = self._device(client)
+        policy = self.policies.for_client(device)
         if not policy.empty and policy.is_blocked(t.name):
             return None
-        if self._filtered(client, t.name):
+        if self._filtered(device, t.name):
             return None  # the full path answers it as blocked
         qid = data[0] << 8 | data[1]
         qflags = data[2] << 8 | data[3]
@@ -284,8 +287,9 @@ class Resolver:
         if local is not None:
             self.stats.local += 1
             return Outcome(local, "local")
-        if self.policies.for_client(client).is_blocked(query.name) or self._filtered(
-            client, query.name
+        device = self._device(client)
+        if self.policies.for_client(device).is_blocked(query.name) or self._filtered(
+            device, query.name
         ):
             self.stats.blocked += 1
             return Outcome(self._blocked(query), "blocked")
@@ -296,6 +300,20 @@ class Resolver:
             self.stats.cache_hits += 1
             return Outcome(entry.template, "cache", entry.elapsed(now))
         return None
+
+    def _device(self, client: str) -> str:
+        """The address policies, the query filter and the answer hook know the
+        client by: an IPv6 client's IPv4 address when client_alias knows it
+        (groups and DPI are by IPv4 address), else the client's own."""
+        alias = self.client_alias
+        if alias is None or ":" not in client:
+            return client
+        try:
+            return alias(client) or client
+        except Exception:
+            self.stats.hook_errors += 1
+            log.exception("client alias failed for %s", client)
+            return client
 
     def _filtered(self, client: str, name: str) -> bool:
         """Whether the query filter (DPI) blocks the name for this client; a
@@ -456,7 +474,7 @@ class Resolver:
         hook = self.on_answer
         if hook is not None and t.addresses and not blocked and source != "local":
             try:
-                hook(client, t.name, list(t.addresses))
+                hook(self._device(client), t.name, list(t.addresses))
             except Exception:
                 self.stats.hook_errors += 1
                 log.exception("on_answer hook failed for %s", t.name)

@@ -15,6 +15,7 @@ map), :meth:`refresh_blocklists` (when online), :meth:`stats` and
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import threading
 import time
@@ -66,6 +67,9 @@ class DnsService:
             {r.hostname: str(r.address) for r in reservations},
             {r.hostname: str(r.mac) for r in reservations},
         )
+        self._lan6: Lan6Table | None = None
+        self._reserved_ipv4 = {str(r.mac).lower(): str(r.address) for r in config.dhcp.reservations}
+        self._leased_ipv4: dict[str, str] = {}  # MAC -> named lease's address
         self.loader = ListLoader(Path(config.state_dir) / LIST_DIR)
         self.upstream = UpstreamClient(self.upstreams, float(dns.upstream_timeout))
         self.resolver = Resolver(
@@ -124,6 +128,8 @@ class DnsService:
         """Local names answer AAAA from this view of the LAN's IPv6 (the
         appliance's Lan6Watcher table; None: no AAAA for local names)."""
         self.local.set_ipv6(table)
+        self._lan6 = table
+        self.resolver.client_alias = None if table is None else self._ipv4_of
 
     def set_local_hosts(self, mapping: Mapping[str, object]) -> None:
         """Replace every lease name: {hostname: IPv4 (str or IPv4Address)}."""
@@ -134,6 +140,25 @@ class DnsService:
         at `address`, or no name any more (None). Thread-safe, answered from
         the next query on."""
         self.local.set_device(mac, hostname, None if address is None else str(address))
+        if address is None:
+            self._leased_ipv4.pop(mac.lower(), None)
+        else:
+            self._leased_ipv4[mac.lower()] = str(address)
+
+    def _ipv4_of(self, client: str) -> str | None:
+        """An IPv6 client's IPv4 address, by MAC (its IPv6 neighbour entry): its
+        reservation's or its named lease's. Groups and DPI know devices by
+        IPv4 address; a device without either gets the default policy."""
+        table = self._lan6
+        if table is None:
+            return None
+        try:
+            mac = table.mac_of(ipaddress.IPv6Address(client.split("%")[0]))
+        except ValueError:
+            return None
+        if mac is None:
+            return None
+        return self._reserved_ipv4.get(mac) or self._leased_ipv4.get(mac)
 
     def _policies(self, loader: ListLoader | None = None) -> PolicySet:
         dns = self.config.dns
