@@ -4,8 +4,8 @@ its ULA and global LAN addresses, UDP and TCP; the upstream is a real dnsmasq
 in the ISP namespace reached over IPv6 (2001:db8:ffff:53::53, AAAA
 www.example.test -> 2001:db8:ffff:80::80). The second answer comes from the
 cache, then from the XDP fast path (over IPv6, its UDP checksum checked by
-the client's kernel); local names get AAAA from the kernel's IPv6 neighbours
-of the LAN NIC; the WAN is never served.
+the client's kernel); local names get AAAA (and their addresses PTR) from
+the kernel's IPv6 neighbours of the LAN NIC; the WAN is never served.
 
 The IPv6 addressing is this file's own (the lead's IspIpv6 brings RAs and
 DHCPv6; these tests need neither): static, nodad, documentation prefixes."""
@@ -168,3 +168,5 @@ def test_local_names_get_aaaa_from_the_lan_neighbours(home: Home) -> None:
         assert dig(home, "h1", "A", "h1.lan", server=GW_ULA).data == [H1_IPV4]
         gateway = dig(home, "h1", "AAAA", "homegw.lan", server=GW_ULA)
         assert gateway.data == [GW_ULA, GW_GLOBAL]
+        for address in (H1_ULA, H1_GLOBAL):
+            assert dig(home, "h1", "-x", address, server=GW_ULA).data == ["h1.lan."]

@@ -184,3 +184,32 @@ def test_aaaa_of_the_gateway_and_devices_from_the_ipv6_view(zone: LocalNames) ->
     assert aaaa(zone, "printer.lan") == ["2001:db8:100:1::20"]
     zone.set_device(A, None, None)
     assert ask(zone, "laptop.lan", "AAAA")[0] == "NXDOMAIN"
+
+
+def test_ptr_of_ipv6_lan_addresses(zone: LocalNames) -> None:
+    from homegw.lan6 import Lan6Table
+
+    def ptr6(address: str) -> tuple[str, tuple[str, ...]]:
+        return ask(zone, ipaddress.IPv6Address(address).reverse_pointer, "PTR")
+
+    table = Lan6Table()
+    table.address(ipaddress.IPv6Address("fd12:3456:789a:1::1"), 64, 0, True)
+    table.neighbour(ipaddress.IPv6Address("fd12:3456:789a:1::a"), A, 0x02, 1.0)
+    table.neighbour(ipaddress.IPv6Address("2001:db8:100:1:aaaa::a"), A, 0x02, 1.0)
+    zone.set_device(A, "laptop", "192.168.1.50")
+    assert ptr6("fd12:3456:789a:1::a") == ("NXDOMAIN", ())  # no IPv6 view: private, unknown
+    zone.set_ipv6(table)
+    assert ptr6("fd12:3456:789a:1::a") == ("NOERROR", ("PTR laptop.lan.",))
+    assert ptr6("2001:db8:100:1:aaaa::a") == ("NOERROR", ("PTR laptop.lan.",))
+    assert ptr6("fd12:3456:789a:1::1") == ("NOERROR", ("PTR homegw.lan.",))
+    assert ptr6("fd12:3456:789a:1::b") == ("NXDOMAIN", ())  # ULA nobody holds
+    assert (
+        zone.answer(
+            wire.parse_query(
+                DNSRecord.question(
+                    ipaddress.IPv6Address("2001:db8:100:1::b").reverse_pointer, "PTR"
+                ).pack()
+            )
+        )
+        is None
+    )

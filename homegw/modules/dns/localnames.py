@@ -14,7 +14,9 @@
   the gateway's name gets its preferred ULA and global LAN addresses; a
   device's name (a lease's, by the lease's MAC, or a reservation's MAC) the
   addresses ``Lan6Table.name_addresses`` picks for that MAC from the
-  kernel's IPv6 neighbours: one per preferred LAN prefix, never link-local.
+  kernel's IPv6 neighbours: one per preferred LAN prefix, never link-local;
+  PTR for any LAN IPv6 address the view ties to the gateway or to a named
+  device (ULA and global; privacy addresses too).
 
 A lease's name is chosen by the device, so it is hostile input. It becomes a
 name only if it is one RFC 1123 label (ASCII letters, digits, inner '-',
@@ -337,13 +339,39 @@ class LocalNames:
         v4 = name.endswith("." + V4_REVERSE)
         labels = name[: -len(V4_REVERSE if v4 else V6_REVERSE) - 1].split(".")
         net = _reverse_v4(labels) if v4 else _reverse_v6(labels)
+        if not v4 and net is not None and net.prefixlen == 128 and len(labels) == 32:
+            host6 = self._ptr6(net.network_address)  # type: ignore[arg-type]
+            if host6 is not None:  # a LAN address of ours or a device's, ULA or global
+                return self._ptr_reply(query, host6)
         if net is None or not _private(net):
             return None  # public space: the owner of the addresses answers
         exact = isinstance(net, ipaddress.IPv4Network) and net.prefixlen == 32 and len(labels) == 4
         host = self._ptr(net.network_address) if exact else None  # type: ignore[arg-type]
         if host is None:
             return self._reply(query, NXDOMAIN)
+        return self._ptr_reply(query, host)
+
+    def _ptr_reply(self, query: Query, host: str) -> Template:
         if query.qtype not in (TYPE_PTR, TYPE_ANY):
             return self._reply(query, NOERROR)
         target = DNSLabel(f"{host}.{self.domain}")
         return self._reply(query, NOERROR, [self._rr(query, TYPE_PTR, PTR(target))])
+
+    def _ptr6(self, address: ipaddress.IPv6Address) -> str | None:
+        """The local name of an IPv6 address the LAN view knows: the gateway's
+        own, or a named device's (by the MAC holding the address)."""
+        table = self._lan6
+        if table is None:
+            return None
+        if address in table.own_addresses():
+            return self.hostname
+        mac = table.mac_of(address)
+        if mac is None:
+            return None
+        with self._lock:
+            for label, reserved_mac in self._reserved_macs.items():
+                if reserved_mac == mac:
+                    return label
+            label = self._label_of.get(mac)
+            holder = next(iter(self._claims.get(label, {})), None) if label else None
+            return label if holder == mac else None

@@ -49,6 +49,15 @@ class DnsServerError(RuntimeError):
     pass
 
 
+def _kernel_has_ipv6() -> bool:
+    """False on a kernel booted with ipv6.disable=1 (no AF_INET6 sockets)."""
+    try:
+        socket.socket(socket.AF_INET6, socket.SOCK_DGRAM).close()
+    except OSError:
+        return False
+    return True
+
+
 class DnsServers:
     def __init__(
         self, resolver: Resolver, address: str, port: int = 53, ipv6_interface: str | None = None
@@ -72,9 +81,12 @@ class DnsServers:
         try:
             self._udp = self._bind(socket.SOCK_DGRAM)
             self._tcp = self._bind(socket.SOCK_STREAM)
-            if self.ipv6_interface is not None:
+            if self.ipv6_interface is not None and socket.has_ipv6 and _kernel_has_ipv6():
                 self._udp6 = self._bind(socket.SOCK_DGRAM, socket.AF_INET6)
                 self._tcp6 = self._bind(socket.SOCK_STREAM, socket.AF_INET6)
+            elif self.ipv6_interface is not None:
+                log.warning("no IPv6 in this kernel: DNS answers over IPv4 only")
+                self.ipv6_interface = None
         except DnsServerError:
             self._close_sockets()
             raise
