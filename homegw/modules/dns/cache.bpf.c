@@ -15,7 +15,10 @@
  * flow label 0, and the UDP checksum computed in full over the reply (it is
  * mandatory for IPv6; the query's own is not trusted, a veth leaves it
  * partial). The TTL is the whole seconds left to the deadline, rounded up,
- * so it counts down like the Python cache's.
+ * so it counts down like the Python cache's. The frame grows at its tail,
+ * or, without room there (a veth's copy has only its alignment slack), at
+ * its front with the headers and question moved; with room neither way the
+ * hit is counted no_room and goes on to Python.
  *
  * Anything else (a miss, an expired entry, another type, EDNS options, IP
  * options or IPv6 extension headers, fragments, a multicast IPv6 source,
@@ -44,6 +47,10 @@
 #define DNS_OUR_UDP 1232
 #define DNS_IP_TTL 64
 #define NSEC 1000000000ULL
+/* what a reply may grow by at the front: 8 AAAA records */
+#define DNS_MAX_GROW (DNS_MAX_ADDRS * 28)
+/* headers and question moved to the front then: Ethernet, IPv6, UDP, DNS, name, type+class */
+#define DNS_MAX_BLOCK (14 + 40 + 8 + 12 + DNS_KEY_NAME + 4)
 #define DNS_MAX_ADDRS6 16 /* gateway LAN IPv6 addresses the fast path answers on */
 
 /* dns_stats indices; fastpath.py reads the names. */
@@ -345,7 +352,36 @@ static __always_inline void dns_swap_ports(struct udphdr *udp, u32 udp_len)
 	udp->check = 0;
 }
 
-/* The reply's length in UDP bytes, and the frame grown (or shrunk) to it. */
+/* Move the first `block` bytes of the frame, which sit `grow` bytes in,
+ * to its start (the frame was just grown at its front). 0, or -1. */
+static __always_inline int dns_move_front(struct xdp_md *ctx, u32 grow, u32 block)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+
+	/* restated bound (<= DNS_MAX_GROW, checked by the caller) where clang
+	 * cannot drop it as known: the verifier does not know it */
+	asm volatile("" : "+r"(grow));
+	grow &= 0x3ff;
+	for (u32 i = 0; i < DNS_MAX_BLOCK; i++) {
+		u8 *dst = data + i;
+		u8 *src = data + grow + i;
+
+		if (i >= block)
+			break;
+		asm volatile("" : "+r"(end)); /* as in dns_read_name */
+		if ((void *)(dst + 1) > end || (void *)(src + 1) > end)
+			return -1;
+		*dst = *src; /* dst < src: copying upwards never reads a byte written */
+	}
+	return 0;
+}
+
+/* The reply's length in UDP bytes, and the frame grown (or shrunk) to it:
+ * at the tail, or, where the frame has no room there (a veth hands XDP a
+ * copy with only its 64-byte alignment slack), at the front, the headers
+ * and question moved there. 0, -1 (no room either way: the frame is
+ * unchanged) or -2 (the frame is spoilt). */
 static __always_inline int dns_resize(struct xdp_md *ctx, int old_len, u32 l3_len,
 				      struct dns_query *q, u32 count, u32 *udp_len)
 {
@@ -354,7 +390,16 @@ static __always_inline int dns_resize(struct xdp_md *ctx, int old_len, u32 l3_le
 	/* a scalar to clang from here on: else it folds old_len's packet
 	 * pointers into the sum, and the verifier forbids arithmetic on pkt_end */
 	asm volatile("" : "+r"(old_len));
-	return bpf_xdp_adjust_tail(ctx, new_len - old_len);
+	int grow = new_len - old_len;
+	if (!bpf_xdp_adjust_tail(ctx, grow))
+		return 0;
+	if (grow <= 0 || grow > DNS_MAX_GROW || bpf_xdp_adjust_head(ctx, -grow))
+		return -1;
+	u32 block = sizeof(struct ethhdr) + l3_len + sizeof(struct udphdr) + sizeof(struct dns_hdr) +
+		    dns_forget_value(q->name_len) + 4;
+	/* cannot fail for a frame checked as the query was; if it did, the
+	 * frame is half moved: -2, dropped */
+	return dns_move_front(ctx, grow, block) ? -2 : 0;
 }
 
 /* The answer to a hit, over IPv4. XDP_TX (to send), or XDP_DROP. */
@@ -363,8 +408,9 @@ static __always_inline int dns_reply4(struct xdp_md *ctx, int old_len, struct dn
 {
 	u32 udp_len;
 
-	if (dns_resize(ctx, old_len, sizeof(struct iphdr), q, count, &udp_len))
-		return XDP_PASS;
+	int resized = dns_resize(ctx, old_len, sizeof(struct iphdr), q, count, &udp_len);
+	if (resized)
+		return resized == -1 ? XDP_PASS : XDP_DROP;
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
@@ -396,8 +442,9 @@ static __always_inline int dns_reply6(struct xdp_md *ctx, int old_len, struct dn
 {
 	u32 udp_len;
 
-	if (dns_resize(ctx, old_len, sizeof(struct ipv6hdr), q, count, &udp_len))
-		return XDP_PASS;
+	int resized = dns_resize(ctx, old_len, sizeof(struct ipv6hdr), q, count, &udp_len);
+	if (resized)
+		return resized == -1 ? XDP_PASS : XDP_DROP;
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
