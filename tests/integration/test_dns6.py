@@ -33,6 +33,7 @@ GW_ULA, GW_GLOBAL = "fd12:3456:789a:1::1", "2001:db8:100:1::1"
 H1_ULA, H1_GLOBAL = "fd12:3456:789a:1::11", "2001:db8:100:1::11"
 GW_WAN6, ISP6 = "2001:db8:ffff:1::2", "2001:db8:ffff:1::1"
 DNS6, WEB6 = "2001:db8:ffff:53::53", "2001:db8:ffff:80::80"
+CLOSED6 = "2001:db8:ffff:53::54"  # on the ISP's side, nobody listening
 H1_IPV4 = "192.168.1.11"
 
 
@@ -53,6 +54,7 @@ def home(virtual_home_module: VirtualHome) -> Iterator[Home]:
     netns.ip("-6", "route", "add", "default", "via", ISP6, ns=gw)
     _addr(isp, f"{ISP6}/64", "isp0")
     _addr(isp, f"{DNS6}/128", "inet0")
+    _addr(isp, f"{CLOSED6}/128", "inet0")
     _addr(h1, f"{H1_ULA}/64", "eth0")
     _addr(h1, f"{H1_GLOBAL}/64", "eth0")
     vh._spawn("dns6", "isp", _upstream_argv(vh))
@@ -72,13 +74,15 @@ def _upstream_argv(vh: VirtualHome) -> list[str]:
 
 
 @contextlib.contextmanager
-def service(h: Home, watcher: bool = False) -> Iterator[DnsService]:
-    """The gateway's DnsService with IPv6 on, its only upstream the ISP's IPv6
+def service(
+    h: Home, watcher: bool = False, upstreams: tuple[str, ...] = (DNS6,), **dns: str
+) -> Iterator[DnsService]:
+    """The gateway's DnsService with IPv6 on, its upstreams the ISP's IPv6
     dnsmasq (as the lead hands DHCPv6's DNS option over), and with
     `watcher` the LAN NIC's IPv6 view for local names."""
-    overrides = {"wan": {"dns": []}, "lan": {"ipv6": {"mode": "auto"}}}
+    overrides = {"wan": {"dns": []}, "lan": {"ipv6": {"mode": "auto"}}, "dns": dns}
     config = parse_config(h.home.gateway_config(**overrides))
-    svc = DnsService(config, lambda: [DNS6])
+    svc = DnsService(config, lambda: list(upstreams))
     lan6 = Lan6Watcher("lan0") if watcher else None
     with in_netns(h.home.ns("gw")):
         svc.start()
@@ -111,6 +115,17 @@ def test_aaaa_over_ipv6_from_upstream_then_cache_on_both_lan_addresses(home: Hom
         assert svc.stats()["resolver"]["tcp_queries"] == 1
         a = dig(home, "h1", "A", "www.example.test", server=GW_ULA)
         assert a.data == ["198.51.100.80"]  # A over IPv6 from the IPv6 upstream
+
+
+def test_a_refusing_ipv6_upstream_fails_over_at_once(home: Home) -> None:
+    """Nobody listens on CLOSED6: the ICMPv6 port unreachable (IPV6_RECVERR
+    on the pool's socket) moves the question on before the stagger would."""
+    with service(home, upstreams=(CLOSED6, DNS6), upstream_timeout="1s") as svc:
+        reply = dig(home, "h1", "AAAA", "www.example.test", server=GW_ULA)
+        assert reply.data == [WEB6]
+        assert reply.msec < 490, reply.msec
+        upstream = svc.stats()["upstream"]
+        assert (upstream["refused"], upstream["failovers"]) == (1, 1)
 
 
 def test_never_served_on_the_wan(home: Home) -> None:
