@@ -14,7 +14,8 @@ Two entry points, both called on the event loop's thread:
   :meth:`Resolver.resolve` is the same as a coroutine (TCP uses it).
 
 Queries waiting for an upstream are bounded: at most :data:`MAX_WAITING` in
-all and :data:`MAX_WAITING_PER_CLIENT` per client address, so a LAN device
+all and :data:`MAX_WAITING_PER_CLIENT` per client address (a device's IPv6
+addresses and its IPv4 one count together when the client alias knows them), so a LAN device
 flooding random names can neither grow memory without limit nor crowd out
 the others; queries over a limit are answered REFUSED at once and counted.
 
@@ -153,6 +154,7 @@ class _Waiter:
     client: str
     tcp: bool
     respond: Respond
+    device: str  # what its waiting counts against (Resolver._device)
 
 
 @dataclass(slots=True, eq=False)
@@ -261,11 +263,12 @@ class Resolver:
         if outcome is not None:
             respond(self._reply(query, client, tcp, outcome))
             return
-        if self._over_limit(client):
+        device = self._device(client)  # a device's IPv6 and IPv4 addresses share its share
+        if self._over_limit(device):
             outcome = Outcome(self._error(query, REFUSED), "error")
             respond(self._reply(query, client, tcp, outcome))
             return
-        self._wait(_Waiter(query, client, tcp, respond))
+        self._wait(_Waiter(query, client, tcp, respond, device))
 
     def _reply(self, query: Query, client: str, tcp: bool, outcome: Outcome) -> bytes:
         t = outcome.template
@@ -343,7 +346,7 @@ class Resolver:
         """Join the identical question in flight, or ask the upstreams."""
         self.waiting += 1
         by_client = self._waiting_by_client
-        by_client[waiter.client] = by_client.get(waiter.client, 0) + 1
+        by_client[waiter.device] = by_client.get(waiter.device, 0) + 1
         key = waiter.query.key
         flight = self._inflight.get(key)
         if flight is not None:
@@ -383,11 +386,11 @@ class Resolver:
         by_client = self._waiting_by_client
         for waiter in waiters:
             self.waiting -= 1
-            left = by_client[waiter.client] - 1
+            left = by_client[waiter.device] - 1
             if left:
-                by_client[waiter.client] = left
+                by_client[waiter.device] = left
             else:
-                del by_client[waiter.client]
+                del by_client[waiter.device]
             try:
                 waiter.respond(self._reply(waiter.query, waiter.client, waiter.tcp, outcome))
             except Exception:
