@@ -27,6 +27,11 @@ HERE = Path(__file__).parent
 GEN_IP, GW_LAN_IP, GW_WAN_IP, SINK_IP = "10.10.1.2", "10.10.1.1", "10.10.2.1", "10.10.2.2"
 TARGET_IP = "198.18.0.1"  # RFC 2544 benchmarking range, routed to the sink
 FRAME_LEN = 60  # a 64-byte Ethernet frame without its FCS
+# IPv6 (Topology(ipv6=True)): the LAN /64 and the gateway's WAN link
+GEN_IP6, GW_LAN_IP6 = "2001:db8:b1::2", "2001:db8:b1::1"
+GW_WAN_IP6, SINK_IP6 = "2001:db8:b2::1", "2001:db8:b2::2"
+TARGET_IP6 = "2001:2::1"  # RFC 5180 benchmarking range, routed to the sink
+FRAME_LEN6 = 62  # the smallest IPv6/UDP frame (66 bytes on the wire)
 
 
 def link(name: str) -> tuple[int, str]:
@@ -41,6 +46,7 @@ class Topology:
     """gen (eth0) -- (lan0) gw (wan0) -- (eth0) sink"""
 
     tag: str
+    ipv6: bool = False  # IPv6 addresses too (GEN_IP6 ... SINK_IP6)
 
     def ns(self, short: str) -> str:
         return f"hgwb-{self.tag}-{short}"
@@ -78,7 +84,20 @@ class Topology:
             "wan0",
             ns=self.ns("gw"),
         )
+        if self.ipv6:
+            self._add_ipv6()
         return self
+
+    def _add_ipv6(self) -> None:
+        for dev, short, address in (
+            ("eth0", "gen", f"{GEN_IP6}/64"),
+            ("wan0", "gw", f"{GW_WAN_IP6}/64"),
+            ("eth0", "sink", f"{SINK_IP6}/64"),
+        ):
+            netns.ip("-6", "addr", "add", address, "dev", dev, "nodad", ns=self.ns(short))
+        gw = self.ns("gw")
+        neigh = ("-6", "neigh", "replace", SINK_IP6, "lladdr", self.sink_mac, "nud", "permanent")
+        netns.ip(*neigh, "dev", "wan0", ns=gw)
 
     def teardown(self) -> None:
         for short in ("gen", "gw", "sink"):
@@ -91,6 +110,16 @@ class Topology:
         self.run("gw", "sysctl", "-qw", f"net.ipv4.ip_forward={int(on)}")
         if on:
             netns.ip("route", "replace", "default", "via", SINK_IP, ns=self.ns("gw"))
+
+    def linux_forwarding6(self, on: bool) -> None:
+        """Linux's own IPv6 forwarding (the LAN address is the gateway's then)."""
+        gw = self.ns("gw")
+        self.run("gw", "sysctl", "-qw", f"net.ipv6.conf.all.forwarding={int(on)}")
+        if on:
+            netns.ip("-6", "addr", "replace", f"{GW_LAN_IP6}/64", "dev", "lan0", "nodad", ns=gw)
+            netns.ip("-6", "route", "replace", "default", "via", SINK_IP6, ns=gw)
+        else:
+            netns.ip("-6", "addr", "del", f"{GW_LAN_IP6}/64", "dev", "lan0", ns=gw)
 
 
 def new_tag() -> str:
@@ -137,24 +166,23 @@ class Sink:
 class Generator:
     """Live-frames XDP generator sending from gen's eth0 to the gateway."""
 
-    def __init__(self, topo: Topology, flows: int, pace: int = 1) -> None:
+    def __init__(self, topo: Topology, flows: int, pace: int = 1, ipv6: bool = False) -> None:
         from scapy.layers.inet import IP, UDP
+        from scapy.layers.inet6 import IPv6
         from scapy.layers.l2 import Ether
 
         self.topo = topo
-        self.bpf = BPF(
-            src_file=str(HERE / "xdp_gen.bpf.c"), cflags=[f"-DFLOWS={flows}", f"-DPACE={pace}"]
-        )
+        cflags = [f"-DFLOWS={flows}", f"-DPACE={pace}", f"-DL3_LEN={40 if ipv6 else 20}"]
+        self.bpf = BPF(src_file=str(HERE / "xdp_gen.bpf.c"), cflags=cflags)
         self.fd = self.bpf.load_func("xdp_gen", BPF.XDP).fd
         with in_netns(topo.ns("gen")):
             self.ifindex, mac = link("eth0")
-        frame = (
-            Ether(src=mac, dst=topo.lan_mac)
-            / IP(src=GEN_IP, dst=TARGET_IP, ttl=64)
-            / UDP(sport=10000, dport=9, chksum=0)
-        )
-        raw = bytes(frame)
-        self.frame = raw + bytes(FRAME_LEN - len(raw))
+        if ipv6:  # UDP's checksum is mandatory in IPv6: the generator updates it
+            l3 = IPv6(src=GEN_IP6, dst=TARGET_IP6, hlim=64) / UDP(sport=10000, dport=9)
+        else:
+            l3 = IP(src=GEN_IP, dst=TARGET_IP, ttl=64) / UDP(sport=10000, dport=9, chksum=0)
+        raw = bytes(Ether(src=mac, dst=topo.lan_mac) / l3)
+        self.frame = raw + bytes(max(0, (FRAME_LEN6 if ipv6 else FRAME_LEN) - len(raw)))
         template = self.bpf["gen_template"]
         template[ctypes.c_int(0)] = template.Leaf.from_buffer_copy(raw)
         self.pace = pace

@@ -232,16 +232,22 @@ def main() -> int:
     return 0
 
 
-def report(rates: dict[str, Rate], timings: dict[str, float], json_path: str | None) -> None:
-    base = rates["linux forwarding"].received_pps
+def report(
+    rates: dict[str, Rate],
+    timings: dict[str, float],
+    json_path: str | None,
+    baseline: str = "linux forwarding",
+    what: str = "64-byte UDP",
+) -> None:
+    base = rates[baseline].received_pps
     gen_ns = 1e9 / rates["generator alone"].offered_pps
     paths = {k: v for k, v in rates.items() if k != "generator alone"}
     print(
-        f"\nLAN->WAN forwarding, 64-byte UDP, {FLOWS} flows, saturation, 2 vCPU shared "
+        f"\nLAN->WAN forwarding, {what}, {FLOWS} flows, saturation, 2 vCPU shared "
         "with the generator; veth GRO off, tx checksum offload off; counted at an XDP sink"
     )
     print(
-        f"{'path':<22}{'offered kpps':>14}{'forwarded kpps':>16}{'vs linux':>10}"
+        f"{'path':<22}{'offered kpps':>14}{'forwarded kpps':>16}{'vs base':>10}"
         f"{'gateway ns/pkt':>16}"
     )
     costs = {}
@@ -255,7 +261,8 @@ def report(rates: dict[str, Rate], timings: dict[str, float], json_path: str | N
         f"(generator alone: {rates['generator alone'].offered_pps / 1e3:.0f} kpps, "
         f"{gen_ns:.0f} ns/frame; gateway ns/pkt = 1/forwarded rate - generator's share)"
     )
-    print("\nns/packet through BPF_PROG_TEST_RUN (LAN XDP chain)")
+    if timings:
+        print("\nns/packet through BPF_PROG_TEST_RUN (LAN XDP chain)")
     for name, ns in timings.items():
         print(f"{name:<28}{ns:>8.1f}")
     if json_path:

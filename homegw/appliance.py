@@ -31,12 +31,14 @@ from homegw.modules.dhcp.service import DhcpService
 from homegw.modules.dhcp.wan_client import WanDhcpClient, WanLease, to_wan_lease
 from homegw.modules.dhcp.wan_client import _lease_type as wan_lease_type
 from homegw.modules.dns.service import DnsService
+from homegw.modules.ipv6 import service as ipv6_service
 from homegw.registry import MODULES, spec
 from webui import create_app
 from webui.server import WebServer
 
 if TYPE_CHECKING:  # the DPI service is imported with its module, when it is wanted
     from homegw.modules.dpi.service import DpiService
+    from homegw.netfacts import Ipv6Facts
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -70,6 +72,7 @@ class Appliance:
         self.dhcp: DhcpService | None = None
         self.dns: DnsService | None = None
         self.lan6: Lan6Watcher | None = None  # the LAN NIC's IPv6 addresses and neighbours
+        self.ipv6: ipv6_service.Ipv6Service | None = None
         self._control = ThreadPoolExecutor(max_workers=1, thread_name_prefix="control")
         self.kernel_path = False
         # what the management API asks (homegw.management.Management), set by `homegw run`
@@ -95,6 +98,7 @@ class Appliance:
             self._start_lan6()
             self._start_dns()
             self._start_wan_client()
+            self._start_ipv6()
             self._start_forwarding_path()
             self._start_web()
             # process model: the last run's modules and builds go only now
@@ -169,7 +173,8 @@ class Appliance:
     def _wan_dns(self) -> list[str]:
         """Upstreams learned from the ISP (wan.dns from config come first)."""
         lease = self.wan_client.lease if self.wan_client else None
-        return [str(a) for a in lease.dns] if lease else []
+        ipv4 = [str(a) for a in lease.dns] if lease else []
+        return ipv4 + (self.ipv6.upstream_dns() if self.ipv6 else [])
 
     def _start_wan_client(self) -> None:
         """After the dataplane: a lease updates modules that must exist."""
@@ -179,6 +184,33 @@ class Appliance:
                 cfg.wan.interface, self._on_wan_lease, Path(cfg.state_dir), cfg.lan.hostname
             )
             self.wan_client.start()
+
+    def _start_ipv6(self) -> None:
+        """After the dataplane: the facts it finds go to loaded modules."""
+        self.ipv6 = ipv6_service.for_config(self.config, self._on_ipv6_facts)
+        if self.ipv6 is not None:
+            self.ipv6.start()
+
+    def _on_ipv6_facts(self, facts: Ipv6Facts) -> None:
+        # from the IPv6 service's worker: applied in the control thread, in
+        # order with WAN leases and reconfigurations
+        self._control.submit(self._apply_ipv6_facts, facts)
+
+    def _apply_ipv6_facts(self, facts: Ipv6Facts) -> None:
+        self._tell_modules("the IPv6 facts", lambda module: module.on_ipv6(facts))
+
+    def _tell_modules(self, what: str, tell: Callable[[IOModule], None]) -> None:
+        """Every loaded module, in registry order (the firewall last: until it
+        knows a new address, packets to it are dropped); one failing module
+        does not keep the others from learning it."""
+        for entry in MODULES:
+            module = self._module(entry.name)
+            if module is None:
+                continue
+            try:
+                tell(module)
+            except Exception:
+                log.exception("module %s: applying %s failed", entry.name, what)
 
     def _forwarding_in_xdp(self, config: Config | None = None) -> bool:
         """The router forwards in XDP, with the NAT module after it when NAT
@@ -291,14 +323,7 @@ class Appliance:
         if lease is None:
             log.warning("WAN lease lost on %s", self.config.wan.interface)
         address, gateway = (lease.address, lease.router) if lease else (None, None)
-        for entry in MODULES:  # registry order: the firewall last
-            module = self._module(entry.name)
-            if module is None:
-                continue
-            try:
-                module.on_wan(address, gateway)
-            except Exception:
-                log.exception("module %s: applying the WAN lease failed", entry.name)
+        self._tell_modules("the WAN lease", lambda module: module.on_wan(address, gateway))
 
     def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
         """Run fn in the control thread, after what is queued there (WAN
@@ -309,6 +334,8 @@ class Appliance:
         if self.wan_client:
             log.info("renewing the WAN lease")
             self.wan_client.renew()
+        if self.ipv6:
+            self.ipv6.renew()
 
     def _module(self, name: str) -> IOModule | None:
         loaded = self.dataplane.modules.get(name) if self.dataplane else None
@@ -381,12 +408,13 @@ class Appliance:
         return applied
 
     def _tell_wan(self, modules: list[IOModule]) -> None:
-        """Modules loaded after the WAN lease came learn it now."""
+        """Modules loaded after the WAN lease (and the IPv6 facts) came learn them now."""
         lease = self.wan_client.lease if self.wan_client else None
-        if lease is None:
-            return
         for module in modules:
-            module.on_wan(lease.address, lease.router)
+            if lease is not None:
+                module.on_wan(lease.address, lease.router)
+            if self.ipv6 is not None:
+                module.on_ipv6(self.ipv6.facts)
 
     def _reconfigure_services(self, changed: set[str]) -> dict[str, str]:
         applied: dict[str, str] = {}
@@ -440,6 +468,7 @@ class Appliance:
             "wan_address": str(lease.address)
             if lease
             else (str(self.config.wan.address) if self.config.wan.address else None),
+            "ipv6": self.ipv6.status() if self.ipv6 else None,
         }
 
     # -- stop --------------------------------------------------------------
@@ -466,6 +495,9 @@ class Appliance:
         if self.dhcp:
             self.dhcp.stop()
             self.dhcp = None
+        if self.ipv6:
+            self.ipv6.stop()
+            self.ipv6 = None
         if self.dataplane:
             self.dataplane.close()
             self.dataplane = None

@@ -27,6 +27,7 @@ from typing import IO
 import yaml
 
 from homegw.virtualhome import LAN_GATEWAY, WEB_SERVER, VirtualHome, cleanup_leftovers
+from homegw.virtualhome6 import WEB6_SERVER
 
 DEMO_TAG = "demo"
 READY_TIMEOUT = 120.0
@@ -135,6 +136,8 @@ def _print_hints(home: VirtualHome) -> None:
                 f"  ip netns exec {home.ns('gw')} ip -d link show      (the gateway's NICs, XDP)",
                 f"  ip netns exec {home.ns('h1')} traceroute -n {WEB_SERVER}   (the gateway's hop)",
                 f"  ip netns exec {home.ns('h2')} udhcpc -i eth0 -n -q -f   (a lease from homegw)",
+                f"  {h1} curl -6 http://[{WEB6_SERVER}]/   (IPv6 from the delegated prefix)",
+                f"  {h1} rdisc6 eth0   (homegw's router advertisement: prefixes, DNS)",
                 "demo: LAN<->WAN traffic is forwarded and NATed in XDP by the router and NAT",
                 "      IO modules (the appliance logs which modules are in each chain).",
                 "demo: press Ctrl-C to stop; the virtual home is removed on exit.",
@@ -162,7 +165,7 @@ def run_demo(
     """
     stop = threading.Event()
     cleanup_leftovers(tag)
-    home = VirtualHome(tag, mgmt=True)
+    home = VirtualHome(tag, mgmt=True, ipv6=True)
     child: subprocess.Popen | None = None
     config = Path()
     with _signals_set(stop):

@@ -68,7 +68,8 @@ def _input_chain(path: KernelPath) -> str:
     chain input {{
         type filter hook input priority filter; policy accept;
         {wan} ct state established,related accept
-        {wan} udp sport 67 udp dport 68 accept{ping}
+        {wan} udp sport 67 udp dport 68 accept
+        {wan} udp sport 547 udp dport 546 ip6 saddr fe80::/10 accept{ping}
         {wan} icmp type {{ destination-unreachable, time-exceeded, parameter-problem }} accept
         {wan} icmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert, nd-router-advert }} \
 ip6 hoplimit 255 accept

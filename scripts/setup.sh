@@ -14,6 +14,7 @@ PACKAGES=(
   python3-bpfcc python3-venv python3-pip iproute2 ethtool kmod bpftool
   nftables conntrack tcpdump iputils-ping traceroute curl iperf3 netcat-openbsd
   dnsmasq-base udhcpc isc-dhcp-client dhcpcd-base dnsutils dnsperf kea-admin
+  kea-dhcp6-server radvd ndisc6   # the ISP's DHCPv6 (prefix delegation) and RAs; rdisc6 on LAN hosts
   systemd   # systemd-analyze verify of packaging/systemd/homegw.service
   chromium  # the browser tests' browser (Playwright drives it: no browser download)
 )
