@@ -26,6 +26,7 @@ from homegw.control import Control
 from homegw.dataplane.abi import Nic
 from homegw.dataplane.dataplane import Dataplane
 from homegw.dataplane.module import IOModule
+from homegw.lan6 import Lan6Watcher
 from homegw.modules.dhcp.service import DhcpService
 from homegw.modules.dhcp.wan_client import WanDhcpClient, WanLease, to_wan_lease
 from homegw.modules.dhcp.wan_client import _lease_type as wan_lease_type
@@ -70,6 +71,7 @@ class Appliance:
         self.wan_client: WanDhcpClient | None = None
         self.dhcp: DhcpService | None = None
         self.dns: DnsService | None = None
+        self.lan6: Lan6Watcher | None = None  # the LAN NIC's IPv6 addresses and neighbours
         self.ipv6: ipv6_service.Ipv6Service | None = None
         self._control = ThreadPoolExecutor(max_workers=1, thread_name_prefix="control")
         self.kernel_path = False
@@ -93,6 +95,7 @@ class Appliance:
             self._configure_interfaces()
             self._start_dataplane()
             self._start_dhcp_server()
+            self._start_lan6()
             self._start_dns()
             self._start_wan_client()
             self._start_ipv6()
@@ -129,10 +132,18 @@ class Appliance:
             self.dhcp = DhcpService(self.config, self._module("dhcp"))
             self.dhcp.start()
 
+    def _start_lan6(self) -> None:
+        """Follow the LAN's IPv6 neighbours (devices, local names' AAAA)."""
+        if self.config.lan.ipv6.mode != "off":
+            self.lan6 = Lan6Watcher(self.config.lan.interface)
+            self.lan6.start()
+
     def _start_dns(self) -> None:
         if not self.config.dns.enabled:
             return
         self.dns = DnsService(self.config, self._wan_dns)
+        if self.lan6 is not None:
+            self.dns.set_ipv6(self.lan6.table)
         module = self._module("dns")
         if module is not None:
             self.dns.set_fast_path(module.fast_path())  # type: ignore[attr-defined]
@@ -479,6 +490,9 @@ class Appliance:
         if self.dns:
             self.dns.stop()
             self.dns = None
+        if self.lan6:
+            self.lan6.stop()
+            self.lan6 = None
         if self.dhcp:
             self.dhcp.stop()
             self.dhcp = None

@@ -12,6 +12,11 @@ knows of it -- DHCP leases and reservations, the chain's device table
   no vendor and ``random_mac: true``.
 - first_seen / last_seen: the device table's CLOCK_MONOTONIC ticks (1.07 s)
   as unix seconds; None when the table has no entry for it (nothing forwarded).
+- ipv6: every non-link-local IPv6 address seen for the MAC in the kernel's
+  IPv6 neighbour table of the LAN NIC (global, ULA and privacy addresses),
+  newest first, at most ``homegw.lan6.MAX_PER_DEVICE`` (the appliance's
+  Lan6Watcher keeps them after the kernel forgets an entry); a device seen
+  only over IPv6 has a row too. ``addresses`` stays the IPv4 ones.
 - online: traffic forwarded from or to it (its device table last tick) within
   the last 5 minutes, or one of its addresses is a resolved neighbour in the
   router's mirror (the kernel holds a usable ARP entry for it: it answered
@@ -65,6 +70,7 @@ class Sources:
     names: Mapping[str, str | None] = field(default_factory=dict)  # config: MAC -> name
     paused: frozenset[str] = frozenset()
     today: Mapping[str, Bytes] = field(default_factory=dict)
+    ipv6: Mapping[str, Sequence[str]] = field(default_factory=dict)  # MAC -> newest first
 
 
 def text(value: str | bytes | None) -> str | None:
@@ -111,6 +117,7 @@ def _macs(sources: Sources) -> Iterable[str]:
     yield from sources.neighbours.values()
     yield from sources.names
     yield from sources.paused
+    yield from sources.ipv6
 
 
 def device_rows(sources: Sources, now: float, monotonic_now: float) -> list[dict[str, Any]]:
@@ -169,6 +176,7 @@ def _row(
         "vendor": vendor(mac),
         "random_mac": random_mac(mac),
         "addresses": addresses,
+        "ipv6": list(sources.ipv6.get(mac, ())),
         "online": bool(neighbour_addresses) or recent,
         "first_seen": _unix(traffic.first_seen, now, monotonic_now) if traffic else None,
         "last_seen": last_seen,
@@ -256,7 +264,16 @@ class Inventory:
             names={d.mac: d.name for d in cfg.devices},
             paused=frozenset(d.mac for d in cfg.devices if d.paused),
             today=self.history().today(counters, now),
+            ipv6=self._ipv6(),
         )
+
+    def _ipv6(self) -> dict[str, list[str]]:
+        """MAC -> its IPv6 addresses (the appliance's Lan6Watcher; none without IPv6)."""
+        lan6 = getattr(self.appliance, "lan6", None)
+        if lan6 is None:
+            return {}
+        devices = lan6.table.all_devices().items()
+        return {mac: [str(a) for a in addresses] for mac, addresses in devices if addresses}
 
     def devices(self) -> list[dict[str, Any]]:
         now, monotonic_now = now_pair()

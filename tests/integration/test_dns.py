@@ -104,8 +104,8 @@ class Dig:
         return [a[3] for a in self.answers]
 
 
-def dig(h: Home, host: str, *args: str) -> Dig:
-    argv = ["dig", f"@{GW}", "+tries=1", "+timeout=4", *args]
+def dig(h: Home, host: str, *args: str, server: str = GW) -> Dig:
+    argv = ["dig", f"@{server}", "+tries=1", "+timeout=4", *args]
     out = h.home.run(host, argv).stdout
     status = re.search(r"status: (\w+)", out)
     flags = re.search(r";; flags: ([\w ]+);", out)

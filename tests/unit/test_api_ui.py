@@ -26,6 +26,20 @@ def test_devices_listed_by_name(app: Flask, client: FlaskClient) -> None:
     assert devices[0]["total"]["from_packets"] == 1
 
 
+def test_devices_show_their_ipv6_addresses(
+    app: Flask, client: FlaskClient, control: FakeControl
+) -> None:
+    from webui.api import models
+
+    addresses = ["2001:db8:100:1:aaaa::2", "fd12:3456:789a:1::2"]
+    control.devices_by_mac[MAC]["ipv6"] = addresses
+    devices = client.get(f"{API}/devices", headers=bearer(app)).json["devices"]
+    phone = next(d for d in devices if d["mac"] == MAC)
+    assert phone["ipv6"] == addresses
+    assert models.Device.model_validate(phone).ipv6 == addresses  # what the document says
+    assert client.get(f"{API}/devices/{MAC}", headers=bearer(app)).json["ipv6"] == addresses
+
+
 @pytest.mark.parametrize(
     "form", [MAC, MAC.upper(), MAC.replace(":", "-"), "0200.0000.0002", "020000000002"]
 )

@@ -38,6 +38,6 @@ def test_every_module_reads_its_counters() -> None:
     assert ROUTER[:3] == ("forwarded", "to_kernel", "neigh_miss")
     assert NAT[:2] == ("translated_out", "translated_in")
     assert "wan_to_lan" in FIREWALL and GUARD_COUNTERS[0] == "checked"
-    assert STAT_NAMES == ("hits", "misses", "expired", "passed")
+    assert STAT_NAMES == ("hits", "misses", "expired", "passed", "no_room")
     for names in (ROUTER, NAT, FIREWALL, GUARD_COUNTERS, STAT_NAMES):
         assert len(set(names)) == len(names)

@@ -206,6 +206,19 @@ def test_group_policy_applies_per_client(tmp_path: Path) -> None:
     assert ask(r, "games.example.test", client="192.168.1.9").header.rcode == 2
 
 
+def test_group_policy_follows_the_device_over_ipv6(tmp_path: Path) -> None:
+    """The kids' device asking over IPv6 (its privacy address) is still a kid:
+    the alias maps it to its IPv4 address, which the group lists."""
+    r = make_resolver(tmp_path)
+    aliases = {"2001:db8:100:1:aaaa::50": "192.168.1.50"}
+    r.client_alias = aliases.get
+    kid6 = ask(r, "games.example.test", client="2001:db8:100:1:aaaa::50")
+    assert answers(kid6) == ["A 0.0.0.0"]
+    assert ask(r, "games.example.test", client="2001:db8:100:1::9").header.rcode == 2
+    logged = {entry.client for entry in r.querylog.entries()}
+    assert logged == {"2001:db8:100:1:aaaa::50", "2001:db8:100:1::9"}  # as they came
+
+
 def test_local_hosts_reservations_and_gateway(tmp_path: Path) -> None:
     r = make_resolver(tmp_path)
     assert answers(ask(r, "laptop.lan")) == ["A 192.168.1.11"]

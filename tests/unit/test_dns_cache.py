@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import struct
 
-from dnslib import CNAME, QTYPE, RR, SOA, A, DNSHeader, DNSLabel, DNSQuestion, DNSRecord
+from dnslib import AAAA, CNAME, QTYPE, RR, SOA, A, DNSHeader, DNSLabel, DNSQuestion, DNSRecord
 
 from homegw.modules.dns import message, wire
 from homegw.modules.dns.cache import DnsCache
-from homegw.modules.dns.message import Template, from_upstream, parse_upstream, render
+from homegw.modules.dns.message import Template, from_upstream, from_wire, parse_upstream, render
 
 NAME = "www.example.test"
 QNAME = wire.text_to_wire(NAME)
@@ -88,7 +88,7 @@ def test_each_record_counts_down_from_its_own_ttl() -> None:
     ]
     t = template_of(upstream_reply(answers=answers))
     assert t.cache_ttl == 60
-    assert t.a_rrset is None  # a CNAME chain never goes to the XDP fast path
+    assert t.rrset is None  # a CNAME chain never goes to the XDP fast path
     assert ttls(client_reply(t, 30)) == [3570, 30]
 
 
@@ -185,11 +185,11 @@ def test_too_big_for_the_client_sets_tc_with_question_only() -> None:
 
 def test_answer_of_plain_a_records_is_fast_path_material() -> None:
     t = template_of(upstream_reply(answers=[a_rr("198.51.100.1", 300), a_rr("198.51.100.2", 300)]))
-    assert t.a_rrset == ("198.51.100.1", "198.51.100.2")
+    assert t.rrset == ("198.51.100.1", "198.51.100.2")
     mixed = template_of(
         upstream_reply(answers=[a_rr("198.51.100.1", 300), a_rr("198.51.100.2", 200)])
     )
-    assert mixed.a_rrset is None  # one TTL per RRset, or the slow path answers
+    assert mixed.rrset is None  # one TTL per RRset, or the slow path answers
 
 
 def test_upstream_question_in_other_case_still_packs() -> None:
@@ -199,3 +199,15 @@ def test_upstream_question_in_other_case_still_packs() -> None:
     t = template_of(data)
     assert t.wire[12 : 12 + len(QNAME)] == QNAME  # kept lower-case; clients' case spliced in
     assert message.label_of(QNAME) == DNSLabel(NAME)
+
+
+def test_answer_of_plain_aaaa_records_is_fast_path_material() -> None:
+    aaaa = [RR(NAME, QTYPE.AAAA, rdata=AAAA(f"2001:db8::{i}"), ttl=60) for i in (1, 2)]
+    data = upstream_reply(answers=aaaa, qtype=QTYPE.AAAA)
+    for t in (template_of(data, qtype=QTYPE.AAAA), from_wire(data, QNAME, QTYPE.AAAA, 1)):
+        assert t is not None and t.rrset == ("2001:db8::1", "2001:db8::2")
+    # an A record in an AAAA answer, or AAAA records for an A question: the slow path's
+    mixed = upstream_reply(answers=[*aaaa, a_rr("198.51.100.1", 60)], qtype=QTYPE.AAAA)
+    assert template_of(mixed, qtype=QTYPE.AAAA).rrset is None
+    assert from_wire(mixed, QNAME, QTYPE.AAAA, 1).rrset is None
+    assert from_wire(upstream_reply(answers=aaaa), QNAME, QTYPE.A, 1).rrset is None

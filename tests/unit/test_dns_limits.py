@@ -127,3 +127,22 @@ def test_coalesced_queries_each_count_against_the_client(
     assert len(upstream.held) == 1 and resolver.stats.coalesced == 2
     upstream.answer_all()
     assert replies.rcodes() == ["REFUSED"] * 2 + ["NOERROR"] * 3
+
+
+def test_a_device_asking_from_many_ipv6_addresses_has_one_share(
+    resolver: Resolver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Privacy addresses do not multiply a device's share: the alias (its
+    IPv4 address, by MAC) is what its waiting counts against."""
+    monkeypatch.setattr(resolver_module, "MAX_WAITING_PER_CLIENT", 4)
+    resolver.client_alias = lambda client: "192.168.1.66" if client.startswith("fd00:66:") else None
+    upstream, replies, stranger = held(resolver), Replies(), Replies()
+    for i in range(6):
+        ask(resolver, f"fd00:66::{i + 1:x}", f"p{i}.example.test", replies)
+    assert replies.rcodes() == ["REFUSED"] * 2 and resolver.stats.refused_client == 2
+    ask(resolver, "192.168.1.66", "v4.example.test", replies)  # its IPv4 shares it too
+    assert resolver.stats.refused_client == 3
+    ask(resolver, "fd00:99::1", "other.example.test", stranger)  # unknown: its own
+    assert len(upstream.held) == 5
+    upstream.answer_all()
+    assert resolver.waiting == 0 and resolver._waiting_by_client == {}

@@ -50,6 +50,7 @@ def test_one_row_per_mac_merged_from_every_source() -> None:
         names={RANDOM: "Anna's phone"},
         paused=frozenset({RANDOM}),
         today={GOOGLE: Bytes(10, 20)},
+        ipv6={GOOGLE: ["2001:db8:100:1:aaaa::1", "fd12:3456:789a:1::64"]},
     )
     rows = device_rows(sources, NOW, MONO)
     assert [r["mac"] for r in rows] == [RANDOM, GOOGLE]  # by name: "Anna's phone" < "Pixel 8"
@@ -63,6 +64,7 @@ def test_one_row_per_mac_merged_from_every_source() -> None:
         "vendor": "Google, Inc.",
         "random_mac": False,
         "addresses": ["192.168.1.50", "192.168.1.100"],
+        "ipv6": ["2001:db8:100:1:aaaa::1", "fd12:3456:789a:1::64"],  # newest first, as given
         "online": True,
         "first_seen": NOW - (MONO - 1000.0),
         "last_seen": NOW - 10,
@@ -189,3 +191,33 @@ def test_device_set_cannot_change_the_mac() -> None:
             {"devices": []}, "02:00:00:00:00:0a", {"mac": "02:00:00:00:00:0b"}
         )
     assert [p.loc for p in error.value.problems] == ["devices.mac"]
+
+
+def test_a_device_seen_only_over_ipv6_has_a_row_and_ipv4_rows_an_empty_list() -> None:
+    v6_only = "02:00:00:00:00:66"
+    sources = Sources(
+        leases=[LeaseInfo(GOOGLE, "192.168.1.100", "pixel", NOW + 600)],
+        ipv6={v6_only: ["2001:db8:100:1::66"]},
+    )
+    rows = {r["mac"]: r for r in device_rows(sources, NOW, MONO)}
+    assert (rows[v6_only]["ipv6"], rows[v6_only]["addresses"]) == (["2001:db8:100:1::66"], [])
+    assert rows[GOOGLE]["ipv6"] == []
+
+
+def test_the_inventory_reads_ipv6_from_the_appliances_lan6_view(tmp_path) -> None:
+    import ipaddress
+    from types import SimpleNamespace
+
+    from homegw.lan6 import Lan6Table
+
+    table = Lan6Table()
+    table.neighbour(ipaddress.IPv6Address("fd12:3456:789a:1::64"), GOOGLE, 0x04, 1.0)
+    table.neighbour(ipaddress.IPv6Address("2001:db8:100:1:aaaa::1"), GOOGLE, 0x02, 2.0)
+    table.neighbour(ipaddress.IPv6Address("fe80::64"), GOOGLE, 0x02, 3.0)
+    config = parse_config({**BASE, "state_dir": str(tmp_path)})
+    appliance = SimpleNamespace(config=config, dataplane=None, dhcp=None, lan6=None)
+    inventory = Inventory(appliance)
+    assert inventory.devices() == []
+    appliance.lan6 = SimpleNamespace(table=table)
+    (row,) = inventory.devices()
+    assert (row["mac"], row["ipv6"]) == (GOOGLE, ["2001:db8:100:1:aaaa::1", "fd12:3456:789a:1::64"])

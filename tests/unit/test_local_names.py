@@ -153,3 +153,63 @@ def test_the_zone_answers_single_labels_and_never_sends_local_names_upstream(
     assert ask(zone, "laptop", "AAAA") == ("NOERROR", ())
     assert ask(zone, "ghost") == ("NXDOMAIN", ())
     assert zone.answer(wire.parse_query(DNSRecord.question("laptop.example").pack())) is None
+
+
+def aaaa(zone: LocalNames, name: str) -> list[str]:
+    rcode, answers = ask(zone, name, "AAAA")
+    assert rcode == "NOERROR"
+    return [answer.split()[-1] for answer in answers]
+
+
+def test_aaaa_of_the_gateway_and_devices_from_the_ipv6_view(zone: LocalNames) -> None:
+    from homegw.lan6 import Lan6Table
+
+    table = Lan6Table()
+    table.address(ipaddress.IPv6Address("fd12:3456:789a:1::1"), 64, 0, True)
+    table.address(ipaddress.IPv6Address("2001:db8:100:1::1"), 64, 0, True)
+    table.address(ipaddress.IPv6Address("fe80::1"), 64, 0, True)
+    table.neighbour(ipaddress.IPv6Address("fd12:3456:789a:1::a"), A, 0x02, 1.0)
+    table.neighbour(ipaddress.IPv6Address("fe80::a"), A, 0x02, 1.0)
+    assert ask(zone, "laptop.lan", "AAAA")[0] == "NXDOMAIN"  # no such name yet
+    zone.set_device(A.upper(), "laptop", "192.168.1.50")
+    assert aaaa(zone, "laptop.lan") == []  # no IPv6 view yet: no AAAA, the name exists
+    zone.set_ipv6(table)
+    assert aaaa(zone, "laptop.lan") == ["fd12:3456:789a:1::a"]
+    assert aaaa(zone, "homegw.lan") == ["fd12:3456:789a:1::1", "2001:db8:100:1::1"]
+    assert a(zone, "laptop") == "192.168.1.50"  # A unchanged
+    _, both = ask(zone, "laptop.lan", "ANY")
+    assert both == ("A 192.168.1.50", "AAAA fd12:3456:789a:1::a")
+    zone.set_reservations({"printer": "192.168.1.20"}, {"printer": B})
+    table.neighbour(ipaddress.IPv6Address("2001:db8:100:1::20"), B, 0x04, 2.0)
+    assert aaaa(zone, "printer.lan") == ["2001:db8:100:1::20"]
+    zone.set_device(A, None, None)
+    assert ask(zone, "laptop.lan", "AAAA")[0] == "NXDOMAIN"
+
+
+def test_ptr_of_ipv6_lan_addresses(zone: LocalNames) -> None:
+    from homegw.lan6 import Lan6Table
+
+    def ptr6(address: str) -> tuple[str, tuple[str, ...]]:
+        return ask(zone, ipaddress.IPv6Address(address).reverse_pointer, "PTR")
+
+    table = Lan6Table()
+    table.address(ipaddress.IPv6Address("fd12:3456:789a:1::1"), 64, 0, True)
+    table.neighbour(ipaddress.IPv6Address("fd12:3456:789a:1::a"), A, 0x02, 1.0)
+    table.neighbour(ipaddress.IPv6Address("2001:db8:100:1:aaaa::a"), A, 0x02, 1.0)
+    zone.set_device(A, "laptop", "192.168.1.50")
+    assert ptr6("fd12:3456:789a:1::a") == ("NXDOMAIN", ())  # no IPv6 view: private, unknown
+    zone.set_ipv6(table)
+    assert ptr6("fd12:3456:789a:1::a") == ("NOERROR", ("PTR laptop.lan.",))
+    assert ptr6("2001:db8:100:1:aaaa::a") == ("NOERROR", ("PTR laptop.lan.",))
+    assert ptr6("fd12:3456:789a:1::1") == ("NOERROR", ("PTR homegw.lan.",))
+    assert ptr6("fd12:3456:789a:1::b") == ("NXDOMAIN", ())  # ULA nobody holds
+    assert (
+        zone.answer(
+            wire.parse_query(
+                DNSRecord.question(
+                    ipaddress.IPv6Address("2001:db8:100:1::b").reverse_pointer, "PTR"
+                ).pack()
+            )
+        )
+        is None
+    )

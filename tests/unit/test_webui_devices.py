@@ -234,3 +234,14 @@ def test_the_app_chart_keeps_the_busiest_apps_and_puts_the_rest_in_other() -> No
     other = out["series"][-1]
     assert other["values"] == [3003, 0, 3003] and other["bytes"] == 6006 and other["minutes"] == 20
     assert chart([], {}, 3600) == {"times": [], "series": []}
+
+
+def test_ipv6_addresses_are_shown_and_searched(client: FlaskClient, control: FakeHome) -> None:
+    addresses = ["2001:db8:100:1:aaaa::2", "fd12:3456:789a:1::2"]
+    next(d for d in control.device_list if d["mac"] == PHONE)["ipv6"] = addresses
+    html = text(client.get("/devices/"))
+    assert '<span class="muted ipv6">2001:db8:100:1:aaaa::2, fd12:3456:789a:1::2</span>' in html
+    found = text(client.get("/devices/?q=aaaa::2"))
+    assert rows(found) == ["phone"]
+    page = text(client.get(PAGE))
+    assert '<dd class="ipv6">2001:db8:100:1:aaaa::2, fd12:3456:789a:1::2</dd>' in page

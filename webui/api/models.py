@@ -263,7 +263,12 @@ class Device(Response):
     hostname: str | None
     vendor: str | None
     random_mac: bool | None = Field(None, description="a locally administered (random) MAC")
-    addresses: list[str]
+    addresses: list[str] = Field(description="IPv4 addresses (leases, reservation, neighbours)")
+    ipv6: list[str] = Field(
+        [],
+        description="IPv6 addresses seen for the MAC (global, ULA, privacy; not link-local), "
+        "newest first, at most 16",
+    )
     online: bool
     first_seen: float | None
     last_seen: float | None

@@ -40,6 +40,7 @@ MAX_QUERY = 100
 def _matches(device: dict[str, Any], query: str) -> bool:
     texts = [device.get(k) or "" for k in ("name", "hostname", "mac", "vendor")]
     texts += device.get("addresses") or []
+    texts += device.get("ipv6") or []
     return any(query in str(text).lower() for text in texts)
 
 

@@ -1,6 +1,6 @@
 """Userspace side of the XDP fast path: fill and read the pinned maps.
 
-The resolver writes every cacheable answer that is a plain A record set into
+The resolver writes every cacheable answer that is a plain A or AAAA record set into
 ``dns_cache`` (pinned by cache.bpf.c); the XDP program answers later queries
 for it without waking Python. Maps are opened by their pinned path through
 libbpf (ctypes), so the resolver needs no bcc object and may run in another
@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 KEY_NAME = 128  # DNS_KEY_NAME
 MAX_ADDRS = 8  # DNS_MAX_ADDRS
 TYPE_A = 1
+TYPE_AAAA = 28
+ADDRESS_BYTES = {TYPE_A: 4, TYPE_AAAA: 16}  # of one record's data, by type
+SLOT = 16  # bytes of one address slot in struct dns_answer
 STAT_NAMES = counter_names(Path(__file__).parent / "cache.bpf.c", "dns_stat")
 BPF_ANY = 0
 
@@ -47,7 +50,7 @@ class DnsAnswer(ctypes.Structure):
         ("expires_ns", ctypes.c_uint64),
         ("count", ctypes.c_uint32),
         ("pad", ctypes.c_uint32),
-        ("addrs", ctypes.c_uint8 * (4 * MAX_ADDRS)),
+        ("addrs", ctypes.c_uint8 * (SLOT * MAX_ADDRS)),
     ]
 
 
@@ -57,6 +60,7 @@ class FastPathStats:
     misses: int = 0
     expired: int = 0
     passed: int = 0
+    no_room: int = 0
 
 
 def make_key(qname: bytes, qtype: int = TYPE_A) -> DnsKey | None:
@@ -69,13 +73,29 @@ def make_key(qname: bytes, qtype: int = TYPE_A) -> DnsKey | None:
     return key
 
 
-def make_answer(addresses: Sequence[str], expires_ns: int) -> DnsAnswer | None:
-    if not 1 <= len(addresses) <= MAX_ADDRS:
+def make_answer(addresses: Sequence[str], expires_ns: int, qtype: int = TYPE_A) -> DnsAnswer | None:
+    """The map value of an A (IPv4) or AAAA (IPv6) record set; None if it
+    does not fit (no address, too many, another type, an address that is
+    not of the type)."""
+    if not 1 <= len(addresses) <= MAX_ADDRS or qtype not in ADDRESS_BYTES:
+        return None
+    kind = ipaddress.IPv4Address if qtype == TYPE_A else ipaddress.IPv6Address
+    try:
+        packed = [kind(a).packed for a in addresses]
+    except ValueError:
         return None
     value = DnsAnswer(expires_ns=expires_ns, count=len(addresses))
-    packed = b"".join(ipaddress.IPv4Address(a).packed for a in addresses)
-    ctypes.memmove(value.addrs, packed, len(packed))
+    for index, data in enumerate(packed):
+        ctypes.memmove(ctypes.addressof(value.addrs) + index * SLOT, data, len(data))
     return value
+
+
+def answer_addresses(value: DnsAnswer, qtype: int = TYPE_A) -> list[str]:
+    """The addresses a map value holds (for tests and inspection)."""
+    size = ADDRESS_BYTES[qtype]
+    raw = bytes(value.addrs)
+    kind = ipaddress.IPv4Address if qtype == TYPE_A else ipaddress.IPv6Address
+    return [str(kind(raw[i * SLOT : i * SLOT + size])) for i in range(value.count)]
 
 
 class FastPathCache:
@@ -87,10 +107,13 @@ class FastPathCache:
         self._stats_fd = obj_get(f"{pin_dir}/dns_stats")
         self.writes = self.failures = 0
 
-    def put(self, qname: bytes, addresses: Sequence[str], expires_ns: int) -> bool:
-        """Publish an A answer until expires_ns; False if it does not fit the fast path."""
-        key = make_key(qname)
-        value = make_answer(addresses, expires_ns)
+    def put(
+        self, qname: bytes, addresses: Sequence[str], expires_ns: int, qtype: int = TYPE_A
+    ) -> bool:
+        """Publish an A or AAAA answer until expires_ns; False if it does not
+        fit the fast path."""
+        key = make_key(qname, qtype)
+        value = make_answer(addresses, expires_ns, qtype)
         if key is None or value is None:
             return False
         rc = _lib().bpf_map_update_elem(
@@ -103,8 +126,8 @@ class FastPathCache:
         self.writes += 1
         return True
 
-    def get(self, qname: bytes) -> DnsAnswer | None:
-        key = make_key(qname)
+    def get(self, qname: bytes, qtype: int = TYPE_A) -> DnsAnswer | None:
+        key = make_key(qname, qtype)
         value = DnsAnswer()
         if key is None:
             return None

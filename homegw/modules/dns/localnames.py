@@ -10,6 +10,13 @@
 - PTR for LAN addresses; every reverse name in a private range (in-addr.arpa
   and ip6.arpa) that is not a known host gets NXDOMAIN (``bogus-priv``).
 - ``localhost`` and ``*.localhost`` (RFC 6761).
+- AAAA (with :meth:`LocalNames.set_ipv6`, a :class:`homegw.lan6.Lan6Table`):
+  the gateway's name gets its preferred ULA and global LAN addresses; a
+  device's name (a lease's, by the lease's MAC, or a reservation's MAC) the
+  addresses ``Lan6Table.name_addresses`` picks for that MAC from the
+  kernel's IPv6 neighbours: one per preferred LAN prefix, never link-local;
+  PTR for any LAN IPv6 address the view ties to the gateway or to a named
+  device (ULA and global; privacy addresses too).
 
 A lease's name is chosen by the device, so it is hostile input. It becomes a
 name only if it is one RFC 1123 label (ASCII letters, digits, inner '-',
@@ -31,6 +38,7 @@ import logging
 import re
 import threading
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from dnslib import AAAA, PTR, RR, A, DNSLabel
 
@@ -39,9 +47,13 @@ from homegw.modules.dns.message import Template
 from homegw.modules.dns.rebind import PRIVATE_NETWORKS
 from homegw.modules.dns.wire import NOERROR, NXDOMAIN, TYPE_A, TYPE_AAAA, TYPE_ANY, TYPE_PTR, Query
 
+if TYPE_CHECKING:
+    from homegw.lan6 import Lan6Table
+
 log = logging.getLogger(__name__)
 
 LOCAL_TTL = 0  # as dnsmasq's default local-ttl: leases change, clients must ask again
+_MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 _LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 MAX_NAME = 253  # characters of a name in dotted form (RFC 1035 §2.3.4: 255 octets on the wire)
 # Never a lease's name: names browsers and Windows look up to find a proxy or
@@ -109,6 +121,8 @@ class LocalNames:
         self._label_of: dict[str, str] = {}  # device -> the label it claims
         self._names: dict[str, Address] = {}  # label -> the answer
         self._at: dict[Address, dict[str, None]] = {}  # address -> labels (first: the PTR)
+        self._reserved_macs: dict[str, str] = {}  # reservation label -> its MAC
+        self._lan6: Lan6Table | None = None
         self.refused: collections.Counter[str] = collections.Counter()  # lease names, by reason
         self._rebuild()
 
@@ -134,9 +148,18 @@ class LocalNames:
         for name, address in mapping.items():
             self.set_device(f"name:{name}", name, address)
 
-    def set_reservations(self, mapping: Mapping[str, str]) -> None:
+    def set_ipv6(self, table: Lan6Table | None) -> None:
+        """Answer AAAA for local names from this view of the LAN's IPv6 (None: none)."""
+        self._lan6 = table
+
+    def set_reservations(
+        self, mapping: Mapping[str, str], macs: Mapping[str, str] | None = None
+    ) -> None:
         """Replace the names of static reservations (they win over leases,
-        and resolve with or without a lease)."""
+        and resolve with or without a lease); macs: name -> the reservation's
+        MAC, whose IPv6 addresses the name's AAAA answers with."""
+        macs = macs or {}
+        reserved_macs = {}
         reserved = {}
         for name, address in mapping.items():
             label = _host_label(name, self.domain)
@@ -144,8 +167,11 @@ class LocalNames:
                 log.warning("ignoring reservation name %r: not a usable host name", name)
                 continue
             reserved[label] = Address(address)
+            if name in macs:
+                reserved_macs[label] = macs[name].lower()
         with self._lock:
             self._reserved = reserved
+            self._reserved_macs = reserved_macs
             self._rebuild()
 
     def _lease_claim(self, device: str, name: str, address: object) -> tuple[str, Address] | None:
@@ -276,9 +302,26 @@ class LocalNames:
             ip = self._names.get(label)
         if ip is None:
             return self._reply(query, NXDOMAIN)
+        answers = []
         if query.qtype in (TYPE_A, TYPE_ANY):
-            return self._reply(query, NOERROR, [self._rr(query, TYPE_A, A(str(ip)))])
-        return self._reply(query, NOERROR)
+            answers.append(self._rr(query, TYPE_A, A(str(ip))))
+        if query.qtype in (TYPE_AAAA, TYPE_ANY):
+            answers += [self._rr(query, TYPE_AAAA, AAAA(str(a))) for a in self._ipv6_of(label)]
+        return self._reply(query, NOERROR, answers)
+
+    def _ipv6_of(self, label: str) -> list:
+        """The IPv6 addresses a local name answers AAAA with (none without a table)."""
+        table = self._lan6
+        if table is None:
+            return []
+        if label == self.hostname:
+            return table.own_addresses()
+        with self._lock:
+            mac = self._reserved_macs.get(label)
+            if mac is None and label not in self._reserved:
+                holder = next(iter(self._claims.get(label, {})), None)
+                mac = holder.lower() if holder and _MAC.fullmatch(holder.lower()) else None
+        return table.name_addresses(mac) if mac else []
 
     def _localhost(self, query: Query) -> Template:
         if query.qtype in (TYPE_A, TYPE_ANY):
@@ -296,13 +339,39 @@ class LocalNames:
         v4 = name.endswith("." + V4_REVERSE)
         labels = name[: -len(V4_REVERSE if v4 else V6_REVERSE) - 1].split(".")
         net = _reverse_v4(labels) if v4 else _reverse_v6(labels)
+        if not v4 and net is not None and net.prefixlen == 128 and len(labels) == 32:
+            host6 = self._ptr6(net.network_address)  # type: ignore[arg-type]
+            if host6 is not None:  # a LAN address of ours or a device's, ULA or global
+                return self._ptr_reply(query, host6)
         if net is None or not _private(net):
             return None  # public space: the owner of the addresses answers
         exact = isinstance(net, ipaddress.IPv4Network) and net.prefixlen == 32 and len(labels) == 4
         host = self._ptr(net.network_address) if exact else None  # type: ignore[arg-type]
         if host is None:
             return self._reply(query, NXDOMAIN)
+        return self._ptr_reply(query, host)
+
+    def _ptr_reply(self, query: Query, host: str) -> Template:
         if query.qtype not in (TYPE_PTR, TYPE_ANY):
             return self._reply(query, NOERROR)
         target = DNSLabel(f"{host}.{self.domain}")
         return self._reply(query, NOERROR, [self._rr(query, TYPE_PTR, PTR(target))])
+
+    def _ptr6(self, address: ipaddress.IPv6Address) -> str | None:
+        """The local name of an IPv6 address the LAN view knows: the gateway's
+        own, or a named device's (by the MAC holding the address)."""
+        table = self._lan6
+        if table is None:
+            return None
+        if address in table.own_addresses():
+            return self.hostname
+        mac = table.mac_of(address)
+        if mac is None:
+            return None
+        with self._lock:
+            for label, reserved_mac in self._reserved_macs.items():
+                if reserved_mac == mac:
+                    return label
+            label = self._label_of.get(mac)
+            holder = next(iter(self._claims.get(label, {})), None) if label else None
+            return label if holder == mac else None

@@ -65,7 +65,9 @@ class Template:
     answer_text: tuple[str, ...]  # the answer section, for the query log
     name: str  # the question's name, presentation form, lower case
     qtype: int
-    a_rrset: tuple[str, ...] | None  # the answer is only A records of qname, one TTL
+    # the answer is only records of the question's type (A or AAAA) for its
+    # name, with one TTL: what the XDP fast path can answer
+    rrset: tuple[str, ...] | None
 
 
 def render(
@@ -144,8 +146,12 @@ def build(
     flags = QR | RA | (AA if authoritative else 0) | rcode
     addresses = tuple(str(rr.rdata) for rr in answers if rr.rtype in (TYPE_A, TYPE_AAAA))
     owner = label_of(qname)
-    simple = bool(answers) and all(
-        rr.rtype == TYPE_A and rr.rname == owner and rr.ttl == answers[0].ttl for rr in answers
+    simple = (
+        bool(answers)
+        and qtype in (TYPE_A, TYPE_AAAA)
+        and all(
+            rr.rtype == qtype and rr.rname == owner and rr.ttl == answers[0].ttl for rr in answers
+        )
     )
     return Template(
         wire=bytes(packed),
@@ -159,7 +165,7 @@ def build(
         answer_text=tuple(_rr_text(rr) for rr in answers),
         name=wire.name_to_text(qname.lower()),
         qtype=qtype,
-        a_rrset=addresses if simple else None,
+        rrset=addresses if simple else None,
     )
 
 
@@ -178,7 +184,7 @@ def error(qname: bytes, qtype: int, qclass: int, rcode: int) -> Template:
         answer_text=(),
         name=wire.name_to_text(qname.lower()),
         qtype=qtype,
-        a_rrset=None,
+        rrset=None,
     )
 
 
@@ -283,7 +289,8 @@ class _Walk:
     addresses: list[str] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
     answer_ttls: list[int] = field(default_factory=list)
-    simple: bool = True  # only A records of qname so far
+    simple: bool = True  # only address records of qname so far
+    rtypes: set[int] = field(default_factory=set)  # the address records' types
     soa_seen: bool = False
     negative_ttl: int | None = None
     opt_at: int | None = None
@@ -320,7 +327,13 @@ def from_wire(
     else:
         cache_ttl = None
     cache_ttl = min(cache_ttl, MAX_CACHE_TTL) if cache_ttl else None
-    simple = walk.simple and ancount > 0 and len(set(walk.answer_ttls)) == 1
+    simple = (
+        walk.simple
+        and ancount > 0
+        and len(set(walk.answer_ttls)) == 1
+        and walk.rtypes == {qtype}
+        and qtype in (TYPE_A, TYPE_AAAA)
+    )
     return Template(
         wire=bytes(out[:end]),
         flags=QR | RA | rcode,
@@ -333,7 +346,7 @@ def from_wire(
         answer_text=tuple(walk.texts),
         name=wire.name_to_text(walk.qname) if name is None else name,
         qtype=qtype,
-        a_rrset=tuple(walk.addresses) if simple else None,
+        rrset=tuple(walk.addresses) if simple else None,
     )
 
 
@@ -382,7 +395,6 @@ def _answer(
         text = socket.inet_ntoa(data[rdata:end])
     elif rtype == TYPE_AAAA and end - rdata == 16:
         text = repr(AAAA(tuple(data[rdata:end])))  # dnslib's spelling, as elsewhere
-        walk.simple = False
     elif rtype == TYPE_CNAME:
         target, _end = _name_at(data, rdata, end)
         if _end != end:
@@ -398,6 +410,7 @@ def _answer(
         raise _Unusual
     if owner is not None and owner.lower() != walk.qname:
         walk.simple = False
+    walk.rtypes.add(rtype)
     walk.addresses.append(text)
     walk.texts.append(("A " if rtype == TYPE_A else "AAAA ") + text)
     walk.answer_ttls.append(ttl)

@@ -14,11 +14,12 @@ Two entry points, both called on the event loop's thread:
   :meth:`Resolver.resolve` is the same as a coroutine (TCP uses it).
 
 Queries waiting for an upstream are bounded: at most :data:`MAX_WAITING` in
-all and :data:`MAX_WAITING_PER_CLIENT` per client address, so a LAN device
+all and :data:`MAX_WAITING_PER_CLIENT` per client address (a device's IPv6
+addresses and its IPv4 one count together when the client alias knows them), so a LAN device
 flooding random names can neither grow memory without limit nor crowd out
 the others; queries over a limit are answered REFUSED at once and counted.
 
-Every cacheable upstream answer that is a plain A record set is also written
+Every cacheable upstream answer that is a plain A or AAAA record set is also written
 to the XDP fast path (:class:`~homegw.modules.dns.fastpath.FastPathCache`),
 unless some group's policy blocks the name (XDP answers every client alike).
 """
@@ -153,6 +154,7 @@ class _Waiter:
     client: str
     tcp: bool
     respond: Respond
+    device: str  # what its waiting counts against (Resolver._device)
 
 
 @dataclass(slots=True, eq=False)
@@ -186,6 +188,8 @@ class Resolver:
         self.clock = clock
         self.on_answer: AnswerHook | None = None
         self.query_filter: QueryFilter | None = None
+        # IPv6 client address -> the same device's IPv4 address, or None
+        self.client_alias: Callable[[str], str | None] | None = None
         self.fast_path: FastPathCache | None = None
         self.stats = ResolverStats()
         self._lock = threading.Lock()  # the cache: also read by other threads (stats)
@@ -212,10 +216,11 @@ class Resolver:
         if entry is None:
             return None
         t = entry.template
-        policy = self.policies.for_client(client)
+        device = self._device(client)
+        policy = self.policies.for_client(device)
         if not policy.empty and policy.is_blocked(t.name):
             return None
-        if self._filtered(client, t.name):
+        if self._filtered(device, t.name):
             return None  # the full path answers it as blocked
         qid = data[0] << 8 | data[1]
         qflags = data[2] << 8 | data[3]
@@ -258,11 +263,12 @@ class Resolver:
         if outcome is not None:
             respond(self._reply(query, client, tcp, outcome))
             return
-        if self._over_limit(client):
+        device = self._device(client)  # a device's IPv6 and IPv4 addresses share its share
+        if self._over_limit(device):
             outcome = Outcome(self._error(query, REFUSED), "error")
             respond(self._reply(query, client, tcp, outcome))
             return
-        self._wait(_Waiter(query, client, tcp, respond))
+        self._wait(_Waiter(query, client, tcp, respond, device))
 
     def _reply(self, query: Query, client: str, tcp: bool, outcome: Outcome) -> bytes:
         t = outcome.template
@@ -284,8 +290,9 @@ class Resolver:
         if local is not None:
             self.stats.local += 1
             return Outcome(local, "local")
-        if self.policies.for_client(client).is_blocked(query.name) or self._filtered(
-            client, query.name
+        device = self._device(client)
+        if self.policies.for_client(device).is_blocked(query.name) or self._filtered(
+            device, query.name
         ):
             self.stats.blocked += 1
             return Outcome(self._blocked(query), "blocked")
@@ -296,6 +303,20 @@ class Resolver:
             self.stats.cache_hits += 1
             return Outcome(entry.template, "cache", entry.elapsed(now))
         return None
+
+    def _device(self, client: str) -> str:
+        """The address policies, the query filter and the answer hook know the
+        client by: an IPv6 client's IPv4 address when client_alias knows it
+        (groups and DPI are by IPv4 address), else the client's own."""
+        alias = self.client_alias
+        if alias is None or ":" not in client:
+            return client
+        try:
+            return alias(client) or client
+        except Exception:
+            self.stats.hook_errors += 1
+            log.exception("client alias failed for %s", client)
+            return client
 
     def _filtered(self, client: str, name: str) -> bool:
         """Whether the query filter (DPI) blocks the name for this client; a
@@ -325,7 +346,7 @@ class Resolver:
         """Join the identical question in flight, or ask the upstreams."""
         self.waiting += 1
         by_client = self._waiting_by_client
-        by_client[waiter.client] = by_client.get(waiter.client, 0) + 1
+        by_client[waiter.device] = by_client.get(waiter.device, 0) + 1
         key = waiter.query.key
         flight = self._inflight.get(key)
         if flight is not None:
@@ -365,11 +386,11 @@ class Resolver:
         by_client = self._waiting_by_client
         for waiter in waiters:
             self.waiting -= 1
-            left = by_client[waiter.client] - 1
+            left = by_client[waiter.device] - 1
             if left:
-                by_client[waiter.client] = left
+                by_client[waiter.device] = left
             else:
-                del by_client[waiter.client]
+                del by_client[waiter.device]
             try:
                 waiter.respond(self._reply(waiter.query, waiter.client, waiter.tcp, outcome))
             except Exception:
@@ -402,12 +423,12 @@ class Resolver:
         now = self.clock()
         with self._lock:
             entry = self.cache.put(query.key, template, now)
-        if entry is None or self.fast_path is None or template.a_rrset is None:
+        if entry is None or self.fast_path is None or template.rrset is None:
             return
-        if query.qtype != TYPE_A or self.policies.blocked_anywhere(template.name):
+        if query.qtype not in (TYPE_A, TYPE_AAAA) or self.policies.blocked_anywhere(template.name):
             return
         expires_ns = time.monotonic_ns() + entry.remaining(now) * 1_000_000_000
-        if self.fast_path.put(query.qname.lower(), template.a_rrset, expires_ns):
+        if self.fast_path.put(query.qname.lower(), template.rrset, expires_ns, query.qtype):
             self.stats.fast_path_writes += 1
 
     # -- replies the resolver makes itself -------------------------------------
@@ -456,7 +477,7 @@ class Resolver:
         hook = self.on_answer
         if hook is not None and t.addresses and not blocked and source != "local":
             try:
-                hook(client, t.name, list(t.addresses))
+                hook(self._device(client), t.name, list(t.addresses))
             except Exception:
                 self.stats.hook_errors += 1
                 log.exception("on_answer hook failed for %s", t.name)

@@ -1,7 +1,8 @@
 """DnsService: the DNS forwarder as the appliance runs it.
 
 Builds the resolver from the config (local names, policies, cache, upstream
-client, rebind guard, query log), binds ``lan.address:53`` UDP and TCP, and
+client, rebind guard, query log), binds ``lan.address:53`` UDP and TCP (and,
+unless ``lan.ipv6.mode`` is off, ``[::]:53`` on the LAN NIC only), and
 exposes what the rest of the appliance needs: :meth:`lease_name_changed`
 (a DHCP name listener: lease names resolve the moment they change),
 :attr:`on_answer` (DPI), :meth:`set_fast_path` (the XDP module's
@@ -14,6 +15,7 @@ map), :meth:`refresh_blocklists` (when online), :meth:`stats` and
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import threading
 import time
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from homegw.config import Config
+from homegw.lan6 import Lan6Table
 from homegw.modules.dns.blocklists import (
     GroupSpec,
     ListLoader,
@@ -59,9 +62,14 @@ class DnsService:
         self._provider = upstreams_provider
         dns = config.dns
         self.local = LocalNames(config.lan.domain, config.lan.hostname, config.lan.address)
+        reservations = [r for r in config.dhcp.reservations if r.hostname]
         self.local.set_reservations(
-            {r.hostname: str(r.address) for r in config.dhcp.reservations if r.hostname}
+            {r.hostname: str(r.address) for r in reservations},
+            {r.hostname: str(r.mac) for r in reservations},
         )
+        self._lan6: Lan6Table | None = None
+        self._reserved_ipv4 = {str(r.mac).lower(): str(r.address) for r in config.dhcp.reservations}
+        self._leased_ipv4: dict[str, str] = {}  # MAC -> named lease's address
         self.loader = ListLoader(Path(config.state_dir) / LIST_DIR)
         self.upstream = UpstreamClient(self.upstreams, float(dns.upstream_timeout))
         self.resolver = Resolver(
@@ -74,7 +82,8 @@ class DnsService:
             block_nxdomain=dns.block_response == "nxdomain",
             clock=clock,
         )
-        self.servers = DnsServers(self.resolver, str(config.lan.ip), port)
+        ipv6 = config.lan.interface if config.lan.ipv6.mode != "off" else None
+        self.servers = DnsServers(self.resolver, str(config.lan.ip), port, ipv6_interface=ipv6)
         self._fast_path: FastPathCache | None = None
         self._refreshing = threading.Lock()  # one refresh of the lists at a time
         self.fetch_errors: dict[str, str] = {}  # URL -> why its last download failed
@@ -102,8 +111,10 @@ class DnsService:
         self.resolver.query_filter = check
 
     def upstreams(self) -> list[str]:
-        """wan.dns first, then what the provider knows (e.g. from WAN DHCP)."""
-        configured = [str(a) for a in self.config.wan.dns]
+        """wan.dns and wan.ipv6.dns first, then what the provider knows (from
+        WAN DHCP and DHCPv6); IPv6 addresses are asked over IPv6."""
+        wan = self.config.wan
+        configured = [str(a) for a in (*wan.dns, *wan.ipv6.dns)]
         return list(dict.fromkeys(configured + list(self._provider())))
 
     def set_fast_path(self, fast_path: FastPathCache | None) -> None:
@@ -112,6 +123,13 @@ class DnsService:
             fast_path = None
         self._fast_path = fast_path
         self.resolver.fast_path = fast_path
+
+    def set_ipv6(self, table: Lan6Table | None) -> None:
+        """Local names answer AAAA from this view of the LAN's IPv6 (the
+        appliance's Lan6Watcher table; None: no AAAA for local names)."""
+        self.local.set_ipv6(table)
+        self._lan6 = table
+        self.resolver.client_alias = None if table is None else self._ipv4_of
 
     def set_local_hosts(self, mapping: Mapping[str, object]) -> None:
         """Replace every lease name: {hostname: IPv4 (str or IPv4Address)}."""
@@ -122,6 +140,25 @@ class DnsService:
         at `address`, or no name any more (None). Thread-safe, answered from
         the next query on."""
         self.local.set_device(mac, hostname, None if address is None else str(address))
+        if address is None:
+            self._leased_ipv4.pop(mac.lower(), None)
+        else:
+            self._leased_ipv4[mac.lower()] = str(address)
+
+    def _ipv4_of(self, client: str) -> str | None:
+        """An IPv6 client's IPv4 address, by MAC (its IPv6 neighbour entry): its
+        reservation's or its named lease's. Groups and DPI know devices by
+        IPv4 address; a device without either gets the default policy."""
+        table = self._lan6
+        if table is None:
+            return None
+        try:
+            mac = table.mac_of(ipaddress.IPv6Address(client.split("%")[0]))
+        except ValueError:
+            return None
+        if mac is None:
+            return None
+        return self._reserved_ipv4.get(mac) or self._leased_ipv4.get(mac)
 
     def _policies(self, loader: ListLoader | None = None) -> PolicySet:
         dns = self.config.dns

@@ -24,9 +24,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
+import ipaddress
 import itertools
 import logging
 import os
+import socket
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -107,6 +109,14 @@ def rcode_of(reply: bytes) -> int:
     return reply[3] & RCODE_MASK
 
 
+def _canonical(server: str) -> str:
+    """An address as the kernel spells it (RFC 5952 for IPv6); else as given."""
+    try:
+        return str(ipaddress.ip_address(server))
+    except ValueError:
+        return server
+
+
 def _done_already(_reply: UpstreamReply | None, _error: str | None) -> None:
     """What a finished question holds instead of its caller's callback."""
 
@@ -171,6 +181,8 @@ class UpstreamClient:
         self.preferred: str | None = None
         self.stats = UpstreamStats()
         self._pool = SocketPool(self._datagram, self._icmp_error)
+        self._pool6 = SocketPool(self._datagram, self._icmp_error, socket.AF_INET6)
+        self._pool6_started = False
         self._loop: asyncio.AbstractEventLoop | None = None
         # Failover and deadline steps of the questions in flight, earliest first
         # (finished ones are skipped when popped), and the one timer for them.
@@ -181,8 +193,9 @@ class UpstreamClient:
         self._servers_cache: tuple[float, str | None, list[str]] | None = None
 
     def servers(self) -> list[str]:
-        """The upstreams in the order they are tried (preferred first)."""
-        servers = list(dict.fromkeys(self._servers()))
+        """The upstreams in the order they are tried (preferred first), IPv6
+        ones spelt as the kernel reports a reply's source."""
+        servers = list(dict.fromkeys(map(_canonical, self._servers())))
         if self.preferred in servers:
             servers.remove(self.preferred)
             servers.insert(0, self.preferred)
@@ -231,13 +244,24 @@ class UpstreamClient:
         question.attempts.append(attempt)
         try:
             assert self._loop is not None
-            slot, qid = self._pool.register(self._loop.time(), attempt)
+            pool = self._pool_for(server)
+            slot, qid = pool.register(self._loop.time(), attempt)
             attempt.slot, attempt.qid = slot, qid
-            self.stats.sockets_opened = self._pool.opened
+            self.stats.sockets_opened = self._pool.opened + self._pool6.opened
             attempt.query = build_query(qid, question.qname, question.qtype, question.qclass)
             slot.sock.sendto(attempt.query, (server, self.port))
         except OSError as exc:  # no route, buffer full, not an IPv4 address, no fds...
             self._failed(attempt, f"{server}: {exc.strerror or exc}")
+
+    def _pool_for(self, server: str) -> SocketPool:
+        """The IPv6 pool for an IPv6 upstream (started on first use), else the IPv4 one."""
+        if ":" not in server:
+            return self._pool
+        if not self._pool6_started:
+            assert self._loop is not None
+            self._pool6.start(self._loop)
+            self._pool6_started = True
+        return self._pool6
 
     def _arm(self, question: _Question) -> None:
         """Schedule the question's next step: failover or its deadline."""
@@ -336,7 +360,7 @@ class UpstreamClient:
     # -- the socket pool ------------------------------------------------------------------
     def _release(self, attempt: _Attempt) -> None:
         if attempt.slot is not None:
-            self._pool.release(attempt.slot, attempt.qid, attempt)
+            self._pool_for(attempt.server).release(attempt.slot, attempt.qid, attempt)
 
     def close(self) -> None:
         """Close every socket (the service stops); questions in flight are dropped."""
@@ -345,6 +369,8 @@ class UpstreamClient:
             self._timer = None
         self._steps.clear()
         self._pool.close()
+        self._pool6.close()
+        self._pool6_started = False
         self._loop = None
 
     # -- what arrives on the pool --------------------------------------------------------

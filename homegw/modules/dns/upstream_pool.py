@@ -10,7 +10,9 @@ read until its queries in flight are done, then closed.
 The sockets sit in an epoll set of their own, which the event loop watches as
 one file: one loop wake-up serves every socket that has a datagram, one
 datagram per socket per round (the set stays readable while more wait, and no
-read ends in EAGAIN). ICMP errors reach the sockets through ``IP_RECVERR``:
+read ends in EAGAIN). A pool is of one address family (the upstream client
+keeps one for IPv4 upstreams and one for IPv6 ones). ICMP errors reach the
+sockets through ``IP_RECVERR`` (``IPV6_RECVERR`` for ICMPv6):
 the error queue gives the quoted query's ID and destination. What a datagram
 or an error means is the owner's business (:class:`UpstreamClient`), through
 two callbacks.
@@ -32,6 +34,8 @@ SOCKET_USES = 100  # queries a socket carries before a fresh port replaces it
 SOCKET_LIFETIME = 10.0  # seconds a socket is handed new queries, however few
 MAX_DATAGRAM = 65535
 IP_RECVERR = 11  # <linux/in.h>; not exported by Python's socket module
+IPV6_RECVERR = 25  # <linux/in6.h>; neither is this
+_ERROR_CMSGS = {(socket.SOL_IP, IP_RECVERR), (socket.IPPROTO_IPV6, IPV6_RECVERR)}
 _SOCK_EXTENDED_ERR = struct.Struct("=IBBBBII")  # errno, origin, type, code, pad, info, data
 _QUOTED = 12  # bytes of the quoted query read from the error queue (its header)
 
@@ -69,7 +73,13 @@ OnError = Callable[[PoolSocket, int, tuple[str, int], int], None]
 
 
 class SocketPool:
-    def __init__(self, on_datagram: OnDatagram, on_error: OnError) -> None:
+    def __init__(
+        self,
+        on_datagram: OnDatagram,
+        on_error: OnError,
+        family: socket.AddressFamily = socket.AF_INET,
+    ) -> None:
+        self.family = family
         self._on_datagram = on_datagram
         self._on_error = on_error
         self.random = RandomSource()
@@ -133,11 +143,16 @@ class SocketPool:
     # -- sockets -------------------------------------------------------------------
     def _open(self, now: float) -> PoolSocket:
         assert self._epoll is not None, "start() the pool first"
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock = socket.socket(self.family, socket.SOCK_DGRAM)
         try:
             sock.setblocking(False)
-            sock.setsockopt(socket.SOL_IP, IP_RECVERR, 1)
-            sock.bind(("0.0.0.0", 0))  # the kernel picks a random free port
+            if self.family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
+                sock.bind(("::", 0))  # the kernel picks a random free port
+            else:
+                sock.setsockopt(socket.SOL_IP, IP_RECVERR, 1)
+                sock.bind(("0.0.0.0", 0))
         except OSError:
             sock.close()
             raise
@@ -190,7 +205,7 @@ class SocketPool:
                 return
             errno = 0
             for level, kind, data in ancillary:
-                if level == socket.SOL_IP and kind == IP_RECVERR:
+                if (level, kind) in _ERROR_CMSGS:
                     errno = _SOCK_EXTENDED_ERR.unpack_from(data)[0]
             if len(quoted) >= 2 and target:
                 self._on_error(slot, quoted[0] << 8 | quoted[1], target, errno)
