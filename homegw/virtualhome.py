@@ -38,6 +38,7 @@ from typing import Any
 
 from homegw import netns
 from homegw.netns import NetnsError
+from homegw.virtualhome6 import WEB6_SERVER
 
 log = logging.getLogger(__name__)
 
@@ -388,7 +389,9 @@ class VirtualHome:
         ]
 
     def _dns_argv(self) -> list[str]:
-        records = [f"--host-record={name},{addr}" for name, addr in self.dns_records.items()]
+        # an IPv6 home's names have the IPv6 web server's AAAA too (virtualhome6)
+        aaaa = f",{WEB6_SERVER}" if self.want_ipv6 else ""
+        records = [f"--host-record={name},{addr}{aaaa}" for name, addr in self.dns_records.items()]
         return [
             *self._dnsmasq_common("dns"),
             "--port=53",
