@@ -150,23 +150,30 @@ static __always_inline struct homegw_cursor *homegw_cursor_tc(void)
  * path, as module `module`. The caller decides the packet's fate: XDP_DROP
  * when userspace takes it over (it may send it again through the packet-out
  * path), XDP_PASS when the slow path only needs to know. Returns 0 or a
- * negative errno. */
+ * negative errno. homegw_punt_hdr_xdp sends a header the caller filled
+ * (module, reason, all four meta words: an IPv6 address fits). */
+static __always_inline int homegw_punt_hdr_xdp(struct xdp_md *ctx, struct homegw_punt *hdr)
+{
+	__u64 len = (__u64)(ctx->data_end - ctx->data);
+	__u64 cap = len > HOMEGW_PUNT_MAX_BYTES ? HOMEGW_PUNT_MAX_BYTES : len;
+
+	hdr->ifindex = ctx->ingress_ifindex;
+	hdr->pkt_len = len;
+	/* bcc turns this into bpf_perf_event_output with cap << 32 in the flags:
+	 * the kernel appends cap bytes of the packet after the header. */
+	return slowpath.perf_submit_skb(ctx, cap, hdr, sizeof(*hdr));
+}
+
 static __always_inline int homegw_punt_as_xdp(struct xdp_md *ctx, __u16 module, __u16 reason,
 					      __u32 meta0, __u32 meta1)
 {
 	struct homegw_punt hdr = {
 		.module = module,
 		.reason = reason,
-		.ifindex = ctx->ingress_ifindex,
 		.meta = { meta0, meta1, 0, 0 },
 	};
-	__u64 len = (__u64)(ctx->data_end - ctx->data);
-	__u64 cap = len > HOMEGW_PUNT_MAX_BYTES ? HOMEGW_PUNT_MAX_BYTES : len;
 
-	hdr.pkt_len = len;
-	/* bcc turns this into bpf_perf_event_output with cap << 32 in the flags:
-	 * the kernel appends cap bytes of the packet after the header. */
-	return slowpath.perf_submit_skb(ctx, cap, &hdr, sizeof(hdr));
+	return homegw_punt_hdr_xdp(ctx, &hdr);
 }
 
 /* The same as the module compiled in (HOMEGW_MODULE_ID). */

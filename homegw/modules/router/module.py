@@ -72,6 +72,9 @@ class RouterModule(IOModule):
         self._history: HistoryFolder | None = None
 
     # -- IOModule ---------------------------------------------------------------
+    def defines(self) -> dict[str, int | str]:
+        return {"ROUTER6_HEADER": f'"{Path(__file__).parent / "router6.h"}"'}
+
     def on_load(self, bpf) -> None:
         self.maps = RouterMaps(bpf)
         now = time.monotonic()
