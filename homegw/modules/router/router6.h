@@ -72,6 +72,8 @@ static __always_inline int router6_forward_problem(struct ipv6hdr *ip6, void *en
 	default:
 		return C_V6_TOO_MANY_HEADERS;
 	}
+	if (l4->l4_off > sizeof(*ip6) + ntohs(ip6->payload_len))
+		return C_V6_TRUNCATED; /* the headers run past the payload length */
 	if (l4->hop_by_hop)
 		return C_V6_HOP_BY_HOP;
 	return -1;
