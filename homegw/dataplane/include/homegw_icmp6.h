@@ -23,9 +23,8 @@
 #define HOMEGW_ICMP6_HOP_EXCEEDED 0 /* time exceeded: hop limit exceeded in transit */
 
 /* One's complement sum (unfolded) of the bytes from p to end, at most
- * HOMEGW_ICMP6_BODY_MAX of them: 256-byte then 64-byte blocks through
- * bpf_csum_diff, then 16-bit words, then an odd last byte as the high half
- * of a zero-padded word. Bounded loops, a bounds check each. */
+ * HOMEGW_ICMP6_BODY_MAX of them: 256-byte blocks through bpf_csum_diff, the
+ * rest (under 256 bytes) by homegw_sum_to_end. */
 static __always_inline __u32 homegw_sum6_to_end(void *p, void *end)
 {
 	__u64 sum = 0;
@@ -36,23 +35,7 @@ static __always_inline __u32 homegw_sum6_to_end(void *p, void *end)
 		sum += (__u32)bpf_csum_diff(0, 0, p, HOMEGW_SUM6_BLOCK, 0);
 		p += HOMEGW_SUM6_BLOCK;
 	}
-	for (int i = 0; i < HOMEGW_SUM6_BLOCK / HOMEGW_SUM_BLOCK; i++) {
-		if (p + HOMEGW_SUM_BLOCK > end)
-			break;
-		sum += (__u32)bpf_csum_diff(0, 0, p, HOMEGW_SUM_BLOCK, 0);
-		p += HOMEGW_SUM_BLOCK;
-	}
-	for (int i = 0; i < HOMEGW_SUM_BLOCK / 2; i++) {
-		if (p + 2 > end)
-			break;
-		sum += *(__u16 *)p;
-		p += 2;
-	}
-	if (p + 1 <= end) {
-		__u16 last = 0;
-		*(__u8 *)&last = *(__u8 *)p;
-		sum += last;
-	}
+	sum += homegw_sum_to_end(p, end);
 	sum = (sum & 0xffffffff) + (sum >> 32);
 	sum = (sum & 0xffffffff) + (sum >> 32);
 	return (__u32)sum;

@@ -15,6 +15,7 @@ from homegw.dataplane.cenum import counter_names
 from homegw.dataplane.devices import DevicePolicy, Devices
 from homegw.modules.router.neigh import IPAddress
 from homegw.modules.router.routes import Route
+from homegw.netfacts import Ipv6Facts
 
 # enum router_counter in router.bpf.c ("forwarded" is the sum of the per-NIC
 # counters, not a counter of its own)
@@ -69,25 +70,12 @@ def prefix_key(net: ipaddress.IPv6Network) -> bytes:
     return struct.pack("=I", net.prefixlen) + net.network_address.packed
 
 
-@dataclass(frozen=True)
-class Ipv6Settings:
-    """What router6_xdp needs of the IPv6 facts (homegw/netfacts.py)."""
-
-    lan_prefixes: tuple[ipaddress.IPv6Network, ...] = ()
-    inside: tuple[ipaddress.IPv6Network, ...] = ()
-    own: tuple[ipaddress.IPv6Address, ...] = ()
-    lan_address: ipaddress.IPv6Address | None = None
-    wan_address: ipaddress.IPv6Address | None = None
-    wan_gateway: ipaddress.IPv6Address | None = None
-    lan_mtu: int = 1500
-    wan_mtu: int = 1500
-
-    def packed(self) -> bytes:
-        """struct router6_settings."""
-        addresses = (self.lan_address, self.wan_address, self.wan_gateway)
-        return b"".join(a.packed if a else bytes(16) for a in addresses) + struct.pack(
-            "=IIII", self.lan_mtu, self.wan_mtu, int(bool(self.lan_prefixes)), 0
-        )
+def pack_ipv6_settings(facts: Ipv6Facts, lan_mtu: int, wan_mtu: int) -> bytes:
+    """struct router6_settings (router6.h)."""
+    addresses = (facts.lan_address, facts.wan_address, facts.wan_gateway)
+    return b"".join(a.packed if a else bytes(16) for a in addresses) + struct.pack(
+        "=IIII", lan_mtu, wan_mtu, int(facts.enabled), 0
+    )
 
 
 def _sync(table, wanted: dict[bytes, int]) -> None:
@@ -240,18 +228,20 @@ class RouterMaps:
         """Next hops the datapath missed and nobody resolved yet."""
         return self._neigh4.incomplete() + self._neigh6.incomplete()
 
-    def set_ipv6(self, settings: Ipv6Settings) -> None:
+    def set_ipv6(self, facts: Ipv6Facts, lan_mtu: int, wan_mtu: int) -> None:
         """The IPv6 facts as router6_xdp reads them: prefixes (LAN /64s and
-        the home's space), own addresses, then the settings that enable it."""
-        kinds = {net: PREFIX_INSIDE for net in settings.inside}
-        kinds.update({net: PREFIX_LAN for net in settings.lan_prefixes})  # a LAN /64 wins
+        the home's space), own addresses, then the settings that enable it,
+        with the MTUs of the two NICs for IPv6."""
+        kinds = {net: PREFIX_INSIDE for net in facts.inside}
+        kinds.update({net: PREFIX_LAN for net in facts.lan_prefixes})  # a LAN /64 wins
         wanted = {
             bytes(self._prefixes.Key.from_buffer_copy(prefix_key(net))): kind
             for net, kind in kinds.items()
         }
         _sync(self._prefixes, wanted)
-        _sync(self._own, {bytes(self._own.Key.from_buffer_copy(a.packed)): 1 for a in settings.own})
-        self._settings6[ctypes.c_int(0)] = self._settings6.Leaf.from_buffer_copy(settings.packed())
+        _sync(self._own, {bytes(self._own.Key.from_buffer_copy(a.packed)): 1 for a in facts.own})
+        settings = pack_ipv6_settings(facts, lan_mtu, wan_mtu)
+        self._settings6[ctypes.c_int(0)] = self._settings6.Leaf.from_buffer_copy(settings)
 
     def counters(self) -> dict[str, int]:
         counts = {

@@ -17,7 +17,7 @@ from homegw.config import Config
 from homegw.dataplane.abi import Nic
 from homegw.dataplane.module import IOModule, TableReader
 from homegw.dataplane.slowpath import Punt, PuntHandler
-from homegw.modules.router.maps import IfaceInfo, Ipv6Settings, RouterMaps
+from homegw.modules.router.maps import IfaceInfo, RouterMaps
 from homegw.modules.router.neigh import CONFIRMED, USABLE, IPAddress, NeighbourTable
 from homegw.modules.router.routes import Route, WanState, compute_routes
 from homegw.modules.router.watcher import KernelWatcher, LinkEvent, NeighEvent
@@ -182,16 +182,9 @@ class RouterModule(IOModule):
         facts = self.ipv6
         assert self.maps is not None
         self.maps.set_ipv6(
-            Ipv6Settings(
-                lan_prefixes=facts.lan_prefixes,
-                inside=facts.inside,
-                own=facts.own,
-                lan_address=facts.lan_address,
-                wan_address=facts.wan_address,
-                wan_gateway=facts.wan_gateway,
-                lan_mtu=min(facts.lan_mtu, self.ifaces[Nic.LAN].mtu),
-                wan_mtu=min(facts.wan_mtu, self.ifaces[Nic.WAN].mtu),
-            )
+            facts,
+            lan_mtu=min(facts.lan_mtu, self.ifaces[Nic.LAN].mtu),
+            wan_mtu=min(facts.wan_mtu, self.ifaces[Nic.WAN].mtu),
         )
 
     def apply(self, config: Config) -> bool:

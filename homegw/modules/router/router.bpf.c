@@ -425,26 +425,16 @@ static __always_inline struct homegw_neighbour *router6_neighbour(struct xdp_md 
 	struct homegw_neighbour *n = router_neigh6.lookup(&key);
 
 	if (n && n->nic == nic) {
-		__u32 tick = now >> HOMEGW_NEIGH_TICK_SHIFT;
-		if (n->used_tick != tick)
-			n->used_tick = tick;
+		homegw_neigh_mark_used(n, now);
 		return n;
 	}
-	*miss = HOMEGW_NEIGH_LIMITED;
-	if (!n) {
-		struct homegw_neighbour incomplete = { .nic = HOMEGW_NIC_NONE, .punted_ns = now };
-		if (router_neigh6.insert(&key, &incomplete) == 0) { /* BPF_NOEXIST */
-			router6_punt_miss(ctx, &key, nic);
-			*miss = HOMEGW_NEIGH_PUNTED;
-		}
-		return NULL; /* else another CPU made it (and punted), or the map is full */
-	}
-	__u64 last = n->punted_ns;
-	if (now - last >= HOMEGW_NEIGH_PUNT_INTERVAL_NS &&
-	    __sync_val_compare_and_swap(&n->punted_ns, last, now) == last) {
+	struct homegw_neighbour incomplete = { .nic = HOMEGW_NIC_NONE, .punted_ns = now };
+	/* the first miss makes the incomplete entry (BPF_NOEXIST: one CPU wins;
+	 * a full map punts nothing), later ones punt once an interval */
+	int due = n ? homegw_neigh_punt_due(n, now) : router_neigh6.insert(&key, &incomplete) == 0;
+	if (due)
 		router6_punt_miss(ctx, &key, nic);
-		*miss = HOMEGW_NEIGH_PUNTED;
-	}
+	*miss = due ? HOMEGW_NEIGH_PUNTED : HOMEGW_NEIGH_LIMITED;
 	return NULL;
 }
 
