@@ -70,7 +70,11 @@
  * address (none there: dropped), quoting up to 1280 bytes in all, within
  * the IPv4 errors' per-CPU budget, never about an ICMPv6 error, a packet to
  * a multicast address (but packet too big) or from a source that is not one
- * host (RFC 4443 2.4: dropped, v6_icmp_suppressed). */
+ * host (RFC 4443 2.4: dropped, v6_icmp_suppressed).
+ *
+ * Long (both families in one program: one chain position, one pass over the
+ * frame) although IPv6's pure checks live in router6.h: bcc rewrites map
+ * calls only in the main file, so every function touching a map is here. */
 #include "homegw.h"
 #include "homegw_icmp.h"
 
