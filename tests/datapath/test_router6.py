@@ -391,3 +391,48 @@ def test_device_counted_and_neighbours_listed(dataplane: Dataplane, router: Rout
     assert rows[ISP_ROUTER] == {"address": ISP_ROUTER, "mac": ISP_MAC, "state": "reachable"}
     assert rows[HOST6]["mac"] == HOST_MAC
     assert counter(router, "forwarded") == 2  # both families' packets out of the NICs
+
+
+@pytest.mark.parametrize(
+    ("nic", "frame"),
+    [
+        (Nic.LAN, from_lan(src="2001:db8:5555::11")),  # not the home's
+        (Nic.WAN, from_wan(src="2001:db8:100:9::1")),  # the home's own space, from outside
+        (Nic.WAN, from_wan(src="fd12:3456:789a:1::12")),
+    ],
+    ids=["lan-foreign", "wan-delegated", "wan-ula"],
+)
+def test_spoofed_sources_dropped(
+    dataplane: Dataplane, router: RouterModule, nic: Nic, frame: bytes
+) -> None:
+    assert run(dataplane, nic, frame).verdict == "XDP_DROP"
+    assert counter(router, "v6_spoofed_source") == 1
+
+
+def test_renumbering_replaces_prefixes_and_own_addresses(
+    dataplane: Dataplane, router: RouterModule
+) -> None:
+    """A new delegated prefix: the old one's /64 and addresses are gone from
+    the maps, the new one's are there (renumbered ISP pool 2001:db8:200::/40)."""
+    new_lan = "2001:db8:200::1"
+    router.on_ipv6(
+        replace(
+            FACTS,
+            lan_prefixes=(N("2001:db8:200::/64"),),
+            inside=(N("2001:db8:200::/56"),),
+            lan_address=A(new_lan),
+            own=(A(new_lan), A(WAN_ADDRESS)),
+        )
+    )
+    router.set_neighbour(A("2001:db8:200::11"), HOST_MAC, Nic.LAN)
+    assert run(dataplane, Nic.WAN, from_wan()).verdict == "XDP_DROP"  # old /64: not ours now
+    assert counter(router, "v6_wan_to_wan") == 1
+    moved = from_wan("2001:db8:200::11")
+    assert run(dataplane, Nic.WAN, moved).data == forwarded(moved, LAN_MAC, HOST_MAC)
+    old_own = from_wan(LAN_ADDRESS)
+    assert run(dataplane, Nic.WAN, old_own).verdict == "XDP_DROP"  # no longer the gateway's
+    new_own = from_wan(new_lan)
+    assert (run(dataplane, Nic.WAN, new_own).verdict, counter(router, "v6_to_kernel")) == (
+        "XDP_PASS",
+        0,
+    )

@@ -52,6 +52,8 @@
  *   forwarded from a link-local source: dropped (v6_link_local_source);
  *     from a multicast, unspecified, loopback or IPv4-embedded source or to
  *     an unspecified, loopback or IPv4-embedded address: dropped (v6_martian)
+ *   from the LAN with a source outside the home's prefixes, from the WAN
+ *     with one inside them: dropped (v6_spoofed_source)
  *   extension headers past the frame or too many (homegw_ipv6_walk):
  *     dropped; a hop-by-hop options header: dropped (see router6.h); other
  *     extension headers (destination options, routing, fragment) forwarded
@@ -113,6 +115,7 @@ enum router_counter {
 	C_V6_HOP_BY_HOP,
 	C_V6_LINK_LOCAL_SOURCE,
 	C_V6_MARTIAN,
+	C_V6_SPOOFED_SOURCE,
 	C_V6_LINK_MULTICAST,
 	C_V6_WAN_TO_WAN,
 	C_V6_UNREACHABLE,
@@ -518,6 +521,9 @@ static __always_inline int router6_xdp(struct xdp_md *ctx, struct homegw_cursor 
 	int problem = router6_forward_problem(ip6, end, &l4);
 	if (problem >= 0)
 		return drop(problem);
+	struct in6_addr saddr = ip6->saddr;
+	if (!router6_source_fits(in_nic, router6_prefix_kind(&saddr)))
+		return drop(C_V6_SPOOFED_SOURCE);
 
 	struct in6_addr next_hop = {};
 	u32 counter;

@@ -79,6 +79,14 @@ static __always_inline int router6_forward_problem(struct ipv6hdr *ip6, void *en
 	return -1;
 }
 
+/* Whether a source whose longest prefix is of `kind` (0: none) may arrive on
+ * in_nic: the LAN's are the home's (its LAN /64s, kept while deprecated, and
+ * its delegated and ULA space), the WAN's never are (BCP 38 both ways). */
+static __always_inline int router6_source_fits(u32 in_nic, u32 kind)
+{
+	return in_nic == HOMEGW_NIC_LAN ? kind != 0 : kind == 0;
+}
+
 /* The egress of a packet to forward and its next hop: HOMEGW_NIC_* or
  * HOMEGW_NIC_NONE with *counter the reason (no route: C_V6_UNREACHABLE,
  * WAN to WAN: C_V6_WAN_TO_WAN). */
