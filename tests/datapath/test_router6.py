@@ -3,7 +3,9 @@ the LAN and WAN roots with the router in the chain and static IPv6 facts."""
 
 from __future__ import annotations
 
+import ctypes
 import ipaddress
+import os
 import struct
 from collections.abc import Iterator
 from dataclasses import replace
@@ -54,6 +56,7 @@ FACTS = Ipv6Facts(
     own=(A(LAN_ADDRESS), A("fd12:3456:789a:1::1"), A("fe80::2"), A(WAN_ADDRESS), A("fe80::3")),
     wan_gateway=A(ISP_ROUTER),
 )
+HOMEGW_F_LOCAL = 1  # homegw.h
 QUOTE_MAX = 1280 - 48  # an ICMPv6 error is at most 1280 bytes (RFC 4443 2.4 c)
 
 
@@ -436,3 +439,22 @@ def test_renumbering_replaces_prefixes_and_own_addresses(
         "XDP_PASS",
         0,
     )
+
+
+def cursor_flags(dataplane: Dataplane) -> int:
+    """HOMEGW_F_* the last packet left in this CPU's chain cursor (one_cpu)."""
+    per_cpu = dataplane.modules["router"].bpf["cursor_xdp"].getvalue(ctypes.c_int(0))
+    return per_cpu[min(os.sched_getaffinity(0))].flags
+
+
+def test_own_addresses_marked_local(dataplane: Dataplane, one_cpu_router: RouterModule) -> None:
+    for dst, local in ((WAN_ADDRESS, True), ("fe80::2", True), ("ff02::1", False)):
+        assert run(dataplane, Nic.LAN, from_lan(dst)).verdict == "XDP_PASS"
+        assert bool(cursor_flags(dataplane) & HOMEGW_F_LOCAL) is local, dst
+
+
+def test_no_error_without_an_address_on_that_side(dataplane: Dataplane) -> None:
+    """No global WAN address yet: nothing to send an error to the WAN from."""
+    router = load_router6(dataplane, replace(FACTS, wan_address=None))
+    assert run(dataplane, Nic.WAN, from_wan(hlim=1)).verdict == "XDP_DROP"
+    assert counter(router, "v6_hop_limit_exceeded") == 1
