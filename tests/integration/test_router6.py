@@ -29,6 +29,7 @@ HOST, GW_LAN, GW_WAN, ISP = (
     "2001:db8:ffff:1::1",
 )
 ISP_LINK_LOCAL, GW_WAN_LINK_LOCAL = "fe80::1", "fe80::2"
+SECOND = "2001:db8:100::12"  # the host's other address: nobody resolved it yet
 FACTS = Ipv6Facts(
     lan_prefixes=(N("2001:db8:100::/64"),),
     inside=(N("2001:db8:100::/56"),),
@@ -76,6 +77,7 @@ class Topology:
         for dev, ns in (("h0", "h"), ("isp0", "isp")):
             netns.xdp_pass_on(dev, self.ns[ns])  # takes what XDP redirects to it
         self.address("h", "h0", f"{HOST}/64")
+        self.address("h", "h0", f"{SECOND}/64", "preferred_lft", "0")  # never a source
         self.ip("h", "-6", "route", "add", "default", "via", GW_LAN)
         self.address("gw", "lan0", f"{GW_LAN}/64")
         self.address("gw", "wan0", f"{GW_WAN}/64")
@@ -98,8 +100,8 @@ class Topology:
     def ip(self, ns: str, *args: str) -> str:
         return netns.ip(*args, ns=self.ns[ns])
 
-    def address(self, ns: str, dev: str, address: str) -> None:
-        self.ip(ns, "-6", "addr", "add", address, "dev", dev, "nodad")
+    def address(self, ns: str, dev: str, address: str, *options: str) -> None:
+        self.ip(ns, "-6", "addr", "add", address, "dev", dev, "nodad", *options)
 
     def run(self, ns: str, argv: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -164,7 +166,7 @@ def test_ping6_through_xdp(routed6) -> None:
     # the kernel resolved the next hop, then re-injected)
     assert router.counters()["v6_forwarded"] - before >= 10
     neighbours = {row["address"] for row in router.tables()["neighbours"]()}
-    assert {HOST, ISP_LINK_LOCAL} <= neighbours
+    assert {HOST, ISP_LINK_LOCAL} <= neighbours, neighbours
 
 
 def test_tcp_download_verified_by_hash(routed6) -> None:
@@ -194,3 +196,14 @@ def test_unused_inside_prefix_unreachable(routed6) -> None:
     ping = topo.run("h", ["ping", "-6", "-c", "1", "-W", "3", "2001:db8:100:7::1"])
     assert f"From {GW_LAN}" in ping.stdout and "Destination unreachable" in ping.stdout, ping.stdout
     assert router.counters()["v6_unreachable"] >= 1
+
+
+def test_first_packet_to_an_unresolved_host_survives_resolution(routed6) -> None:
+    """One ping from the ISP, one packet: the router misses the next hop,
+    holds the packet while the kernel's NDP resolves it, then sends it."""
+    topo, router = routed6
+    misses = router.counters()["v6_neigh_miss"]
+    ping = topo.run("isp", ["ping", "-6", "-c", "1", "-W", "3", SECOND])
+    assert " 0% packet loss" in ping.stdout, ping.stdout + ping.stderr
+    assert router.counters()["v6_neigh_miss"] == misses + 1
+    assert SECOND in {row["address"] for row in router.tables()["neighbours"]()}

@@ -36,8 +36,9 @@ def test_ndp_entries_become_neighbour_events() -> None:
     assert _neigh_event(neigh_message(2, str(V4))) == NeighEvent(V4, 3, MAC, NUD_REACHABLE)
 
 
-def test_other_families_ignored() -> None:
+def test_other_families_and_groups_ignored() -> None:
     assert _neigh_event(neigh_message(7, str(V4))) is None  # AF_BRIDGE: the bridge's fdb
+    assert _neigh_event(neigh_message(10, "ff02::16")) is None  # a group's NOARP entry
 
 
 def test_families_kept_apart_in_the_table() -> None:

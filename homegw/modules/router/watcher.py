@@ -44,9 +44,12 @@ class LinkEvent:
 def _neigh_event(msg) -> NeighEvent | None:  # pyroute2 message
     if msg["family"] not in FAMILIES or not msg.get_attr("NDA_DST"):
         return None
+    ip = ipaddress.ip_address(msg.get_attr("NDA_DST"))
+    if ip.is_multicast:  # the kernel's NOARP entries of its groups: never a next hop
+        return None
     deleted = msg["header"]["type"] == RTM_DELNEIGH
     return NeighEvent(
-        ipaddress.ip_address(msg.get_attr("NDA_DST")),
+        ip,
         msg["ifindex"],
         msg.get_attr("NDA_LLADDR"),
         0 if deleted else msg["state"],
@@ -105,7 +108,9 @@ class KernelWatcher:
                         self._deliver(self._on_neigh, event)
                         return
                 # as `ip neigh replace IP dev X use nud none`: resolve like a packet would
-                await ipr.neigh("replace", dst=str(ip), ifindex=ifindex, state=0, flags=NTF_USE)
+                await ipr.neigh(
+                    "replace", dst=str(ip), ifindex=ifindex, family=family, state=0, flags=NTF_USE
+                )
         except Exception:
             log.exception("resolving %s on ifindex %d failed", ip, ifindex)
 
