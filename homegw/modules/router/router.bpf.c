@@ -482,6 +482,28 @@ static __always_inline int router6_to_kernel(struct xdp_md *ctx)
 	return homegw_next_xdp(ctx);
 }
 
+/* The verdict for a packet that is not to be forwarded: for the gateway
+ * itself, the kernel's input path, or dropped; -1 for one to forward. */
+static __always_inline int router6_not_forwarded(struct xdp_md *ctx, struct homegw_cursor *cur,
+						 struct ethhdr *eth, struct ipv6hdr *ip6,
+						 struct iface *in)
+{
+	struct in6_addr daddr = ip6->daddr;
+
+	if (router6_own.lookup(&daddr)) { /* the gateway's own */
+		cur->flags |= HOMEGW_F_LOCAL;
+		return homegw_next_xdp(ctx);
+	}
+	if (homegw_ipv6_is_multicast(&daddr) || homegw_ipv6_is_link_local(&daddr))
+		return router6_to_kernel(ctx); /* NDP, RS, DHCPv6, MLD, link-local: its input */
+	if (!homegw_same_mac(eth->h_dest, in->mac)) {
+		if (eth->h_dest[0] & 1) /* link-layer multicast to a unicast address */
+			return drop(C_V6_LINK_MULTICAST);
+		return router6_to_kernel(ctx); /* another host's frame: the kernel discards it */
+	}
+	return -1;
+}
+
 static __always_inline int router6_xdp(struct xdp_md *ctx, struct homegw_cursor *cur)
 {
 	void *data = (void *)(long)ctx->data;
@@ -505,18 +527,9 @@ static __always_inline int router6_xdp(struct xdp_md *ctx, struct homegw_cursor 
 	struct iface *other = router_ifaces.lookup(&other_nic);
 	if (!in || !other)
 		return homegw_next_xdp(ctx);
-	struct in6_addr daddr = ip6->daddr;
-	if (router6_own.lookup(&daddr)) { /* the gateway's own */
-		cur->flags |= HOMEGW_F_LOCAL;
-		return homegw_next_xdp(ctx);
-	}
-	if (homegw_ipv6_is_multicast(&daddr) || homegw_ipv6_is_link_local(&daddr))
-		return router6_to_kernel(ctx); /* NDP, RS, DHCPv6, MLD, link-local: its input */
-	if (!homegw_same_mac(eth->h_dest, in->mac)) {
-		if (eth->h_dest[0] & 1) /* link-layer multicast to a unicast address */
-			return drop(C_V6_LINK_MULTICAST);
-		return router6_to_kernel(ctx); /* another host's frame: the kernel discards it */
-	}
+	int verdict = router6_not_forwarded(ctx, cur, eth, ip6, in);
+	if (verdict >= 0)
+		return verdict;
 	struct homegw_l4v6 l4 = {};
 	int problem = router6_forward_problem(ip6, end, &l4);
 	if (problem >= 0)
@@ -525,13 +538,13 @@ static __always_inline int router6_xdp(struct xdp_md *ctx, struct homegw_cursor 
 	if (!router6_source_fits(in_nic, router6_prefix_kind(&saddr)))
 		return drop(C_V6_SPOOFED_SOURCE);
 
-	struct in6_addr next_hop = {};
-	u32 counter;
-	u32 out_nic = router6_route(s, in_nic, router6_prefix_kind(&daddr), &daddr, &next_hop, &counter);
+	struct in6_addr daddr = ip6->daddr, next_hop = {};
+	u32 why = C_V6_UNREACHABLE;
+	u32 out_nic = router6_route(s, in_nic, router6_prefix_kind(&daddr), &daddr, &next_hop, &why);
 	struct iface *out = out_nic == in_nic ? in : other;
 	/* Each answer returns at once: after an error is built the packet
 	 * pointers are stale. */
-	if (counter == C_V6_WAN_TO_WAN && out_nic == HOMEGW_NIC_NONE)
+	if (out_nic == HOMEGW_NIC_NONE && why == C_V6_WAN_TO_WAN)
 		return drop(C_V6_WAN_TO_WAN);
 	if (out_nic == HOMEGW_NIC_NONE || !out->up || !out->ifindex)
 		return router6_icmp_error(ctx, s, in_nic, ip6, end, &l4, HOMEGW_ICMP6_DEST_UNREACH,

@@ -87,20 +87,19 @@ static __always_inline int router6_source_fits(u32 in_nic, u32 kind)
 	return in_nic == HOMEGW_NIC_LAN ? kind != 0 : kind == 0;
 }
 
-/* The egress of a packet to forward and its next hop: HOMEGW_NIC_* or
- * HOMEGW_NIC_NONE with *counter the reason (no route: C_V6_UNREACHABLE,
- * WAN to WAN: C_V6_WAN_TO_WAN). */
+/* The egress of a packet to forward and its next hop, from the kind of the
+ * destination's longest prefix: HOMEGW_NIC_* or HOMEGW_NIC_NONE, then with
+ * *why C_V6_WAN_TO_WAN (drop it) or left as it was (no route). */
 static __always_inline u32 router6_route(struct router6_settings *s, u32 in_nic, u32 kind,
 					 const struct in6_addr *daddr, struct in6_addr *next_hop,
-					 u32 *counter)
+					 u32 *why)
 {
-	*counter = C_V6_UNREACHABLE;
 	if (kind == ROUTER6_LAN) {
 		*next_hop = *daddr;
 		return HOMEGW_NIC_LAN;
 	}
 	if (in_nic == HOMEGW_NIC_WAN) {
-		*counter = C_V6_WAN_TO_WAN;
+		*why = C_V6_WAN_TO_WAN;
 		return HOMEGW_NIC_NONE;
 	}
 	if (kind == ROUTER6_INSIDE || router6_is_unset(&s->wan_gateway))
