@@ -38,6 +38,7 @@ from tests.datapath.router_kit import (
     LAN_MAC,
     NO_STATIC_ROUTES,
     WAN_MAC,
+    fake_nic,
     load_router,
     run,
 )
@@ -458,3 +459,34 @@ def test_no_error_without_an_address_on_that_side(dataplane: Dataplane) -> None:
     router = load_router6(dataplane, replace(FACTS, wan_address=None))
     assert run(dataplane, Nic.WAN, from_wan(hlim=1)).verdict == "XDP_DROP"
     assert counter(router, "v6_hop_limit_exceeded") == 1
+
+
+def test_a_restart_keeps_resolved_ipv6_neighbours(pin_dir: str) -> None:
+    """router_neigh6 is pinned: a new process adopts its resolved entries and
+    forwards to them without a miss; incomplete ones are dropped."""
+    first = Dataplane(pin_dir, {})
+    first.load()
+    with one_cpu():
+        old = load_router6(first)
+        run(first, Nic.WAN, from_wan(OFFLINE6))  # leaves an incomplete entry
+        assert OFFLINE6 in old.stats()["incomplete"]
+    first.close()
+
+    second = Dataplane(pin_dir, {})
+    second.load()
+    try:
+        router = RouterModule(
+            parse_config(NO_STATIC_ROUTES), iface_info=fake_nic, watch_kernel=False
+        )
+        second.add_module(router)  # no set_neighbour: only what the first run left
+        second.set_order(Nic.WAN, ["router"])
+        router.on_ipv6(FACTS)
+        stats = router.stats()
+        assert {HOST6, OTHER6, ISP_ROUTER} <= set(stats["neighbours"])
+        assert OFFLINE6 not in stats["incomplete"]
+        assert A(HOST6) in router.table.entries  # aged as its own
+        frame = from_wan()
+        assert run(second, Nic.WAN, frame).data == forwarded(frame, LAN_MAC, HOST_MAC)
+        assert counter(router, "v6_neigh_miss") == 1  # pinned: only the first run's
+    finally:
+        second.close()
