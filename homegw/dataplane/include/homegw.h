@@ -150,23 +150,30 @@ static __always_inline struct homegw_cursor *homegw_cursor_tc(void)
  * path, as module `module`. The caller decides the packet's fate: XDP_DROP
  * when userspace takes it over (it may send it again through the packet-out
  * path), XDP_PASS when the slow path only needs to know. Returns 0 or a
- * negative errno. */
+ * negative errno. homegw_punt_hdr_xdp sends a header the caller filled
+ * (module, reason, all four meta words: an IPv6 address fits). */
+static __always_inline int homegw_punt_hdr_xdp(struct xdp_md *ctx, struct homegw_punt *hdr)
+{
+	__u64 len = (__u64)(ctx->data_end - ctx->data);
+	__u64 cap = len > HOMEGW_PUNT_MAX_BYTES ? HOMEGW_PUNT_MAX_BYTES : len;
+
+	hdr->ifindex = ctx->ingress_ifindex;
+	hdr->pkt_len = len;
+	/* bcc turns this into bpf_perf_event_output with cap << 32 in the flags:
+	 * the kernel appends cap bytes of the packet after the header. */
+	return slowpath.perf_submit_skb(ctx, cap, hdr, sizeof(*hdr));
+}
+
 static __always_inline int homegw_punt_as_xdp(struct xdp_md *ctx, __u16 module, __u16 reason,
 					      __u32 meta0, __u32 meta1)
 {
 	struct homegw_punt hdr = {
 		.module = module,
 		.reason = reason,
-		.ifindex = ctx->ingress_ifindex,
 		.meta = { meta0, meta1, 0, 0 },
 	};
-	__u64 len = (__u64)(ctx->data_end - ctx->data);
-	__u64 cap = len > HOMEGW_PUNT_MAX_BYTES ? HOMEGW_PUNT_MAX_BYTES : len;
 
-	hdr.pkt_len = len;
-	/* bcc turns this into bpf_perf_event_output with cap << 32 in the flags:
-	 * the kernel appends cap bytes of the packet after the header. */
-	return slowpath.perf_submit_skb(ctx, cap, &hdr, sizeof(hdr));
+	return homegw_punt_hdr_xdp(ctx, &hdr);
 }
 
 /* The same as the module compiled in (HOMEGW_MODULE_ID). */
@@ -275,15 +282,31 @@ struct homegw_neighbour {
 BPF_TABLE_PINNED("hash", __be32, struct homegw_neighbour, homegw_neigh, HOMEGW_MAX_NEIGHBOURS,
 		 HOMEGW_PIN("router_neigh"));
 
-/* Punt a miss for next_hop unless one went up less than an interval ago (the
- * CPU that wins the compare-and-swap of punted_ns punts). */
-static __always_inline int homegw_neigh_punt_limited(struct xdp_md *ctx, struct homegw_neighbour *n,
-						     __be32 next_hop, __u32 nic, __u64 now)
+/* Whether a miss for the incomplete entry n is to be punted now: none went
+ * up for an interval and this CPU won the compare-and-swap of punted_ns.
+ * (The router's IPv6 neighbours use it too.) */
+static __always_inline int homegw_neigh_punt_due(struct homegw_neighbour *n, __u64 now)
 {
 	__u64 last = n->punted_ns;
 
-	if (now - last < HOMEGW_NEIGH_PUNT_INTERVAL_NS ||
-	    __sync_val_compare_and_swap(&n->punted_ns, last, now) != last)
+	return now - last >= HOMEGW_NEIGH_PUNT_INTERVAL_NS &&
+	       __sync_val_compare_and_swap(&n->punted_ns, last, now) == last;
+}
+
+/* Mark a resolved entry used at `now` (one write a tick at most). */
+static __always_inline void homegw_neigh_mark_used(struct homegw_neighbour *n, __u64 now)
+{
+	__u32 tick = now >> HOMEGW_NEIGH_TICK_SHIFT;
+
+	if (n->used_tick != tick)
+		n->used_tick = tick;
+}
+
+/* Punt a miss for next_hop unless one went up less than an interval ago. */
+static __always_inline int homegw_neigh_punt_limited(struct xdp_md *ctx, struct homegw_neighbour *n,
+						     __be32 next_hop, __u32 nic, __u64 now)
+{
+	if (!homegw_neigh_punt_due(n, now))
 		return HOMEGW_NEIGH_LIMITED;
 	homegw_punt_as_xdp(ctx, HOMEGW_ROUTER_ID, HOMEGW_REASON_NEIGH_MISS, next_hop, nic);
 	return HOMEGW_NEIGH_PUNTED;
@@ -300,9 +323,7 @@ static __always_inline struct homegw_neighbour *homegw_neighbour_xdp(struct xdp_
 	struct homegw_neighbour *n = homegw_neigh.lookup(&next_hop);
 
 	if (n && n->nic == nic) {
-		__u32 tick = now >> HOMEGW_NEIGH_TICK_SHIFT;
-		if (n->used_tick != tick)
-			n->used_tick = tick;
+		homegw_neigh_mark_used(n, now);
 		return n;
 	}
 	if (!n) {

@@ -18,14 +18,16 @@ from homegw.dataplane.abi import Nic
 from homegw.dataplane.module import IOModule, TableReader
 from homegw.dataplane.slowpath import Punt, PuntHandler
 from homegw.modules.router.maps import IfaceInfo, RouterMaps
-from homegw.modules.router.neigh import CONFIRMED, USABLE, NeighbourTable
+from homegw.modules.router.neigh import CONFIRMED, USABLE, IPAddress, NeighbourTable
 from homegw.modules.router.routes import Route, WanState, compute_routes
 from homegw.modules.router.watcher import KernelWatcher, LinkEvent, NeighEvent
+from homegw.netfacts import Ipv6Facts
 from homegw.traffichistory import Bytes, HistoryFolder, TrafficHistory
 
 log = logging.getLogger(__name__)
 
 REASON_NEIGH_MISS = 1  # HOMEGW_REASON_NEIGH_MISS in homegw.h: any module's misses
+REASON_NEIGH6_MISS = 2  # ROUTER6_REASON_NEIGH_MISS in router6.h, + the egress NIC
 
 
 def _iface_info(ifname: str, address: ipaddress.IPv4Address | None) -> IfaceInfo:
@@ -66,12 +68,16 @@ class RouterModule(IOModule):
         self.watcher: KernelWatcher | None = None
         self.ifaces: dict[Nic, IfaceInfo] = {}
         self.routes: list[Route] = []
+        self.ipv6 = Ipv6Facts()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._ager: threading.Thread | None = None
         self._history: HistoryFolder | None = None
 
     # -- IOModule ---------------------------------------------------------------
+    def defines(self) -> dict[str, int | str]:
+        return {"ROUTER6_HEADER": f'"{Path(__file__).parent / "router6.h"}"'}
+
     def on_load(self, bpf) -> None:
         self.maps = RouterMaps(bpf)
         now = time.monotonic()
@@ -79,6 +85,7 @@ class RouterModule(IOModule):
             self.table.learn(ip, mac, nic, now)  # aged, re-confirmed like new ones
         self._write_interfaces()
         self._write_policy()
+        self._write_ipv6()
         if not self._watch_kernel:
             return
         self.watcher = KernelWatcher(self._on_neigh, self._on_link)
@@ -90,7 +97,11 @@ class RouterModule(IOModule):
         self._resolve_gateway()
 
     def handlers(self) -> dict[int, PuntHandler]:
-        return {REASON_NEIGH_MISS: self._on_miss}
+        return {
+            REASON_NEIGH_MISS: self._on_miss,
+            REASON_NEIGH6_MISS + Nic.LAN: self._on_miss6,
+            REASON_NEIGH6_MISS + Nic.WAN: self._on_miss6,
+        }
 
     def on_unload(self) -> None:
         self._stop.set()
@@ -151,6 +162,31 @@ class RouterModule(IOModule):
     ) -> None:
         self.set_wan(address, gateway)
 
+    def on_ipv6(self, facts: Ipv6Facts) -> None:
+        """Forward IPv6 by these facts (prefixes, own addresses, the WAN's
+        router, MTUs); the WAN's router is resolved ahead of the first packet."""
+        with self._lock:
+            self.ipv6 = facts
+            if self.maps:
+                self._write_ipv6()
+        log.info(
+            "router: IPv6 LAN %s, via %s",
+            ", ".join(map(str, facts.lan_prefixes)) or "off",
+            facts.wan_gateway,
+        )
+        if self.watcher and facts.wan_gateway and Nic.WAN in self.ifaces:
+            self.watcher.resolve(facts.wan_gateway, self.ifaces[Nic.WAN].ifindex)
+
+    def _write_ipv6(self) -> None:
+        """The IPv6 facts into the maps; MTUs at most the links' own."""
+        facts = self.ipv6
+        assert self.maps is not None
+        self.maps.set_ipv6(
+            facts,
+            lan_mtu=min(facts.lan_mtu, self.ifaces[Nic.LAN].mtu),
+            wan_mtu=min(facts.wan_mtu, self.ifaces[Nic.WAN].mtu),
+        )
+
     def apply(self, config: Config) -> bool:
         """Static routes, the neighbour timeout and paused devices change by map writes."""
         with self._lock:
@@ -159,6 +195,7 @@ class RouterModule(IOModule):
             if self.maps:
                 self._write_interfaces()
                 self._write_policy()
+                self._write_ipv6()
         return True
 
     def _write_policy(self) -> None:
@@ -172,7 +209,15 @@ class RouterModule(IOModule):
 
     def _on_miss(self, punt: Punt) -> None:
         next_hop = ipaddress.IPv4Address(punt.meta[0].to_bytes(4, "little"))
-        out = Nic(punt.meta[1])
+        self._hold(next_hop, Nic(punt.meta[1]), punt)
+
+    def _on_miss6(self, punt: Punt) -> None:
+        """An IPv6 miss: the next hop in the four meta words, the NIC in the reason."""
+        packed = b"".join(word.to_bytes(4, "little") for word in punt.meta)
+        self._hold(ipaddress.IPv6Address(packed), Nic(punt.reason - REASON_NEIGH6_MISS), punt)
+
+    def _hold(self, next_hop: IPAddress, out: Nic, punt: Punt) -> None:
+        """Keep the punted frame until next_hop is resolved; start resolving it."""
         whole = punt.packet if punt.pkt_len == len(punt.packet) else None
         with self._lock:
             first = self.table.hold(next_hop, whole, punt.ifindex, time.monotonic())
@@ -213,6 +258,7 @@ class RouterModule(IOModule):
                     info.ifindex, info.mac, event.mtu, event.carrier, info.address
                 )
                 self._write_iface(nic)
+                self._write_ipv6()  # its MTUs are at most the links'
             log.warning(
                 "router: %s link %s, mtu %d", nic.name, "up" if info.up else "DOWN", info.mtu
             )
@@ -222,7 +268,7 @@ class RouterModule(IOModule):
         while not self._stop.wait(interval):
             self.expire(time.monotonic())
 
-    def expire(self, now: float) -> list[ipaddress.IPv4Address]:
+    def expire(self, now: float) -> list[IPAddress]:
         """One aging round: unused entries out of the map, used ones
         re-confirmed with the kernel (they stay meanwhile), incomplete ones
         nobody punted for lately out. Returns the entries removed."""
@@ -245,7 +291,7 @@ class RouterModule(IOModule):
             )
         return work.stale
 
-    def set_neighbour(self, ip: ipaddress.IPv4Address, mac: str, nic: Nic) -> None:
+    def set_neighbour(self, ip: IPAddress, mac: str, nic: Nic) -> None:
         """Install a neighbour as if the kernel had resolved it."""
         with self._lock:
             self.table.learn(ip, mac, nic, time.monotonic())

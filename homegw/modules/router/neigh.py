@@ -1,6 +1,7 @@
 """The neighbour table the datapath forwards with, mirrored from the kernel.
 
-The kernel does ARP: it answers for the gateway's addresses, applies
+Both families: IPv4 next hops (ARP) and IPv6 ones (NDP), keyed by address.
+The kernel does ARP and NDP: it answers for the gateway's addresses, applies
 gratuitous ARP, and resolves on request. This table mirrors its usable
 entries into the neighbour map (homegw.h), holds the packets of an
 unresolved next hop until the kernel has resolved it, and ages entries:
@@ -24,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from homegw.dataplane.abi import Nic
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 USE_TICK_S = 2**30 / 1e9  # HOMEGW_NEIGH_TICK_SHIFT: the datapath's use marks, rounded down
 
@@ -53,12 +56,12 @@ class Entry:
 class Aging:
     """One aging round's work for the caller."""
 
-    stale: list[ipaddress.IPv4Address] = field(default_factory=list)  # remove from the map
-    confirm: list[ipaddress.IPv4Address] = field(default_factory=list)  # ask the kernel
-    incomplete: list[ipaddress.IPv4Address] = field(default_factory=list)  # remove if still so
+    stale: list[IPAddress] = field(default_factory=list)  # remove from the map
+    confirm: list[IPAddress] = field(default_factory=list)  # ask the kernel
+    incomplete: list[IPAddress] = field(default_factory=list)  # remove if still so
 
 
-LastUsed = Callable[[ipaddress.IPv4Address], float | None]
+LastUsed = Callable[[IPAddress], float | None]
 
 
 @dataclass
@@ -70,13 +73,13 @@ class Pending:
 @dataclass
 class NeighbourTable:
     timeout: float
-    entries: dict[ipaddress.IPv4Address, Entry] = field(default_factory=dict)
-    pending: dict[ipaddress.IPv4Address, Pending] = field(default_factory=dict)
-    incomplete: dict[ipaddress.IPv4Address, float] = field(default_factory=dict)  # last punt
+    entries: dict[IPAddress, Entry] = field(default_factory=dict)
+    pending: dict[IPAddress, Pending] = field(default_factory=dict)
+    incomplete: dict[IPAddress, float] = field(default_factory=dict)  # last punt
     dropped: int = 0
 
     def learn(
-        self, ip: ipaddress.IPv4Address, mac: str, nic: Nic, now: float
+        self, ip: IPAddress, mac: str, nic: Nic, now: float
     ) -> tuple[bool, list[tuple[bytes, int]]]:
         """A usable kernel entry: (whether the map needs writing, frames to resend)."""
         old = self.entries.get(ip)
@@ -86,13 +89,11 @@ class NeighbourTable:
         changed = old is None or (old.mac, old.nic) != (mac, nic)
         return changed, list(waiting.frames) if waiting else []
 
-    def forget(self, ip: ipaddress.IPv4Address) -> bool:
+    def forget(self, ip: IPAddress) -> bool:
         """The kernel lost the entry (failed, deleted): whether the map had it."""
         return self.entries.pop(ip, None) is not None
 
-    def hold(
-        self, ip: ipaddress.IPv4Address, frame: bytes | None, ifindex: int, now: float
-    ) -> bool:
+    def hold(self, ip: IPAddress, frame: bytes | None, ifindex: int, now: float) -> bool:
         """A punted miss: queue its frame (None: it came truncated, it cannot be
         sent again) for the unresolved next hop; True if resolution must be
         started (the first frame for it)."""
@@ -145,6 +146,6 @@ class NeighbourTable:
         """Used since it was learned (the datapath marks ticks of 2^30 ns)."""
         return used_at is not None and used_at + USE_TICK_S > entry.installed_at
 
-    def expire(self, now: float) -> list[ipaddress.IPv4Address]:
+    def expire(self, now: float) -> list[IPAddress]:
         """An aging round that knows of no use: entries go at their timeout."""
         return self.age(now, lambda _ip: None).stale

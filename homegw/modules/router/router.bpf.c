@@ -37,7 +37,46 @@
  * there, at most ROUTER_ICMP_PER_SEC per CPU, never where RFC 1812 4.3.2.7
  * forbids them (then the packet is dropped, counted icmp_suppressed); they
  * quote up to 576 bytes, the packet as the remote sent it if NAT translated
- * its destination (HOMEGW_F_DNAT). */
+ * its destination (HOMEGW_F_DNAT).
+ *
+ * IPv6 (router6_xdp; pure parts in router6.h), forwarded without
+ * translation (RFC 8200, RFC 4443, RFC 7084) from the settings the IPv6
+ * facts give (on_ipv6); each outcome counted as v6_*:
+ *   IPv6 off (no LAN prefix yet): the kernel
+ *   no whole fixed header, payload length past the frame, version not 6:
+ *     dropped (v6_bad_length, v6_bad_version)
+ *   to one of the gateway's addresses: the kernel, HOMEGW_F_LOCAL set;
+ *     to a multicast or link-local address (NDP, RS, DHCPv6, MLD), or a
+ *     unicast frame for another MAC: the kernel
+ *   link-layer multicast to a unicast address: dropped
+ *   forwarded from a link-local source: dropped (v6_link_local_source);
+ *     from a multicast, unspecified, loopback or IPv4-embedded source or to
+ *     an unspecified, loopback or IPv4-embedded address: dropped (v6_martian)
+ *   from the LAN with a source outside the home's prefixes, from the WAN
+ *     with one inside them: dropped (v6_spoofed_source)
+ *   extension headers past the frame or too many (homegw_ipv6_walk):
+ *     dropped; a hop-by-hop options header: dropped (see router6.h); other
+ *     extension headers (destination options, routing, fragment) forwarded
+ *     untouched
+ *   from the LAN: to a LAN /64 back out of the LAN; to the home's other
+ *     space (a delegated prefix, the ULA /48) ICMPv6 no route (RFC 7084
+ *     WPD-5); else to the WAN's default router (none, or a NIC down: ICMPv6
+ *     no route)
+ *   from the WAN: to a LAN /64 onto the LAN; anything else dropped
+ *     (v6_wan_to_wan)
+ *   hop limit <= 1: ICMPv6 time exceeded; over the egress MTU: ICMPv6
+ *     packet too big with the MTU (no IPv6 router fragments)
+ *   unknown neighbour: punted as IPv4's (reason ROUTER6_REASON_NEIGH_MISS +
+ *     egress NIC), others dropped; a paused device: dropped
+ * ICMPv6 errors go back out of the ingress NIC from the facts' LAN or WAN
+ * address (none there: dropped), quoting up to 1280 bytes in all, within
+ * the IPv4 errors' per-CPU budget, never about an ICMPv6 error, a packet to
+ * a multicast address (but packet too big) or from a source that is not one
+ * host (RFC 4443 2.4: dropped, v6_icmp_suppressed).
+ *
+ * Long (both families in one program: one chain position, one pass over the
+ * frame) although IPv6's pure checks live in router6.h: bcc rewrites map
+ * calls only in the main file, so every function touching a map is here. */
 #include "homegw.h"
 #include "homegw_icmp.h"
 
@@ -67,8 +106,30 @@ enum router_counter {
 	C_FRAG_TOO_BIG,
 	C_NEIGH_LIMITED,
 	C_DEVICE_PAUSED,
+	C_V6_FORWARDED, /* IPv6 (router6.h) */
+	C_V6_TO_KERNEL,
+	C_V6_BAD_VERSION,
+	C_V6_BAD_LENGTH,
+	C_V6_TRUNCATED,
+	C_V6_TOO_MANY_HEADERS,
+	C_V6_HOP_BY_HOP,
+	C_V6_LINK_LOCAL_SOURCE,
+	C_V6_MARTIAN,
+	C_V6_SPOOFED_SOURCE,
+	C_V6_LINK_MULTICAST,
+	C_V6_WAN_TO_WAN,
+	C_V6_UNREACHABLE,
+	C_V6_HOP_LIMIT_EXCEEDED,
+	C_V6_PACKET_TOO_BIG,
+	C_V6_ICMP_SUPPRESSED,
+	C_V6_ICMP_FAILED,
+	C_V6_NEIGH_MISS,
+	C_V6_NEIGH_LIMITED,
+	C_V6_DEVICE_PAUSED,
 	C_COUNTERS,
 };
+
+#include ROUTER6_HEADER /* router6.h (module.py defines the path); after the counters: its checks answer with them */
 
 struct route_key {
 	__u32 prefixlen;
@@ -314,6 +375,204 @@ static __always_inline int drop(u32 counter)
 	return XDP_DROP;
 }
 
+/* Send the frame on to neigh out of `out` (both families, the hop count
+ * already decremented): the MACs rewritten (the arrival's kept in the
+ * cursor), the egress counted, the decision left for the chain's end. */
+static __always_inline int forward(struct xdp_md *ctx, struct homegw_cursor *cur, struct ethhdr *eth,
+				   struct homegw_neighbour *neigh, struct iface *out, u32 out_nic,
+				   u64 bytes)
+{
+	__builtin_memcpy(cur->in_src_mac, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(cur->in_dst_mac, eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(eth->h_dest, neigh->mac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, out->mac, ETH_ALEN);
+
+	struct homegw_counter *nic_stats = router_nic_stats.lookup(&out_nic);
+	if (nic_stats) {
+		nic_stats->packets++;
+		nic_stats->bytes += bytes;
+	}
+	cur->fwd = HOMEGW_FWD_REDIRECT;
+	cur->out_ifindex = out->ifindex;
+	cur->out_nic = out_nic;
+	return homegw_next_xdp(ctx);
+}
+
+/* IPv6 (the pure parts in router6.h; bcc rewrites map calls only here) */
+// <prefix length + IPv6 prefix, ROUTER6_LAN or ROUTER6_INSIDE>
+BPF_F_TABLE("lpm_trie", struct router6_key, __u32, router6_prefixes, ROUTER6_MAX_PREFIXES,
+	    BPF_F_NO_PREALLOC);
+// <IPv6 address of the gateway, 1>
+BPF_HASH(router6_own, struct in6_addr, __u32, ROUTER6_MAX_OWN);
+// <0, the IPv6 facts the datapath needs beyond the two tables>
+BPF_ARRAY(router6_settings, struct router6_settings, 1);
+// <in6 next hop, struct homegw_neighbour>: mirrored from the kernel's NDP
+// table by neigh.py; incomplete entries are made here on a miss
+BPF_TABLE_PINNED("hash", struct in6_addr, struct homegw_neighbour, router_neigh6,
+		 HOMEGW_MAX_NEIGHBOURS, HOMEGW_PIN("router_neigh6"));
+
+static __always_inline void router6_punt_miss(struct xdp_md *ctx, const struct in6_addr *next_hop,
+					      __u32 nic)
+{
+	struct homegw_punt hdr = {
+		.module = HOMEGW_ROUTER_ID,
+		.reason = ROUTER6_REASON_NEIGH_MISS + nic,
+	};
+
+	__builtin_memcpy(hdr.meta, next_hop, sizeof(*next_hop));
+	homegw_punt_hdr_xdp(ctx, &hdr);
+}
+
+/* homegw_neighbour_xdp for an IPv6 next hop (router_neigh6). */
+static __always_inline struct homegw_neighbour *router6_neighbour(struct xdp_md *ctx,
+								  const struct in6_addr *next_hop,
+								  __u32 nic, __u64 now, int *miss)
+{
+	struct in6_addr key = *next_hop;
+	struct homegw_neighbour *n = router_neigh6.lookup(&key);
+
+	if (n && n->nic == nic) {
+		homegw_neigh_mark_used(n, now);
+		return n;
+	}
+	struct homegw_neighbour incomplete = { .nic = HOMEGW_NIC_NONE, .punted_ns = now };
+	/* the first miss makes the incomplete entry (BPF_NOEXIST: one CPU wins;
+	 * a full map punts nothing), later ones punt once an interval */
+	int due = n ? homegw_neigh_punt_due(n, now) : router_neigh6.insert(&key, &incomplete) == 0;
+	if (due)
+		router6_punt_miss(ctx, &key, nic);
+	*miss = due ? HOMEGW_NEIGH_PUNTED : HOMEGW_NEIGH_LIMITED;
+	return NULL;
+}
+
+/* The kind of the longest prefix holding a (ROUTER6_LAN, ROUTER6_INSIDE), 0: none. */
+static __always_inline __u32 router6_prefix_kind(const struct in6_addr *a)
+{
+	struct router6_key key = { .prefixlen = 128, .addr = *a };
+	__u32 *kind = router6_prefixes.lookup(&key);
+
+	return kind ? *kind : 0;
+}
+
+/* Answer with an ICMPv6 error from the gateway's address on the ingress
+ * side, where RFC 4443 2.4 allows one; drop the packet otherwise. */
+static __always_inline int router6_icmp_error(struct xdp_md *ctx, struct router6_settings *s,
+					      u32 in_nic, struct ipv6hdr *ip6, void *end,
+					      const struct homegw_l4v6 *l4, u8 type, u8 code,
+					      __be32 rest, u32 counter)
+{
+	const struct in6_addr *from = in_nic == HOMEGW_NIC_LAN ? &s->lan_address : &s->wan_address;
+
+	count(counter);
+	if (!homegw_icmp6_error_allowed(ip6, end, l4, type)) {
+		count(C_V6_ICMP_SUPPRESSED);
+		return XDP_DROP;
+	}
+	if (router6_is_unset(from) || !icmp_allowed())
+		return XDP_DROP;
+	if (homegw_icmp6_error_xdp(ctx, type, code, from, rest) == 0)
+		return homegw_tx_xdp(ctx);
+	count(C_V6_ICMP_FAILED);
+	return XDP_DROP;
+}
+
+static __always_inline int router6_to_kernel(struct xdp_md *ctx)
+{
+	count(C_V6_TO_KERNEL);
+	return homegw_next_xdp(ctx);
+}
+
+/* The verdict for a packet that is not to be forwarded: for the gateway
+ * itself, the kernel's input path, or dropped; -1 for one to forward. */
+static __always_inline int router6_not_forwarded(struct xdp_md *ctx, struct homegw_cursor *cur,
+						 struct ethhdr *eth, struct ipv6hdr *ip6,
+						 struct iface *in)
+{
+	struct in6_addr daddr = ip6->daddr;
+
+	if (router6_own.lookup(&daddr)) { /* the gateway's own */
+		cur->flags |= HOMEGW_F_LOCAL;
+		return homegw_next_xdp(ctx);
+	}
+	if (homegw_ipv6_is_multicast(&daddr) || homegw_ipv6_is_link_local(&daddr))
+		return router6_to_kernel(ctx); /* NDP, RS, DHCPv6, MLD, link-local: its input */
+	if (!homegw_same_mac(eth->h_dest, in->mac)) {
+		if (eth->h_dest[0] & 1) /* link-layer multicast to a unicast address */
+			return drop(C_V6_LINK_MULTICAST);
+		return router6_to_kernel(ctx); /* another host's frame: the kernel discards it */
+	}
+	return -1;
+}
+
+static __always_inline int router6_xdp(struct xdp_md *ctx, struct homegw_cursor *cur)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct ipv6hdr *ip6 = data + sizeof(*eth);
+	u32 zero = 0;
+	struct router6_settings *s = router6_settings.lookup(&zero);
+
+	if (!s || !s->enabled)
+		return router6_to_kernel(ctx); /* IPv6 off: the kernel's (it forwards none) */
+	if ((void *)(ip6 + 1) > end)
+		return drop(C_V6_BAD_LENGTH);
+	if (ip6->version != 6)
+		return drop(C_V6_BAD_VERSION);
+	if ((void *)(ip6 + 1) + ntohs(ip6->payload_len) > end)
+		return drop(C_V6_BAD_LENGTH);
+	u32 in_nic = cur->nic;
+	struct iface *in = router_ifaces.lookup(&in_nic);
+	u32 other_nic = in_nic ^ 1;
+	struct iface *other = router_ifaces.lookup(&other_nic);
+	if (!in || !other)
+		return homegw_next_xdp(ctx);
+	int verdict = router6_not_forwarded(ctx, cur, eth, ip6, in);
+	if (verdict >= 0)
+		return verdict;
+	struct homegw_l4v6 l4 = {};
+	int problem = router6_forward_problem(ip6, end, &l4);
+	if (problem >= 0)
+		return drop(problem);
+	struct in6_addr saddr = ip6->saddr;
+	if (!router6_source_fits(in_nic, router6_prefix_kind(&saddr)))
+		return drop(C_V6_SPOOFED_SOURCE);
+
+	struct in6_addr daddr = ip6->daddr, next_hop = {};
+	u32 why = C_V6_UNREACHABLE;
+	u32 out_nic = router6_route(s, in_nic, router6_prefix_kind(&daddr), &daddr, &next_hop, &why);
+	struct iface *out = out_nic == in_nic ? in : other;
+	/* Each answer returns at once: after an error is built the packet
+	 * pointers are stale. */
+	if (out_nic == HOMEGW_NIC_NONE && why == C_V6_WAN_TO_WAN)
+		return drop(C_V6_WAN_TO_WAN);
+	if (out_nic == HOMEGW_NIC_NONE || !out->up || !out->ifindex)
+		return router6_icmp_error(ctx, s, in_nic, ip6, end, &l4, HOMEGW_ICMP6_DEST_UNREACH,
+					  HOMEGW_ICMP6_NO_ROUTE, 0, C_V6_UNREACHABLE);
+	if (ip6->hop_limit <= 1)
+		return router6_icmp_error(ctx, s, in_nic, ip6, end, &l4, HOMEGW_ICMP6_TIME_EXCEEDED,
+					  HOMEGW_ICMP6_HOP_EXCEEDED, 0, C_V6_HOP_LIMIT_EXCEEDED);
+	u32 mtu = out_nic == HOMEGW_NIC_LAN ? s->lan_mtu : s->wan_mtu;
+	if (sizeof(*ip6) + ntohs(ip6->payload_len) > mtu) /* routers never fragment IPv6 */
+		return router6_icmp_error(ctx, s, in_nic, ip6, end, &l4,
+					  HOMEGW_ICMP6_PACKET_TOO_BIG, 0, htonl(mtu),
+					  C_V6_PACKET_TOO_BIG);
+
+	int miss = 0;
+	u64 now = bpf_ktime_get_coarse_ns(); /* once: neighbour use and device marks */
+	struct homegw_neighbour *neigh = router6_neighbour(ctx, &next_hop, out_nic, now, &miss);
+	if (!neigh) /* punted (the slow path resends it once resolved) or limited */
+		return drop(miss == HOMEGW_NEIGH_PUNTED ? C_V6_NEIGH_MISS : C_V6_NEIGH_LIMITED);
+	u64 bytes = (u64)(end - data);
+	if (paused(eth->h_source, neigh->mac, bytes, in_nic, out_nic, now))
+		return drop(C_V6_DEVICE_PAUSED);
+
+	ip6->hop_limit--; /* IPv6 has no header checksum */
+	count(C_V6_FORWARDED);
+	return forward(ctx, cur, eth, neigh, out, out_nic, bytes);
+}
+
+
 int router_xdp(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
@@ -322,7 +581,11 @@ int router_xdp(struct xdp_md *ctx)
 	struct iphdr *ip = data + sizeof(*eth);
 	struct homegw_cursor *cur = homegw_cursor_xdp();
 
-	if (!cur || (void *)(eth + 1) > end || eth->h_proto != htons(ETH_P_IP))
+	if (!cur || (void *)(eth + 1) > end)
+		return homegw_next_xdp(ctx);
+	if (eth->h_proto == htons(ETH_P_IPV6))
+		return router6_xdp(ctx, cur);
+	if (eth->h_proto != htons(ETH_P_IP))
 		return homegw_next_xdp(ctx);
 	if ((void *)(ip + 1) > end)
 		return drop(C_BAD_LENGTH);
@@ -392,18 +655,5 @@ int router_xdp(struct xdp_md *ctx)
 	__u16 old_word = *(__u16 *)&ip->ttl;
 	ip->ttl--;
 	homegw_csum_replace2(&ip->check, old_word, *(__u16 *)&ip->ttl);
-	__builtin_memcpy(cur->in_src_mac, eth->h_source, ETH_ALEN);
-	__builtin_memcpy(cur->in_dst_mac, eth->h_dest, ETH_ALEN);
-	__builtin_memcpy(eth->h_dest, neigh->mac, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, out->mac, ETH_ALEN);
-
-	struct homegw_counter *nic_stats = router_nic_stats.lookup(&out_nic);
-	if (nic_stats) {
-		nic_stats->packets++;
-		nic_stats->bytes += bytes;
-	}
-	cur->fwd = HOMEGW_FWD_REDIRECT;
-	cur->out_ifindex = out->ifindex;
-	cur->out_nic = out_nic;
-	return homegw_next_xdp(ctx);
+	return forward(ctx, cur, eth, neigh, out, out_nic, bytes);
 }
