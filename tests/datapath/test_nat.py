@@ -370,3 +370,38 @@ def test_port_forwards_change_live() -> None:
         assert gateway.wan(back).data == to_lan(back, "192.168.1.11")
     finally:
         gateway.close()
+
+
+def test_ipv6_goes_on_untranslated_both_ways(gw: Gateway) -> None:
+    """No NAT66: what the router forwards over IPv6 leaves as it is (only
+    the router's MACs and hop limit), counted ipv6_passed."""
+    from scapy.layers.inet6 import IPv6
+
+    from homegw.netfacts import Ipv6Facts
+
+    lan64, isp_router = ipaddress.IPv6Network("2001:db8:100::/64"), ipaddress.IPv6Address("fe80::1")
+    host6, remote6 = "2001:db8:100::11", "2001:db8:ffff:80::80"
+    gw.router.on_ipv6(
+        Ipv6Facts(
+            lan_prefixes=(lan64,),
+            inside=(ipaddress.IPv6Network("2001:db8:100::/56"),),
+            lan_address=ipaddress.IPv6Address("2001:db8:100::1"),
+            wan_address=ipaddress.IPv6Address("2001:db8:ffff:1::1001"),
+            wan_gateway=isp_router,
+        )
+    )
+    gw.router.set_neighbour(isp_router, ISP_MAC, Nic.WAN)
+    gw.router.set_neighbour(ipaddress.IPv6Address(host6), HOSTS["192.168.1.11"], Nic.LAN)
+    before = gw.nat.counters()["ipv6_passed"]
+    l4 = UDP(sport=40000, dport=53) / b"question"
+    out = Ether(src=HOSTS["192.168.1.11"], dst=LAN_MAC) / IPv6(src=host6, dst=remote6) / l4
+    result = gw.lan(bytes(out))
+    out.src, out.dst, out[IPv6].hlim = WAN_MAC, ISP_MAC, 63
+    assert (result.verdict, result.data) == ("XDP_REDIRECT", bytes(out))
+    back = (
+        Ether(src=ISP_MAC, dst=WAN_MAC) / IPv6(src=remote6, dst=host6) / UDP(sport=53, dport=40000)
+    )
+    result = gw.wan(bytes(back))
+    back.src, back.dst, back[IPv6].hlim = LAN_MAC, HOSTS["192.168.1.11"], 63
+    assert (result.verdict, result.data) == ("XDP_REDIRECT", bytes(back))
+    assert gw.nat.counters()["ipv6_passed"] - before == 2

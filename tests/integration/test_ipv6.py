@@ -84,6 +84,17 @@ class Home:
         assert netns.wait_for(configured, WAIT_S), self.host_addresses(host)
         return found[0]
 
+    def diagnosis(self) -> dict[str, Any]:
+        """What a failure message needs: the facts and the v6 counters that moved."""
+        moved = {
+            f"{module}.{name}": value
+            for module in ("router", "firewall")
+            for name, value in self.counters(module).items()
+            if value and name.startswith("v6_")
+        }
+        routes = self.home.run("h1", ["ip", "-6", "route"]).stdout
+        return {"facts": self.facts, "counters": moved, "h1 routes": routes}
+
     def curl6(self, host: str, url: str) -> Any:
         return self.home.run(host, ["curl", "-6", "-sS", "--max-time", "5", url])
 
@@ -115,7 +126,8 @@ def test_a_lan_host_gets_ipv6_from_the_delegated_prefix_and_reaches_the_internet
     assert re.search(rf"Recursive DNS server\s*:\s*{ula_dns}\b", ra.stdout), ra.stdout
     assert re.search(r"DNS search list\s*:\s*lan\b", ra.stdout), ra.stdout
     before = running.counters("router")
-    assert home.run("h1", ["ping", "-6", "-c", "2", "-W", "2", WEB6]).returncode == 0
+    ping = home.run("h1", ["ping", "-6", "-c", "2", "-W", "2", WEB6])
+    assert ping.returncode == 0, (running.diagnosis(), ping.stdout)
     page = running.curl6("h1", f"http://[{WEB6}]/")
     assert page.returncode == 0 and home.web_text in page.stdout, page.stderr
     after = running.counters("router")
@@ -198,11 +210,17 @@ def test_packet_too_big_about_a_live_flow_reaches_the_host(running: Home) -> Non
     home = running.home
     lan = running.global_lan(PD_POOL)
     h1 = running.host_address(lan)["local"]
-    send = (
-        "import socket; s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); "
-        f"s.bind(('{h1}', 40000)); s.sendto(b'x' * 1400, ('{WEB6}', 9))"
+    # a connected UDP socket the error is about, open while the error arrives
+    # (the kernel takes a packet too big to the socket of the quoted flow)
+    hold = (
+        "import socket, sys; s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); "
+        f"s.bind(('{h1}', 40000)); s.connect(('{WEB6}', 9)); s.send(b'x' * 1200); "
+        "sys.stdin.read()"
     )
-    home.run("h1", [sys.executable, "-c", send], check=True)  # the flow the error is about
+    before = running.counters("firewall")["v6_sessions_created"]
+    flow = home.popen("h1", [sys.executable, "-c", hold], stdin=-1)
+    created = lambda: running.counters("firewall")["v6_sessions_created"] > before  # noqa: E731
+    assert netns.wait_for(created, 5), running.diagnosis()
     quoted = IPv6(src=h1, dst=WEB6, hlim=63) / UDP(sport=40000, dport=9) / (b"x" * 1100)
     isp_ip = ISP6_ADDRESS
     frame = Ether(src=home.mac_of("isp", "isp0"), dst=home.mac_of("gw", "wan0"))
@@ -213,4 +231,9 @@ def test_packet_too_big_about_a_live_flow_reaches_the_host(running: Home) -> Non
         route = home.run("h1", ["ip", "-6", "route", "get", WEB6]).stdout
         return "mtu 1280" in route
 
-    assert netns.wait_for(pmtu_learned, 5), home.run("h1", ["ip", "-6", "route", "get", WEB6])
+    try:
+        assert netns.wait_for(pmtu_learned, 5), running.diagnosis()
+        assert running.counters("firewall")["v6_wan_icmp_error"] >= 1
+    finally:
+        flow.kill()
+        flow.wait(5)

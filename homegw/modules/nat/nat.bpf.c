@@ -20,6 +20,8 @@
  *   ICMP error          to the LAN host only if it matches a live session
  *   later fragment      as outbound
  * LAN -> the WAN address: TCP/UDP to a binding hairpinned, else the kernel's.
+ * IPv6, both ways: on as it is (no NAT66: the router forwards it untranslated
+ *   and the firewall holds it to RFC 6092), counted ipv6_passed.
  *
  * RFC 4787/5382/5508 behaviour:
  *   mapping   endpoint-independent: nat_mappings <internal endpoint, port>
@@ -119,10 +121,11 @@ enum nat_counter {
 	N_ICMP_ERRORS_BAD,  /* malformed, or quoting a packet we did not send */
 	N_ICMP_OUT_DROPPED, /* LAN ICMP without an identifier */
 	N_TRUNCATED_DROPPED,       /* TCP/UDP/ICMP header cut short */
-	N_UNTRANSLATABLE_DROPPED,  /* LAN -> WAN without a WAN address, or not IPv4 */
+	N_UNTRANSLATABLE_DROPPED,  /* LAN -> WAN without a WAN address, or not IP */
 	N_FRAGMENTS_PUNTED,   /* early fragments punted to be held */
 	N_FRAGMENT_FIRSTS_NOTIFIED,  /* first fragments that released held ones */
 	N_HAIRPIN_NEIGHBOUR_LIMITED,   /* hairpin to an unresolved server, its punt rate-limited */
+	N_IPV6_PASSED,  /* IPv6, on untranslated (no NAT66) */
 	N_COUNTERS,
 };
 
@@ -1216,6 +1219,10 @@ int nat_xdp(struct xdp_md *ctx)
 	struct iphdr *ip = (void *)(long)ctx->data + ETH_HLEN;
 	int verdict = -1;
 
+	if ((void *)(ip + 1) <= end && ((struct ethhdr *)(long)ctx->data)->h_proto == htons(ETH_P_IPV6)) {
+		count(N_IPV6_PASSED);
+		return homegw_next_xdp(ctx);
+	}
 	if (!cfg || (void *)(ip + 1) > end)
 		return untranslated(ctx, cur);
 	if (cur->nic == HOMEGW_NIC_LAN) {
