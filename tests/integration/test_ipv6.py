@@ -95,6 +95,14 @@ class Home:
         routes = self.home.run("h1", ["ip", "-6", "route"]).stdout
         return {"facts": self.facts, "counters": moved, "h1 routes": routes}
 
+    def wait_default_route(self, host: str = "h1") -> None:
+        """Until the host took the gateway as its IPv6 default router (RA)."""
+
+        def routed() -> bool:
+            return "default via" in self.home.run(host, ["ip", "-6", "route"]).stdout
+
+        assert netns.wait_for(routed, WAIT_S), self.diagnosis()
+
     def curl6(self, host: str, url: str) -> Any:
         return self.home.run(host, ["curl", "-6", "-sS", "--max-time", "5", url])
 
@@ -125,6 +133,7 @@ def test_a_lan_host_gets_ipv6_from_the_delegated_prefix_and_reaches_the_internet
     ra = home.run("h1", ["rdisc6", "-1", "-w", "1000", "-r", "5", "eth0"])
     assert re.search(rf"Recursive DNS server\s*:\s*{ula_dns}\b", ra.stdout), ra.stdout
     assert re.search(r"DNS search list\s*:\s*lan\b", ra.stdout), ra.stdout
+    running.wait_default_route()
     before = running.counters("router")
     ping = home.run("h1", ["ping", "-6", "-c", "2", "-W", "2", WEB6])
     assert ping.returncode == 0, (running.diagnosis(), ping.stdout)
@@ -237,3 +246,36 @@ def test_packet_too_big_about_a_live_flow_reaches_the_host(running: Home) -> Non
     finally:
         flow.kill()
         flow.wait(5)
+
+
+def test_static_wan_ipv6_with_a_configured_prefix(
+    make_virtual_home: Callable[..., VirtualHome],
+) -> None:
+    """wan.ipv6 static: the prefix the ISP routes to the gateway (here one of
+    the pool it routes to the gateway's link-local), no DHCPv6 client."""
+    home = make_virtual_home(ipv6=True)
+    wan6 = {
+        "mode": "static",
+        "address": "2001:db8:ffff:1::2/64",
+        "gateway": ISP6_ADDRESS,
+        "prefix": "2001:db8:100:ff00::/56",
+    }
+    config = home.gateway_config(wan={**STATIC_WAN, "ipv6": wan6}, webui={"listen": WEB})
+    path = Path(home.state_dir) / "homegw.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config))
+    with netns.in_netns(home.ns("gw")):
+        app = Appliance(load_config(path))
+        app.start()
+        try:
+            running = Home(home, app, Management(app, path))
+            lan = ipaddress.IPv6Network("2001:db8:100:ff00::/64")
+            assert running.global_lan(lan) == lan
+            assert app.ipv6.client is None
+            running.host_address(lan)
+            running.wait_default_route()
+            page = running.curl6("h1", f"http://[{WEB6}]/")
+            assert page.returncode == 0 and home.web_text in page.stdout, running.diagnosis()
+            assert running.facts.wan_gateway == ipaddress.IPv6Address(ISP6_ADDRESS)
+        finally:
+            app.stop()

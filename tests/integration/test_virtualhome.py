@@ -177,8 +177,10 @@ def test_gateway_config_merges_overrides(virtual_home_module: VirtualHome) -> No
     home = virtual_home_module
     cfg = home.gateway_config(webui={"listen": "192.168.1.1:8080"}, wan={"mode": "static"})
     assert cfg["webui"] == {"listen": "192.168.1.1:8080"}
-    assert cfg["wan"] == {"interface": "wan0", "mode": "static"}
-    assert cfg["lan"] == {"interface": "lan0", "address": "192.168.1.1/24"}
+    # an IPv4-only home (no ipv6=True): the gateway's IPv6 is off
+    off = {"mode": "off"}
+    assert cfg["wan"] == {"interface": "wan0", "mode": "static", "ipv6": off}
+    assert cfg["lan"] == {"interface": "lan0", "address": "192.168.1.1/24", "ipv6": off}
     assert cfg["dataplane"]["pin_dir"] == f"/sys/fs/bpf/homegw-{home.tag}"
     assert cfg["state_dir"] == str(home.state_dir)
     assert home.gateway_config()["webui"] == {"listen": "192.168.1.1:80"}

@@ -144,8 +144,9 @@ class Ipv6Service:
         self._watcher.start()
         if self.lan6.mode == "auto":
             self._apply_lan(now)
+        self._refresh_facts(now)  # first: the first RA already knows the default route
+        if self.lan6.mode == "auto":
             self._start_lan_services()
-        self._refresh_facts(now)
         self._worker.start()
         if self.wan6.mode == "auto" and (self.wan6.request_address or self.wan6.request_prefix):
             self._start_wan_client()
