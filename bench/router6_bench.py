@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import subprocess
-import time
 
 from bench.common import (
     GW_LAN_IP,
@@ -27,7 +26,7 @@ from bench.common import (
     measure,
     new_tag,
 )
-from bench.router_bench import Appliance, report, run_bare_redirect, run_generator_alone
+from bench.router_bench import Appliance, report, run_scenarios
 
 FLOWS = 64
 STATEFUL_RULESET = """
@@ -101,15 +100,8 @@ def main() -> int:
     try:
         sink = Sink(topo)
         gen = Generator(topo, FLOWS, ipv6=True)
-        rates = {}
-        for name, run in (
-            ("linux + nftables ct", run_linux),
-            ("homegw XDP v6", run_homegw),
-            ("bare XDP redirect", run_bare_redirect),
-            ("generator alone", run_generator_alone),
-        ):
-            rates[name] = run(topo, gen, sink, args.seconds)
-            time.sleep(0.5)  # let the last frames drain before the next scenario
+        paths = {"linux + nftables ct": run_linux, "homegw XDP v6": run_homegw}
+        rates = run_scenarios(topo, gen, sink, args.seconds, paths)
     finally:
         if gen:
             gen.close()

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -202,6 +203,25 @@ def ns_per_packet(calls: int = 20_000) -> dict[str, float]:
         purge_pins(pin_dir)
 
 
+Scenario = Callable[[Topology, Generator, Sink, float], Rate]
+
+
+def run_scenarios(
+    topo: Topology, gen: Generator, sink: Sink, seconds: float, paths: dict[str, Scenario]
+) -> dict[str, Rate]:
+    """`paths` in order, then the bare XDP redirect and the generator alone."""
+    rates = {}
+    scenarios = {
+        **paths,
+        "bare XDP redirect": run_bare_redirect,
+        "generator alone": run_generator_alone,
+    }
+    for name, run in scenarios.items():
+        rates[name] = run(topo, gen, sink, seconds)
+        time.sleep(0.5)  # let the last frames drain before the next scenario
+    return rates
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=4.0)
@@ -212,15 +232,13 @@ def main() -> int:
     try:
         sink = Sink(topo)
         gen = Generator(topo, FLOWS)
-        rates = {}
-        for name, run in (
-            ("linux forwarding", run_linux),
-            ("homegw XDP router", run_homegw),
-            ("bare XDP redirect", run_bare_redirect),
-            ("generator alone", run_generator_alone),
-        ):
-            rates[name] = run(topo, gen, sink, args.seconds)
-            time.sleep(0.5)  # let the last frames drain before the next scenario
+        rates = run_scenarios(
+            topo,
+            gen,
+            sink,
+            args.seconds,
+            {"linux forwarding": run_linux, "homegw XDP router": run_homegw},
+        )
     finally:
         if gen:
             gen.close()

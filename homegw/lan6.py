@@ -30,8 +30,6 @@ Devices whose MACs are many or hostile are bounded: at most
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import ipaddress
 import logging
 import socket
@@ -200,7 +198,7 @@ def _ifa_flags(msg) -> int:  # pyroute2 ifaddrmsg: IFA_FLAGS holds all 32 bits
     return msg.get_attr("IFA_FLAGS") or msg["flags"]
 
 
-class Lan6Watcher:
+class Lan6Watcher(supervise.LoopThread):
     """Follows the LAN NIC's IPv6 addresses and neighbours into a Lan6Table."""
 
     def __init__(
@@ -214,41 +212,24 @@ class Lan6Watcher:
         self.on_change = on_change
         self._clock = clock or time.time
         self._ifindex = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._task: asyncio.Task | None = None
-        self._started = threading.Event()
-        self._thread = supervise.Thread(self._run, "lan6-netlink")
+        super().__init__("lan6-netlink")
 
     def start(self) -> None:
         """Start following (the caller's network namespace); returns after the first dump."""
         self._ifindex = socket.if_nametoindex(self.ifname)
-        self._thread.start()
-        if not self._started.wait(10):
-            raise RuntimeError(f"IPv6 watcher of {self.ifname} did not start")
+        super().start()
 
-    def stop(self) -> None:
-        if self._loop and self._task:
-            self._loop.call_soon_threadsafe(self._task.cancel)
-        self._thread.join(5)
-
-    def _run(self) -> None:
-        with contextlib.suppress(asyncio.CancelledError):
-            asyncio.run(self._main())
-
-    async def _main(self) -> None:
+    async def serve(self) -> None:
         from pyroute2 import AsyncIPRoute
         from pyroute2.netlink.rtnl import RTMGRP_IPV6_IFADDR, RTMGRP_NEIGH
 
-        self._loop = asyncio.get_running_loop()
-        supervise.watch_loop(self._loop, "lan6-netlink")
-        self._task = asyncio.current_task()
         async with AsyncIPRoute() as events, AsyncIPRoute() as dump:
             await events.bind(groups=RTMGRP_NEIGH | RTMGRP_IPV6_IFADDR)
             async for msg in await dump.addr("dump", family=socket.AF_INET6):
                 self._handle(msg, notify=False)
             async for msg in await dump.neigh("dump", family=socket.AF_INET6):
                 self._handle(msg, notify=False)
-            self._started.set()
+            self.ready()
             self._notify()
             while True:
                 async for msg in events.get():

@@ -16,6 +16,7 @@ what its callbacks raise instead of asyncio's default print.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -107,3 +108,42 @@ def watch_loop(loop: asyncio.AbstractEventLoop, name: str) -> None:
         )
 
     loop.set_exception_handler(handle)
+
+
+class LoopThread:
+    """A supervised thread running one asyncio coroutine, `serve()`, until
+    stop(); start() returns once serve() called `self.ready()`. The base of
+    the netlink watchers (subclasses define serve)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task | None = None
+        self._started = threading.Event()
+        self._thread = Thread(self._run, name)
+
+    async def serve(self) -> None:
+        raise NotImplementedError
+
+    def ready(self) -> None:
+        self._started.set()
+
+    def start(self) -> None:
+        self._thread.start()
+        if not self._started.wait(10):
+            raise RuntimeError(f"{self.name} did not start")
+
+    def stop(self) -> None:
+        if self._loop and self._task:
+            self._loop.call_soon_threadsafe(self._task.cancel)
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        watch_loop(self._loop, self.name)
+        self._task = asyncio.current_task()
+        await self.serve()

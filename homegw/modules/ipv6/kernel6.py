@@ -10,11 +10,9 @@ the ISP's RAs itself.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ipaddress
 import logging
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,38 +177,18 @@ def set_static(wan_if: str, address: ipaddress.IPv6Interface | None, gateway) ->
     log.info("%s: static IPv6 %s via %s", wan_if, address, gateway)
 
 
-class KernelWatcher6:
+class KernelWatcher6(supervise.LoopThread):
     """Calls on_change() after IPv6 address, route or link events (a
     netlink subscription in a supervised asyncio thread: no polling)."""
 
     def __init__(self, on_change: Callable[[], None]) -> None:
+        super().__init__("ipv6-netlink")
         self._on_change = on_change
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._task: asyncio.Task | None = None
-        self._started = threading.Event()
-        self._thread = supervise.Thread(self._run, "ipv6-netlink")
 
-    def start(self) -> None:
-        self._thread.start()
-        if not self._started.wait(10):
-            raise RuntimeError("IPv6 netlink watcher did not start")
-
-    def stop(self) -> None:
-        if self._loop and self._task:
-            self._loop.call_soon_threadsafe(self._task.cancel)
-        self._thread.join(5)
-
-    def _run(self) -> None:
-        with contextlib.suppress(asyncio.CancelledError):
-            asyncio.run(self._main())
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        supervise.watch_loop(self._loop, "ipv6-netlink")
-        self._task = asyncio.current_task()
+    async def serve(self) -> None:
         async with AsyncIPRoute() as events:
             await events.bind(groups=RTMGRP_IPV6_IFADDR | RTMGRP_IPV6_ROUTE | RTMGRP_LINK)
-            self._started.set()
+            self.ready()
             while True:
                 async for _msg in events.get():
                     self._changed()

@@ -259,8 +259,9 @@ class Ipv6Service:
 
     def _timeout(self, now: float) -> float | None:
         """Until the next prefix lifetime ends (the plan drops it then)."""
-        ends = [p.valid_until for p in self._advertised() if p.valid_until is not None]
-        ends += [p.preferred_until for p in self._advertised() if p.preferred_until is not None]
+        prefixes = self._advertised()
+        ends = [p.valid_until for p in prefixes if p.valid_until is not None]
+        ends += [p.preferred_until for p in prefixes if p.preferred_until is not None]
         future = [end - now for end in ends if now < end < math.inf]
         return min(future) + 0.5 if future else None
 

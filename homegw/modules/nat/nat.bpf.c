@@ -1219,12 +1219,15 @@ int nat_xdp(struct xdp_md *ctx)
 	struct iphdr *ip = (void *)(long)ctx->data + ETH_HLEN;
 	int verdict = -1;
 
-	if ((void *)(ip + 1) <= end && ((struct ethhdr *)(long)ctx->data)->h_proto == htons(ETH_P_IPV6)) {
-		count(N_IPV6_PASSED);
-		return homegw_next_xdp(ctx);
-	}
-	if (!cfg || (void *)(ip + 1) > end)
+	if (!cfg || (void *)(ip + 1) > end) {
+		/* off IPv4's path: nat_start said "not IPv4" (or no WAN address) */
+		if ((void *)(ip + 1) <= end &&
+		    ((struct ethhdr *)(long)ctx->data)->h_proto == htons(ETH_P_IPV6)) {
+			count(N_IPV6_PASSED);
+			return homegw_next_xdp(ctx);
+		}
 		return untranslated(ctx, cur);
+	}
 	if (cur->nic == HOMEGW_NIC_LAN) {
 		if (to_wan(cur)) {
 			verdict = established_out(ctx, cfg, ip, end);
