@@ -39,6 +39,21 @@ class Conflict(RuntimeError):
     (e.g. disabling a module the chain rules need, no WAN DHCP client). -> 409"""
 
 
+class ModuleRefused(Exception):
+    """A user module did not pass the source check, did not compile, or the
+    verifier refused it; nothing was changed. -> 400 with ``stage``
+    ("check" | "compile" | "verifier" | "limit"), ``line`` (1-based line of
+    the uploaded source, or None), ``message`` (the compiler's or the
+    verifier's own words) and ``log`` (the tail of its output)."""
+
+    def __init__(self, stage: str, message: str, line: int | None = None, log: str = "") -> None:
+        super().__init__(f"{stage}: {message}" + (f" (line {line})" if line else ""))
+        self.stage = stage
+        self.message = message
+        self.line = line
+        self.log = log
+
+
 @dataclass(frozen=True)
 class ApplyResult:
     """What applying a config changed: the dotted keys that differ, and per
@@ -118,6 +133,102 @@ class Control(Protocol):
     def module_set_order(self, nic: str, names: list[str]) -> dict[str, Any]:
         """Re-order the chain of nic ("lan" | "wan") at run time (as a config
         change of dataplane.order.<nic>). ConfigRejected names the key path."""
+        ...
+
+    # -- user modules (homegw/usermodules): uploaded C, chained at run time --
+    def module_upload(self, upload: dict[str, Any], admin: str | None) -> dict[str, Any]:
+        """Check, compile (in a child, with limits), load and chain a new
+        user module on trial (usermodules.spec.ModuleUpload's fields).
+        `admin`: the address the caller is connected from (a health check
+        of the trial pings it). ConfigRejected (fields, loc = field name),
+        ModuleRefused (source check, compiler, verifier: nothing changed),
+        Conflict (the name is taken, the chain is full). Returns the module
+        as user_module() does."""
+        ...
+
+    def module_replace(
+        self, name: str, upload: dict[str, Any], admin: str | None
+    ) -> dict[str, Any]:
+        """A new version of a user module (same fields, `name` must match),
+        switched in atomically and on trial; reverting goes back to the
+        version that ran before. NotFound / ConfigRejected / ModuleRefused /
+        Conflict (a trial of it is running)."""
+        ...
+
+    def user_modules(self) -> list[dict[str, Any]]:
+        """Every user module, in upload order: {name, kind: "user", id,
+        nic, hook, position, function, defines, maps [names], counters
+        {name: count}, enabled, state ("trial" | "confirmed" | "disabled"),
+        trial {ends_at (unix s), remaining_s, checks [{name, ok (bool or
+        None: not checked), detail}]} or None, version (int, 1 for the
+        first upload), source_sha256, uploaded_at, confirmed_at (unix s or
+        None), chains [{nic, hook, position}] (where it runs now), punts
+        {subscribers, delivered, dropped}}."""
+        ...
+
+    def user_module(self, name: str) -> dict[str, Any]:
+        """One user module as user_modules() gives it plus ``source``."""
+        ...
+
+    def module_confirm(self, name: str) -> dict[str, Any]:
+        """End the trial of a module: it stays, saved under state_dir, and
+        comes back after a restart. Conflict when it is not on trial."""
+        ...
+
+    def module_revert(self, name: str) -> dict[str, Any] | None:
+        """End the trial now by going back: a new module is removed (None),
+        a replaced one runs its previous version again (returned). Conflict
+        when it is not on trial."""
+        ...
+
+    def module_delete(self, name: str) -> None:
+        """Take a user module out of its chain, unload it and forget it."""
+        ...
+
+    def module_move(self, name: str, position: str) -> dict[str, Any]:
+        """Move a user module in its chain ("first", "last", "before:<m>",
+        "after:<m>"), at once (one generation flip). ConfigRejected (loc
+        ``position``) when the anchor is not in that chain."""
+        ...
+
+    def module_map(self, name: str, map_name: str) -> list[dict[str, Any]]:
+        """The entries of an exposed map: [{key, value}] as hex of their
+        bytes (a per-CPU map: value summed over CPUs when it is one integer,
+        else ``values`` one hex per CPU). NotFound when not exposed."""
+        ...
+
+    def module_map_set(self, name: str, map_name: str, key: str, value: str) -> None:
+        """Write one entry (hex of exactly the key's and the value's size).
+        ConfigRejected (loc ``key`` / ``value``) on a size mismatch,
+        Conflict when the map is full."""
+        ...
+
+    def module_map_delete(self, name: str, map_name: str, key: str) -> bool:
+        """Delete one entry; whether it was there."""
+        ...
+
+    def module_audit(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The last `limit` audit records, newest first: {time (unix s),
+        action ("upload" | "replace" | "confirm" | "revert" | "delete" |
+        "enable" | "disable" | "move" | "map_set" | "map_delete" |
+        "refused"), module, version, caller (address), detail}."""
+        ...
+
+    def module_examples(self) -> list[dict[str, Any]]:
+        """The example modules shipped in homegw/usermodules/examples, as
+        uploads: {name, description, upload {ModuleUpload fields}}."""
+        ...
+
+    def module_punts(self, name: str) -> Any:
+        """Subscribe to a user module's punts: a homegw.usermodules.punts
+        Subscription (iterate it with next_event(timeout); close() it).
+        Conflict when the module has too many subscribers."""
+        ...
+
+    def module_packet_out(self, name: str, nic: str, frame: bytes) -> None:
+        """Send one Ethernet frame out of nic ("lan" | "wan") for a user
+        module's slow path (through the NIC's TC egress chain). ConfigRejected
+        (loc ``frame``) for a frame under 14 or over 1514 bytes."""
         ...
 
     # -- tables ----------------------------------------------------------

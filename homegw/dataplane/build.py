@@ -18,8 +18,10 @@ import ctypes
 import hashlib
 import json
 import logging
+import math
 import os
 import re
+import resource
 import shutil
 import sys
 from dataclasses import dataclass
@@ -200,6 +202,7 @@ def _compile(request: dict[str, Any]) -> Any:  # bcc.BPF
                 pin_dir=request["pin_dir"],
                 module_id=request["module_id"],
                 defines=request["defines"],
+                sdk=request.get("sdk", False),
             )
         except LoadError as exc:
             if "failed to pin map" not in str(exc) or attempt == MAX_ATTEMPTS - 1:
@@ -325,9 +328,9 @@ def function_types(text: str) -> dict[str, str]:
     return {name: CONTEXT_TYPES[ctx] for name, ctx in FUNCTION.findall(text)}
 
 
-def _pin_programs(bpf: Any, source: Path, staging: Path, final: Path) -> dict[str, Any]:
+def _pin_programs(bpf: Any, source: Path, sdk: bool, staging: Path, final: Path) -> dict[str, Any]:
     lib = _bcc().lib
-    types = function_types(program_text(source))
+    types = function_types(program_text(source, sdk))
     programs = {}
     for index in range(lib.bpf_num_functions(bpf.module)):
         name = lib.bpf_function_name(bpf.module, index).decode()
@@ -386,7 +389,9 @@ def build(request: dict[str, Any]) -> dict[str, Any]:
                 "source": request["source"],
                 "build_dir": str(final),
                 "maps": _pin_maps(bpf, request["pin_dir"], staging, final),
-                "programs": _pin_programs(bpf, Path(request["source"]), staging, final),
+                "programs": _pin_programs(
+                    bpf, Path(request["source"]), request.get("sdk", False), staging, final
+                ),
             }
             write_manifest(staging, manifest)
         finally:
@@ -403,16 +408,29 @@ def build(request: dict[str, Any]) -> dict[str, Any]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def limit_resources(request: dict[str, Any]) -> None:
+    """The request's memory limit (address space) and its time as CPU seconds."""
+    memory = request.get("memory_bytes")
+    if memory:
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    seconds = math.ceil(request.get("timeout_s") or 0)
+    if seconds:
+        resource.setrlimit(resource.RLIMIT_CPU, (seconds, seconds + 1))
+
+
 def main() -> int:
     # bcc and clang may print on stdout: keep it for the answer alone
     answer = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     request = json.loads(sys.argv[1])
+    limit_resources(request)
     try:
         result: dict[str, Any] = {"manifest": build(request)}
     except (LoadError, OSError) as exc:
         result = {"error": f"{request.get('name')}: {exc}"}
+    except MemoryError:
+        result = {"error": f"{request.get('name')}: the compiler ran out of its memory limit"}
     answer.write(json.dumps(result))
     answer.close()
     return 0

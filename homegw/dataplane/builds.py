@@ -58,6 +58,16 @@ def _bcc_version() -> str:
 
 
 @dataclass(frozen=True)
+class BuildLimits:
+    """What a build child may take (user modules): wall time, address space
+    and CPU seconds; the child is killed past the time, LLVM fails past the
+    memory."""
+
+    timeout_s: float = BUILD_TIMEOUT_S
+    memory_bytes: int | None = None
+
+
+@dataclass(frozen=True)
 class BuildSpec:
     """One source with its options: what a build is made from."""
 
@@ -66,6 +76,8 @@ class BuildSpec:
     pin_dir: str
     module_id: int = 0
     defines: dict[str, Define] = field(default_factory=dict)
+    sdk: bool = False  # a user module: compiled with homegw_user.h
+    limits: BuildLimits = field(default_factory=BuildLimits)
 
     def cflags(self) -> list[str]:
         return cflags(self.pin_dir, self.module_id, self.defines)
@@ -73,7 +85,7 @@ class BuildSpec:
     def key(self) -> str:
         digest = hashlib.sha256()
         for part in (
-            program_text(self.source),
+            program_text(self.source, self.sdk),
             json.dumps(self.cflags()),
             *self._headers(),
             os.uname().release,
@@ -103,9 +115,16 @@ class BuildSpec:
             "pin_dir": self.pin_dir,
             "module_id": self.module_id,
             "defines": self.defines,
+            "sdk": self.sdk,
+            "timeout_s": self.limits.timeout_s,
+            "memory_bytes": self.limits.memory_bytes,
             "key": key,
             "build_dir": str(self.build_dir(key)),
         }
+
+
+class BuildTimeout(LoadError):
+    """The build child ran past its time limit and was killed."""
 
 
 # -- manifests --------------------------------------------------------------------
@@ -257,11 +276,11 @@ def _run_children(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _answer(request: dict[str, Any], child: subprocess.Popen[str]) -> dict[str, Any] | LoadError:
     """The manifest one child made, or the error it met."""
     try:
-        out, err = child.communicate(timeout=BUILD_TIMEOUT_S)
+        out, err = child.communicate(timeout=request["timeout_s"])
     except subprocess.TimeoutExpired:
         child.kill()
         child.communicate()
-        return LoadError(f"building {request['name']} took over {BUILD_TIMEOUT_S} s")
+        return BuildTimeout(f"building {request['name']} took over {request['timeout_s']:g} s")
     _relay(request["name"], err)
     try:
         answer = json.loads(out)
@@ -272,6 +291,8 @@ def _answer(request: dict[str, Any], child: subprocess.Popen[str]) -> dict[str, 
         )
     if "error" in answer:
         return LoadError(answer["error"])
+    if "manifest" not in answer:
+        return LoadError(f"the build child of {request['name']} answered nothing: {err[-4000:]}")
     return answer["manifest"]
 
 

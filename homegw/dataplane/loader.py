@@ -60,28 +60,42 @@ def cflags(pin_dir: str, module_id: int, defines: dict[str, Define]) -> list[str
     return flags
 
 
-def program_text(source: Path) -> str:
-    """The shared header followed by the source, as one translation unit.
+#: Headers prepended to every source; a user module's also gets its SDK.
+PRELUDE = ("homegw.h",)
+USER_PRELUDE = ("homegw.h", "homegw_user.h")
+
+
+def program_text(source: Path, sdk: bool = False) -> str:
+    """The shared header (and, for a user module, the SDK header) followed by
+    the source, as one translation unit.
 
     bcc rewrites map calls (lookup, call, perf_submit) only in the main file,
-    so the header's inline helpers must be part of it. The source's own
+    so the headers' inline helpers must be part of it. The source's own
     #include "homegw.h" is then a no-op thanks to the include guard.
     """
-    header = (INCLUDE_DIR / "homegw.h").read_text()
-    return f'{header}\n#line 1 "{source}"\n{source.read_text()}'
+    headers = "\n".join(
+        (INCLUDE_DIR / name).read_text() for name in (USER_PRELUDE if sdk else PRELUDE)
+    )
+    return f'{headers}\n#line 1 "{source}"\n{source.read_text()}'
 
 
 def compile_source(
-    source: Path, *, pin_dir: str, module_id: int = 0, defines: dict[str, Define] | None = None
+    source: Path,
+    *,
+    pin_dir: str,
+    module_id: int = 0,
+    defines: dict[str, Define] | None = None,
+    sdk: bool = False,
 ):  # returns bcc.BPF
-    """Compile one source; its pinned maps are created or reused under pin_dir."""
+    """Compile one source; its pinned maps are created or reused under pin_dir.
+    sdk: a user module (homegw_user.h prepended too)."""
     bcc = _bcc()
     os.makedirs(pin_dir, exist_ok=True)
     flags = cflags(pin_dir, module_id, defines or {})
     log.debug("compiling %s with %s", source, flags)
     with captured_stderr() as diagnostics:
         try:
-            return bcc.BPF(text=program_text(source), cflags=flags)
+            return bcc.BPF(text=program_text(source, sdk), cflags=flags)
         except Exception as exc:  # bcc raises bare Exception on compile errors
             error = exc
     raise LoadError(f"cannot compile {source.name}: {error}\n{diagnostics[0][-4000:]}")

@@ -126,6 +126,8 @@ class SlowPath:
     def __init__(self, path: str | None) -> None:
         self.path = path
         self._handlers: dict[tuple[int, int], PuntHandler] = {}
+        # a module's handler for every reason (user modules: any reason code)
+        self._module_handlers: dict[int, PuntHandler] = {}
         self._buffer: PerfBuffer | None = None
         self._wakeup = -1  # eventfd: stop() wakes the reader with it
         self._map_fd = -1
@@ -138,9 +140,15 @@ class SlowPath:
     def register(self, module_id: int, reason: int, handler: PuntHandler) -> None:
         self._handlers[(module_id, reason)] = handler
 
+    def register_module(self, module_id: int, handler: PuntHandler) -> None:
+        """handler takes the module's punts of every reason it has no
+        handler of its own for."""
+        self._module_handlers[module_id] = handler
+
     def unregister_module(self, module_id: int) -> None:
         for key in [k for k in self._handlers if k[0] == module_id]:
             del self._handlers[key]
+        self._module_handlers.pop(module_id, None)
 
     def start(self) -> None:
         if self.path is None:
@@ -197,7 +205,9 @@ class SlowPath:
             self.failed += 1
             log.warning("dropped malformed slow-path message: %s", exc)
             return
-        handler = self._handlers.get((punt.module, punt.reason))
+        handler = self._handlers.get((punt.module, punt.reason)) or self._module_handlers.get(
+            punt.module
+        )
         if handler is None:
             self.unhandled += 1
             log.debug("no handler for module %d reason %d", punt.module, punt.reason)
