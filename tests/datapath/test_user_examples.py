@@ -85,7 +85,6 @@ def test_blocklist_matches_the_source_mac_only(blocklist: UserModule) -> None:
     assert prog_test_run(blocklist.fd, frame).verdict == "XDP_PASS"
 
 
-
 # -- isolate ------------------------------------------------------------------------------
 @pytest.fixture
 def isolate(dataplane: Dataplane) -> Iterator[UserModule]:
