@@ -26,7 +26,7 @@ struct device_out {
 
 // <0, what hgw_parse_* made of the last frame>
 BPF_ARRAY(parsed, struct parse_out, 1);
-// <0, hgw_decision_* of the last frame, and its return>
+// <0, hgw_decision_* of the last frame>
 BPF_ARRAY(decided, struct hgw_decision, 1);
 // <0, hgw_decision_* return value of the last frame>
 BPF_ARRAY(decided_ret, __s32, 1);
@@ -88,25 +88,27 @@ int punt_tc(struct __sk_buff *skb)
 	return TC_ACT_SHOT;
 }
 
+static __always_inline void keep_decision(__s32 ret, struct hgw_decision *d)
+{
+	__u32 zero = 0;
+
+	decided.update(&zero, d);
+	decided_ret.update(&zero, &ret);
+}
+
 int decision_xdp(struct xdp_md *ctx)
 {
 	struct hgw_decision d = {};
-	__u32 zero = 0;
-	__s32 ret = hgw_decision_xdp(&d);
 
-	decided.update(&zero, &d);
-	decided_ret.update(&zero, &ret);
+	keep_decision(hgw_decision_xdp(&d), &d);
 	return hgw_next_xdp(ctx);
 }
 
 int decision_tc(struct __sk_buff *skb)
 {
 	struct hgw_decision d = {};
-	__u32 zero = 0;
-	__s32 ret = hgw_decision_tc(&d);
 
-	decided.update(&zero, &d);
-	decided_ret.update(&zero, &ret);
+	keep_decision(hgw_decision_tc(&d), &d);
 	return hgw_next_tc(skb);
 }
 
