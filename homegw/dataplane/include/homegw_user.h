@@ -84,6 +84,11 @@ struct hgw_decision {
 	__u32 out_ifindex; /* with HGW_FWD_REDIRECT: the egress interface */
 	__u32 out_nic;     /* HGW_NIC_* of the egress, or HGW_NIC_NONE */
 	__u32 flags;       /* HGW_F_* */
+	/* With HGW_FWD_REDIRECT: the frame's MACs as it arrived (the router
+	 * rewrote the frame's to the egress's); all zero otherwise (the frame's
+	 * own MACs are the ones it arrived with). */
+	unsigned char in_src_mac[ETH_ALEN];
+	unsigned char in_dst_mac[ETH_ALEN];
 };
 
 static __always_inline int hgw_decision_copy(struct homegw_cursor *cur, struct hgw_decision *d)
@@ -96,6 +101,12 @@ static __always_inline int hgw_decision_copy(struct homegw_cursor *cur, struct h
 	d->out_ifindex = cur->out_ifindex;
 	d->out_nic = cur->out_nic;
 	d->flags = cur->flags;
+	__builtin_memset(d->in_src_mac, 0, ETH_ALEN);
+	__builtin_memset(d->in_dst_mac, 0, ETH_ALEN);
+	if (cur->fwd == HOMEGW_FWD_REDIRECT) {
+		__builtin_memcpy(d->in_src_mac, cur->in_src_mac, ETH_ALEN);
+		__builtin_memcpy(d->in_dst_mac, cur->in_dst_mac, ETH_ALEN);
+	}
 	return 0;
 }
 
@@ -142,6 +153,8 @@ static __always_inline int hgw_parse(void *data, void *end, struct hgw_packet *p
 	struct iphdr *ip = (void *)(eth + 1);
 	if ((void *)(ip + 1) > end || ip->ihl < 5 || ip->version != 4)
 		return 0;
+	if ((void *)ip + ip->ihl * 4 > end)
+		return 0; /* options cut short */
 	p->ip = ip;
 	p->l4proto = ip->protocol;
 	if (ip->frag_off & bpf_htons(0x1fff)) {
