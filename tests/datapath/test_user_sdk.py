@@ -229,6 +229,32 @@ def test_hgw_punt_tc_reaches_the_slow_path(probe: Probe) -> None:
     ]
 
 
+PUNT_BURST, PUNT_LIMITED = 64, -16  # HGW_PUNT_BURST, HGW_PUNT_LIMITED
+
+
+@pytest.mark.parametrize("hook", ["xdp", "tc"])
+def test_hgw_punts_are_held_to_a_rate(probe: Probe, hook: str) -> None:
+    """At HGW_PUNT_RATE=1 a second, a burst of 70 punts in one run (well
+    under a second) sends the first 64 and refuses 6, counted as limited."""
+    limited = UserModule(PROBE, f"punt_{hook}", hook, probe.pin_dir, {"HGW_PUNT_RATE": 1})
+    try:
+        frame = bytes(eth() / IP() / UDP(dport=9))
+        with one_cpu():
+            prog_test_run(limited.fd, frame, hook=hook, repeat=PUNT_BURST + 6)
+        assert len(probe.punts.wait(PUNT_BURST)) == PUNT_BURST
+        assert limited.bpf["punt_ret"][ctypes.c_int(0)].value == PUNT_LIMITED
+        budgets = limited.bpf["hgw_punt_budget"][ctypes.c_int(0)]
+        assert sum(b.limited for b in budgets) == 6
+    finally:
+        limited.close()
+
+
+def test_a_punt_within_the_rate_returns_0(probe: Probe) -> None:
+    probe.run("punt_xdp", bytes(eth() / IP() / UDP()))
+    probe.punts.wait(1)
+    assert probe.table("punt_ret").value == 0
+
+
 # -- the decision and the chain's next module ------------------------------------------------------
 ROUTED = Decision(
     nic=Nic.LAN,

@@ -30,6 +30,8 @@ BPF_ARRAY(parsed, struct parse_out, 1);
 BPF_ARRAY(decided, struct hgw_decision, 1);
 // <0, hgw_decision_* return value of the last frame>
 BPF_ARRAY(decided_ret, __s32, 1);
+// <0, what the last hgw_punt_* returned>
+BPF_ARRAY(punt_ret, __s32, 1);
 // <0, hgw_device and hgw_device_paused of the last frame's source MAC>
 BPF_ARRAY(device, struct device_out, 1);
 
@@ -78,13 +80,19 @@ int count_xdp(struct xdp_md *ctx)
 
 int punt_xdp(struct xdp_md *ctx)
 {
-	hgw_punt_xdp(ctx, 7, 0x11223344, ctx->data_end - ctx->data);
+	__u32 zero = 0;
+	__s32 ret = hgw_punt_xdp(ctx, 7, 0x11223344, ctx->data_end - ctx->data);
+
+	punt_ret.update(&zero, &ret);
 	return XDP_DROP;
 }
 
 int punt_tc(struct __sk_buff *skb)
 {
-	hgw_punt_tc(skb, 9, 0xaabbccdd, skb->len);
+	__u32 zero = 0;
+	__s32 ret = hgw_punt_tc(skb, 9, 0xaabbccdd, skb->len);
+
+	punt_ret.update(&zero, &ret);
 	return TC_ACT_SHOT;
 }
 

@@ -78,6 +78,12 @@ def test_examples_lists_each_upload_with_its_source() -> None:
         ("_Pragma", "pragmas"),
         ("__pragma", "pragmas"),
         ("__attribute__", "no attributes"),
+        ("bpf_redirect", "forwarding is the router's"),
+        ("bpf_redirect_map", "forwarding is the router's"),
+        ("bpf_clone_redirect", "forwarding is the router's"),
+        ("XDP_TX", "forwarding is the router's"),
+        ("XDP_REDIRECT", "forwarding is the router's"),
+        ("TC_ACT_REDIRECT", "forwarding is the router's"),
     ],
 )
 def test_each_forbidden_name_is_refused_on_its_line(name: str, why: str) -> None:
