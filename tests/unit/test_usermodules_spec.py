@@ -43,6 +43,9 @@ def test_the_examples_pass_the_check_and_the_upload_model(example) -> None:
 
 
 def test_examples_lists_each_upload_with_its_source() -> None:
+    from homegw.usermodules import examples as package  # as Control.module_examples calls it
+
+    assert package.examples() == examples()
     listed = {e["name"]: e for e in examples()}
     assert sorted(listed) == ["isolate", "mac_blocklist", "port_bytes"]
     for example in EXAMPLES:
