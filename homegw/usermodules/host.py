@@ -1,0 +1,63 @@
+"""The appliance's side of user modules: the Host the manager works through
+(the dataplane, the control thread, the chains, what the health checks
+probe), made from a running Appliance."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from homegw.dataplane.abi import Hook, Nic
+from homegw.usermodules.health import HealthTargets
+from homegw.usermodules.manager import Host, UserModules
+
+if TYPE_CHECKING:
+    from homegw.appliance import Appliance
+
+
+def start_user_modules(appliance: Appliance) -> UserModules:
+    """The manager of this start, its confirmed modules loaded (before the
+    appliance installs its chains)."""
+    dataplane = appliance.dataplane
+    assert dataplane is not None
+    cfg = appliance.config
+    host = Host(
+        dataplane=dataplane,
+        interfaces={"lan": cfg.lan.interface, "wan": cfg.wan.interface},
+        submit=appliance.submit,
+        install_chains=appliance.install_chains,
+        health_targets=lambda admin: health_targets(appliance, admin),
+    )
+    manager = UserModules(Path(cfg.state_dir), host)
+    manager.restore()
+    return manager
+
+
+def health_targets(appliance: Appliance, admin: str | None) -> HealthTargets | None:
+    """What a trial's health checks probe now; None while the appliance has
+    no dataplane (restarting)."""
+    dataplane = appliance.dataplane
+    if dataplane is None:
+        return None
+    cfg = appliance.config
+    lease = appliance.wan_client.lease if appliance.wan_client else None
+    gateway = lease.router if lease else cfg.wan.gateway
+    return HealthTargets(
+        wan_ifname=cfg.wan.interface,
+        wan_gateway=ipaddress.IPv4Address(str(gateway)) if gateway else None,
+        lan_ifname=cfg.lan.interface,
+        lan_address=ipaddress.IPv4Interface(str(cfg.lan.address)),
+        dhcp_on=appliance.dhcp is not None,
+        admin=_lan_address(admin),
+        lan_xdp_root_fd=dataplane.root_fd(Nic.LAN, Hook.XDP),
+        lan_ifindex=socket.if_nametoindex(cfg.lan.interface),
+    )
+
+
+def _lan_address(admin: str | None) -> ipaddress.IPv4Address | None:
+    try:
+        return ipaddress.IPv4Address(admin) if admin else None
+    except ValueError:
+        return None
