@@ -88,7 +88,9 @@ class FakeUserHome(FakeHome):
             raise ModuleRefused("check", exc.problems[0].message, exc.problems[0].line) from exc
         for number, line in enumerate(model.source.splitlines(), 1):
             if "BROKEN" in line:
-                raise ModuleRefused("compile", COMPILER_SAYS, number, f"{number}:5: {COMPILER_SAYS}")
+                raise ModuleRefused(
+                    "compile", COMPILER_SAYS, number, f"{number}:5: {COMPILER_SAYS}"
+                )
         return model.model_dump()
 
     def _module(self, fields: dict[str, Any], version: int) -> dict[str, Any]:
@@ -130,7 +132,9 @@ class FakeUserHome(FakeHome):
         self._record("upload", fields["name"])
         return self.user_module(fields["name"])
 
-    def module_replace(self, name: str, upload: dict[str, Any], admin: str | None) -> dict[str, Any]:
+    def module_replace(
+        self, name: str, upload: dict[str, Any], admin: str | None
+    ) -> dict[str, Any]:
         self.calls.append(("replace", name, copy.deepcopy(upload), admin))
         old = self._get(name)
         fields = self._validated(upload)
@@ -194,7 +198,7 @@ class FakeUserHome(FakeHome):
         self.module_map(name, map_name)
         self.calls.append(("map_set", name, map_name, key, value))
         if len(key) != 16:
-            raise ConfigRejected([Problem("key", "the key is 8 bytes, not " f"{len(key) // 2}")])
+            raise ConfigRejected([Problem("key", f"the key is 8 bytes, not {len(key) // 2}")])
         if len(value) != 2:
             raise ConfigRejected([Problem("value", "the value is 1 byte")])
         self.map_data.setdefault((name, map_name), {})[key] = value
@@ -312,7 +316,9 @@ def test_user_modules_join_their_chain_marked_with_their_state(
     stage = html[html.index('<li class="stage user running" data-user-module="after_router">') :]
     stage = stage[: stage.index("</li>")]
     assert '<span class="tag">user module</span>' in stage
-    assert '<span class="badge user-state state-trial" data-user-state="after_router">trial' in stage
+    assert (
+        '<span class="badge user-state state-trial" data-user-state="after_router">trial' in stage
+    )
     assert 'href="/modules/user/after_router"' in stage
     assert "Move up" not in stage  # user modules move with their own form
     egress = html[html.index('<ol class="pipeline egress" data-nic="lan"') :]
@@ -358,7 +364,9 @@ def test_confirm_ends_the_trial_and_the_chain_says_confirmed(
     assert 'data-user-state="blocker">confirmed</span>' in html
     assert "countdown" not in user_card(html, "blocker")
     again = post_form(client, "/modules/", "/modules/user/blocker/confirm", {})
-    assert "blocker cannot be confirmed: blocker is not on trial" in text(client.get(again.location))
+    assert "blocker cannot be confirmed: blocker is not on trial" in text(
+        client.get(again.location)
+    )
 
 
 def test_revert_now_takes_a_new_module_out(client: FlaskClient, control: FakeUserHome) -> None:
@@ -397,7 +405,9 @@ def test_delete_asks_first_then_deletes(client: FlaskClient, control: FakeUserHo
     unconfirmed = post_form(client, "/modules/", "/modules/user/blocker/delete", {})
     assert unconfirmed.location.endswith("/modules/user/blocker/delete")
     assert "blocker" in control.users
-    post_form(client, "/modules/user/blocker/delete", "/modules/user/blocker/delete", {"confirmed": "yes"})
+    post_form(
+        client, "/modules/user/blocker/delete", "/modules/user/blocker/delete", {"confirmed": "yes"}
+    )
     assert "blocker" not in control.users
 
 
@@ -411,7 +421,9 @@ def test_a_compiler_refusal_shows_stage_message_and_line_and_keeps_the_form(
     assert "Refused at the compile stage, line 4:" in html
     assert "use of undeclared identifier &#39;&lt;img src=x onerror=alert(1)&gt;&#39;" in html
     assert "<img src=x" not in html
-    refused = re.search(r'<li value="4" class="refused-line" aria-current="true"><code>(.*?)</code>', html)
+    refused = re.search(
+        r'<li value="4" class="refused-line" aria-current="true"><code>(.*?)</code>', html
+    )
     assert refused and refused.group(1) == "    hgw_count(0); BROKEN &lt;b&gt;"
     assert 'data-refused-line="4"' in html
     assert 'value="blocker"' in html and "LIMIT=3</textarea>" in html
@@ -448,7 +460,10 @@ def test_a_taken_name_is_a_conflict_said_on_the_form(client: FlaskClient) -> Non
 
 def test_load_example_fills_the_form(client: FlaskClient) -> None:
     html = text(client.get("/modules/"))
-    assert '<option value="mac_blocklist">mac_blocklist — Drop frames from blocked MACs</option>' in html
+    assert (
+        '<option value="mac_blocklist">mac_blocklist — Drop frames from blocked MACs</option>'
+        in html
+    )
     html = text(client.get("/modules/?example=mac_blocklist"))
     assert 'id="f-name" name="name" type="text" value="mac_blocklist"' in html
     assert "LIMIT=3</textarea>" in html and 'value="blocked"' in html
@@ -456,12 +471,17 @@ def test_load_example_fills_the_form(client: FlaskClient) -> None:
     assert client.get("/modules/?example=nope").status_code == 404
 
 
-def test_the_module_page_shows_its_source_escaped(client: FlaskClient, control: FakeUserHome) -> None:
+def test_the_module_page_shows_its_source_escaped(
+    client: FlaskClient, control: FakeUserHome
+) -> None:
     upload(client, source=HOSTILE_SOURCE)
     html = text(client.get("/modules/user/blocker"))
     listing = html[html.index('<ol class="source" id="module-source"') :]
     listing = listing[: listing.index("</ol>")]
-    assert "<li><code>// &lt;/textarea&gt;&lt;script&gt;alert(1)&lt;/script&gt; &amp; &lt;b&gt;x&lt;/b&gt;</code></li>" in listing
+    assert (
+        "<li><code>// &lt;/textarea&gt;&lt;script&gt;alert(1)&lt;/script&gt; "
+        "&amp; &lt;b&gt;x&lt;/b&gt;</code></li>" in listing
+    )
     assert "<script>alert" not in html and "</textarea><script>" not in html
     assert client.get("/modules/user/nope").status_code == 404
     assert client.get("/modules/user/Bad!").status_code == 404
@@ -495,7 +515,10 @@ def test_a_bad_map_entry_is_refused_next_to_its_field(client: FlaskClient) -> No
     assert 'value="&lt;zz&gt;"' in html
     too_short = post_form(client, page, f"{page}/maps/blocked", {"key": "0102", "value": "01"})
     assert '<p class="error" id="blocked-key-e">the key is 8 bytes, not 2</p>' in text(too_short)
-    assert post_form(client, page, f"{page}/maps/other", {"key": "01", "value": "01"}).status_code == 404
+    assert (
+        post_form(client, page, f"{page}/maps/other", {"key": "01", "value": "01"}).status_code
+        == 404
+    )
 
 
 def test_the_audit_log_of_the_module_is_escaped(client: FlaskClient, control: FakeUserHome) -> None:
@@ -544,3 +567,17 @@ def test_every_form_needs_its_csrf_token(client: FlaskClient) -> None:
     html = text(client.get("/modules/user/blocker"))
     forms = re.findall(r'<form method="post".*?</form>', html, re.S)
     assert forms and all('name="csrf_token"' in f for f in forms)
+
+
+def test_placement_follows_the_managers_rules_and_a_failure_is_shown(
+    client: FlaskClient, control: FakeUserHome
+) -> None:
+    upload(client, name="before_gone", position="before:router")
+    upload(client, name="wan_one", nic="wan", position="after:nat")
+    control.users["before_gone"]["position"] = "before:gone"  # its anchor went away
+    control.users["wan_one"].update(state="failed", error="<b>the verifier refused it</b>")
+    html = text(client.get("/modules/"))
+    assert chain(html, "lan") == ["before_gone", "dhcp", "router", "nat"]
+    assert chain(html, "wan") == ["nat", "wan_one", "router"]
+    assert 'data-user-state="wan_one">failed</span>' in html
+    assert "wan_one failed: &lt;b&gt;the verifier refused it&lt;/b&gt;" in html

@@ -81,7 +81,9 @@ def _pipeline(
             stages.append(Stage(name, _user_position(module, nic, hook), module, user=True))
         else:
             first, last = name == builtins[0], name == builtins[-1]
-            stages.append(Stage(name, _position(by_name[name], nic), by_name[name], False, first, last))
+            stages.append(
+                Stage(name, _position(by_name[name], nic), by_name[name], False, first, last)
+            )
     return stages
 
 

@@ -21,8 +21,13 @@ from werkzeug import Response
 from werkzeug.datastructures import FileStorage
 
 from homegw.control import ConfigRejected, Conflict, ModuleRefused, NotFound
-from homegw.usermodules.spec import MAX_SOURCE_BYTES, TRIAL_DEFAULT_S, TRIAL_MAX_S, TRIAL_MIN_S
-from homegw.usermodules.spec import MapEntry
+from homegw.usermodules.spec import (
+    MAX_SOURCE_BYTES,
+    TRIAL_DEFAULT_S,
+    TRIAL_MAX_S,
+    TRIAL_MIN_S,
+    MapEntry,
+)
 from webui.views.common import control, int_field, render
 
 log = logging.getLogger(__name__)
@@ -115,7 +120,9 @@ def _names(text: str) -> list[str]:
 def read_upload_form(name: str | None = None) -> tuple[UploadForm, dict[str, Any]]:
     """The request's upload form as typed, and the upload it makes (a
     replace's name comes from the path)."""
-    form = UploadForm({key: request.form.get(key, default) for key, default in FORM_DEFAULTS.items()})
+    form = UploadForm(
+        {key: request.form.get(key, default) for key, default in FORM_DEFAULTS.items()}
+    )
     if name is not None:
         form.fields["name"] = name
     form.fields["source"] = form.fields["source"].replace("\r\n", "\n")
@@ -170,21 +177,23 @@ def submit_upload(name: str | None, admin: str | None) -> tuple[UploadForm, dict
 # -- user modules in their chains ---------------------------------------------------
 
 
-def chain_with_users(builtins: list[str], users: list[dict[str, Any]], nic: str, hook: str) -> list[str]:
-    """The names of nic's `hook` chain with its user modules in place
-    (their position: first, last, before:<m>, after:<m>; in upload order;
-    an anchor not in the chain puts the module last)."""
+def chain_with_users(
+    builtins: list[str], users: list[dict[str, Any]], nic: str, hook: str
+) -> list[str]:
+    """The names of nic's `hook` chain with its user modules in place, in
+    upload order, as the manager places them (first, last, before:<m>,
+    after:<m>; before a missing anchor: first, after one: last)."""
     order = list(builtins)
     for module in users:
         if module.get("nic") != nic or module.get("hook", "xdp") != hook:
             continue
         where, _, anchor = str(module.get("position") or "last").partition(":")
-        if where == "first":
+        if where == "first" or (where == "before" and anchor not in order):
             order.insert(0, module["name"])
-        elif where in ("before", "after") and anchor in order:
-            order.insert(order.index(anchor) + (where == "after"), module["name"])
-        else:
+        elif where == "last" or anchor not in order:
             order.append(module["name"])
+        else:
+            order.insert(order.index(anchor) + (where == "after"), module["name"])
     return order
 
 
@@ -324,17 +333,25 @@ def _hex(text: str) -> str:
 def map_set(name: str, map_name: str) -> Response | tuple[str, int]:
     if not MAP_NAME.match(map_name):
         abort(404)
-    typed = {"map": map_name, "key": request.form.get("key", ""), "value": request.form.get("value", "")}
+    typed = {
+        "map": map_name,
+        "key": request.form.get("key", ""),
+        "value": request.form.get("value", ""),
+    }
     errors: dict[str, str] = {}
     try:
         entry = MapEntry(key=_hex(typed["key"]), value=_hex(typed["value"]))
         control().module_map_set(name, map_name, entry.key, entry.value)
     except ValidationError as exc:
         for problem in exc.errors():
-            errors.setdefault(str(problem["loc"][0]), "hex bytes, e.g. 0a1b2c (: and spaces allowed)")
+            errors.setdefault(
+                str(problem["loc"][0]), "hex bytes, e.g. 0a1b2c (: and spaces allowed)"
+            )
     except ConfigRejected as exc:
         for problem in exc.problems:
-            errors.setdefault(problem.loc if problem.loc in ("key", "value") else "form", problem.msg)
+            errors.setdefault(
+                problem.loc if problem.loc in ("key", "value") else "form", problem.msg
+            )
     except Conflict as exc:
         errors["form"] = _reason(exc)
     except NotFound:
