@@ -581,3 +581,15 @@ def test_placement_follows_the_managers_rules_and_a_failure_is_shown(
     assert chain(html, "wan") == ["nat", "wan_one", "router"]
     assert 'data-user-state="wan_one">failed</span>' in html
     assert "wan_one failed: &lt;b&gt;the verifier refused it&lt;/b&gt;" in html
+
+
+def test_map_keys_and_values_from_the_control_are_text(
+    client: FlaskClient, control: FakeUserHome
+) -> None:
+    upload(client)
+    control.map_data[("blocker", "blocked")] = {HOSTILE: '"><b>v</b>'}
+    html = text(client.get("/modules/user/blocker"))
+    assert "<td><code>&lt;script&gt;alert(1)&lt;/script&gt;</code></td>" in html
+    assert "<td><code>&#34;&gt;&lt;b&gt;v&lt;/b&gt;</code></td>" in html
+    assert 'value="&lt;script&gt;alert(1)&lt;/script&gt;"' in html  # its Delete form's key
+    assert HOSTILE not in html

@@ -18,7 +18,8 @@ document.addEventListener("DOMContentLoaded", function () {
   const live = document.getElementById("modules-live");
   if (live && window.homegw && document.querySelector("[data-user-module]")) {
     window.homegw.poll(live.dataset.url, 1000, function (data) {
-      updateAll(data.user_modules || []);
+      // an answer without the list says nothing about user modules
+      if (Array.isArray(data.user_modules)) updateAll(data.user_modules);
     });
   }
 });
