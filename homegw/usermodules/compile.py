@@ -24,6 +24,7 @@ CLANG = re.compile(
     r"^(?P<file>[^\s:][^:]*):(?P<line>\d+):(?P<col>\d+): (?:fatal )?error: (?P<msg>.*)$"
 )
 LINE_INFO = re.compile(r"^; .* @ (?P<file>\S+):(?P<line>\d+)$")
+BRACE = re.compile(r"^; [{}] @ ")  # a function's braces: the code is elsewhere
 INSN = re.compile(r"^\d+: ")
 SUMMARY = re.compile(r"^processed \d+ insns")
 MEMORY = re.compile(r"memory limit|out of memory|Cannot allocate memory|std::bad_alloc", re.I)
@@ -69,7 +70,7 @@ def verifier_message(text: str, source: Path) -> tuple[str, int | None]:
     for line in lines[:end]:
         info = LINE_INFO.match(line)
         if info:
-            if Path(info["file"]).name == source.name:
+            if Path(info["file"]).name == source.name and not BRACE.match(line):
                 line_no = int(info["line"])
             reason = []
         elif INSN.match(line) or line.startswith("verifier refused") or not line.strip():

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from homegw.control import ConfigRejected, Conflict, Problem
-from homegw.usermodules.examples import examples
 from homegw.usermodules.spec import POSITION_PATTERN, ModuleUpload
 
 if TYPE_CHECKING:
@@ -89,6 +88,8 @@ class UserModuleControl:
         return self._users().audit.entries(limit)
 
     def module_examples(self) -> list[dict[str, Any]]:
+        from homegw.usermodules.examples import examples  # reads the example files
+
         return examples()
 
     def module_punts(self, name: str) -> Any:

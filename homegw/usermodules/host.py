@@ -28,14 +28,14 @@ def start_user_modules(appliance: Appliance) -> UserModules:
         interfaces={"lan": cfg.lan.interface, "wan": cfg.wan.interface},
         submit=appliance.submit,
         install_chains=appliance.install_chains,
-        health_targets=lambda admin: health_targets(appliance, admin),
+        health_targets=lambda: health_targets(appliance),
     )
     manager = UserModules(Path(cfg.state_dir), host)
     manager.restore()
     return manager
 
 
-def health_targets(appliance: Appliance, admin: str | None) -> HealthTargets | None:
+def health_targets(appliance: Appliance) -> HealthTargets | None:
     """What a trial's health checks probe now; None while the appliance has
     no dataplane (restarting)."""
     dataplane = appliance.dataplane
@@ -50,14 +50,7 @@ def health_targets(appliance: Appliance, admin: str | None) -> HealthTargets | N
         lan_ifname=cfg.lan.interface,
         lan_address=ipaddress.IPv4Interface(str(cfg.lan.address)),
         dhcp_on=appliance.dhcp is not None,
-        admin=_lan_address(admin),
+        admin=None,  # the trial watch sets each trial's
         lan_xdp_root_fd=dataplane.root_fd(Nic.LAN, Hook.XDP),
         lan_ifindex=socket.if_nametoindex(cfg.lan.interface),
     )
-
-
-def _lan_address(admin: str | None) -> ipaddress.IPv4Address | None:
-    try:
-        return ipaddress.IPv4Address(admin) if admin else None
-    except ValueError:
-        return None

@@ -18,6 +18,7 @@ held while waiting, so the control thread may call arrange() at any time.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 import socket
@@ -69,7 +70,7 @@ class Host:
     interfaces: dict[str, str]  # "lan" / "wan" -> interface name
     submit: Callable[..., Future]  # run in the appliance's control thread
     install_chains: Callable[[], None]  # every NIC's chain again (control thread)
-    health_targets: Callable[[str | None], HealthTargets | None]
+    health_targets: Callable[[], HealthTargets | None]
 
 
 class UserModules:
@@ -79,7 +80,7 @@ class UserModules:
         self.store = ModuleStore(state_dir)
         self.audit = AuditLog(Path(state_dir) / DIRECTORY / "audit.jsonl", clock)
         self.hub = PuntHub()
-        self.watch = TrialWatch(self._targets, self._revert_by_watch)
+        self.watch = TrialWatch(host.health_targets, self._revert_by_watch)
         self._running: dict[str, Running] = {}
         self._lock = threading.RLock()
         self._state = threading.Lock()
@@ -216,7 +217,8 @@ class UserModules:
             )  # fmt: skip
             raise refused from None
         self._check_maps(record, manifest)
-        baseline = self.watch.baseline(admin)
+        admin_ip = _ipv4(admin)
+        baseline = self.watch.baseline(admin_ip)
 
         def switch() -> None:
             if previous is None:
@@ -230,7 +232,7 @@ class UserModules:
 
         self.host.submit(switch).result()
         self._admins[record.name] = admin
-        self.watch.begin(record.name, record.trial_s, baseline, admin)
+        self.watch.begin(record.name, record.trial_s, baseline, admin_ip)
         self.audit.record(
             action, record.name, record.version, admin,
             f"{record.nic} {record.hook} {record.position}, trial {record.trial_s} s",
@@ -496,9 +498,6 @@ class UserModules:
             ]
         self.store.save([r for r in records if r is not None])
 
-    def _targets(self) -> HealthTargets | None:
-        return self.host.health_targets(None)
-
 
 PROGRAM = re.compile(
     r"^(?P<head>[^;{}]*?)\bint\s+(?P<name>\w+)\s*\(\s*struct\s+(?P<ctx>xdp_md|__sk_buff)\s*\*", re.M
@@ -528,6 +527,13 @@ def _function(upload: ModuleUpload) -> str:
             [Problem("function", f"name the {want} program to chain (the source has: {found})")]
         )
     return functions[0]
+
+
+def _ipv4(address: str | None) -> ipaddress.IPv4Address | None:
+    try:
+        return ipaddress.IPv4Address(address) if address else None
+    except ValueError:
+        return None
 
 
 def _placed(order: list[str], name: str, position: str) -> list[str]:
