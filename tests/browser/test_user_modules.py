@@ -15,6 +15,7 @@ from playwright.sync_api import Page, expect
 
 from homegw import netns
 from tests.browser.conftest import LAN_IP, Gateway
+from tests.browser.test_webui import post_forms_without_csrf, unlabelled_controls
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -36,6 +37,18 @@ def pings(gateway: Gateway, host: str) -> bool:
 def mac_key(mac: str) -> str:
     """hgw_mac_key(mac) as hex: the 6 bytes, then 2 zero bytes."""
     return mac.replace(":", "").lower() + "0000"
+
+
+def assert_fits_and_is_labelled(page: Page, what: str) -> None:
+    """As every page of the navigation: no sideways scrolling at 360 px, a
+    label on every control, a CSRF token in every POST form."""
+    for width in (1280, 360):
+        page.set_viewport_size({"width": width, "height": 800})
+        overflow = page.evaluate("document.documentElement.scrollWidth")
+        assert overflow <= width + 1, f"{what} is {overflow} px wide at {width} px"
+    page.set_viewport_size({"width": 1280, "height": 900})
+    assert unlabelled_controls(page) == [], what
+    assert post_forms_without_csrf(page) == [], what
 
 
 def user_card(page: Page, name: str):
@@ -64,6 +77,7 @@ def test_upload_the_blocklist_example_confirm_it_and_block_a_device(
     first = countdown.text_content()
     expect(countdown).not_to_have_text(first or "")  # it counts down, live
     shoot(page, "user-module-trial")
+    assert_fits_and_is_labelled(page, "the IO modules page with a module on trial")
 
     user_card(page, EXAMPLE).get_by_role("button", name=f"Confirm {EXAMPLE}").click()
     expect(page.get_by_text(f"{EXAMPLE} confirmed.")).to_be_visible()
@@ -83,6 +97,7 @@ def test_upload_the_blocklist_example_confirm_it_and_block_a_device(
     assert not pings(gateway, "h2")
     assert pings(gateway, "h1")
     shoot(page, "user-module-page")
+    assert_fits_and_is_labelled(page, "a user module's page")
     page.get_by_role("button", name=f"Delete the entry {key}").click()
     expect(
         page.locator('section.map[data-map="blocked"]').get_by_text("No entries.")
@@ -90,6 +105,7 @@ def test_upload_the_blocklist_example_confirm_it_and_block_a_device(
     assert netns.wait_for(lambda: pings(gateway, "h2"), WAIT_S)
 
     page.get_by_role("link", name="Delete…").first.click()
+    assert_fits_and_is_labelled(page, "the delete confirmation")
     page.get_by_role("button", name=f"Delete {EXAMPLE}").click()
     expect(page.get_by_text(f"{EXAMPLE} deleted.")).to_be_visible()
     expect(user_card(page, EXAMPLE)).to_have_count(0)
@@ -119,4 +135,5 @@ def test_a_broken_source_shows_the_compilers_message_and_line(
     )
     assert selected == "    return no_such_thing + XDP_PASS;"
     shoot(page, "user-module-refused")
+    assert_fits_and_is_labelled(page, "a refused upload")
     assert page.locator('section.user-module[data-user-module="broken"]').count() == 0
