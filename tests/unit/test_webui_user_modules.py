@@ -284,7 +284,10 @@ def test_an_upload_builds_the_module_from_the_form(
         "trial_s": 60,
     }
     assert call[2] == "127.0.0.1"  # the admin's address, for the trial's check
-    assert "blocker is loaded and on trial for 42 s" in text(client.get("/modules/"))
+    html = text(client.get("/modules/"))
+    assert "blocker is loaded and on trial for 42 s" in html
+    assert '<form method="post" action="/modules/user/" enctype="multipart/form-data"' in html
+    assert 'src="/static/user_modules.js"' in html and 'data-url="/api/v1/modules"' in html
 
 
 def test_a_source_file_takes_the_place_of_the_textarea(
@@ -581,6 +584,8 @@ def test_placement_follows_the_managers_rules_and_a_failure_is_shown(
     assert chain(html, "wan") == ["nat", "wan_one", "router"]
     assert 'data-user-state="wan_one">failed</span>' in html
     assert "wan_one failed: &lt;b&gt;the verifier refused it&lt;/b&gt;" in html
+    page = text(client.get("/modules/user/wan_one"))
+    assert "wan_one failed: &lt;b&gt;the verifier refused it&lt;/b&gt;" in page
 
 
 def test_map_keys_and_values_from_the_control_are_text(
