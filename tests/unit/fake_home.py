@@ -337,12 +337,6 @@ class FakeHome(FakeControl):
         self.calls.append(("enabled", name, enabled))
         return super().module_set_enabled(name, enabled)
 
-    def user_modules(self) -> list[dict[str, Any]]:
-        return []
-
-    def module_examples(self) -> list[dict[str, Any]]:
-        return []
-
     def tables(self) -> list[str]:
         return ["dhcp_leases", "dns_queries", "nat_sessions"]
 

@@ -5,10 +5,11 @@ confirmation page), the upload form (fields, file, -D options, example),
 refusals (the stage, the message, the line marked, the form as typed), the
 module page (source, maps as hex, audit) and hostile strings escaped.
 
-FakeUserHome is a local fake of the user-module Control methods (B's
-tests/unit/fake_control.py gets its own): uploads validated by the real
-ModuleUpload model and source check, a "compiler" that refuses a source
-with the word BROKEN on the line it is on."""
+FakeUserHome is this file's own fake of the user-module Control methods
+(written before tests/unit/fake_user_modules.py landed, and overriding all
+of its methods the pages call): uploads validated by the real ModuleUpload
+model and source check, a "compiler" that refuses a source with the word
+BROKEN on the line it is on, hostile check and audit details."""
 
 from __future__ import annotations
 
@@ -69,12 +70,12 @@ class FakeUserHome(FakeHome):
         super().__init__()
         self.users: dict[str, dict[str, Any]] = {}
         self.map_data: dict[tuple[str, str], dict[str, str]] = {}
-        self.audit: list[dict[str, Any]] = []
+        self.audit_log: list[dict[str, Any]] = []
 
-    def _record(self, action: str, name: str, detail: str = "") -> None:
+    def _note(self, action: str, name: str, detail: str = "") -> None:
         version = self.users[name]["version"] if name in self.users else None
         record = {"time": NOW, "action": action, "module": name, "version": version}
-        self.audit.insert(0, {**record, "caller": "192.168.1.101", "detail": detail})
+        self.audit_log.insert(0, {**record, "caller": "192.168.1.101", "detail": detail})
 
     def _validated(self, upload: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -129,7 +130,7 @@ class FakeUserHome(FakeHome):
         if fields["name"] in self.users:
             raise Conflict(f"a module {fields['name']!r} is loaded already")
         self.users[fields["name"]] = self._module(fields, 1)
-        self._record("upload", fields["name"])
+        self._note("upload", fields["name"])
         return self.user_module(fields["name"])
 
     def module_replace(
@@ -139,7 +140,7 @@ class FakeUserHome(FakeHome):
         old = self._get(name)
         fields = self._validated(upload)
         self.users[name] = {**self._module(fields, old["version"] + 1), "id": old["id"]}
-        self._record("replace", name)
+        self._note("replace", name)
         return self.user_module(name)
 
     def user_modules(self) -> list[dict[str, Any]]:
@@ -156,20 +157,20 @@ class FakeUserHome(FakeHome):
         if module["state"] != "trial":
             raise Conflict(f"{name} is not on trial")
         module.update(state="confirmed", trial=None, confirmed_at=NOW)
-        self._record("confirm", name)
+        self._note("confirm", name)
         return self.user_module(name)
 
     def module_revert(self, name: str) -> dict[str, Any] | None:
         module = self._get(name)
         if module["state"] != "trial":
             raise Conflict(f"{name} is not on trial")
-        self._record("revert", name)
+        self._note("revert", name)
         del self.users[name]
         return None
 
     def module_delete(self, name: str) -> None:
         self._get(name)
-        self._record("delete", name)
+        self._note("delete", name)
         del self.users[name]
 
     def module_move(self, name: str, position: str) -> dict[str, Any]:
@@ -202,7 +203,7 @@ class FakeUserHome(FakeHome):
         if len(value) != 2:
             raise ConfigRejected([Problem("value", "the value is 1 byte")])
         self.map_data.setdefault((name, map_name), {})[key] = value
-        self._record("map_set", name, f"{key}={value}")
+        self._note("map_set", name, f"{key}={value}")
 
     def module_map_delete(self, name: str, map_name: str, key: str) -> bool:
         self.module_map(name, map_name)
@@ -210,7 +211,7 @@ class FakeUserHome(FakeHome):
         return self.map_data.get((name, map_name), {}).pop(key, None) is not None
 
     def module_audit(self, limit: int = 100) -> list[dict[str, Any]]:
-        return copy.deepcopy(self.audit[:limit])
+        return copy.deepcopy(self.audit_log[:limit])
 
     def module_examples(self) -> list[dict[str, Any]]:
         return [
@@ -526,8 +527,8 @@ def test_a_bad_map_entry_is_refused_next_to_its_field(client: FlaskClient) -> No
 
 def test_the_audit_log_of_the_module_is_escaped(client: FlaskClient, control: FakeUserHome) -> None:
     upload(client)
-    control._record("refused", "blocker", HOSTILE)
-    control._record("upload", "someone_else")
+    control._note("refused", "blocker", HOSTILE)
+    control._note("upload", "someone_else")
     html = text(client.get("/modules/user/blocker"))
     audit = html[html.index('<table class="log audit">') :]
     audit = audit[: audit.index("</table>")]
