@@ -88,7 +88,7 @@ class UserModuleControl:
         return self._users().audit.entries(limit)
 
     def module_examples(self) -> list[dict[str, Any]]:
-        from homegw.usermodules.examples import examples  # reads the example files
+        from homegw.usermodules.examples.examples import examples  # reads the files
 
         return examples()
 
