@@ -17,13 +17,13 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from homegw.dataplane.slowpath import Punt
-from homegw.usermodules.spec import MAX_SOURCE_BYTES
+from homegw.usermodules.spec import MAX_SOURCE_BYTES, ModuleUpload, check_source
 from tests.unit.fake_control import FakeControl
 from tests.unit.fake_user_modules import COMPILE_ERROR, PASS_SOURCE, VERIFIER_ERROR
 from tests.unit.test_api import bearer, login, set_up_admin
 from webui import MAX_BODY, create_app
 from webui.api import models as m
-from webui.api.openapi import PREFIX, document
+from webui.api.openapi import PREFIX, UPLOAD_EXAMPLE, document
 
 API = "/api/v1"
 MAC_KEY = "02000000000a0000"  # hgw_mac_key(02:00:00:00:00:0a)
@@ -459,3 +459,11 @@ def test_the_document_describes_the_user_module_operations() -> None:
     assert [p["name"] for p in delete["parameters"]] == ["name", "map_name", "key"]
     packets = schemas["PacketOut"]["properties"]["frame"]
     assert (packets["minLength"], packets["maxLength"]) == (20, 2020)
+
+
+def test_the_documented_example_upload_is_a_valid_module(api: FlaskClient) -> None:
+    content = document()["paths"][f"{PREFIX}/modules"]["post"]["requestBody"]["content"]
+    example = content["application/json"]["examples"]["example"]["value"]
+    assert example == UPLOAD_EXAMPLE
+    check_source(ModuleUpload.model_validate(example).source)  # nothing refused
+    assert api.post(f"{API}/modules", json=example).status_code == 201
