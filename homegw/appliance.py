@@ -39,6 +39,7 @@ from webui.server import WebServer
 if TYPE_CHECKING:  # the DPI service is imported with its module, when it is wanted
     from homegw.modules.dpi.service import DpiService
     from homegw.netfacts import Ipv6Facts
+    from homegw.usermodules.manager import UserModules
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -73,6 +74,7 @@ class Appliance:
         self.dns: DnsService | None = None
         self.lan6: Lan6Watcher | None = None  # the LAN NIC's IPv6 addresses and neighbours
         self.ipv6: ipv6_service.Ipv6Service | None = None
+        self.user_modules: UserModules | None = None  # uploaded modules (homegw/usermodules)
         self._control = ThreadPoolExecutor(max_workers=1, thread_name_prefix="control")
         self.kernel_path = False
         # what the management API asks (homegw.management.Management), set by `homegw run`
@@ -264,9 +266,22 @@ class Appliance:
         assert dataplane.slowpath is not None
         dataplane.slowpath.start()
         dataplane.add_modules(self._modules(), before_load=self._restore_wan_lease)
-        dataplane.set_order(Nic.LAN, [n for n in cfg.dataplane.order.lan if n in dataplane.modules])
-        dataplane.set_order(Nic.WAN, [n for n in cfg.dataplane.order.wan if n in dataplane.modules])
+        from homegw.usermodules.host import start_user_modules  # it imports the manager
+
+        self.user_modules = start_user_modules(self)
+        self.install_chains()
         dataplane.attach()
+
+    def install_chains(self) -> None:
+        """Each NIC's chain: the configured order of the loaded modules, the
+        user modules placed into it (run in the control thread, or at start)."""
+        dataplane = self.dataplane
+        assert dataplane is not None
+        order = self.config.dataplane.order
+        for nic, names in ((Nic.LAN, order.lan), (Nic.WAN, order.wan)):
+            builtin = [n for n in names if n in dataplane.modules]
+            users = self.user_modules
+            dataplane.set_order(nic, users.arrange(nic, builtin) if users else builtin)
 
     def _restore_wan_lease(self) -> None:
         """Process model: the lease the last run held (persisted by the WAN
@@ -397,16 +412,17 @@ class Appliance:
         for name in [n for n in wanted if n not in dataplane.modules]:
             fresh.append(dataplane.add_module(self.build_module(name, new)).module)
             applied[name] = "load"
-        order = new.dataplane.order
-        for nic, names in ((Nic.LAN, order.lan), (Nic.WAN, order.wan)):
-            dataplane.set_order(nic, [n for n in names if n in wanted])
-        if old.dataplane.order != order:
-            applied["dataplane.order"] = "chains"
-        for name in [n for n in dataplane.modules if n not in wanted]:
+        for name in [n for n in dataplane.modules if n not in wanted and not self._is_user(n)]:
             dataplane.remove_module(name)
+        self.install_chains()
+        if old.dataplane.order != new.dataplane.order:
+            applied["dataplane.order"] = "chains"
             applied[name] = "unload"
         self._tell_wan(fresh)
         return applied
+
+    def _is_user(self, name: str) -> bool:
+        return self.user_modules is not None and self.user_modules.is_user_module(name)
 
     def _tell_wan(self, modules: list[IOModule]) -> None:
         """Modules loaded after the WAN lease (and the IPv6 facts) came learn them now."""
@@ -499,6 +515,9 @@ class Appliance:
         if self.ipv6:
             self.ipv6.stop()
             self.ipv6 = None
+        if self.user_modules:
+            self.user_modules.stop()
+            self.user_modules = None
         if self.dataplane:
             self.dataplane.close()
             self.dataplane = None

@@ -40,6 +40,7 @@ from homegw.inventory import Inventory
 from homegw.modules.dns.liststore import store_blocklist, unloaded_status
 from homegw.modules.dns.querystats import query_stats
 from homegw.registry import MODULES, spec
+from homegw.usermodules.control import UserModuleControl
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def _version() -> str:
         return "unknown"
 
 
-class Management:
+class Management(UserModuleControl):
     def __init__(self, appliance: Appliance, config_path: Path | None) -> None:
         self.appliance = appliance
         self.config_path = config_path
@@ -221,6 +222,9 @@ class Management:
             raise NotFound(str(exc)) from None
 
     def module_set_enabled(self, name: str, enabled: bool) -> dict[str, Any]:
+        users = self.appliance.user_modules
+        if users is not None and users.is_user_module(name):
+            return users.set_enabled(name, enabled, None)
         self._module_names(name)
         data = config_to_dict(self.appliance.config)
         data.setdefault(name, {})["enabled"] = enabled

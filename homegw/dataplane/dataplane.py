@@ -25,6 +25,7 @@ import subprocess
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from homegw.dataplane import attach as nic_attach
 from homegw.dataplane.abi import (
@@ -79,6 +80,7 @@ class Dataplane:
         self._root_fds: dict[tuple[Nic, Hook], int] = {}
         self._chains: dict[Hook, Chain] = {}
         self._ifindex: dict[int, Nic] = {}  # of the attached NICs
+        self._held: set[Path] = set()  # builds prune() keeps though unloaded
         self.slowpath: SlowPath | None = None
         # packets the router marked HOMEGW_F_FRAGMENT, punted by the chain's end
         self.fragmenter = Fragmenter(interfaces)
@@ -132,10 +134,7 @@ class Dataplane:
         for module in modules:
             if module.name in self.modules:
                 raise DataplaneError(f"module {module.name} is already loaded")
-        specs = [
-            BuildSpec(m.name, m.source, self.pin_dir, m.module_id, m.defines()) for m in modules
-        ]
-        builds = get_builds(specs)
+        builds = get_builds([self.build_spec(m) for m in modules])
         loaded = [self._adopt(m, b) for m, b in zip(modules, builds, strict=True)]
         try:
             if before_load is not None:
@@ -147,6 +146,35 @@ class Dataplane:
                 self.modules.pop(entry.module.name, None)
             raise
         return loaded
+
+    def build_spec(self, module: IOModule) -> BuildSpec:
+        return BuildSpec(
+            module.name,
+            module.source,
+            self.pin_dir,
+            module.module_id,
+            module.defines(),
+            module.sdk,
+            module.limits,
+        )
+
+    def prebuild(self, module: IOModule) -> dict[str, Any]:
+        """Compile a module's build (or find it pinned) without loading it:
+        add_module or replace_module then reuse it, so that the compile (and
+        its errors) come before anything changes. LoadError as add_module.
+        Returns the build's manifest (programs, maps)."""
+        build = get_builds([self.build_spec(module)])[0]
+        build.cleanup()
+        return build.manifest
+
+    def hold_build(self, module: IOModule, held: bool) -> None:
+        """Keep (or stop keeping) a module's build pinned while it is not
+        loaded: the version a trial would go back to."""
+        build_dir = self.build_spec(module).build_dir()
+        if held:
+            self._held.add(build_dir)
+        else:
+            self._held.discard(build_dir)
 
     def _adopt(self, module: IOModule, build: AdoptedBuild) -> LoadedModule:
         loaded = LoadedModule(module, build)
@@ -164,6 +192,9 @@ class Dataplane:
         if self.slowpath:
             for reason, handler in module.handlers().items():
                 self.slowpath.register(module.module_id, reason, handler)
+            catch_all = module.all_punts()
+            if catch_all is not None:
+                self.slowpath.register_module(module.module_id, catch_all)
         log.info(
             "loaded module %s (hooks: %s; build %s, %s)",
             module.name,
@@ -272,7 +303,7 @@ class Dataplane:
         for nic in Nic:
             for chain in self._chains.values():
                 chain.clear_inactive(nic)
-        keep = [b.build_dir for b in self._builds()]
+        keep = [b.build_dir for b in self._builds()] + list(self._held)
         prune_builds(self.pin_dir, keep)
 
     def _builds(self) -> list[AdoptedBuild]:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from homegw.control import Sample
+from homegw.dataplane.builds import BuildLimits
 from homegw.dataplane.loader import Define
 from homegw.dataplane.slowpath import PuntHandler
 
@@ -39,6 +40,8 @@ class IOModule:
     source: ClassVar[Path]
     xdp_function: ClassVar[str | None] = None
     tc_function: ClassVar[str | None] = None
+    sdk: ClassVar[bool] = False  # user modules: compiled with homegw_user.h
+    limits: ClassVar[BuildLimits] = BuildLimits()  # of its build child
     # Set by the dataplane when the module is added: sends a frame through the
     # XDP chain of the NIC with that ingress ifindex again (frames the slow
     # path held, e.g. until a neighbour was resolved).
@@ -59,6 +62,10 @@ class IOModule:
     def handlers(self) -> dict[int, PuntHandler]:
         """Slow-path handlers by reason code."""
         return {}
+
+    def all_punts(self) -> PuntHandler | None:
+        """A handler for every reason handlers() does not name (user modules)."""
+        return None
 
     def on_unload(self) -> None:
         """Release what on_load took (threads, sockets)."""

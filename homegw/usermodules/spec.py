@@ -35,9 +35,8 @@ DefineText = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:/+-]{0,64}
 MapName = Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_]{0,31}$")]
 CounterName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
 #: where in its chain a module goes: first, last, or next to a module
-Position = Annotated[
-    str, StringConstraints(pattern=r"^(first|last|(before|after):[a-z][a-z0-9_]{0,31})$")
-]
+POSITION_PATTERN = r"^(first|last|(before|after):[a-z][a-z0-9_]{0,31})$"
+Position = Annotated[str, StringConstraints(pattern=POSITION_PATTERN)]
 
 
 class ModulePlacement(BaseModel):
