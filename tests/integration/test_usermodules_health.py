@@ -5,6 +5,7 @@ gone fails wan. The probe leaves no lease and no device behind."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
@@ -176,3 +177,32 @@ def test_the_isp_router_gone_fails_wan(running: Running) -> None:
     assert results["wan"].ok is False, results
     assert results["wan"].detail == "no answer from 203.0.113.1 in 1 s"
     assert results["dhcp"].ok is True and results["admin"].ok is True, results
+
+
+USER_DROP_ALL = """#include "homegw_user.h"
+
+int drop_all(struct xdp_md *ctx)
+{
+	hgw_count(0);
+	return XDP_DROP;
+}
+"""
+
+
+def test_an_uploaded_drop_all_module_is_reverted_by_the_checks_before_its_window(
+    running: Running,
+) -> None:
+    admin = admin_of(running.home)
+    running.wait_probe(admin, {"wan": True, "dhcp": True, "admin": True})
+    upload = {"name": "drop_all", "source": USER_DROP_ALL, "nic": "lan", "counters": ["dropped"]}
+    uploaded = time.monotonic()
+    module = running.mgmt.module_upload(upload, admin)  # the default window: 60 s
+    assert module["state"] == "trial", module
+    assert [c["ok"] for c in module["trial"]["checks"]] == [True, True, True], module
+    gone = netns.wait_for(lambda: not running.mgmt.user_modules(), 30)
+    assert gone, running.mgmt.user_modules()
+    assert time.monotonic() - uploaded < 30  # the checks, not the 60 s window
+    revert = running.mgmt.module_audit(5)[0]
+    assert (revert["action"], revert["module"]) == ("revert", "drop_all"), revert
+    assert "failed 3 times in a row" in revert["detail"], revert
+    running.wait_probe(admin, {"wan": True, "dhcp": True, "admin": True})
