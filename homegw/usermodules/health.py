@@ -236,10 +236,14 @@ class _EchoCheck(_Check):
         self.identifier, self.sequence = _echo_identifier(), _next_id()
         self.started = 0.0
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-        self.sock.setblocking(False)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
-        blocked = ~(1 << ICMP_ECHO_REPLY) & 0xFFFFFFFF
-        self.sock.setsockopt(SOL_RAW, ICMP_FILTER, struct.pack("I", blocked))
+        try:
+            self.sock.setblocking(False)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
+            blocked = ~(1 << ICMP_ECHO_REPLY) & 0xFFFFFFFF  # a set bit drops that type
+            self.sock.setsockopt(SOL_RAW, ICMP_FILTER, struct.pack("I", blocked))
+        except OSError:
+            self.sock.close()
+            raise
 
     def start(self) -> None:
         self.started = time.monotonic()
@@ -272,9 +276,13 @@ class _DhcpCheck(_Check):
         self.started = 0.0
         # ETH_P_ALL: a protocol-bound packet socket never sees outgoing frames
         self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_ALL))
-        _attach_filter(self.sock, _offer_filter())
-        self.sock.bind((targets.lan_ifname, ETH_P_ALL))
-        self.sock.setblocking(False)
+        try:
+            _attach_filter(self.sock, _offer_filter())
+            self.sock.bind((targets.lan_ifname, ETH_P_ALL))
+            self.sock.setblocking(False)
+        except OSError:
+            self.sock.close()
+            raise
 
     def start(self) -> None:
         self.started = time.monotonic()
@@ -301,8 +309,9 @@ class _DhcpCheck(_Check):
 
 
 def _admin_on_lan(targets: HealthTargets) -> bool:
-    admin, lan = targets.admin, targets.lan_address
-    return admin is not None and admin in lan.network and admin != lan.ip
+    admin, net = targets.admin, targets.lan_address.network
+    special = (targets.lan_address.ip, net.network_address, net.broadcast_address)
+    return admin is not None and admin in net and admin not in special
 
 
 def _not_applicable(targets: HealthTargets) -> list[CheckResult]:

@@ -5,6 +5,8 @@ gone fails wan. The probe leaves no lease and no device behind."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import time
 from collections.abc import Callable, Iterator
 from ipaddress import IPv4Address, IPv4Interface
@@ -20,6 +22,7 @@ from homegw.dataplane import attach
 from homegw.dataplane.abi import Hook, Nic
 from homegw.dataplane.module import IOModule
 from homegw.management import Management
+from homegw.modules.dhcp.l2 import ipv4_udp
 from homegw.usermodules import health
 from homegw.usermodules.health import CheckResult, HealthTargets
 from homegw.virtualhome import VirtualHome
@@ -206,3 +209,62 @@ def test_an_uploaded_drop_all_module_is_reverted_by_the_checks_before_its_window
     assert (revert["action"], revert["module"]) == ("revert", "drop_all"), revert
     assert "failed 3 times in a row" in revert["detail"], revert
     running.wait_probe(admin, {"wan": True, "dhcp": True, "admin": True})
+
+
+def test_the_offer_socket_lets_only_outgoing_dhcp_server_frames_in(unique_tag: str) -> None:
+    """The DHCP check's kernel filter, on a veth pair: of an incoming OFFER,
+    an outgoing client message, an outgoing ARP frame and an outgoing OFFER,
+    only the last reaches the check's socket."""
+    ns = f"hgw-{unique_tag}-x"
+    netns.add_netns(ns)
+    try:
+        netns.ip("link", "add", "va", "type", "veth", "peer", "name", "vb", ns=ns)
+        for dev in ("va", "vb"):
+            netns.ip("link", "set", dev, "up", ns=ns)
+        with netns.in_netns(ns):
+            seen, witnessed = filtered_and_witnessed(
+                [("vb", 67, 68, b"in"), ("va", 68, 67, b"client"), ("va", 0, 0, b"arp")]
+                + [("va", 67, 68, b"out")]
+            )
+    finally:
+        netns.delete_netns(ns)
+    assert witnessed == {b"in", b"client", b"arp", b"out"}
+    assert seen == [b"out"]
+
+
+def filtered_and_witnessed(sends: list[tuple[str, int, int, bytes]]) -> tuple[list, set]:
+    """Send each (device, sport, dport, marker) frame (ports 0: an ARP frame
+    carrying the marker), wait until an unfiltered socket on va saw every
+    marker, then read what the check's socket holds."""
+    targets = HealthTargets("wan0", None, "va", LAN, True, None, -1, 0)
+    check = health._DhcpCheck(targets)
+    witness = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(health.ETH_P_ALL))
+    witness.bind(("va", health.ETH_P_ALL))
+    witness.settimeout(5)
+    markers = {marker for *_rest, marker in sends}
+    try:
+        for dev, sport, dport, marker in sends:
+            send_marked(dev, sport, dport, marker)
+        witnessed: set[bytes] = set()
+        while witnessed != markers:
+            data = witness.recv(2048)
+            witnessed |= {m for m in markers if data.endswith(b"MARK" + m)}
+        seen = []
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                data = check.sock.recv(2048)
+                seen += [m for m in markers if data.endswith(b"MARK" + m)]
+        return seen, witnessed
+    finally:
+        check.close()
+        witness.close()
+
+
+def send_marked(dev: str, sport: int, dport: int, marker: bytes) -> None:
+    payload = b"MARK" + marker
+    with socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, 0) as sender:
+        if sport == 0:
+            sender.sendto(payload, (dev, 0x0806, 0, 0, b"\xff" * 6))
+            return
+        packet = ipv4_udp(0xC0A80101, 0xC0A80164, sport, dport, payload)
+        sender.sendto(packet, (dev, 0x0800, 0, 0, b"\xff" * 6))

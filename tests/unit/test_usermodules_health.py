@@ -116,7 +116,12 @@ def test_checks_that_do_not_apply() -> None:
 
 @pytest.mark.parametrize(
     "admin, why",
-    [("10.0.0.5", "not on the LAN"), ("192.168.1.1", "not on the LAN")],
+    [
+        ("10.0.0.5", "not on the LAN"),
+        ("192.168.1.1", "not on the LAN"),  # the gateway itself
+        ("192.168.1.255", "not on the LAN"),
+        ("192.168.1.0", "not on the LAN"),
+    ],
 )
 def test_an_admin_off_the_lan_is_not_checked(admin: str, why: str) -> None:
     targets = HealthTargets(**{**TARGETS.__dict__, "admin": IPv4Address(admin)})
