@@ -13,10 +13,14 @@ from waitress.channel import HTTPChannel
 from waitress.server import create_server
 
 from homegw import supervise
+from webui.api.module_routes import MAX_STREAMS
 
 log = logging.getLogger(__name__)
 
-THREADS = 4  # concurrent requests; more wait in waitress's queue
+REQUEST_THREADS = 4  # concurrent requests; more wait in waitress's queue
+# an open punt stream (SSE) holds a thread: as many again, so that the UI and
+# the API keep REQUEST_THREADS however many streams are open
+THREADS = REQUEST_THREADS + MAX_STREAMS
 CONNECTION_LIMIT = 64
 CHANNEL_TIMEOUT_S = 30  # idle keep-alive connections are closed after this
 DRAIN_S = 5  # at stop, answers in flight get this long to be sent
@@ -35,6 +39,9 @@ class WebServer:
             threads=THREADS,
             connection_limit=CONNECTION_LIMIT,
             channel_timeout=CHANNEL_TIMEOUT_S,
+            # keep reading while a request runs, so that a stream sees its
+            # client go (environ["waitress.client_disconnected"])
+            channel_request_lookahead=1,
             ident="homegw",
             clear_untrusted_proxy_headers=True,
         )

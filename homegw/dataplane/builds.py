@@ -123,8 +123,8 @@ class BuildSpec:
         }
 
 
-class BuildTimeout(LoadError):
-    """The build child ran past its time limit and was killed."""
+class BuildLimit(LoadError):
+    """The build child ran past its time or memory limit (BuildLimits)."""
 
 
 # -- manifests --------------------------------------------------------------------
@@ -280,11 +280,17 @@ def _answer(request: dict[str, Any], child: subprocess.Popen[str]) -> dict[str, 
     except subprocess.TimeoutExpired:
         child.kill()
         child.communicate()
-        return BuildTimeout(f"building {request['name']} took over {request['timeout_s']:g} s")
+        return BuildLimit(f"building {request['name']} took over {request['timeout_s']:g} s")
     _relay(request["name"], err)
     try:
         answer = json.loads(out)
     except ValueError:
+        if child.returncode < 0 and request.get("memory_bytes"):
+            return BuildLimit(
+                f"building {request['name']} stopped on signal {-child.returncode}: over its "
+                f"limit of {request['memory_bytes'] >> 20} MiB of memory or "
+                f"{request['timeout_s']:g} s of CPU"
+            )
         return LoadError(
             f"the build child of {request['name']} failed (exit {child.returncode}): "
             f"{err.strip()[-4000:]}"

@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 
 from homegw.control import ModuleRefused
-from homegw.dataplane.builds import BuildTimeout
+from homegw.dataplane.builds import BuildLimit
 from homegw.dataplane.loader import LoadError
 
 LOG_TAIL = 4000
@@ -33,7 +33,7 @@ MEMORY = re.compile(r"memory limit|out of memory|Cannot allocate memory|std::bad
 def refusal(error: LoadError, source: Path) -> ModuleRefused:
     text = str(error)
     tail = text[-LOG_TAIL:]
-    if isinstance(error, BuildTimeout):
+    if isinstance(error, BuildLimit):
         return ModuleRefused("limit", str(error), None, tail)
     if MEMORY.search(text):
         return ModuleRefused("limit", "the compiler ran out of its memory limit", None, tail)

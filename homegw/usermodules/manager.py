@@ -242,7 +242,7 @@ class UserModules:
         problems = []
         for index, name in enumerate(record.maps):
             spec = manifest["maps"].get(name)
-            if spec is None or spec["shared"] or name == usermodule.COUNTERS_MAP:
+            if spec is None or spec["shared"] or name in usermodule.SDK_MAPS:
                 problems.append(Problem(f"maps.{index}", f"the module has no map {name!r}"))
             elif spec["type"] not in EXPOSABLE:
                 problems.append(Problem(f"maps.{index}", f"{name}: this map type is not exposed"))

@@ -21,7 +21,10 @@ from homegw.usermodules.store import ModuleRecord
 log = logging.getLogger(__name__)
 
 COUNTERS_MAP = "hgw_counters"
-COMPILE_LIMITS = BuildLimits(timeout_s=60, memory_bytes=2 << 30)
+PUNT_BUDGET_MAP = "hgw_punt_budget"  # the SDK's punt rate limit (homegw_user.h)
+SDK_MAPS = frozenset({COUNTERS_MAP, PUNT_BUDGET_MAP})
+# a module compiles in ~1 s within 500 MiB of address space here
+COMPILE_LIMITS = BuildLimits(timeout_s=60, memory_bytes=1 << 30)
 
 
 class UserModule(IOModule):
@@ -64,6 +67,9 @@ class UserModule(IOModule):
             name = _counter_name(self.record.counters, int(index.value))
             if total or name in self.record.counters:
                 out[name] = total
+        limited = sum(b.limited for b in self._bpf[PUNT_BUDGET_MAP].getvalue(0))
+        if limited:
+            out["punts_limited"] = limited
         return out
 
     def table(self, name: str) -> Table:

@@ -6,8 +6,10 @@ The check works on the source after line splicing, with comments and string
 literals blanked, token by token: it refuses names of homegw's own
 (``homegw_*``, ``HOMEGW_*``, the chain, cursor and slow-path maps), pinned
 or shared tables, ``bpf_pseudo_fd`` (a raw map fd), inline assembly, token
-pasting (which could build any of these names) and includes other than the
-SDK header and kernel headers. Every refusal names its line.
+pasting (which could build any of these names), includes other than the SDK
+header and kernel headers, and redirects (XDP_TX, bpf_redirect*: forwarding
+is the router's, and a redirect past NAT would send a LAN address out of the
+WAN). Every refusal names its line.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ TRIAL_DEFAULT_S = 60
 TRIAL_MIN_S, TRIAL_MAX_S = 10, 600
 #: names the API's paths use next to /modules/<name>
 RESERVED_NAMES = frozenset({"order", "audit", "examples", "user"})
+#: the dataplane's own builds (pinned as builds/<name>-<key>)
+BUILD_NAMES = frozenset({"root_lan", "root_wan", "fragment"})
 
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
 DefineName = Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]{0,31}$")]
@@ -105,7 +109,7 @@ def name_problem(name: str) -> str | None:
     """Why a user module cannot have this name, or None."""
     if name in MODULE_NAMES:
         return f"{name!r} is a built-in module"
-    if name in RESERVED_NAMES:
+    if name in RESERVED_NAMES or name in BUILD_NAMES:
         return f"{name!r} is reserved"
     return None
 
@@ -121,6 +125,10 @@ FORBIDDEN = (
     (re.compile(r"^(bpf_pseudo_fd|__builtin_bpf\w*)$"), "no raw map descriptors"),
     (re.compile(r"^(asm|__asm__|__asm|_Pragma)$"), "no inline assembly or pragmas"),
     (re.compile(r"^__attribute__$"), "no attributes (sections decide what is loaded)"),
+    (
+        re.compile(r"^(bpf_redirect\w*|bpf_clone_redirect|XDP_TX|XDP_REDIRECT|TC_ACT_REDIRECT)$"),
+        "forwarding is the router's: continue, drop, pass or punt",
+    ),
 )
 ALLOWED_INCLUDE = re.compile(r'^\s*#\s*include\s*(<(uapi/)?linux/[\w/]+\.h>|"homegw_user\.h")\s*$')
 DIRECTIVE = re.compile(r"^\s*#\s*(\w+)")

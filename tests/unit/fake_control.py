@@ -9,6 +9,7 @@ from typing import Any
 
 from homegw.control import ApplyResult, ConfigRejected, Conflict, NotFound, Page, Problem, Sample
 from homegw.modules.dns.liststore import LIST_NAME, MAX_UPLOAD
+from tests.unit.fake_user_modules import FakeUserModules
 
 CONFIG: dict[str, Any] = {
     "state_dir": "/var/lib/homegw",
@@ -116,7 +117,7 @@ def top_rows(limit: int) -> list[dict[str, Any]]:
     return [dict(zip(keys, row, strict=True)) for row in rows][:limit]
 
 
-class FakeControl:
+class FakeControl(FakeUserModules):
     def __init__(self) -> None:
         self.config = copy.deepcopy(CONFIG)
         self.version = 1
@@ -135,6 +136,7 @@ class FakeControl:
             Sample("router_packets", "counter", "packets", {"nic": "wan", "reason": "ok"}, 7),
             Sample("dhcp_leases", "gauge", "leases", {}, 3),
         ]
+        self._init_user_modules()
 
     def status(self) -> dict[str, Any]:
         return {"ready": True, "uptime_s": 1.5, "version": "0.1.0", "kernel_path": False}
@@ -202,6 +204,8 @@ class FakeControl:
         ]
 
     def module_set_enabled(self, name: str, enabled: bool) -> dict[str, Any]:
+        if name in self.user:
+            return self.user_set_enabled(name, enabled)
         if name not in self.enabled:
             raise NotFound(f"no module {name!r}")
         if name == "router" and not enabled:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
-from webui.api import routes, session_routes, ui_routes
+from webui.api import module_routes, routes, session_routes, ui_routes
 from webui.api.openapi import document
 
 
@@ -18,6 +18,7 @@ def blueprint() -> Blueprint:
         return jsonify(document())
 
     routes.add_routes(bp)
+    module_routes.add_routes(bp)
     ui_routes.add_routes(bp)
     session_routes.add_routes(bp)
     return bp

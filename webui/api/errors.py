@@ -10,7 +10,7 @@ from flask import Flask, Response, jsonify, request
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import HTTPException
 
-from homegw.control import ConfigRejected, Conflict, NotFound
+from homegw.control import ConfigRejected, Conflict, ModuleRefused, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,28 @@ def _rejected(exc: ConfigRejected) -> tuple[Response, int]:
     return _error(400, "config rejected; nothing was changed", problems=problems)
 
 
+REFUSED_BY = {
+    "check": "the source check",
+    "compile": "the compiler",
+    "verifier": "the verifier",
+    "limit": "a build limit (time or memory)",
+}
+
+
+def _refused(exc: ModuleRefused) -> tuple[Response, int]:
+    """The source check, the compiler or the verifier said no: their words
+    and the line of the uploaded source."""
+    by = REFUSED_BY.get(exc.stage, exc.stage)
+    return _error(
+        400,
+        f"module refused by {by}; nothing was changed",
+        stage=exc.stage,
+        line=exc.line,
+        message=exc.message,
+        log=exc.log,
+    )
+
+
 def _message(exc: Exception) -> str:
     # KeyError's str() quotes its argument
     return str(exc.args[0]) if exc.args else type(exc).__name__
@@ -99,6 +121,7 @@ def _unexpected(exc: Exception) -> tuple[Response, int]:
 def install(app: Flask) -> None:
     app.register_error_handler(BadInput, _bad_input)
     app.register_error_handler(ConfigRejected, _rejected)
+    app.register_error_handler(ModuleRefused, _refused)
     app.register_error_handler(NotFound, _not_found)
     app.register_error_handler(Conflict, _conflict)
     app.register_error_handler(HTTPException, _http)

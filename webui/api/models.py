@@ -4,12 +4,15 @@ generated from them, so the two cannot drift apart."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from homegw.auth import PASSWORD_MAX, PASSWORD_MIN
 from homegw.configtypes import MacAddress
+from homegw.usermodules.spec import MapEntry, ModuleUpload, Position
 
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
 Password = Annotated[str, StringConstraints(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX)]
@@ -191,6 +194,9 @@ class Module(Response):
 
 class Modules(Response):
     modules: list[Module]
+    user_modules: list[UserModule] = Field(
+        [], description="the uploaded modules (homegw/usermodules), in upload order"
+    )
 
 
 class ModuleChange(Response):
@@ -423,3 +429,149 @@ class Parental(Response):
     now: float
     devices: list[ParentalDevice]
     next_change: float | None = Field(None, description="when the policies change next")
+
+
+# -- user IO modules (homegw/usermodules) ------------------------------------
+
+#: the request bodies homegw.usermodules.spec defines, in the document too
+SHARED_MODELS: tuple[type[BaseModel], ...] = (ModuleUpload, MapEntry)
+MIN_FRAME, MAX_FRAME = 14, 1514  # an Ethernet frame without its FCS
+BASE64 = r"^[A-Za-z0-9+/]*={0,2}$"
+
+
+class PositionRequest(Request):
+    position: Position = Field(description="first, last, before:<module> or after:<module>")
+
+
+class PacketOut(Request):
+    """One Ethernet frame (destination MAC first, no FCS) to send out of
+    ``nic`` through its TC egress chain."""
+
+    nic: Literal["lan", "wan"]
+    frame: Annotated[
+        str,
+        StringConstraints(
+            min_length=4 * -(-MIN_FRAME // 3), max_length=4 * -(-MAX_FRAME // 3), pattern=BASE64
+        ),
+    ] = Field(description=f"base64 of {MIN_FRAME} to {MAX_FRAME} bytes")
+
+    @field_validator("frame")
+    @classmethod
+    def _frame_bytes(cls, text: str) -> str:
+        try:
+            frame = base64.b64decode(text, validate=True)
+        except binascii.Error as exc:
+            raise ValueError(f"not base64: {exc}") from None
+        if not MIN_FRAME <= len(frame) <= MAX_FRAME:
+            raise ValueError(f"a frame is {MIN_FRAME} to {MAX_FRAME} bytes, not {len(frame)}")
+        return text
+
+    def frame_bytes(self) -> bytes:
+        return base64.b64decode(self.frame, validate=True)
+
+
+class AuditQuery(Query):
+    limit: Annotated[int, Field(ge=1, le=1000)] = 100
+
+
+class TrialCheck(Response):
+    name: Literal["wan", "dhcp", "admin"]
+    ok: bool | None = Field(description="null: not checked (failed before the trial too)")
+    detail: str
+
+
+class TrialStatus(Response):
+    ends_at: float = Field(description="unix seconds: reverted then unless confirmed")
+    remaining_s: float
+    checks: list[TrialCheck]
+
+
+class PuntStats(Response):
+    subscribers: int
+    delivered: int
+    dropped: int = Field(description="events lost to a full subscriber queue")
+
+
+class UserModule(Response):
+    """An uploaded module as it runs now."""
+
+    name: str
+    kind: Literal["user"] = "user"
+    id: int | None
+    nic: Literal["lan", "wan"]
+    hook: Literal["xdp", "tc"]
+    position: str = Field(description="as asked: first, last, before:<m> or after:<m>")
+    function: str | None
+    defines: dict[str, int | str]
+    maps: list[str] = Field(description="the exposed maps (GET .../maps/{map_name})")
+    counters: dict[str, int]
+    enabled: bool
+    state: Literal["trial", "confirmed", "disabled"]
+    trial: TrialStatus | None
+    version: int = Field(description="1 for the first upload, one more for each replace")
+    source_sha256: str
+    uploaded_at: float
+    confirmed_at: float | None
+    chains: list[ChainPosition] = Field(description="where it runs now")
+    punts: PuntStats
+
+
+class UserModuleDetail(UserModule):
+    source: str
+
+
+class Reverted(Response):
+    name: str
+    removed: bool = Field(description="a new module is gone; a replaced one runs as before")
+    module: UserModuleDetail | None = Field(description="the version that runs again")
+
+
+class MapValue(Response):
+    """Hex of the bytes; a per-CPU map gives ``value`` (one integer summed
+    over the CPUs) or ``values`` (one hex per CPU)."""
+
+    key: str
+    value: str | None = None
+    values: list[str] | None = None
+
+
+class MapEntries(Response):
+    entries: list[MapValue]
+
+
+class AuditRecord(Response):
+    time: float
+    action: Literal["upload", "replace", "confirm", "revert", "delete", "enable", "disable",
+                    "move", "map_set", "map_delete", "refused"]  # fmt: skip
+    module: str
+    version: int | None
+    caller: str | None = Field(description="the address the request came from")
+    detail: str
+
+
+class Audit(Response):
+    entries: list[AuditRecord] = Field(description="newest first")
+
+
+class Example(Response):
+    name: str
+    description: str
+    upload: ModuleUpload = Field(description="POST it to /api/v1/modules as it is")
+
+
+class Examples(Response):
+    examples: list[Example]
+
+
+class ModuleRefusal(Rejected):
+    """A 400 of an upload: bad fields (``problems``) or a module the source
+    check, the compiler or the verifier refused (``stage``, ``line`` of the
+    uploaded source, ``message`` in their own words, ``log`` its tail)."""
+
+    stage: Literal["check", "compile", "verifier", "limit"] | None = None
+    line: int | None = None
+    message: str | None = None
+    log: str | None = None
+
+
+Modules.model_rebuild()  # user_modules names UserModule, defined below it

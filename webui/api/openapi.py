@@ -52,6 +52,7 @@ class Op:
     content: str = "application/json"
     request_content: str = "application/json"
     extra_responses: dict[int, str] = field(default_factory=dict)
+    bad_request: Schema | None = None  # the 400's body when not m.Rejected
 
 
 def _name(what: str) -> dict[str, Any]:
@@ -65,6 +66,16 @@ _PATH_PARAMS: dict[str, dict[str, Any]] = {
     "name": _name("a module or table name"),
     "nic": {"type": "string", "enum": ["lan", "wan"]},
     "token_id": {"type": "string", "pattern": "^[0-9a-f]{8}$"},
+    "map_name": {
+        "type": "string",
+        "pattern": r"^[a-z_][a-z0-9_]{0,31}$",
+        "description": "a map the module's upload exposes",
+    },
+    "key": {
+        "type": "string",
+        "pattern": "^([0-9a-f]{2}){1,256}$",
+        "description": "hex of the key's bytes",
+    },
     "mac": {
         "type": "string",
         "description": "aa:bb:cc:dd:ee:ff, AA-BB-CC-DD-EE-FF, aabb.ccdd.eeff or aabbccddeeff",
@@ -127,6 +138,46 @@ _APP_QUERY = (
     _query("hours", _int(1, m.MAX_HOURS, 24)),
 )
 
+_USER = f"{PREFIX}/modules/user/{{name}}"
+_MAP = f"{_USER}/maps/{{map_name}}"
+_STREAM = (
+    "the module's punts as Server-Sent Events, as they come: `event: punt` with `data:` "
+    "{reason, meta [4 integers], ifindex, nic, pkt_len, frame (base64 of the captured "
+    "bytes), dropped (this stream's events lost to its full queue so far)}; a comment "
+    "line every 15 s when quiet; `event: end` when the module goes. 409: too many streams"
+)
+_USER_MODULE_OPERATIONS = (
+    Op("post", f"{PREFIX}/modules", "upload a user module (C with homegw_user.h): checked, "
+       "compiled with limits, loaded and chained on trial; 400 with the compiler's or the "
+       "verifier's message and line", m.UserModuleDetail, 201, "ModuleUpload", (400, 409),
+       bad_request=m.ModuleRefusal),
+    Op("get", f"{PREFIX}/modules/audit", "uploads, confirms, reverts, deletes, ... newest "
+       "first", m.Audit, errors=(400,), query=(_query("limit", _int(1, 1000, 100)),)),
+    Op("get", f"{PREFIX}/modules/examples", "the example modules, as uploads", m.Examples),
+    Op("get", _USER, "one user module with its source", m.UserModuleDetail),
+    Op("put", _USER, "a new version of a user module, switched in at once, on trial "
+       "(reverting runs the old one again)", m.UserModuleDetail, request="ModuleUpload",
+       errors=(400, 409), bad_request=m.ModuleRefusal),
+    Op("delete", _USER, "take a user module out of its chain and forget it", status=204,
+       errors=(409,)),
+    Op("post", f"{_USER}/confirm", "end the trial: the module stays (saved, back after a "
+       "restart)", m.UserModuleDetail, errors=(409,)),
+    Op("post", f"{_USER}/revert", "end the trial by going back now", m.Reverted,
+       errors=(409,)),
+    Op("put", f"{_USER}/position", "move a user module in its chain", m.UserModuleDetail,
+       request=m.PositionRequest, errors=(400, 409)),
+    Op("get", _MAP, "the entries of an exposed map, as hex", m.MapEntries),
+    Op("put", _MAP, "write one entry of an exposed map", status=204, request="MapEntry",
+       errors=(400, 409)),
+    Op("delete", f"{_MAP}/{{key}}", "delete one entry (404 when not there)", status=204,
+       errors=(400,)),
+    Op("get", f"{_USER}/punts", _STREAM, {"type": "string"}, content="text/event-stream",
+       errors=(409,)),
+    Op("post", f"{_USER}/packets", "send one Ethernet frame out of a NIC (through its TC "
+       "egress chain): the module's slow path answering", status=204, request=m.PacketOut,
+       errors=(400, 409)),
+)  # fmt: skip
+
 OPERATIONS: tuple[Op, ...] = (
     Op("get", "/healthz", "liveness: 200 when ready, 503 before", m.Status, public=True,
        extra_responses={503: "not ready yet"}),
@@ -170,6 +221,7 @@ OPERATIONS: tuple[Op, ...] = (
        m.ModuleChange, errors=(400, 404, 409)),
     Op("put", f"{PREFIX}/modules/order/{{nic}}", "re-order a NIC's chain", m.ModuleChange,
        request=m.OrderRequest, errors=(400, 404, 409)),
+    *_USER_MODULE_OPERATIONS,
     Op("get", f"{PREFIX}/tables", "names of the tables", m.Tables),
     Op("get", f"{PREFIX}/tables/{{name}}", "one page of a table, filtered", m.Page,
        errors=(400, 404), query=_TABLE_QUERY),
@@ -245,6 +297,8 @@ def _responses(op: Op) -> dict[str, Any]:
         codes.add(404)
     for code in sorted(codes):
         text, model = _ERRORS[code]
+        if code == 400 and op.bad_request is not None:
+            model = op.bad_request
         responses[str(code)] = {"description": text, "content": _json(model)}
         if code in _HEADERS:
             responses[str(code)]["headers"] = _HEADERS[code]
@@ -282,6 +336,7 @@ def _schemas() -> dict[str, Any]:
         and issubclass(value, BaseModel)
         and value.__module__ == m.__name__
     ]
+    wanted += m.SHARED_MODELS
     pairs = [(model, "validation") for model in wanted] + [(Config, "validation")]
     _keys, top = models_json_schema(pairs, ref_template=REF)
     return top["$defs"]

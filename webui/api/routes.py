@@ -82,7 +82,8 @@ def _status_and_config(bp: Blueprint) -> None:
 def _modules(bp: Blueprint) -> None:
     @bp.get("/modules")
     def modules() -> Response:
-        return jsonify(modules=_control().modules())
+        control = _control()
+        return jsonify(modules=control.modules(), user_modules=control.user_modules())
 
     @bp.post("/modules/<name>/enable")
     def module_enable(name: str) -> Response:

@@ -84,6 +84,11 @@ struct hgw_decision {
 	__u32 out_ifindex; /* with HGW_FWD_REDIRECT: the egress interface */
 	__u32 out_nic;     /* HGW_NIC_* of the egress, or HGW_NIC_NONE */
 	__u32 flags;       /* HGW_F_* */
+	/* With HGW_FWD_REDIRECT: the frame's MACs as it arrived (the router
+	 * rewrote the frame's to the egress's); all zero otherwise (the frame's
+	 * own MACs are the ones it arrived with). */
+	unsigned char in_src_mac[ETH_ALEN];
+	unsigned char in_dst_mac[ETH_ALEN];
 };
 
 static __always_inline int hgw_decision_copy(struct homegw_cursor *cur, struct hgw_decision *d)
@@ -96,6 +101,12 @@ static __always_inline int hgw_decision_copy(struct homegw_cursor *cur, struct h
 	d->out_ifindex = cur->out_ifindex;
 	d->out_nic = cur->out_nic;
 	d->flags = cur->flags;
+	__builtin_memset(d->in_src_mac, 0, ETH_ALEN);
+	__builtin_memset(d->in_dst_mac, 0, ETH_ALEN);
+	if (cur->fwd == HOMEGW_FWD_REDIRECT) {
+		__builtin_memcpy(d->in_src_mac, cur->in_src_mac, ETH_ALEN);
+		__builtin_memcpy(d->in_dst_mac, cur->in_dst_mac, ETH_ALEN);
+	}
 	return 0;
 }
 
@@ -142,6 +153,8 @@ static __always_inline int hgw_parse(void *data, void *end, struct hgw_packet *p
 	struct iphdr *ip = (void *)(eth + 1);
 	if ((void *)(ip + 1) > end || ip->ihl < 5 || ip->version != 4)
 		return 0;
+	if ((void *)ip + ip->ihl * 4 > end)
+		return 0; /* options cut short */
 	p->ip = ip;
 	p->l4proto = ip->protocol;
 	if (ip->frag_off & bpf_htons(0x1fff)) {
@@ -169,12 +182,56 @@ static __always_inline int hgw_parse_tc(struct __sk_buff *skb, struct hgw_packet
 }
 
 /* -- punts: the packet's first bytes to the module's API subscribers -------- */
+/* A module shares the slow-path ring with homegw's own modules: its punts
+ * are held to HGW_PUNT_RATE a second per CPU (bursts of HGW_PUNT_BURST), so
+ * that a module punting every packet cannot crowd out DHCP, neighbour
+ * resolution or DNS. Punts over the rate are not sent and are counted. */
+#ifndef HGW_PUNT_RATE
+#define HGW_PUNT_RATE 2000
+#endif
+#define HGW_PUNT_BURST 64
+#define HGW_PUNT_LIMITED -16 /* -EBUSY: over the rate, not sent */
+
+struct hgw_punt_budget {
+	__u64 refilled_ns; /* when tokens were last refilled */
+	__u64 tokens;      /* punts that may go now */
+	__u64 limited;     /* punts refused over the rate (read by the API) */
+};
+
+// <0, this CPU's punt budget of the module>
+BPF_PERCPU_ARRAY(hgw_punt_budget, struct hgw_punt_budget, 1);
+
+/* Whether a punt may go now (one token taken), else counted as limited. */
+static __always_inline int hgw_punt_allowed(void)
+{
+	__u32 zero = 0;
+	struct hgw_punt_budget *b = hgw_punt_budget.lookup(&zero);
+	__u64 now = bpf_ktime_get_coarse_ns();
+
+	if (!b)
+		return 0;
+	__u64 fresh = (now - b->refilled_ns) / (1000000000ULL / HGW_PUNT_RATE);
+	if (fresh) {
+		b->tokens = b->tokens + fresh > HGW_PUNT_BURST ? HGW_PUNT_BURST : b->tokens + fresh;
+		b->refilled_ns = now;
+	}
+	if (!b->tokens) {
+		b->limited++;
+		return 0;
+	}
+	b->tokens--;
+	return 1;
+}
+
 /* The frame (up to HGW_PUNT_MAX_BYTES) with reason and two words of the
  * module's own; the caller still decides the packet's fate (drop it when the
- * slow path takes it over: it may send it again through the API). 0 or a
- * negative errno (the ring is full: counted by the gateway as lost). */
+ * slow path takes it over: it may send it again through the API). 0,
+ * HGW_PUNT_LIMITED over the rate, or a negative errno (the ring is full:
+ * counted by the gateway as lost). */
 static __always_inline int hgw_punt_xdp(struct xdp_md *ctx, __u16 reason, __u32 meta0, __u32 meta1)
 {
+	if (!hgw_punt_allowed())
+		return HGW_PUNT_LIMITED;
 	return homegw_punt_xdp(ctx, reason, meta0, meta1);
 }
 
@@ -189,6 +246,8 @@ static __always_inline int hgw_punt_tc(struct __sk_buff *skb, __u16 reason, __u3
 	};
 	__u64 cap = skb->len > HOMEGW_PUNT_MAX_BYTES ? HOMEGW_PUNT_MAX_BYTES : skb->len;
 
+	if (!hgw_punt_allowed())
+		return HGW_PUNT_LIMITED;
 	return slowpath.perf_submit_skb(skb, cap, &hdr, sizeof(hdr));
 }
 

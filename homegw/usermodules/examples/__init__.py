@@ -1,0 +1,1 @@
+"""Example user IO modules (README, "User IO modules: the SDK")."""
