@@ -121,7 +121,9 @@ class FakeUserModules:
             **{k: copy.deepcopy(upload[k]) for k in fields},
             "counters": dict.fromkeys(upload["counters"], 0),
             "enabled": True,
+            "loaded": True,
             "state": "trial",
+            "error": None,
             "trial": self._trial(upload["trial_s"]),
             "version": version,
             "source_sha256": hashlib.sha256(upload["source"].encode()).hexdigest(),
@@ -182,33 +184,33 @@ class FakeUserModules:
             raise Conflict(f"{name!r} is not on trial")
         return module
 
-    def module_confirm(self, name: str) -> dict[str, Any]:
+    def module_confirm(self, name: str, caller: str | None = None) -> dict[str, Any]:
         module = self._on_trial(name)
         module.update(state="confirmed", trial=None, confirmed_at=self.now)
         module.pop("previous", None)
-        self._record("confirm", name, None)
+        self._record("confirm", name, caller)
         return self.user_module(name)
 
-    def module_revert(self, name: str) -> dict[str, Any] | None:
+    def module_revert(self, name: str, caller: str | None = None) -> dict[str, Any] | None:
         module = self._on_trial(name)
-        self._record("revert", name, None, "by the caller")
+        self._record("revert", name, caller, "by the caller")
         previous = module.get("previous")
         if previous is None:
             self._forget(name)
             return None
         self.user[name] = previous
-        return self.user_module(name)
+        return self._view(previous)
 
-    def module_delete(self, name: str) -> None:
+    def module_delete(self, name: str, caller: str | None = None) -> None:
         self._user(name)
-        self._record("delete", name, None)
+        self._record("delete", name, caller)
         self._forget(name)
 
-    def module_move(self, name: str, position: str) -> dict[str, Any]:
+    def module_move(self, name: str, position: str, caller: str | None = None) -> dict[str, Any]:
         module = self._user(name)
         self._check_position(name, module["nic"], position)
         module["position"] = position
-        self._record("move", name, None, position)
+        self._record("move", name, caller, position)
         return self.user_module(name)
 
     def _map(self, name: str, map_name: str) -> dict[str, str]:
@@ -221,7 +223,9 @@ class FakeUserModules:
         entries = self._map(name, map_name)
         return [{"key": k, "value": v} for k, v in sorted(entries.items())]
 
-    def module_map_set(self, name: str, map_name: str, key: str, value: str) -> None:
+    def module_map_set(
+        self, name: str, map_name: str, key: str, value: str, caller: str | None = None
+    ) -> None:
         entries = self._map(name, map_name)
         for loc, text, size in (("key", key, KEY_BYTES), ("value", value, VALUE_BYTES)):
             if not re.fullmatch(r"([0-9a-f]{2})*", text) or len(text) != 2 * size:
@@ -229,12 +233,14 @@ class FakeUserModules:
         if key not in entries and len(entries) >= MAX_MAP_ENTRIES:
             raise Conflict(f"the map {map_name!r} is full ({MAX_MAP_ENTRIES} entries)")
         entries[key] = value
-        self._record("map_set", name, None, f"{map_name}[{key}]")
+        self._record("map_set", name, caller, f"{map_name}[{key}]")
 
-    def module_map_delete(self, name: str, map_name: str, key: str) -> bool:
+    def module_map_delete(
+        self, name: str, map_name: str, key: str, caller: str | None = None
+    ) -> bool:
         found = self._map(name, map_name).pop(key, None) is not None
         if found:
-            self._record("map_delete", name, None, f"{map_name}[{key}]")
+            self._record("map_delete", name, caller, f"{map_name}[{key}]")
         return found
 
     def module_audit(self, limit: int = 100) -> list[dict[str, Any]]:

@@ -56,8 +56,8 @@ def body(model: type[M]) -> M:
     return parse(model, json_body())
 
 
-def _error(status: int, message: str, **extra: Any) -> tuple[Response, int]:
-    return jsonify(error=message, **extra), status
+def _error(status: int, error: str, **extra: Any) -> tuple[Response, int]:
+    return jsonify(error=error, **extra), status
 
 
 def _bad_input(exc: BadInput) -> tuple[Response, int]:

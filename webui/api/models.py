@@ -506,7 +506,11 @@ class UserModule(Response):
     maps: list[str] = Field(description="the exposed maps (GET .../maps/{map_name})")
     counters: dict[str, int]
     enabled: bool
-    state: Literal["trial", "confirmed", "disabled"]
+    loaded: bool | None = Field(None, description="its program is in the dataplane")
+    state: Literal["trial", "confirmed", "disabled", "failed"] = Field(
+        description="failed: a saved module that did not load at start (see error)"
+    )
+    error: str | None = Field(None, description="why it failed to load")
     trial: TrialStatus | None
     version: int = Field(description="1 for the first upload, one more for each replace")
     source_sha256: str
@@ -523,7 +527,7 @@ class UserModuleDetail(UserModule):
 class Reverted(Response):
     name: str
     removed: bool = Field(description="a new module is gone; a replaced one runs as before")
-    module: UserModuleDetail | None = Field(description="the version that runs again")
+    module: UserModule | None = Field(description="the version that runs again")
 
 
 class MapValue(Response):

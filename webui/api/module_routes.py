@@ -48,7 +48,7 @@ def _control() -> Control:
 
 def _admin() -> str | None:
     """The address the caller is connected from: a trial's health check
-    pings it."""
+    pings it, the audit log names it."""
     return request.remote_addr
 
 
@@ -94,7 +94,7 @@ def _modules(bp: Blueprint) -> None:
 
     @bp.delete(USER)
     def module_delete(name: str) -> tuple[str, int]:
-        _control().module_delete(_name(name, "user module"))
+        _control().module_delete(_name(name, "user module"), caller=_admin())
         return "", 204
 
     @bp.get("/modules/audit")
@@ -109,18 +109,19 @@ def _modules(bp: Blueprint) -> None:
 def _trial_and_place(bp: Blueprint) -> None:
     @bp.post(f"{USER}/confirm")
     def module_confirm(name: str) -> Response:
-        return jsonify(_control().module_confirm(_name(name, "user module")))
+        return jsonify(_control().module_confirm(_name(name, "user module"), caller=_admin()))
 
     @bp.post(f"{USER}/revert")
     def module_revert(name: str) -> Response:
         name = _name(name, "user module")
-        module = _control().module_revert(name)
+        module = _control().module_revert(name, caller=_admin())
         return jsonify(name=name, removed=module is None, module=module)
 
     @bp.put(f"{USER}/position")
     def module_move(name: str) -> Response:
         name = _name(name, "user module")
-        return jsonify(_control().module_move(name, body(PositionRequest).position))
+        position = body(PositionRequest).position
+        return jsonify(_control().module_move(name, position, caller=_admin()))
 
 
 def _maps(bp: Blueprint) -> None:
@@ -133,7 +134,7 @@ def _maps(bp: Blueprint) -> None:
     def module_map_set(name: str, map_name: str) -> tuple[str, int]:
         name, map_name = _name(name, "user module"), _map_name(map_name)
         entry = body(MapEntry)
-        _control().module_map_set(name, map_name, entry.key, entry.value)
+        _control().module_map_set(name, map_name, entry.key, entry.value, caller=_admin())
         return "", 204
 
     @bp.delete(f"{MAP}/<key>")
@@ -142,7 +143,7 @@ def _maps(bp: Blueprint) -> None:
         if not KEY_HEX.match(key):
             problem = {"loc": "key", "msg": "hex of the key's bytes (lower case, 2 digits a byte)"}
             raise BadInput("invalid request", [problem])
-        if not _control().module_map_delete(name, map_name, key):
+        if not _control().module_map_delete(name, map_name, key, caller=_admin()):
             raise NotFound(f"no key {key} in {name}.{map_name}")
         return "", 204
 

@@ -53,6 +53,7 @@ class Op:
     request_content: str = "application/json"
     extra_responses: dict[int, str] = field(default_factory=dict)
     bad_request: Schema | None = None  # the 400's body when not m.Rejected
+    example: dict[str, Any] | None = None  # a request body that works
 
 
 def _name(what: str) -> dict[str, Any]:
@@ -146,11 +147,21 @@ _STREAM = (
     "bytes), dropped (this stream's events lost to its full queue so far)}; a comment "
     "line every 15 s when quiet; `event: end` when the module goes. 409: too many streams"
 )
+#: an upload that compiles and runs: counts every frame of the LAN and passes it on
+UPLOAD_EXAMPLE = {
+    "name": "count_lan",
+    "source": '#include "homegw_user.h"\n\nint count_lan(struct xdp_md *ctx)\n{\n'
+    "\thgw_count(0);\n\treturn hgw_next_xdp(ctx);\n}\n",
+    "nic": "lan",
+    "hook": "xdp",
+    "position": "last",
+    "counters": ["frames"],
+}
 _USER_MODULE_OPERATIONS = (
     Op("post", f"{PREFIX}/modules", "upload a user module (C with homegw_user.h): checked, "
        "compiled with limits, loaded and chained on trial; 400 with the compiler's or the "
        "verifier's message and line", m.UserModuleDetail, 201, "ModuleUpload", (400, 409),
-       bad_request=m.ModuleRefusal),
+       bad_request=m.ModuleRefusal, example=UPLOAD_EXAMPLE),
     Op("get", f"{PREFIX}/modules/audit", "uploads, confirms, reverts, deletes, ... newest "
        "first", m.Audit, errors=(400,), query=(_query("limit", _int(1, 1000, 100)),)),
     Op("get", f"{PREFIX}/modules/examples", "the example modules, as uploads", m.Examples),
@@ -322,7 +333,10 @@ def _operation(op: Op) -> dict[str, Any]:
     if params:
         out["parameters"] = params
     if op.request is not None:
-        out["requestBody"] = {"required": True, "content": _json(op.request, op.request_content)}
+        content = _json(op.request, op.request_content)
+        if op.example is not None:
+            content[op.request_content]["examples"] = {"example": {"value": op.example}}
+        out["requestBody"] = {"required": True, "content": content}
     if op.public:
         out["security"] = []
     return out
