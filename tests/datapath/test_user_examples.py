@@ -221,13 +221,14 @@ def test_the_sender_of_a_frame_for_the_gateway_is_the_frames_own(isolate: UserMo
 @pytest.fixture
 def port_bytes(dataplane: Dataplane) -> Iterator[UserModule]:
     module = load("port_bytes", dataplane.pin_dir, PORTS_MAX=3)
-    set_cursor(dataplane.pin_dir, Decision(nic=Nic.WAN, ifindex=WAN_IFINDEX), hook="tc")
+    set_cursor(dataplane.pin_dir, Decision())  # the kernel's (no router in this chain)
     yield module
     module.close()
 
 
 def wan_out(l4, size: int = 0, **ip) -> bytes:
-    packet = Ether(src=GW_WAN_MAC, dst=ISP_MAC) / IP(src="203.0.113.2", dst=REMOTE, **ip)
+    """A LAN host's frame to the internet, as it arrives on the LAN NIC."""
+    packet = Ether(src=OTHER_MAC, dst=GW_LAN_MAC) / IP(src=OTHER, dst=REMOTE, **ip)
     return bytes(packet / l4 / (b"x" * size))
 
 
@@ -241,8 +242,8 @@ def port_table(module: UserModule) -> dict[tuple[int, int], tuple[int, int]]:
 def test_port_bytes_counts_packets_and_bytes_per_destination_port(port_bytes: UserModule) -> None:
     frames = [wan_out(TCP(dport=443), 100), wan_out(TCP(dport=443), 1000), wan_out(UDP(dport=53))]
     for frame in frames:
-        result = prog_test_run(port_bytes.fd, frame, hook="tc")
-        assert (result.verdict, result.data) == ("TC_ACT_OK", frame)
+        result = prog_test_run(port_bytes.fd, frame)
+        assert (result.verdict, result.data) == ("XDP_PASS", frame)
     assert port_table(port_bytes) == {
         (443, 6): (2, len(frames[0]) + len(frames[1])),
         (53, 17): (1, len(frames[2])),
@@ -254,7 +255,7 @@ def test_port_bytes_key_is_the_port_in_network_order_then_the_protocol(
     port_bytes: UserModule,
 ) -> None:
     """What the API shows: the key's bytes "0050" "06" "00" for TCP port 80."""
-    prog_test_run(port_bytes.fd, wan_out(TCP(dport=80)), hook="tc")
+    prog_test_run(port_bytes.fd, wan_out(TCP(dport=80)))
     ((key, _),) = port_bytes.bpf["ports"].items()
     assert bytes(key).hex() == "00500600"
 
@@ -267,7 +268,7 @@ def test_port_bytes_leaves_out_what_has_no_ports(port_bytes: UserModule) -> None
         wan_out(b"\x01", proto=17),  # the ports cut short
     ]
     for frame in others:
-        assert prog_test_run(port_bytes.fd, frame, hook="tc").verdict == "TC_ACT_OK"
+        assert prog_test_run(port_bytes.fd, frame).verdict == "XDP_PASS"
     assert port_table(port_bytes) == {}
     assert port_bytes.counters(3) == [0, 0, len(others)]
 
@@ -275,11 +276,25 @@ def test_port_bytes_leaves_out_what_has_no_ports(port_bytes: UserModule) -> None
 def test_port_bytes_counts_a_full_table(port_bytes: UserModule) -> None:
     """PORTS_MAX=3 (an upload's define): the fourth port is not added."""
     for port in (1, 2, 3, 4):
-        assert prog_test_run(port_bytes.fd, wan_out(UDP(dport=port)), hook="tc").verdict == (
-            "TC_ACT_OK"
-        )
+        assert prog_test_run(port_bytes.fd, wan_out(UDP(dport=port))).verdict == "XDP_PASS"
     assert sorted(port_table(port_bytes)) == [(1, 17), (2, 17), (3, 17)]
     assert port_bytes.counters(3) == [3, 1, 0]
+
+
+def test_port_bytes_leaves_out_what_stays_in_the_home(
+    port_bytes: UserModule, dataplane: Dataplane
+) -> None:
+    """For the gateway itself, or routed back into the LAN: not the home's
+    traffic out (counted `local`); routed to the WAN: counted."""
+    frame = wan_out(TCP(dport=443))
+    for decision in (Decision(flags=F_LOCAL), routed(OTHER_MAC, Nic.LAN, LAN_IFINDEX)):
+        set_cursor(dataplane.pin_dir, decision)
+        assert prog_test_run(port_bytes.fd, frame).verdict in ("XDP_PASS", "XDP_REDIRECT")
+    assert port_table(port_bytes) == {}
+    assert port_bytes.counters(4) == [0, 0, 0, 2]
+    set_cursor(dataplane.pin_dir, routed(OTHER_MAC, Nic.WAN, WAN_IFINDEX))
+    assert prog_test_run(port_bytes.fd, frame).verdict == "XDP_REDIRECT"
+    assert port_table(port_bytes) == {(443, 6): (1, len(frame))}
 
 
 # -- the examples as uploads ---------------------------------------------------------------

@@ -72,14 +72,15 @@ EXAMPLES: tuple[Example, ...] = (
     Example(
         name="port_bytes",
         description=(
-            "Count the packets and bytes the home sends to the internet per protocol and "
-            "destination port (WAN egress, after NAT), in the map `ports`."
+            "Count the packets and bytes the home's devices send through the gateway per "
+            "protocol and destination port (LAN ingress, after the router and NAT), in the "
+            "map `ports`."
         ),
-        nic="wan",
-        hook="tc",
+        nic="lan",
+        hook="xdp",
         position="last",
         maps=("ports",),
-        counters=("counted", "table_full", "other"),
+        counters=("counted", "table_full", "other", "local"),
     ),
 )
 

@@ -1,9 +1,13 @@
 /* Per-destination-port byte counter (an example user IO module): what the
- * home sends to the internet, by protocol and destination port.
+ * home's devices send through the gateway, by protocol and destination port.
  *
- * WAN NIC, TC egress, last in the chain (after NAT: the frames as they
- * leave). Outcomes: every frame goes on to the chain's end (TC_ACT_OK)
- * untouched; counted:
+ * LAN NIC, XDP ingress, last in the chain (after the router and NAT: the
+ * forwarding decision is made; NAT rewrites sources, never the destination
+ * port). Not TC egress of the WAN: frames the router forwards in XDP are
+ * redirected to the WAN NIC and never pass its TC hook. Outcomes: every
+ * frame goes on to the chain's end (hgw_next_xdp) untouched; counted:
+ *   for one of the gateway's own addresses (HGW_F_LOCAL), or routed back
+ *     into the LAN: not added (local)
  *   a TCP or UDP packet with its ports (first fragments included): its
  *     packets and bytes (the whole frame) added to its `ports` entry
  *     (counted)
@@ -11,9 +15,9 @@
  *   anything else (not IPv4, another protocol, a later fragment, ports cut
  *     short): not added (other)
  * The `ports` map is read through the API:
- * GET /api/v1/modules/user/port_bytes/maps/ports; key "0050" "06" "00" is
- * TCP port 80 (the port in network order, the protocol, a zero byte), the
- * value two little-endian u64: packets, bytes.
+ * GET /api/v1/modules/user/port_bytes/maps/ports; key "00500600" is TCP
+ * port 80 (the port in network order, the protocol, a zero byte), the value
+ * two little-endian u64: packets, bytes.
  */
 #include "homegw_user.h"
 
@@ -21,7 +25,7 @@
 #define PORTS_MAX 4096
 #endif
 
-enum { COUNTED, TABLE_FULL, OTHER };
+enum { COUNTED, TABLE_FULL, OTHER, LOCAL };
 
 struct port_key {
 	__be16 port; /* destination port, network order */
@@ -38,23 +42,29 @@ struct port_total {
 // the CPUs: added atomically)>
 BPF_HASH(ports, struct port_key, struct port_total, PORTS_MAX);
 
-int port_bytes(struct __sk_buff *skb)
+int port_bytes(struct xdp_md *ctx)
 {
+	struct hgw_decision d;
 	struct hgw_packet p;
 
-	if (hgw_parse_tc(skb, &p) < 0 || (!p.sport && !p.dport)) {
+	if (hgw_decision_xdp(&d) == 0 &&
+	    ((d.flags & HGW_F_LOCAL) || (d.fwd == HGW_FWD_REDIRECT && d.out_nic == HGW_NIC_LAN))) {
+		hgw_count(LOCAL);
+		return hgw_next_xdp(ctx);
+	}
+	if (hgw_parse_xdp(ctx, &p) < 0 || (!p.sport && !p.dport)) {
 		hgw_count(OTHER);
-		return hgw_next_tc(skb);
+		return hgw_next_xdp(ctx);
 	}
 	struct port_key key = { .port = bpf_htons(p.dport), .proto = p.l4proto };
 	struct port_total zero = {};
 	struct port_total *total = ports.lookup_or_try_init(&key, &zero);
 	if (!total) {
 		hgw_count(TABLE_FULL);
-		return hgw_next_tc(skb);
+		return hgw_next_xdp(ctx);
 	}
 	__sync_fetch_and_add(&total->packets, 1);
-	__sync_fetch_and_add(&total->bytes, skb->len);
+	__sync_fetch_and_add(&total->bytes, p.len);
 	hgw_count(COUNTED);
-	return hgw_next_tc(skb);
+	return hgw_next_xdp(ctx);
 }
