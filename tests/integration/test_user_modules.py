@@ -336,6 +336,34 @@ def _first_event(path: Path) -> dict[str, Any] | None:
     return json.loads(found.group(1)) if found else None
 
 
+def test_isolate_and_port_bytes_examples_live(gateway: Gateway) -> None:
+    """isolate: h2 keeps the internet and the gateway's DNS, loses the admin
+    UI; port_bytes counts h1's web traffic under TCP port 80."""
+    home = gateway.home
+    h2 = home.host("h2")
+    for name in ("isolate", "port_bytes"):
+        status, module = gateway.upload(**gateway.example(name))
+        assert status == 201, module
+        assert gateway.api("POST", f"/modules/user/{name}/confirm")[0] == 200
+    entry = {"key": mac_key(h2.mac), "value": "01"}
+    assert gateway.api("PUT", "/modules/user/isolate/maps/isolated", entry)[0] == 204
+    assert gateway.reaches_web("h2")
+    dig = ["dig", "+time=2", "+tries=1", "@192.168.1.1", "h1.lan"]
+    assert "->>HEADER<<-" in home.run("h2", dig).stdout, "h2 lost the gateway's DNS"
+    ui = ["curl", "-sS", "-o", "/dev/null", "--max-time", "2", f"{BASE}/healthz"]
+    assert home.run("h2", ui).returncode != 0, "an isolated device reached the admin UI"
+    assert home.run("h3", ui).returncode == 0
+    assert gateway.module("isolate")["counters"]["to_gateway"] > 0
+    assert gateway.reaches_web("h1")
+    status, rows = gateway.api("GET", "/modules/user/port_bytes/maps/ports")
+    web = next(row for row in rows["entries"] if row["key"] == "00500600")  # TCP 80
+    packets = int.from_bytes(bytes.fromhex(web["value"])[:8], "little")
+    assert packets > 0, rows
+    for name in ("isolate", "port_bytes"):
+        assert gateway.api("DELETE", f"/modules/user/{name}")[0] == 204
+    assert home.run("h2", ui).returncode == 0
+
+
 def test_a_confirmed_module_comes_back_after_a_restart_in_its_place(gateway: Gateway) -> None:
     example = gateway.example("mac_blocklist")
     status, module = gateway.upload(**{**example, "position": "before:router"})
