@@ -151,6 +151,17 @@ class Gateway:
         every = answer["modules"] + answer["user_modules"]
         return [(m["name"], m["loaded"], m["chains"]) for m in every]
 
+    def active_chain(self, nic: str) -> list[str]:
+        """The names in nic's XDP chain now, in order."""
+        _, answer = self.api("GET", "/modules")
+        places = [
+            (c["position"], m["name"])
+            for m in answer["modules"] + answer["user_modules"]
+            for c in m["chains"]
+            if c["nic"] == nic and c["hook"] == "xdp"
+        ]
+        return [name for _, name in sorted(places)]
+
     def pinned(self) -> set[str]:
         """Every pin of the datapath (shared maps, builds and their objects)."""
         root = Path(self.home.pin_dir)
@@ -334,6 +345,53 @@ SEND_UDP = (
 def _first_event(path: Path) -> dict[str, Any] | None:
     found = re.search(r"^event: punt\ndata: (.*)$", path.read_text(), re.M)
     return json.loads(found.group(1)) if found else None
+
+
+def test_disable_move_replace_and_revert_to_the_previous_version(gateway: Gateway) -> None:
+    """A replaced module runs its new version on trial with the old one's
+    map entries; reverting brings the old version back (its build kept,
+    no compile); disable and enable take it out of and into its chain; a
+    move re-orders it at once."""
+    home = gateway.home
+    h2 = home.host("h2")
+    example = gateway.example("mac_blocklist")
+    assert gateway.upload(**example)[0] == 201
+    assert gateway.api("POST", "/modules/user/mac_blocklist/confirm")[0] == 200
+    entry = {"key": mac_key(h2.mac), "value": "01"}
+    assert gateway.api("PUT", "/modules/user/mac_blocklist/maps/blocked", entry)[0] == 204
+    assert not gateway.reaches_web("h2")
+
+    assert gateway.api("POST", "/modules/mac_blocklist/disable")[0] == 200
+    assert gateway.module("mac_blocklist")["chains"] == []
+    assert gateway.reaches_web("h2")
+    assert gateway.api("POST", "/modules/mac_blocklist/enable")[0] == 200
+    assert not gateway.reaches_web("h2")
+
+    assert gateway.active_chain("lan")[0] == "mac_blocklist"
+    place = {"position": "before:router"}  # after the router, a frame's source MAC is the gateway's
+    status, moved = gateway.api("PUT", "/modules/user/mac_blocklist/position", place)
+    assert status == 200, moved
+    chain = gateway.active_chain("lan")
+    assert chain[chain.index("router") - 1] == "mac_blocklist" != chain[0], chain
+    assert not gateway.reaches_web("h2")
+
+    v1_programs = set(gateway.chain_ids().values())
+    v2 = {**example, "position": "first", "counters": ["passed", "dropped", "short"]}
+    status, replaced = gateway.api("PUT", "/modules/user/mac_blocklist", v2)
+    assert status == 200, replaced
+    assert (replaced["version"], replaced["state"]) == (2, "trial")
+    assert replaced["chains"][0]["position"] == 0
+    assert not gateway.reaches_web("h2")  # the entry came along
+    assert "dropped" in gateway.module("mac_blocklist")["counters"]
+    assert gateway.api("POST", "/modules/user/mac_blocklist/revert")[0] == 200
+    back = gateway.module("mac_blocklist")
+    assert (back["version"], back["state"], back["position"]) == (1, "confirmed", "before:router")
+    assert set(gateway.chain_ids().values()) == v1_programs  # the same programs again
+    assert not gateway.reaches_web("h2")
+    assert gateway.api("DELETE", "/modules/user/mac_blocklist")[0] == 204
+    assert gateway.reaches_web("h2")
+    actions = [e["action"] for e in gateway.api("GET", "/modules/audit?limit=9")[1]["entries"]]
+    assert actions[:7] == ["delete", "revert", "replace", "move", "enable", "disable", "map_set"]
 
 
 def test_isolate_and_port_bytes_examples_live(gateway: Gateway) -> None:
