@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import re
 import socket
 import threading
 import time
@@ -31,11 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from homegw.control import ConfigRejected, Conflict, ModuleRefused, NotFound, Problem
-from homegw.dataplane.abi import MAX_MODULES, Hook, Nic
+from homegw.dataplane.abi import Hook, Nic
 from homegw.dataplane.dataplane import Dataplane
 from homegw.dataplane.loader import LoadError
 from homegw.dataplane.slowpath import PacketOut, Punt
-from homegw.dataplane.table import ARRAYS, HASH, LPM_TRIE, LRU_HASH, LRU_PERCPU_HASH, PER_CPU
 from homegw.usermodules import module as usermodule
 from homegw.usermodules.audit import AuditLog
 from homegw.usermodules.compile import refusal
@@ -45,12 +43,10 @@ from homegw.usermodules.punts import PuntHub
 from homegw.usermodules.spec import ModuleUpload, SourceRefused, check_source, name_problem
 from homegw.usermodules.store import DIRECTORY, ModuleRecord, ModuleStore, free_module_id
 from homegw.usermodules.trial import TrialWatch
+from homegw.usermodules.uploads import HOOKS, NICS, check_maps, check_room, placed, program_of
 
 log = logging.getLogger(__name__)
 
-EXPOSABLE = (HASH, LRU_HASH, LPM_TRIE, LRU_PERCPU_HASH, *ARRAYS, *PER_CPU)
-HOOKS = {"xdp": Hook.XDP, "tc": Hook.TC}
-NICS = {"lan": Nic.LAN, "wan": Nic.WAN}
 FRAME_MIN, FRAME_MAX = 14, 1514
 
 
@@ -122,7 +118,7 @@ class UserModules:
         order = list(names)
         for record in records:
             if NICS[record.nic] is nic and record.name in loaded:
-                order = _placed(order, record.name, record.position)
+                order = placed(order, record.name, record.position)
         return order
 
     def is_user_module(self, name: str) -> bool:
@@ -168,8 +164,8 @@ class UserModules:
             detail = "\n".join(f"line {p.line}: {p.message}" for p in exc.problems)
             self.audit.record("refused", upload.name, version, admin, f"check: {detail}")
             raise ModuleRefused("check", first.message, first.line, detail) from None
-        function = _function(upload)
-        self._check_room(upload)
+        function = program_of(upload)
+        check_room(self.host.dataplane, upload)
         path = self.store.put_source(upload.source)
         return ModuleRecord(
             name=upload.name,
@@ -187,19 +183,6 @@ class UserModules:
             uploaded_at=self.clock(),
         )
 
-    def _check_room(self, upload: ModuleUpload) -> None:
-        """The chain has a free position; a before/after anchor is in it."""
-        dataplane = self.host.dataplane
-        nic, hook = NICS[upload.nic], HOOKS[upload.hook]
-        chain = [n for n in dataplane.chain_of(nic, hook) if n != upload.name]
-        if len(chain) >= MAX_MODULES:
-            raise Conflict(f"the {upload.nic} {upload.hook} chain is full ({MAX_MODULES} modules)")
-        anchor = upload.position.partition(":")[2]
-        if anchor and anchor not in chain:
-            raise ConfigRejected(
-                [Problem("position", f"{anchor} is not in the {upload.nic} {upload.hook} chain")]
-            )
-
     def _load_on_trial(
         self, record: ModuleRecord, previous: ModuleRecord | None, admin: str | None, action: str
     ) -> None:
@@ -215,7 +198,7 @@ class UserModules:
                 f"{refused.stage}: {refused.message}{where}",
             )  # fmt: skip
             raise refused from None
-        self._check_maps(record, manifest)
+        check_maps(record, manifest)
         admin_ip = _ipv4(admin)
         baseline = self.watch.baseline(admin_ip)
 
@@ -236,17 +219,6 @@ class UserModules:
             action, record.name, record.version, admin,
             f"{record.nic} {record.hook} {record.position}, trial {record.trial_s} s",
         )  # fmt: skip
-
-    def _check_maps(self, record: ModuleRecord, manifest: dict[str, Any]) -> None:
-        problems = []
-        for index, name in enumerate(record.maps):
-            spec = manifest["maps"].get(name)
-            if spec is None or spec["shared"] or name in usermodule.SDK_MAPS:
-                problems.append(Problem(f"maps.{index}", f"the module has no map {name!r}"))
-            elif spec["type"] not in EXPOSABLE:
-                problems.append(Problem(f"maps.{index}", f"{name}: this map type is not exposed"))
-        if problems:
-            raise ConfigRejected(problems)
 
     # -- trial: confirm, revert ------------------------------------------------------------
     def confirm(self, name: str, caller: str | None) -> dict[str, Any]:
@@ -499,49 +471,8 @@ class UserModules:
         self.store.save([r for r in records if r is not None])
 
 
-PROGRAM = re.compile(
-    r"^(?P<head>[^;{}]*?)\bint\s+(?P<name>\w+)\s*\(\s*struct\s+(?P<ctx>xdp_md|__sk_buff)\s*\*", re.M
-)
-
-
-def programs(source: str, ctx: str) -> list[str]:
-    """The source's programs taking `ctx` (xdp_md, __sk_buff): its non-static functions."""
-    return [
-        m["name"] for m in PROGRAM.finditer(source) if m["ctx"] == ctx and "static" not in m["head"]
-    ]
-
-
-def _function(upload: ModuleUpload) -> str:
-    """The program to chain: the named one, or the source's only one of the hook's type."""
-    want = "xdp" if upload.hook == "xdp" else "tc"
-    functions = programs(upload.source, "xdp_md" if want == "xdp" else "__sk_buff")
-    if upload.function is not None:
-        if upload.function not in functions:
-            raise ConfigRejected(
-                [Problem("function", f"the source has no {want} program {upload.function!r}")]
-            )
-        return upload.function
-    if len(functions) != 1:
-        found = ", ".join(functions) or "none"
-        raise ConfigRejected(
-            [Problem("function", f"name the {want} program to chain (the source has: {found})")]
-        )
-    return functions[0]
-
-
 def _ipv4(address: str | None) -> ipaddress.IPv4Address | None:
     try:
         return ipaddress.IPv4Address(address) if address else None
     except ValueError:
         return None
-
-
-def _placed(order: list[str], name: str, position: str) -> list[str]:
-    order = [n for n in order if n != name]
-    where, _, anchor = position.partition(":")
-    if where == "first" or (where == "before" and anchor not in order):
-        return [name, *order]
-    if where == "last" or anchor not in order:
-        return [*order, name]
-    index = order.index(anchor) + (1 if where == "after" else 0)
-    return [*order[:index], name, *order[index:]]

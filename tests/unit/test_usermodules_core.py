@@ -15,7 +15,7 @@ from homegw.dataplane.loader import LoadError
 from homegw.usermodules import audit as audit_mod
 from homegw.usermodules.audit import AuditLog
 from homegw.usermodules.compile import refusal
-from homegw.usermodules.manager import _function, _placed, programs
+from homegw.usermodules.uploads import placed, program_of, programs
 from homegw.usermodules.spec import ModuleUpload, name_problem
 from homegw.usermodules.store import FIRST_ID, ModuleRecord, ModuleStore, free_module_id
 
@@ -55,8 +55,8 @@ processed 3 insns (limit 1000000) max_states_per_insn 0 total_states 0 peak_stat
     ],
 )
 def test_a_module_is_placed_where_its_position_says(position: str, expected: list[str]) -> None:
-    assert _placed(["dhcp", "router", "nat"], "u", position) == expected
-    assert _placed(["u", "dhcp", "router", "nat"], "u", position) == expected  # moved, once
+    assert placed(["dhcp", "router", "nat"], "u", position) == expected
+    assert placed(["u", "dhcp", "router", "nat"], "u", position) == expected  # moved, once
 
 
 def test_programs_are_the_non_static_functions_of_the_hooks_context() -> None:
@@ -77,17 +77,17 @@ def upload(**fields) -> ModuleUpload:
 
 
 def test_the_program_to_chain_is_named_or_the_only_one() -> None:
-    assert _function(upload()) == "only"
+    assert program_of(upload()) == "only"
     with pytest.raises(ConfigRejected) as refused:
-        _function(upload(hook="tc"))
+        program_of(upload(hook="tc"))
     assert refused.value.problems[0].loc == "function"
     assert "none" in refused.value.problems[0].msg
     two = "int a(struct xdp_md *ctx) { return 2; }\nint b(struct xdp_md *ctx) { return 2; }"
     with pytest.raises(ConfigRejected, match="problem"):
-        _function(upload(source=two))
-    assert _function(upload(source=two, function="b")) == "b"
+        program_of(upload(source=two))
+    assert program_of(upload(source=two, function="b")) == "b"
     with pytest.raises(ConfigRejected):
-        _function(upload(source=two, function="c"))
+        program_of(upload(source=two, function="c"))
 
 
 def test_names_of_builtin_modules_paths_and_builds_are_refused() -> None:
