@@ -15,9 +15,9 @@ from homegw.dataplane.loader import LoadError
 from homegw.usermodules import audit as audit_mod
 from homegw.usermodules.audit import AuditLog
 from homegw.usermodules.compile import refusal
-from homegw.usermodules.uploads import placed, program_of, programs
 from homegw.usermodules.spec import ModuleUpload, name_problem
 from homegw.usermodules.store import FIRST_ID, ModuleRecord, ModuleStore, free_module_id
+from homegw.usermodules.uploads import placed, program_of, programs
 
 SOURCE = Path("/state/user-modules/sources/abc.bpf.c")
 CLANG = f"""user: cannot compile abc.bpf.c: Failed to compile BPF module <text>
