@@ -23,6 +23,7 @@ from tests.unit.fake_user_modules import COMPILE_ERROR, PASS_SOURCE, VERIFIER_ER
 from tests.unit.test_api import bearer, login, set_up_admin
 from webui import MAX_BODY, create_app
 from webui.api import models as m
+from webui.api.module_routes import end_streams
 from webui.api.openapi import PREFIX, UPLOAD_EXAMPLE, document
 
 API = "/api/v1"
@@ -360,6 +361,9 @@ def test_the_punt_stream_through_the_test_client(api: FlaskClient, control: Fake
     response.close()
     assert control.punt_hub.stats("blocker") == {"subscribers": 0, "delivered": 1, "dropped": 0}
     assert api.get(f"{API}/modules/user/nosuch/punts").status_code == 404
+    end_streams(api.application, "the server stops")
+    late = api.get(f"{API}/modules/user/blocker/punts")
+    assert late.status_code == 409 and "the server stops" in late.json["error"]
 
 
 # -- the audit log, the examples --------------------------------------------------------
