@@ -450,6 +450,7 @@ class Management(UserModuleControl):
                 yield from loaded.module.samples()
             yield from self._chain_samples()
             yield from self._slowpath_samples()
+        yield from self.user_module_samples()
         yield from _supervision_samples()
         if app.dhcp is not None:
             yield from _flat("dhcp", app.dhcp.stats())

@@ -155,7 +155,7 @@ class Dataplane:
             module.module_id,
             module.defines(),
             module.sdk,
-            module.limits,
+            module.build_limits,
         )
 
     def prebuild(self, module: IOModule) -> dict[str, Any]:

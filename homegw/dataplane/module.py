@@ -41,7 +41,7 @@ class IOModule:
     xdp_function: ClassVar[str | None] = None
     tc_function: ClassVar[str | None] = None
     sdk: ClassVar[bool] = False  # user modules: compiled with homegw_user.h
-    limits: ClassVar[BuildLimits] = BuildLimits()  # of its build child
+    build_limits: ClassVar[BuildLimits] = BuildLimits()  # of its build child
     # Set by the dataplane when the module is added: sends a frame through the
     # XDP chain of the NIC with that ingress ifindex again (frames the slow
     # path held, e.g. until a neighbour was resolved).

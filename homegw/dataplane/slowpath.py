@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from homegw import supervise
 from homegw.dataplane import libbpf
+from homegw.dataplane.abi import PUNT_MAX_BYTES
 from homegw.dataplane.testrun import _lib
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,8 @@ class Punt:
         if len(raw) < PUNT_HEADER_SIZE:
             raise ValueError(f"slow-path message of {len(raw)} bytes is shorter than its header")
         hdr = _PuntHeader.from_buffer_copy(raw[:PUNT_HEADER_SIZE])
-        captured = min(hdr.pkt_len, len(raw) - PUNT_HEADER_SIZE)
+        # a capped frame's sample ends in the perf ring's padding to 8 bytes
+        captured = min(hdr.pkt_len, PUNT_MAX_BYTES, len(raw) - PUNT_HEADER_SIZE)
         packet = raw[PUNT_HEADER_SIZE : PUNT_HEADER_SIZE + captured]
         return cls(hdr.module, hdr.reason, hdr.ifindex, hdr.pkt_len, tuple(hdr.meta), packet)
 

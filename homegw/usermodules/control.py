@@ -6,11 +6,12 @@ UserModules manager (homegw/usermodules/manager.py) does the work."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from homegw.control import ConfigRejected, Conflict, Problem
+from homegw.control import ConfigRejected, Conflict, Problem, Sample
 from homegw.usermodules.spec import POSITION_PATTERN, ModuleUpload
 
 if TYPE_CHECKING:
@@ -88,7 +89,7 @@ class UserModuleControl:
         return self._users().audit.entries(limit)
 
     def module_examples(self) -> list[dict[str, Any]]:
-        from homegw.usermodules.examples import examples  # reads the example files
+        from homegw.usermodules.examples.examples import examples  # reads the files
 
         return examples()
 
@@ -97,3 +98,26 @@ class UserModuleControl:
 
     def module_packet_out(self, name: str, nic: str, frame: bytes) -> None:
         self._users().packet_out(name, nic, frame)
+
+    def user_module_samples(self) -> Iterable[Sample]:
+        """Punts handed to each user module's subscribers, and their drops
+        (the modules' counters are in module_packets_total)."""
+        users = self.appliance.user_modules
+        for name in users.names() if users else []:
+            stats = users.hub.stats(name)
+            for key in ("delivered", "dropped"):
+                yield Sample(
+                    f"user_module_punts_{key}_total",
+                    "counter",
+                    "Punts of a user module to its API subscribers: delivered, dropped",
+                    {"module": name},
+                    stats[key],
+                )
+        if users:
+            yield Sample(
+                "user_module_packets_out_total",
+                "counter",
+                "Frames user modules' controllers sent out through the API",
+                {},
+                users.packets_out,
+            )

@@ -62,6 +62,7 @@ ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST = 0, 8
 ICMP_FILTER = 1  # SOL_RAW option: a bit per ICMP type to drop
 SOL_RAW = 255
 PACKET_OUTGOING = 4
+ETH_P_ALL = 0x0003
 SO_ATTACH_FILTER = 26
 DHCP_SERVER_PORT, DHCP_CLIENT_PORT = 67, 68
 ECHO_PAYLOAD = b"homegw trial health check"
@@ -174,19 +175,22 @@ def offer_for(packet: bytes, xid: int) -> bool:
 
 def _offer_filter() -> bytes:
     """Classic BPF for an AF_PACKET SOCK_DGRAM socket (data at the IP
-    header): outgoing, IPv4 UDP, first fragment, ports 67 -> 68."""
-    skf_ad_pkttype = 0xFFFFF000 + 4
+    header): outgoing, IPv4 UDP, first fragment, source port 67."""
+    skf_ad = 0xFFFFF000  # SKF_AD_OFF: the ancillary data of the packet
+    skf_ad_protocol, skf_ad_pkttype = skf_ad + 0, skf_ad + 4
     code = [
         (0x20, 0, 0, skf_ad_pkttype),  # ld pkttype
-        (0x15, 0, 8, PACKET_OUTGOING),  # jeq outgoing else drop
-        (0x30, 0, 0, 9),  # ldb [9] protocol
+        (0x15, 0, 10, PACKET_OUTGOING),  # jeq outgoing, else drop
+        (0x20, 0, 0, skf_ad_protocol),  # ld ethertype
+        (0x15, 0, 8, ETH_P_IP),
+        (0x30, 0, 0, 9),  # ldb [9]: the IP protocol
         (0x15, 0, 6, socket.IPPROTO_UDP),
-        (0x28, 0, 0, 6),  # ldh [6] flags + fragment offset
-        (0x45, 4, 0, 0x1FFF),  # jset offset: drop
-        (0xB1, 0, 0, 0),  # ldxb 4*([0]&0xf)
-        (0x48, 0, 0, 0),  # ldh [x+0] source port
+        (0x28, 0, 0, 6),  # ldh [6]: flags and fragment offset
+        (0x45, 4, 0, 0x1FFF),  # jset offset: a later fragment, drop
+        (0xB1, 0, 0, 0),  # ldxb 4*([0]&0xf): the IP header length
+        (0x48, 0, 0, 0),  # ldh [x+0]: the UDP source port
         (0x15, 0, 1, DHCP_SERVER_PORT),
-        (0x06, 0, 0, 0xFFFF),  # accept (the destination port is checked in Python)
+        (0x06, 0, 0, 0xFFFF),  # accept (the rest is checked in Python)
         (0x06, 0, 0, 0),  # drop
     ]
     return b"".join(struct.pack("HBBI", *insn) for insn in code)
@@ -232,10 +236,14 @@ class _EchoCheck(_Check):
         self.identifier, self.sequence = _echo_identifier(), _next_id()
         self.started = 0.0
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-        self.sock.setblocking(False)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
-        blocked = ~(1 << ICMP_ECHO_REPLY) & 0xFFFFFFFF
-        self.sock.setsockopt(SOL_RAW, ICMP_FILTER, struct.pack("I", blocked))
+        try:
+            self.sock.setblocking(False)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
+            blocked = ~(1 << ICMP_ECHO_REPLY) & 0xFFFFFFFF  # a set bit drops that type
+            self.sock.setsockopt(SOL_RAW, ICMP_FILTER, struct.pack("I", blocked))
+        except OSError:
+            self.sock.close()
+            raise
 
     def start(self) -> None:
         self.started = time.monotonic()
@@ -266,10 +274,15 @@ class _DhcpCheck(_Check):
         self.targets = targets
         self.xid = (0x68670000 | _next_id()) & 0xFFFFFFFF
         self.started = 0.0
-        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_IP))
-        _attach_filter(self.sock, _offer_filter())
-        self.sock.bind((targets.lan_ifname, ETH_P_IP))
-        self.sock.setblocking(False)
+        # ETH_P_ALL: a protocol-bound packet socket never sees outgoing frames
+        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_ALL))
+        try:
+            _attach_filter(self.sock, _offer_filter())
+            self.sock.bind((targets.lan_ifname, ETH_P_ALL))
+            self.sock.setblocking(False)
+        except OSError:
+            self.sock.close()
+            raise
 
     def start(self) -> None:
         self.started = time.monotonic()
@@ -282,10 +295,10 @@ class _DhcpCheck(_Check):
     def on_readable(self) -> None:
         for _ in range(RECV_LIMIT):
             try:
-                packet = self.sock.recv(2048)
+                packet, (_ifname, protocol, kind, *_rest) = self.sock.recvfrom(2048)
             except BlockingIOError:
                 return
-            if offer_for(packet, self.xid):
+            if protocol == ETH_P_IP and kind == PACKET_OUTGOING and offer_for(packet, self.xid):
                 ms = (time.monotonic() - self.started) * 1000
                 self.finish(True, f"DHCPOFFER sent on {self.targets.lan_ifname} in {ms:.1f} ms")
                 return
@@ -296,8 +309,9 @@ class _DhcpCheck(_Check):
 
 
 def _admin_on_lan(targets: HealthTargets) -> bool:
-    admin, lan = targets.admin, targets.lan_address
-    return admin is not None and admin in lan.network and admin != lan.ip
+    admin, net = targets.admin, targets.lan_address.network
+    special = (targets.lan_address.ip, net.network_address, net.broadcast_address)
+    return admin is not None and admin in net and admin not in special
 
 
 def _not_applicable(targets: HealthTargets) -> list[CheckResult]:

@@ -110,8 +110,7 @@ class UserModules:
         """A trial still running ends with the process (the next start
         restores the confirmed versions)."""
         self.watch.stop()
-        for name in list(self._running):
-            self.hub.close_module(name)
+        self.hub.close_all()
 
     # -- the chains ------------------------------------------------------------------
     def arrange(self, nic: Nic, names: list[str]) -> list[str]:
@@ -444,6 +443,7 @@ class UserModules:
             "state": "failed" if running.failed else state,
             "error": running.failed,
             "trial": self.watch.status(name) if running.on_trial else None,
+            "trial_s": record.trial_s,
             "version": record.version,
             "source_sha256": record.source_sha256,
             "uploaded_at": record.uploaded_at,

@@ -40,7 +40,7 @@ class UserModule(IOModule):
         self.xdp_function = record.function if record.hook == "xdp" else None  # type: ignore[misc]
         self.tc_function = record.function if record.hook == "tc" else None  # type: ignore[misc]
         self.sdk = True
-        self.limits = COMPILE_LIMITS
+        self.build_limits = COMPILE_LIMITS  # type: ignore[misc]
         self._on_punt = on_punt
         self._bpf: Any = None
 

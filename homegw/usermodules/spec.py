@@ -3,13 +3,17 @@ OpenAPI document shows) and the source check that keeps a user module to
 its SDK (homegw/dataplane/include/homegw_user.h) before anything compiles.
 
 The check works on the source after line splicing, with comments and string
-literals blanked, token by token: it refuses names of homegw's own
-(``homegw_*``, ``HOMEGW_*``, the chain, cursor and slow-path maps), pinned
-or shared tables, ``bpf_pseudo_fd`` (a raw map fd), inline assembly, token
-pasting (which could build any of these names), includes other than the SDK
-header and kernel headers, and redirects (XDP_TX, bpf_redirect*: forwarding
-is the router's, and a redirect past NAT would send a LAN address out of the
-WAN). Every refusal names its line.
+literals blanked and digraphs spelled out, token by token: it refuses names
+of homegw's own (``homegw_*``, ``HOMEGW_*``, the chain, cursor and slow-path
+maps), pinned or shared tables, ``bpf_pseudo_fd`` (a raw map fd), inline
+assembly, pragmas, attributes, token pasting and stringizing (which could
+build any of these names or a pinned map's path), trigraphs, backslashes
+outside strings (universal character names), string literals holding ``:``
+or ``/`` (a bcc map type string with them opens a pinned map by its path),
+includes other than the SDK header and kernel headers, and redirects
+(XDP_TX, bpf_redirect*: forwarding is the router's, and a redirect past NAT
+would send a LAN address out of the WAN). Every refusal names its line. The
+upload's -D options go through the same name check.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from homegw.registry import MODULE_NAMES
 
@@ -81,6 +85,18 @@ class ModuleUpload(ModulePlacement):
     )
     trial_s: Annotated[int, Field(ge=TRIAL_MIN_S, le=TRIAL_MAX_S)] = TRIAL_DEFAULT_S
 
+    @field_validator("defines")
+    @classmethod
+    def _defines_are_the_modules_own(cls, defines: dict) -> dict:
+        """A -D option is source too: it may not set HOMEGW_MODULE_ID (punt
+        as another module) nor expand to a name the source check refuses."""
+        for name, value in defines.items():
+            for token in [name, *IDENTIFIER.findall(str(value))]:
+                why = _forbidden(token)
+                if why:
+                    raise ValueError(f"{name}: {token}: {why}")
+        return defines
+
 
 class MapEntry(BaseModel):
     """One entry of an exposed map: key and value as hex of their bytes
@@ -123,7 +139,7 @@ FORBIDDEN = (
     ),
     (re.compile(r"^BPF_\w*(PINNED|PUBLIC|SHARED)\w*$"), "only private maps: no pinned or shared"),
     (re.compile(r"^(bpf_pseudo_fd|__builtin_bpf\w*)$"), "no raw map descriptors"),
-    (re.compile(r"^(asm|__asm__|__asm|_Pragma)$"), "no inline assembly or pragmas"),
+    (re.compile(r"^(asm|__asm__|__asm|_Pragma|__pragma)$"), "no inline assembly or pragmas"),
     (re.compile(r"^__attribute__$"), "no attributes (sections decide what is loaded)"),
     (
         re.compile(r"^(bpf_redirect\w*|bpf_clone_redirect|XDP_TX|XDP_REDIRECT|TC_ACT_REDIRECT)$"),
@@ -136,13 +152,32 @@ ALLOWED_DIRECTIVES = frozenset(
     {"include", "define", "undef", "if", "ifdef", "ifndef", "elif", "else", "endif"}
 )
 TOKEN = re.compile(r"[A-Za-z_]\w*|##|#|.", re.S)
+IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
+TRIGRAPH = re.compile(r"\?\?[=/'()!<>\-]")
+#: C escapes in a string literal, decoded before its characters are checked
+ESCAPE = re.compile(r"\\(x[0-9a-fA-F]+|[0-7]{1,3}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|.)", re.S)
+SIMPLE_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "a": "\a", "b": "\b", "f": "\f", "v": "\v"}
+LITERAL_FORBIDDEN = ":/"
 
 
-def _blank(text: str) -> str:
+def _forbidden(token: str) -> str | None:
+    for pattern, why in FORBIDDEN:
+        if pattern.match(token):
+            return why
+    return None
+
+
+@dataclass(frozen=True)
+class _Scanned:
+    text: str  # the spliced source, comments and literals blanked, digraphs spelled out
+    literals: list[tuple[int, str]]  # (line index in text, content) of each string literal
+
+
+def _scan(text: str) -> _Scanned:
     """Comments and string/char literals replaced by spaces (newlines kept),
     after line splicing: what the compiler's tokens are."""
     spliced = re.sub(r"\\\r?\n", "", text)
-    out, i, n = [], 0, len(spliced)
+    out, literals, i, n = [], [], 0, len(spliced)
     while i < n:
         two = spliced[i : i + 2]
         if two == "//":
@@ -153,13 +188,17 @@ def _blank(text: str) -> str:
             end = n if end < 0 else end + 2
         elif spliced[i] in "\"'":
             end = _literal_end(spliced, i)
+            if spliced[i] == '"':
+                literals.append((spliced.count("\n", 0, i), spliced[i + 1 : end - 1]))
         else:
             out.append(spliced[i])
             i += 1
             continue
         out.append(re.sub(r"[^\n]", " ", spliced[i:end]))
         i = end
-    return "".join(out)
+    # digraphs: %:%: is ## and %: is # (the others are brackets)
+    blanked = "".join(out).replace("%:%:", "##  ").replace("%:", "# ")
+    return _Scanned(blanked, literals)
 
 
 def _literal_end(text: str, start: int) -> int:
@@ -188,12 +227,25 @@ def check_source(source: str) -> None:
     if "\0" in source:
         raise SourceRefused([SourceProblem(1, "the source holds a NUL byte")])
     numbers = _spliced_line_numbers(source)
-    problems: list[SourceProblem] = []
-    for index, line in enumerate(_blank(source).split("\n")):
-        number = numbers[index] if index < len(numbers) else numbers[-1]
-        problems += _line_problems(line, number, source)
+
+    def line_of(index: int) -> int:
+        return numbers[index] if index < len(numbers) else numbers[-1]
+
+    scanned = _scan(source)
+    problems = _trigraph_problems(source)
+    for index, line in enumerate(scanned.text.split("\n")):
+        problems += _line_problems(line, line_of(index), source)
+    for index, content in scanned.literals:
+        problems += _literal_problems(content, line_of(index))
     if problems:
-        raise SourceRefused(problems)
+        raise SourceRefused(sorted(problems, key=lambda p: p.line))
+
+
+def _trigraph_problems(source: str) -> list[SourceProblem]:
+    return [
+        SourceProblem(source.count("\n", 0, m.start()) + 1, f"no trigraphs ({m.group()})")
+        for m in TRIGRAPH.finditer(source)
+    ]
 
 
 def _line_problems(line: str, number: int, source: str) -> list[SourceProblem]:
@@ -207,15 +259,35 @@ def _line_problems(line: str, number: int, source: str) -> list[SourceProblem]:
             problems.append(
                 SourceProblem(number, 'only #include "homegw_user.h" and <linux/...> headers')
             )
-    for token in TOKEN.findall(line):
+    if "\\" in line:
+        problems.append(SourceProblem(number, "no backslash outside strings (\\u names)"))
+    tokens = TOKEN.findall(line)
+    if directive:
+        tokens.remove("#")  # the directive's own
+    for token in tokens:
         if token == "##":
             problems.append(SourceProblem(number, "no token pasting (##)"))
-            continue
-        for pattern, why in FORBIDDEN:
-            if pattern.match(token):
-                problems.append(SourceProblem(number, f"{token}: {why}"))
-                break
+        elif token == "#":
+            problems.append(SourceProblem(number, "no stringizing (#)"))
+        elif why := _forbidden(token):
+            problems.append(SourceProblem(number, f"{token}: {why}"))
     return problems
+
+
+def _literal_problems(content: str, number: int) -> list[SourceProblem]:
+    text = ESCAPE.sub(_unescape, content)
+    if any(c in text for c in LITERAL_FORBIDDEN):
+        return [SourceProblem(number, 'no ":" or "/" in strings (a pinned map\'s path)')]
+    return []
+
+
+def _unescape(match: re.Match) -> str:
+    body = match.group(1)
+    if body[0] in "xuU":
+        return chr(min(int(body[1:], 16), 0x10FFFF))
+    if body[0] in "01234567":
+        return chr(int(body, 8))
+    return SIMPLE_ESCAPES.get(body, body)
 
 
 def _original_line(source: str, number: int) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ctypes
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from scapy.layers.inet import ICMP, IP, TCP, UDP
@@ -286,3 +287,31 @@ def test_port_bytes_counts_a_full_table(port_bytes: UserModule) -> None:
 def test_each_example_passes_the_source_check(example) -> None:
     check_source(example.source_path.read_text())
     assert example.upload().function == example.name
+
+
+# -- the README's minimal module ---------------------------------------------------------------
+README = Path(__file__).parents[2] / "README.md"
+
+
+def readme_minimal_module() -> str:
+    text = README.read_text()
+    section = text[text.index("## User IO modules: the SDK") :]
+    block = section[section.index("**A minimal module**") :]
+    return block[block.index("```c\n") + 5 : block.index("```\n", block.index("```c\n") + 5)]
+
+
+def test_the_readmes_minimal_module_drops_udp_to_port_9(dataplane: Dataplane, tmp_path) -> None:
+    source = tmp_path / "drop_discard.bpf.c"
+    source.write_text(readme_minimal_module())
+    check_source(source.read_text())
+    module = UserModule(source, "drop_discard", "xdp", dataplane.pin_dir)
+    try:
+        set_cursor(dataplane.pin_dir, Decision())
+        assert prog_test_run(module.fd, from_host(OTHER_MAC, OTHER, l4=UDP(dport=9))).verdict == (
+            "XDP_DROP"
+        )
+        other = from_host(OTHER_MAC, OTHER, l4=UDP(dport=10))
+        assert prog_test_run(module.fd, other).verdict == "XDP_PASS"
+        assert module.counters(1) == [1]
+    finally:
+        module.close()

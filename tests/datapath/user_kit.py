@@ -91,7 +91,11 @@ class UserModule:
         self.bpf = compile_source(
             source, pin_dir=pin_dir, module_id=USER_MODULE_ID, defines=defines, sdk=True
         )
-        self.fd = load_function(self.bpf, function, hook)
+        self.fd = self.load(function, hook)
+
+    def load(self, function: str, hook: str) -> int:
+        """Another program of the same source, loaded for `hook`."""
+        return load_function(self.bpf, function, hook)
 
     def counters(self, count: int) -> list[int]:
         """hgw_counters 0 .. count - 1, summed over CPUs."""

@@ -25,8 +25,8 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 
 from homegw.dataplane import libbpf
-from homegw.dataplane.abi import GENERATIONS, MAX_MODULES
-from homegw.dataplane.table import PROG_ARRAY, open_table
+from homegw.dataplane.abi import MAX_MODULES, Hook, Nic, chain_slot, generation_key
+from homegw.dataplane.table import ARRAY, PROG_ARRAY, open_table
 from homegw.virtualhome import WEB_SERVER, VirtualHome
 from tests.conftest import new_tag
 from tests.integration.appliance_proc import ApplianceProcess
@@ -37,7 +37,7 @@ pytestmark = pytest.mark.netns
 API = f"{BASE}/api/v1"
 POLL_S = 0.05
 BIG_MIB = 12
-RATE = "1M"  # bytes/s: h1's download lasts through the blocklist steps
+RATE = "400K"  # bytes/s: h1's download lasts through the blocklist steps
 
 VERIFIER_ERROR = """#include "homegw_user.h"
 
@@ -123,20 +123,33 @@ class Gateway:
         return self.home.run(host, argv).returncode == 0
 
     def chain_ids(self) -> dict[tuple[int, int], int]:
-        """Program id at each (NIC, position) of the pinned XDP chains: what
-        packets run (one generation is filled between changes)."""
-        path = Path(self.home.pin_dir) / "chain_xdp"
-        table = open_table(
-            "chain_xdp", libbpf.obj_get(path), PROG_ARRAY, ctypes.c_uint32, ctypes.c_uint32
+        """Program id at each (NIC, position) of the active generation of the
+        pinned XDP chains: what packets run now."""
+        pins = Path(self.home.pin_dir)
+        u32 = ctypes.c_uint32
+        chains = open_table("chain_xdp", libbpf.obj_get(pins / "chain_xdp"), PROG_ARRAY, u32, u32)
+        generations = open_table(
+            "chain_generation", libbpf.obj_get(pins / "chain_generation"), ARRAY, u32, u32
         )
         try:
-            slots = {int(k.value): int(v.value) for k, v in table.items()}
+            slots = {int(k.value): int(v.value) for k, v in chains.items()}
+            out = {}
+            for nic in Nic:
+                active = int(generations[u32(generation_key(nic, Hook.XDP))].value) & 1
+                for position in range(MAX_MODULES):
+                    prog = slots.get(chain_slot(nic, active, position))
+                    if prog is not None:
+                        out[(int(nic), position)] = prog
+            return out
         finally:
-            table.close()
-        by_place = {(slot // (GENERATIONS * MAX_MODULES), slot % MAX_MODULES): prog
-                    for slot, prog in slots.items()}  # fmt: skip
-        assert len(by_place) == len(slots), f"both generations are filled: {slots}"
-        return by_place
+            chains.close()
+            generations.close()
+
+    def chains(self) -> list[tuple[str, bool, Any]]:
+        """Every module as the API lists it: loaded, in which chains where."""
+        _, answer = self.api("GET", "/modules")
+        every = answer["modules"] + answer["user_modules"]
+        return [(m["name"], m["loaded"], m["chains"]) for m in every]
 
     def pinned(self) -> set[str]:
         """Every pin of the datapath (shared maps, builds and their objects)."""
@@ -202,7 +215,7 @@ def test_the_mac_blocklist_cuts_one_host_while_another_downloads(gateway: Gatewa
 
 def test_a_verifier_error_answers_400_and_changes_nothing(gateway: Gateway) -> None:
     chains, pins = gateway.chain_ids(), gateway.pinned()
-    _, modules = gateway.api("GET", "/modules")
+    modules = gateway.chains()
     status, answer = gateway.upload("bad_read", VERIFIER_ERROR)
     assert status == 400, answer
     assert answer["stage"] == "verifier"
@@ -210,7 +223,7 @@ def test_a_verifier_error_answers_400_and_changes_nothing(gateway: Gateway) -> N
     assert answer["line"] in (6, 7)  # the read, or the return the compiler folded it into
     assert gateway.chain_ids() == chains
     assert gateway.pinned() == pins
-    assert gateway.api("GET", "/modules")[1] == modules
+    assert gateway.chains() == modules
     assert gateway.module("bad_read") is None
     status, answer = gateway.upload("bad_c", COMPILE_ERROR)
     assert status == 400 and answer["stage"] == "compile" and answer["line"] == 4, answer

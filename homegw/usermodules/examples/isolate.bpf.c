@@ -25,12 +25,10 @@
  * the access point's client isolation or a VLAN.
  */
 #include "homegw_user.h"
+#include <uapi/linux/in6.h>
 
 #define ISOLATED_MAX 1024
-#define ETH_P_ARP_ 0x0806
-#define ETH_P_IPV6_ 0x86dd
 #define IPV6_HEADER 40
-#define PROTO_ICMPV6 58
 
 enum { INTERNET, SERVICE, TO_GATEWAY, TO_LAN, TO_ISOLATED, OTHER };
 
@@ -54,7 +52,7 @@ static __always_inline int ipv6_service(struct xdp_md *ctx)
 		return 0;
 	__u8 next = ip6[6];
 	__u8 *l4 = ip6 + IPV6_HEADER;
-	if (next == PROTO_ICMPV6)
+	if (next == IPPROTO_ICMPV6)
 		return l4[0] >= 133 && l4[0] <= 136;
 	__u16 dport = ((__u16)l4[2] << 8) | l4[3];
 	if (next == IPPROTO_UDP)
@@ -66,9 +64,9 @@ static __always_inline int ipv6_service(struct xdp_md *ctx)
  * an isolated device needs. */
 static __always_inline int gateway_service(struct xdp_md *ctx, struct hgw_packet *p)
 {
-	if (p->proto == ETH_P_ARP_)
+	if (p->proto == ETH_P_ARP)
 		return 1;
-	if (p->proto == ETH_P_IPV6_)
+	if (p->proto == ETH_P_IPV6)
 		return ipv6_service(ctx);
 	if (!p->ip || !p->first_fragment)
 		return 0;
