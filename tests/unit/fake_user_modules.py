@@ -125,6 +125,7 @@ class FakeUserModules:
             "state": "trial",
             "error": None,
             "trial": self._trial(upload["trial_s"]),
+            "trial_s": upload["trial_s"],
             "version": version,
             "source_sha256": hashlib.sha256(upload["source"].encode()).hexdigest(),
             "uploaded_at": self.now,
