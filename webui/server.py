@@ -13,7 +13,7 @@ from waitress.channel import HTTPChannel
 from waitress.server import create_server
 
 from homegw import supervise
-from webui.api.module_routes import MAX_STREAMS
+from webui.api.module_routes import MAX_STREAMS, end_streams
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ class WebServer:
             ident="homegw",
             clear_untrusted_proxy_headers=True,
         )
+        self._app = app
         self._thread = supervise.Thread(self._server.run, "webui")
         self._stopped = False
         self.url = f"http://{host}:{self._server.effective_port}/"
@@ -68,14 +69,15 @@ class WebServer:
         )
 
     def stop(self) -> None:
-        """Stop listening, let the answers in flight go out (an API call
-        that restarts the appliance is answered first), then close every
-        connection and end the worker threads."""
+        """Stop listening, end the punt streams, let the answers in flight
+        go out (an API call that restarts the appliance is answered first),
+        then close every connection and end the worker threads."""
         if self._stopped:
             return
         self._stopped = True
         server = self._server
         self._in_loop(lambda: wasyncore.dispatcher.close(server))
+        end_streams(self._app, "the server stops")  # open punt streams end at once
         deadline = time.monotonic() + DRAIN_S
         while self._busy() and time.monotonic() < deadline:
             time.sleep(DRAIN_POLL_S)

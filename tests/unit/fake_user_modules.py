@@ -125,6 +125,7 @@ class FakeUserModules:
             "state": "trial",
             "error": None,
             "trial": self._trial(upload["trial_s"]),
+            "trial_s": upload["trial_s"],
             "version": version,
             "source_sha256": hashlib.sha256(upload["source"].encode()).hexdigest(),
             "uploaded_at": self.now,
@@ -155,7 +156,7 @@ class FakeUserModules:
         for map_name in upload["maps"]:
             self.user_maps[(upload["name"], map_name)] = {}
         self._record("upload", upload["name"], admin)
-        return self.user_module(upload["name"])
+        return self._view(self.user[upload["name"]])
 
     def module_replace(
         self, name: str, upload: dict[str, Any], admin: str | None
@@ -170,7 +171,7 @@ class FakeUserModules:
         new = self._version(upload, current["version"] + 1, current["id"])
         self.user[name] = new | {"previous": current}
         self._record("replace", name, admin)
-        return self.user_module(name)
+        return self._view(self.user[name])
 
     def user_modules(self) -> list[dict[str, Any]]:
         return [self._view(m) for m in self.user.values()]
@@ -189,7 +190,7 @@ class FakeUserModules:
         module.update(state="confirmed", trial=None, confirmed_at=self.now)
         module.pop("previous", None)
         self._record("confirm", name, caller)
-        return self.user_module(name)
+        return self._view(self.user[name])
 
     def module_revert(self, name: str, caller: str | None = None) -> dict[str, Any] | None:
         module = self._on_trial(name)
@@ -211,7 +212,7 @@ class FakeUserModules:
         self._check_position(name, module["nic"], position)
         module["position"] = position
         self._record("move", name, caller, position)
-        return self.user_module(name)
+        return self._view(self.user[name])
 
     def _map(self, name: str, map_name: str) -> dict[str, str]:
         self._user(name)

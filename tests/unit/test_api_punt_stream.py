@@ -24,7 +24,7 @@ from tests.unit.fake_user_modules import PASS_SOURCE
 from tests.unit.test_api import bearer
 from webui import create_app
 from webui.api import module_routes
-from webui.server import REQUEST_THREADS, WebServer
+from webui.server import DRAIN_S, REQUEST_THREADS, WebServer
 
 TIMEOUT_S = 10.0  # a read that gets nothing for this long fails the test
 FRAME = bytes.fromhex("02000000000102000000000a0800") + bytes(range(50))
@@ -160,7 +160,7 @@ def test_the_stream_ends_when_the_module_goes(served: Served) -> None:
     publish_later(served, punt(1))
     assert stream.event()[0] == "punt"
     assert served.request("DELETE", "/api/v1/modules/user/blocker")[0] == 204
-    assert stream.event() == ("end", {"module": "blocker"})
+    assert stream.event() == ("end", {"module": "blocker", "reason": "the module went"})
     assert stream.response.read() == b""  # the last chunk: the response is complete
     assert served.control.punt_hub.stats("blocker")["subscribers"] == 0
     assert served.request("GET", "/api/v1/modules/user/blocker/punts")[0] == 404
@@ -207,7 +207,7 @@ def test_streams_are_bounded_and_the_api_keeps_its_threads(served: Served) -> No
     assert answers == [200] * REQUEST_THREADS
     served.control.punt_hub.close_module("blocker")
     for stream in streams:
-        assert stream.event() == ("end", {"module": "blocker"})
+        assert stream.event() == ("end", {"module": "blocker", "reason": "the module went"})
         stream.close()
 
 
@@ -228,4 +228,18 @@ def test_a_full_queue_is_told_in_the_next_event(served: Served) -> None:
         seen.append(stream.event()[1])
     assert seen[-1]["dropped"] == dropped
     assert [e["meta"][0] for e in seen] == sorted(e["meta"][0] for e in seen)
+    stream.close()
+
+
+def test_a_stopping_server_ends_its_streams_at_once(served: Served) -> None:
+    stream = served.stream()
+    assert stream.message() == ": subscribed\n"
+    began = time.monotonic()
+    stopping = threading.Thread(target=served.server.stop)
+    stopping.start()
+    assert stream.event() == ("end", {"module": "blocker", "reason": "the server stops"})
+    stopping.join(timeout=TIMEOUT_S)
+    assert not stopping.is_alive()
+    assert time.monotonic() - began < DRAIN_S  # the stream did not hold the stop up
+    assert served.control.punt_hub.stats("blocker")["subscribers"] == 0
     stream.close()

@@ -23,6 +23,7 @@ from tests.unit.fake_user_modules import COMPILE_ERROR, PASS_SOURCE, VERIFIER_ER
 from tests.unit.test_api import bearer, login, set_up_admin
 from webui import MAX_BODY, create_app
 from webui.api import models as m
+from webui.api.module_routes import end_streams
 from webui.api.openapi import PREFIX, UPLOAD_EXAMPLE, document
 
 API = "/api/v1"
@@ -76,10 +77,10 @@ def locs(response: Any) -> list[str]:
 
 def test_upload_runs_the_module_on_trial(api: FlaskClient, control: FakeControl) -> None:
     module = uploaded(api, defines={"LIMIT": 5, "MODE": "strict"})
-    m.UserModuleDetail.model_validate(module)  # the document's schema of it
+    m.UserModule.model_validate(module)  # the document's schema of it
     assert module["name"] == "blocker" and module["kind"] == "user"
     assert module["state"] == "trial" and module["trial"]["remaining_s"] == 60
-    assert module["source"] == PASS_SOURCE and module["defines"] == {"LIMIT": 5, "MODE": "strict"}
+    assert module["defines"] == {"LIMIT": 5, "MODE": "strict"} and "source" not in module
     assert module["punts"] == {"subscribers": 0, "delivered": 0, "dropped": 0}
     assert ("module_upload", "blocker", "127.0.0.1") in control.calls  # admin: the caller
     listed = api.get(f"{API}/modules").json
@@ -88,7 +89,8 @@ def test_upload_runs_the_module_on_trial(api: FlaskClient, control: FakeControl)
     assert "source" not in listed["user_modules"][0]
     assert {b["name"] for b in listed["modules"]} == {"router", "nat"}
     got = api.get(f"{API}/modules/user/blocker")
-    assert got.status_code == 200 and got.json == module
+    assert got.status_code == 200 and got.json == module | {"source": PASS_SOURCE}
+    m.UserModuleDetail.model_validate(got.json)
 
 
 def test_upload_fields_are_validated_with_their_key(api: FlaskClient) -> None:
@@ -360,6 +362,9 @@ def test_the_punt_stream_through_the_test_client(api: FlaskClient, control: Fake
     response.close()
     assert control.punt_hub.stats("blocker") == {"subscribers": 0, "delivered": 1, "dropped": 0}
     assert api.get(f"{API}/modules/user/nosuch/punts").status_code == 404
+    end_streams(api.application, "the server stops")
+    late = api.get(f"{API}/modules/user/blocker/punts")
+    assert late.status_code == 409 and "the server stops" in late.json["error"]
 
 
 # -- the audit log, the examples --------------------------------------------------------
@@ -452,6 +457,12 @@ def test_the_document_describes_the_user_module_operations() -> None:
     assert refusal == {"$ref": "#/components/schemas/ModuleRefusal"}
     schemas = doc["components"]["schemas"]
     assert {"ModuleUpload", "MapEntry", "ModuleRefusal", "UserModuleDetail"} <= set(schemas)
+    for path, method in (("", "post"), ("/user/{name}", "put"), ("/user/{name}/confirm", "post")):
+        answer = paths[f"{PREFIX}/modules{path}"][method]["responses"]
+        ok = answer["201" if method == "post" and not path else "200"]
+        assert ok["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/UserModule"  # the source only in GET
+        }
     assert schemas["ModuleUpload"]["properties"]["source"]["maxLength"] == MAX_SOURCE_BYTES
     punts = paths[f"{PREFIX}/modules/user/{{name}}/punts"]["get"]
     assert "text/event-stream" in punts["responses"]["200"]["content"]

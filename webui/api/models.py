@@ -512,6 +512,7 @@ class UserModule(Response):
     )
     error: str | None = Field(None, description="why it failed to load")
     trial: TrialStatus | None
+    trial_s: int | None = Field(None, description="the trial window of its uploads, seconds")
     version: int = Field(description="1 for the first upload, one more for each replace")
     source_sha256: str
     uploaded_at: float

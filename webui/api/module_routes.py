@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Flask, Response, jsonify, request
 
 from homegw.control import Conflict, Control, NotFound
 from homegw.usermodules.punts import Closed, Subscription
@@ -33,6 +33,7 @@ from webui.security import state
 
 log = logging.getLogger(__name__)
 
+STREAMS_KEY = "homegw.punt_streams"  # app.extensions: the Streams of the app
 USER = "/modules/user/<name>"
 MAP = f"{USER}/maps/<map_name>"
 MAP_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,31}$")
@@ -70,7 +71,16 @@ def add_routes(bp: Blueprint) -> None:
     _modules(bp)
     _trial_and_place(bp)
     _maps(bp)
-    _slow_path(bp, threading.BoundedSemaphore(MAX_STREAMS))
+    streams = Streams()
+    bp.record_once(lambda setup: setup.app.extensions.setdefault(STREAMS_KEY, streams))
+    _slow_path(bp, streams)
+
+
+def end_streams(app: Flask, reason: str) -> None:
+    """End the app's open punt streams (the server stops: none holds it up)."""
+    streams = app.extensions.get(STREAMS_KEY)
+    if streams is not None:
+        streams.end_all(reason)
 
 
 def _modules(bp: Blueprint) -> None:
@@ -148,19 +158,12 @@ def _maps(bp: Blueprint) -> None:
         return "", 204
 
 
-def _slow_path(bp: Blueprint, streams: threading.BoundedSemaphore) -> None:
+def _slow_path(bp: Blueprint, streams: Streams) -> None:
     @bp.get(f"{USER}/punts")
     def module_punts(name: str) -> Response:
         name = _name(name, "user module")
-        if not streams.acquire(blocking=False):
-            raise Conflict(f"{MAX_STREAMS} punt streams are open (the most at once): close one")
-        try:
-            subscription = _control().module_punts(name)
-        except BaseException:
-            streams.release()
-            raise
         gone = request.environ.get("waitress.client_disconnected", _never)
-        stream = PuntStream(subscription, streams.release, gone)
+        stream = streams.open(lambda: _control().module_punts(name), gone)
         headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
         return Response(stream, mimetype="text/event-stream", headers=headers)
 
@@ -182,18 +185,22 @@ def sse(event: str, data: dict[str, Any]) -> bytes:
 
 class PuntStream:
     """The body of a punt stream: ``event: punt`` for each punt, a comment
-    every KEEPALIVE_S when quiet, ``event: end`` when the module went. The
-    server calls close() when the stream ends or its client went (also
-    when iteration never began): the subscription is closed, the stream's
-    place freed."""
+    every KEEPALIVE_S when quiet, ``event: end`` {module, reason} when the
+    module went or the server stops. The server calls close() when the
+    stream ends or its client went (also when iteration never began): the
+    subscription is closed, the stream's place freed."""
 
     def __init__(
-        self, subscription: Subscription, release: Callable[[], None], gone: Callable[[], bool]
+        self,
+        subscription: Subscription,
+        release: Callable[[PuntStream], None],
+        gone: Callable[[], bool],
     ) -> None:
         self._subscription = subscription
         self._release = release
         self._gone = gone
         self._closed = False
+        self._end_reason = "the module went"
         self._lock = threading.Lock()
 
     def __iter__(self) -> Iterator[bytes]:
@@ -203,7 +210,7 @@ class PuntStream:
             try:
                 event = self._subscription.next_event(CLIENT_CHECK_S)
             except Closed:
-                yield sse("end", {"module": self._subscription.module})
+                yield sse("end", {"module": self._subscription.module, "reason": self._end_reason})
                 return
             now = time.monotonic()
             if event is not None:
@@ -216,10 +223,55 @@ class PuntStream:
                 yield b": keep-alive\n\n"
                 quiet_since = now
 
+    def end(self, reason: str) -> None:
+        """End the stream from elsewhere: the client gets ``event: end``."""
+        self._end_reason = reason
+        self._subscription.close()  # a waiting next_event raises Closed now
+
     def close(self) -> None:
         with self._lock:
             if self._closed:
                 return
             self._closed = True
         self._subscription.close()
-        self._release()
+        self._release(self)
+
+
+class Streams:
+    """An app's open punt streams: at most MAX_STREAMS at once (each holds
+    a server thread), all ended when the server stops."""
+
+    def __init__(self, limit: int = MAX_STREAMS) -> None:
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._taken = 0  # places: streams open or being opened
+        self._open: set[PuntStream] = set()
+        self._ended: str | None = None
+
+    def open(self, subscribe: Callable[[], Subscription], gone: Callable[[], bool]) -> PuntStream:
+        with self._lock:
+            if self._ended is not None:
+                raise Conflict(f"no new punt streams: {self._ended}")
+            if self._taken >= self.limit:
+                raise Conflict(f"{self.limit} punt streams are open (the most at once): close one")
+            self._taken += 1
+        try:
+            stream = PuntStream(subscribe(), self._free, gone)
+        except BaseException:
+            self._free(None)
+            raise
+        with self._lock:
+            self._open.add(stream)
+        return stream
+
+    def _free(self, stream: PuntStream | None) -> None:
+        with self._lock:
+            self._taken -= 1
+            self._open.discard(stream)  # type: ignore[arg-type]
+
+    def end_all(self, reason: str) -> None:
+        with self._lock:
+            self._ended = reason
+            streams = list(self._open)
+        for stream in streams:
+            stream.end(reason)

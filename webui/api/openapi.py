@@ -160,22 +160,22 @@ UPLOAD_EXAMPLE = {
 _USER_MODULE_OPERATIONS = (
     Op("post", f"{PREFIX}/modules", "upload a user module (C with homegw_user.h): checked, "
        "compiled with limits, loaded and chained on trial; 400 with the compiler's or the "
-       "verifier's message and line", m.UserModuleDetail, 201, "ModuleUpload", (400, 409),
+       "verifier's message and line", m.UserModule, 201, "ModuleUpload", (400, 409),
        bad_request=m.ModuleRefusal, example=UPLOAD_EXAMPLE),
     Op("get", f"{PREFIX}/modules/audit", "uploads, confirms, reverts, deletes, ... newest "
        "first", m.Audit, errors=(400,), query=(_query("limit", _int(1, 1000, 100)),)),
     Op("get", f"{PREFIX}/modules/examples", "the example modules, as uploads", m.Examples),
     Op("get", _USER, "one user module with its source", m.UserModuleDetail),
     Op("put", _USER, "a new version of a user module, switched in at once, on trial "
-       "(reverting runs the old one again)", m.UserModuleDetail, request="ModuleUpload",
+       "(reverting runs the old one again)", m.UserModule, request="ModuleUpload",
        errors=(400, 409), bad_request=m.ModuleRefusal),
     Op("delete", _USER, "take a user module out of its chain and forget it", status=204,
        errors=(409,)),
     Op("post", f"{_USER}/confirm", "end the trial: the module stays (saved, back after a "
-       "restart)", m.UserModuleDetail, errors=(409,)),
+       "restart)", m.UserModule, errors=(409,)),
     Op("post", f"{_USER}/revert", "end the trial by going back now", m.Reverted,
        errors=(409,)),
-    Op("put", f"{_USER}/position", "move a user module in its chain", m.UserModuleDetail,
+    Op("put", f"{_USER}/position", "move a user module in its chain", m.UserModule,
        request=m.PositionRequest, errors=(400, 409)),
     Op("get", _MAP, "the entries of an exposed map, as hex", m.MapEntries),
     Op("put", _MAP, "write one entry of an exposed map", status=204, request="MapEntry",
