@@ -136,6 +136,7 @@ class Control(Protocol):
         ...
 
     # -- user modules (homegw/usermodules): uploaded C, chained at run time --
+    # `caller`: the address a change came from, for the audit log
     def module_upload(self, upload: dict[str, Any], admin: str | None) -> dict[str, Any]:
         """Check, compile (in a child, with limits), load and chain a new
         user module on trial (usermodules.spec.ModuleUpload's fields).
@@ -143,7 +144,7 @@ class Control(Protocol):
         of the trial pings it). ConfigRejected (fields, loc = field name),
         ModuleRefused (source check, compiler, verifier: nothing changed),
         Conflict (the name is taken, the chain is full). Returns the module
-        as user_module() does."""
+        as user_modules() lists it."""
         ...
 
     def module_replace(
@@ -170,22 +171,22 @@ class Control(Protocol):
         """One user module as user_modules() gives it plus ``source``."""
         ...
 
-    def module_confirm(self, name: str) -> dict[str, Any]:
+    def module_confirm(self, name: str, caller: str | None = None) -> dict[str, Any]:
         """End the trial of a module: it stays, saved under state_dir, and
         comes back after a restart. Conflict when it is not on trial."""
         ...
 
-    def module_revert(self, name: str) -> dict[str, Any] | None:
+    def module_revert(self, name: str, caller: str | None = None) -> dict[str, Any] | None:
         """End the trial now by going back: a new module is removed (None),
         a replaced one runs its previous version again (returned). Conflict
         when it is not on trial."""
         ...
 
-    def module_delete(self, name: str) -> None:
+    def module_delete(self, name: str, caller: str | None = None) -> None:
         """Take a user module out of its chain, unload it and forget it."""
         ...
 
-    def module_move(self, name: str, position: str) -> dict[str, Any]:
+    def module_move(self, name: str, position: str, caller: str | None = None) -> dict[str, Any]:
         """Move a user module in its chain ("first", "last", "before:<m>",
         "after:<m>"), at once (one generation flip). ConfigRejected (loc
         ``position``) when the anchor is not in that chain."""
@@ -197,13 +198,17 @@ class Control(Protocol):
         else ``values`` one hex per CPU). NotFound when not exposed."""
         ...
 
-    def module_map_set(self, name: str, map_name: str, key: str, value: str) -> None:
+    def module_map_set(
+        self, name: str, map_name: str, key: str, value: str, caller: str | None = None
+    ) -> None:
         """Write one entry (hex of exactly the key's and the value's size).
         ConfigRejected (loc ``key`` / ``value``) on a size mismatch,
         Conflict when the map is full."""
         ...
 
-    def module_map_delete(self, name: str, map_name: str, key: str) -> bool:
+    def module_map_delete(
+        self, name: str, map_name: str, key: str, caller: str | None = None
+    ) -> bool:
         """Delete one entry; whether it was there."""
         ...
 
