@@ -36,7 +36,10 @@ log = logging.getLogger(__name__)
 
 FAILURES_TO_REVERT = 3
 CHECK_NAMES = ("wan", "dhcp", "admin")
-PROBE_TIMEOUT_S = 1.0
+# each probe's bound: the DHCP server probes an address by ARP for 0.5 s
+# before it offers it, so 1 s left a loaded machine half a second; three
+# rounds in a row must fail before a revert either way
+PROBE_TIMEOUT_S = 2.0
 
 Probe = Callable[[HealthTargets, float], list[CheckResult]]
 
