@@ -310,7 +310,7 @@ README = Path(__file__).parents[2] / "README.md"
 
 def readme_minimal_module() -> str:
     text = README.read_text()
-    section = text[text.index("## User IO modules: the SDK") :]
+    section = text[text.index("### The SDK and the examples") :]
     block = section[section.index("**A minimal module**") :]
     return block[block.index("```c\n") + 5 : block.index("```\n", block.index("```c\n") + 5)]
 
