@@ -414,10 +414,10 @@ class Appliance:
             applied[name] = "load"
         for name in [n for n in dataplane.modules if n not in wanted and not self._is_user(n)]:
             dataplane.remove_module(name)
+            applied[name] = "unload"
         self.install_chains()
         if old.dataplane.order != new.dataplane.order:
             applied["dataplane.order"] = "chains"
-            applied[name] = "unload"
         self._tell_wan(fresh)
         return applied
 
