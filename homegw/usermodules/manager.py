@@ -468,7 +468,8 @@ class UserModules:
                 for r in self._running.values()
                 if (r.previous if r.on_trial else r.record) is not None
             ]
-        self.store.save([r for r in records if r is not None])
+            in_use = frozenset(r.record.source_sha256 for r in self._running.values())
+        self.store.save([r for r in records if r is not None], in_use)
 
 
 def _ipv4(address: str | None) -> ipaddress.IPv4Address | None:

@@ -106,17 +106,18 @@ class ModuleStore:
                 log.error("user module %s: its source is missing; left out", record.name)
         return present
 
-    def save(self, records: list[ModuleRecord]) -> None:
+    def save(self, records: list[ModuleRecord], in_use: frozenset[str] = frozenset()) -> None:
+        """Keep `records` (the confirmed versions, in order); `in_use`: the
+        digests of the sources running now (a version on trial)."""
         self.root.mkdir(parents=True, exist_ok=True)
         data = json.dumps({"modules": [r.to_json() for r in records]}, indent=1, sort_keys=True)
         write_atomic(self.root / INDEX, data.encode(), 0o600)
-        self._drop_unused_sources(records)
+        self._drop_unused_sources({r.source_sha256 for r in records} | in_use)
 
-    def _drop_unused_sources(self, keep: list[ModuleRecord]) -> None:
-        """Sources no confirmed module uses (trial versions reverted, old
-        versions replaced). A running trial's source is written again by its
-        next save if it is confirmed: put_source is called per upload."""
-        wanted = {f"{r.source_sha256}.bpf.c" for r in keep}
+    def _drop_unused_sources(self, keep: set[str]) -> None:
+        """Sources no saved or running version uses (trial versions reverted,
+        old versions replaced)."""
+        wanted = {f"{digest}.bpf.c" for digest in keep}
         if not self.sources.is_dir():
             return
         for path in self.sources.iterdir():
