@@ -52,7 +52,7 @@ from typing import Literal
 
 from homegw.dataplane import testrun
 from homegw.modules.dhcp import packet as dhcp
-from homegw.modules.dhcp.l2 import BROADCAST_MAC, ETH_P_IP, ipv4_udp
+from homegw.modules.dhcp.l2 import BROADCAST_MAC, ETH_P_IP, internet_checksum, ipv4_udp
 
 log = logging.getLogger(__name__)
 
@@ -112,20 +112,11 @@ def _echo_identifier() -> int:
 # -- wire helpers ---------------------------------------------------------------------
 
 
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
 def echo_request(identifier: int, sequence: int) -> bytes:
     """An ICMP echo request (header and payload, checksum filled in)."""
     header = struct.pack("!BBHHH", ICMP_ECHO_REQUEST, 0, 0, identifier, sequence)
-    check = _checksum(header + ECHO_PAYLOAD)
-    return header[:2] + struct.pack("!H", check) + header[4:] + ECHO_PAYLOAD
+    check = internet_checksum(header + ECHO_PAYLOAD)
+    return header[:2] + check + header[4:] + ECHO_PAYLOAD
 
 
 def echo_reply_of(packet: bytes, source: IPv4Address) -> tuple[int, int] | None:

@@ -29,7 +29,7 @@ def interface_mac(sock: socket.socket, ifname: str) -> bytes:
     return fcntl.ioctl(sock.fileno(), SIOCGIFHWADDR, req)[18:24]
 
 
-def _checksum(data: bytes) -> bytes:
+def internet_checksum(data: bytes) -> bytes:
     """Internet checksum, returned as the two bytes to put in the header."""
     if len(data) % 2:
         data += b"\0"
@@ -44,12 +44,12 @@ def ipv4_udp(src: int, dst: int, sport: int, dport: int, payload: bytes) -> byte
     udp_len = 8 + len(payload)
     udp = struct.pack("!HHHH", sport, dport, udp_len, 0) + payload
     pseudo = struct.pack("!IIBBH", src, dst, 0, socket.IPPROTO_UDP, udp_len)
-    check = _checksum(pseudo + udp)
+    check = internet_checksum(pseudo + udp)
     if check == b"\0\0":
         check = b"\xff\xff"
     udp = udp[:6] + check + udp[8:]
     header = struct.pack("!BBHHHBBHII", 0x45, 0, 20 + udp_len, 0, 0, 64, 17, 0, src, dst)
-    return header[:10] + _checksum(header) + header[12:] + udp
+    return header[:10] + internet_checksum(header) + header[12:] + udp
 
 
 @dataclass(frozen=True, slots=True)
