@@ -28,6 +28,7 @@ from homegw.usermodules.spec import (
     TRIAL_MIN_S,
     MapEntry,
 )
+from homegw.usermodules.uploads import placed
 from webui.views.common import control, int_field, render
 
 log = logging.getLogger(__name__)
@@ -181,19 +182,11 @@ def chain_with_users(
     builtins: list[str], users: list[dict[str, Any]], nic: str, hook: str
 ) -> list[str]:
     """The names of nic's `hook` chain with its user modules in place, in
-    upload order, as the manager places them (first, last, before:<m>,
-    after:<m>; before a missing anchor: first, after one: last)."""
+    upload order, placed as the manager places them (uploads.placed)."""
     order = list(builtins)
     for module in users:
-        if module.get("nic") != nic or module.get("hook", "xdp") != hook:
-            continue
-        where, _, anchor = str(module.get("position") or "last").partition(":")
-        if where == "first" or (where == "before" and anchor not in order):
-            order.insert(0, module["name"])
-        elif where == "last" or anchor not in order:
-            order.append(module["name"])
-        else:
-            order.insert(order.index(anchor) + (where == "after"), module["name"])
+        if module.get("nic") == nic and module.get("hook", "xdp") == hook:
+            order = placed(order, module["name"], str(module.get("position") or "last"))
     return order
 
 
