@@ -57,6 +57,11 @@ class Running:
     on_trial: bool = False
     failed: str | None = None  # why it could not be loaded at start
 
+    @property
+    def saved(self) -> ModuleRecord | None:
+        """The version a restart brings back: the confirmed one."""
+        return self.previous if self.on_trial else self.record
+
 
 @dataclass(frozen=True)
 class Host:
@@ -226,7 +231,7 @@ class UserModules:
             running = self._get(name)
             if not running.on_trial:
                 raise Conflict(f"{name} is not on trial")
-            self.watch.end(name)
+            self._end_trial(name)
             previous = running.previous
             with self._state:
                 running.record = running.record.with_changes(confirmed_at=self.clock())
@@ -254,7 +259,7 @@ class UserModules:
 
     def _revert(self, running: Running, caller: str | None, reason: str) -> None:
         name, version = running.record.name, running.record.version
-        self.watch.end(name)
+        self._end_trial(name)
         dataplane = self.host.dataplane
         previous = running.previous
 
@@ -281,7 +286,7 @@ class UserModules:
     def delete(self, name: str, caller: str | None) -> None:
         with self._lock:
             running = self._get(name)
-            self.watch.end(name)
+            self._end_trial(name)
             dataplane = self.host.dataplane
 
             def switch() -> None:
@@ -444,6 +449,10 @@ class UserModules:
         return out
 
     # -- helpers -----------------------------------------------------------------------------
+    def _end_trial(self, name: str) -> None:
+        self.watch.end(name)
+        self._admins.pop(name, None)
+
     def _get(self, name: str) -> Running:
         running = self._running.get(name)
         if running is None:
@@ -463,13 +472,9 @@ class UserModules:
         """The confirmed versions, in order (a module on trial: the version
         it would go back to, if any)."""
         with self._state:
-            records = [
-                r.previous if r.on_trial else r.record
-                for r in self._running.values()
-                if (r.previous if r.on_trial else r.record) is not None
-            ]
+            saved = [r.saved for r in self._running.values()]
             in_use = frozenset(r.record.source_sha256 for r in self._running.values())
-        self.store.save([r for r in records if r is not None], in_use)
+        self.store.save([record for record in saved if record is not None], in_use)
 
 
 def _ipv4(address: str | None) -> ipaddress.IPv4Address | None:

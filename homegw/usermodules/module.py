@@ -28,8 +28,6 @@ COMPILE_LIMITS = BuildLimits(timeout_s=60, memory_bytes=1 << 30)
 
 
 class UserModule(IOModule):
-    user = True
-
     def __init__(
         self, record: ModuleRecord, source: Path, on_punt: Callable[[str, Punt], None]
     ) -> None:
