@@ -8,6 +8,7 @@
 #   homegw-V.qcow2    the same, compressed, for virtual machines
 #   homegw-V.hgwup    the upgrade bundle of this image's root (web UI / API / CLI)
 #   rootfs.img        the root file system alone (what the bundle carries)
+#   vmlinuz           its kernel
 #
 # How: mmdebstrap makes the root file system from the machine's Debian
 # sources with the homegw package (packaging/deb/build.sh, built first unless
@@ -62,12 +63,21 @@ PACKAGES=(
   e2fsprogs dosfstools zstd
   openssh-server  # off until /data/ssh/enabled exists
 )
+# The package's dependencies come from the mirror with the rest; the package
+# itself goes in by dpkg in a hook (apt cannot hand a local .deb to a dpkg
+# running in the chroot). Depends and Recommends, versions and alternatives
+# after the first dropped (dpkg -i checks the versions).
+deps=$(dpkg-deb --field "$DEB" Depends Recommends | sed -e 's/^[A-Za-z-]*: //' -e 's/([^)]*)//g' \
+  | tr ',' '\n' | sed -e 's/|.*//' -e 's/ //g' | grep -v '^$' | sort -u | paste -sd, -)
 mmdebstrap --variant=minbase --mode=root --quiet \
-  --include="$(IFS=,; echo "${PACKAGES[*]}")" --include="$DEB" \
-  --essential-hook='mkdir -p "$1/etc/initramfs-tools/conf.d"' \
+  --include="$(IFS=,; echo "${PACKAGES[*]}"),$deps" \
+  --customize-hook="copy-in $DEB /tmp" \
+  --customize-hook="chroot \"\$1\" dpkg -i /tmp/$(basename "$DEB")" \
+  --customize-hook="rm \"\$1/tmp/$(basename "$DEB")\"" \
   --customize-hook="sync-in $REPO/image/rootfs /" \
   --customize-hook="chroot \"\$1\" /bin/sh -s $VERSION < $REPO/image/customize.sh" \
   "$SUITE" "$WORK/root" "$MIRROR"
+cp "$WORK/root/boot/vmlinuz" "$OUT/vmlinuz"  # the kernel alone (the tests' KVM probe boots it)
 
 # -- file system images -------------------------------------------------------------
 # GRUB 2.06 cannot read ext4's metadata_csum_seed and orphan_file features
@@ -88,7 +98,7 @@ grub-mkimage -O x86_64-efi -d /usr/lib/grub/x86_64-efi -p /homegw \
 grub-mkimage -O i386-pc -d /usr/lib/grub/i386-pc -p '(,gpt2)/homegw' \
   -o "$WORK/core.img" biosdisk "${GRUB_MODULES[@]}" vga
 grub-editenv "$WORK/grubenv" create
-grub-editenv "$WORK/grubenv" set homegw_active=a homegw_tried=0
+grub-editenv "$WORK/grubenv" set homegw_active=a homegw_tried=0 "homegw_version_a=$VERSION"
 mkfs.vfat -n HOMEGW-ESP -C "$WORK/esp.img" $((64 * 1024 - 64)) >/dev/null
 mmd -i "$WORK/esp.img" ::/EFI ::/EFI/BOOT ::/homegw
 mcopy -i "$WORK/esp.img" "$WORK/BOOTX64.EFI" ::/EFI/BOOT/BOOTX64.EFI

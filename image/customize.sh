@@ -16,6 +16,11 @@ rm -rf "$mods/sound" "$mods/drivers/media" "$mods/drivers/infiniband" \
   "$mods/net/mac80211" "$mods/net/bluetooth" "$mods/drivers/bluetooth" \
   "$mods/drivers/isdn" "$mods/drivers/gpu/drm/amd" "$mods/drivers/gpu/drm/nouveau" \
   "$mods/drivers/gpu/drm/i915" "$mods/drivers/gpu/drm/radeon"
+# only the image's kernel: the package's postinst links headers for the kernel
+# it sees running, which in this chroot is the build machine's
+for dir in /lib/modules/*; do
+  [ "$dir" = "/lib/modules/$release" ] || rm -rf "$dir"
+done
 depmod "$release"
 update-initramfs -u -k "$release" >/dev/null
 ln -sfn "vmlinuz-$release" /boot/vmlinuz
