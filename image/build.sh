@@ -87,7 +87,8 @@ root_mib=$(( $(du -sm "$WORK/root" | cut -f1) * 115 / 100 + 64 ))
 mkfs.ext4 "${EXT4[@]}" -L homegw-root -d "$WORK/root" "$OUT/rootfs.img" "${root_mib}M"
 
 mkdir -p "$WORK/data/etc/homegw" "$WORK/data/state/homegw" "$WORK/data/ssh"
-chmod 0700 "$WORK/data/etc/homegw" "$WORK/data/state/homegw" "$WORK/data/ssh"
+chmod 0755 "$WORK/data/etc/homegw"
+chmod 0700 "$WORK/data/state/homegw" "$WORK/data/ssh"
 mkfs.ext4 "${EXT4[@]}" -L homegw-data -d "$WORK/data" "$WORK/data.img" "${DATA_MIB}M"
 
 # -- GRUB: one grub.cfg on the ESP, read by a UEFI and a BIOS image ---------------------
