@@ -14,7 +14,8 @@
 # activate scripts and pyvenv.cfg's `command`; every text file naming STAGE
 # has that prefix cut off, so they name /opt/homegw/venv. Bytecode, which
 # embeds source paths, is compiled only afterwards, with STAGE stripped from
-# the recorded paths (compileall -s/-p). venv/bin/python is a symlink to
+# the recorded paths (compileall -s/-p), and the dist-infos' RECORDs get the
+# rewritten files' hashes. venv/bin/python is a symlink to
 # /usr/bin/python3, so the venv runs wherever Debian's python3 is 3.11 (the
 # control file's python3 bounds). The build fails if any file of the package
 # still contains the build directory (`grep -r` over the staging root).
@@ -25,7 +26,6 @@
 # hash-checked; the dependency versions are whatever pip resolves that day.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-repo=$PWD
 
 out=dist
 while [ $# -gt 0 ]; do
@@ -60,6 +60,27 @@ find "$stage" -name __pycache__ -prune -exec rm -rf {} +
 
 # relocate: STAGE/opt/homegw/venv -> /opt/homegw/venv in every text file
 grep -rlIZ --fixed-strings "$stage" "$stage" | xargs -0 -r sed -i "s|$stage||g"
+# the RECORDs' hashes of the rewritten files (and no rows for removed ones)
+"$stage$venv/bin/python" - "$stage$venv"/lib/python3*/site-packages <<'PY'
+import base64, csv, hashlib, io, os, sys
+site = sys.argv[1]
+for info in sorted(os.listdir(site)):
+    record = os.path.join(site, info, "RECORD")
+    if not info.endswith(".dist-info") or not os.path.exists(record):
+        continue
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    for row in csv.reader(open(record, newline="")):
+        path = os.path.normpath(os.path.join(site, row[0]))
+        if not os.path.lexists(path):
+            continue
+        if row[1] and os.path.isfile(path):
+            data = open(path, "rb").read()
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
+            row[1:] = ["sha256=" + digest.decode(), str(len(data))]
+        writer.writerow(row)
+    open(record, "w").write(out.getvalue())
+PY
 "$stage$venv/bin/python" -m compileall -q -s "$stage" -p / "$stage$venv/lib" >/dev/null
 
 install -D -m 0644 packaging/systemd/homegw.service "$stage/lib/systemd/system/homegw.service"
