@@ -40,6 +40,7 @@ OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 WAN_MAC = "52:54:00:48:47:01"
 LAN_MAC = "52:54:00:48:47:02"
 MEMORY_MIB = 2048
+DISK_SIZE = "12G"  # larger than the image, as a real stick is: the data partition grows
 KVM_PROBE_S = 20.0
 
 
@@ -199,7 +200,7 @@ class ImageVM:
         if not self.disk.exists():
             fmt = "raw" if self.image.suffix == ".raw" else "qcow2"
             subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", fmt, "-b",
-                            str(self.image), str(self.disk)], check=True)
+                            str(self.image), str(self.disk), DISK_SIZE], check=True)
             self._wire()
         with open(self.workdir / "qemu.out", "ab") as out:
             self.proc = self.home.popen("gw", self.argv(), track=False, stdout=out,
