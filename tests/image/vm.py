@@ -115,19 +115,21 @@ class Console:
         return match
 
     def login(self, timeout: float = 600) -> None:
-        """Log in as root at the getty (after a boot); waits for the login prompt."""
+        """A root shell at the getty (after a boot), or the one still logged in."""
         self.close()
+        either = re.compile(rb"homegw login: $|" + self.PROMPT.pattern)
         deadline = time.monotonic() + timeout
         while True:  # the getty prints its prompt again on a newline
             self._connect().sendall(b"\r")
             try:
-                self._read_until(re.compile(rb"homegw login: $"), 15)
+                match = self._read_until(either, 15)
                 break
             except AssertionError:
                 if time.monotonic() > deadline:
                     raise
-        self._connect().sendall(b"root\r")
-        self._read_until(self.PROMPT, 60)
+        if match.group(0).startswith(b"homegw login:"):
+            self._connect().sendall(b"root\r")
+            self._read_until(self.PROMPT, 60)
         self.run("stty -echo; export TERM=dumb PAGER=cat SYSTEMD_PAGER=")
 
     def run(self, command: str, timeout: float = 120) -> tuple[int, str]:
