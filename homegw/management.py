@@ -16,11 +16,10 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from homegw import logbuffer, supervise
+from homegw import __version__, logbuffer, supervise
 from homegw.alerts import AlertWatch, snapshot_of
 from homegw.appliance import Appliance, restart_needed
 from homegw.config import (
@@ -60,10 +59,7 @@ def _problems(exc: ConfigError) -> list[Problem]:
 
 
 def _version() -> str:
-    try:
-        return metadata.version("homegw")
-    except metadata.PackageNotFoundError:
-        return "unknown"
+    return __version__
 
 
 class Management(UserModuleControl):

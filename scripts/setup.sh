@@ -16,6 +16,7 @@ PACKAGES=(
   dnsmasq-base udhcpc isc-dhcp-client dhcpcd-base dnsutils dnsperf kea-admin
   kea-dhcp6-server radvd ndisc6   # the ISP's DHCPv6 (prefix delegation) and RAs; rdisc6 on LAN hosts
   systemd   # systemd-analyze verify of packaging/systemd/homegw.service
+  grub-common  # grub-editenv: the upgrade tests' real grubenv (homegw/upgrade/slots.py)
   chromium  # the browser tests' browser (Playwright drives it: no browser download)
 )
 missing=()

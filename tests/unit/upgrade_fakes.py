@@ -145,6 +145,9 @@ class Image:
     def set_env(self, *assignments: str) -> None:
         subprocess.run(["grub-editenv", str(self.paths.grubenv), "set", *assignments], check=True)
 
+    def unset_env(self, *names: str) -> None:
+        subprocess.run(["grub-editenv", str(self.paths.grubenv), "unset", *names], check=True)
+
     def boot(self, slot: str) -> None:
         self.paths.cmdline.write_text(
             f"BOOT_IMAGE=/vmlinuz root=PARTLABEL=homegw-root-{slot} ro homegw.slot={slot} quiet\n"
