@@ -39,6 +39,7 @@ from homegw.inventory import Inventory
 from homegw.modules.dns.liststore import store_blocklist, unloaded_status
 from homegw.modules.dns.querystats import query_stats
 from homegw.registry import MODULES, spec
+from homegw.upgrade.control import SystemControl
 from homegw.usermodules.control import UserModuleControl
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ def _version() -> str:
     return __version__
 
 
-class Management(UserModuleControl):
+class Management(UserModuleControl, SystemControl):
     def __init__(self, appliance: Appliance, config_path: Path | None) -> None:
         self.appliance = appliance
         self.config_path = config_path
