@@ -119,3 +119,15 @@ def test_posts_without_csrf_are_refused(client: FlaskClient, image: Image) -> No
         client.post("/system/factory-reset", data={"reset_confirm": "factory-reset"})
     )
     assert "homegw_trial" not in image.env() and not image.paths.reset_flag.exists()
+
+
+def test_an_upload_over_the_bundle_limit_names_that_limit(
+    client: FlaskClient, image: Image, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from webui.api import system_routes
+
+    monkeypatch.setattr(system_routes, "MAX_BUNDLE_BYTES", 6 << 20)
+    response = upload(client, bundle_of(os.urandom(7 << 20)))
+    assert response.status_code == 302
+    assert "at most 6 MiB" in client.get("/system/").get_data(as_text=True)
+    assert "homegw_trial" not in image.env()
