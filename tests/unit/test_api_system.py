@@ -201,3 +201,15 @@ def test_openapi_documents_the_system_paths() -> None:
     schema = document()["components"]["schemas"][reset["$ref"].rsplit("/", 1)[1]]
     assert schema["properties"]["confirm"]["const"] == "factory-reset"
     assert json.dumps(paths[f"{PREFIX}/system"]["get"]).count("SystemInfo") == 1
+
+
+def test_a_body_over_the_bundle_limit_is_a_413(
+    client: FlaskClient, app: Flask, image: Image, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from webui.api import system_routes
+
+    monkeypatch.setattr(system_routes, "MAX_BUNDLE_BYTES", 6 << 20)
+    response, stream = upload(client, app, bundle_of(os.urandom(7 << 20)))
+    assert response.status_code == 413 and response.json["error"]
+    assert stream.largest == 0  # refused by its Content-Length, nothing read
+    assert "homegw_trial" not in image.env()
