@@ -15,6 +15,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from homegw.upgrade.bundle import MAX_BUNDLE_BYTES
 from homegw.upgrade.control import SystemService
 from tests.unit.fake_control import FakeControl
 from tests.unit.test_api import bearer, login, set_up_admin
@@ -213,3 +214,37 @@ def test_a_body_over_the_bundle_limit_is_a_413(
     assert response.status_code == 413 and response.json["error"]
     assert stream.largest == 0  # refused by its Content-Length, nothing read
     assert "homegw_trial" not in image.env()
+
+
+def test_through_waitress_a_bundle_is_admitted_and_the_reboot_follows_the_answer(
+    tmp_path: Path, control: FakeControl, image: Image
+) -> None:
+    """A real HTTP upload of a bundle bigger than the other routes' limit."""
+    import urllib.request
+
+    from homegw.auth import read_local_token
+    from webui.server import WebServer
+
+    state = tmp_path / "served"
+    server = WebServer(create_app(control, state), "127.0.0.1", 0)
+    # waitress' own limit (1 GiB by default) admits the biggest bundle
+    assert server._server.adj.max_request_body_size == MAX_BUNDLE_BYTES
+    server.start()
+    try:
+        data = bundle_of(BIG)
+        request = urllib.request.Request(
+            server.url + UPGRADE.lstrip("/"),
+            data=data,
+            method="POST",
+            headers={
+                "Content-Type": OCTETS,
+                "Authorization": f"Bearer {read_local_token(state)}",
+            },
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            assert response.status == 202
+            assert json.loads(response.read())["slot"] == "b"
+    finally:
+        server.stop()
+    assert image.slot_bytes("b", len(BIG)) == BIG
+    assert control.calls.count(("system_reboot",)) == 1  # once the answer was written
