@@ -22,6 +22,10 @@ for dir in /lib/modules/*; do
   [ "$dir" = "/lib/modules/$release" ] || rm -rf "$dir"
 done
 depmod "$release"
+# bcc compiles against /lib/modules/$release/build: the kernel is bookworm-
+# backports' (image/build.sh says why), the headers bookworm's, linked the way
+# the package does it for any kernel without its own headers
+/usr/lib/homegw/kernel-headers.sh "$release"
 update-initramfs -u -k "$release" >/dev/null
 ln -sfn "vmlinuz-$release" /boot/vmlinuz
 ln -sfn "initrd.img-$release" /boot/initrd.img

@@ -35,7 +35,7 @@ from tests.integration.dhcp_helpers import hook_script, wait_event
 from tests.package.debroot import DebianRoot, in_root_argv, unit_commands
 
 # the first test builds the package, a root and installs into it: minutes
-pytestmark = [pytest.mark.netns, pytest.mark.image, pytest.mark.timeout(1200)]
+pytestmark = [pytest.mark.netns, pytest.mark.timeout(1200)]
 
 REPO = Path(__file__).resolve().parents[2]
 VERSION = "0.1.0"
