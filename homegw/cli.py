@@ -1,6 +1,7 @@
 """homegw command line: run | demo | check-config | cleanup, and the
 management commands that talk to the running appliance through its API:
-status | modules | config get|set|apply | passwd."""
+status | modules | config get|set|apply | passwd; and firstboot (the image's
+first start: ports, default config, console banner)."""
 
 from __future__ import annotations
 
@@ -116,6 +117,38 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     kernelpath.disable()
     purge_pins(config.dataplane.pin_dir)
     return 0
+
+
+def cmd_firstboot(args: argparse.Namespace) -> int:
+    from homegw import firstboot
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    request = firstboot.Request(
+        Path(args.config),
+        args.wan,
+        args.lan,
+        args.force,
+        args.include_virtual,
+        args.banner_only,
+        Path(args.issue_file) if args.issue_file else None,
+    )
+    return firstboot.run(request)
+
+
+def _add_firstboot_command(sub: Any) -> None:
+    fb = sub.add_parser(
+        "firstboot", help="pick WAN/LAN and write the default config if absent; console banner"
+    )
+    fb.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="config file to write or read")
+    fb.add_argument("--wan", help="the WAN port (with --lan): set both in the config")
+    fb.add_argument("--lan", help="the LAN port (with --wan)")
+    fb.add_argument("--force", action="store_true", help="probe and choose even if configured")
+    fb.add_argument("--include-virtual", action="store_true", help="veths count as ports (tests)")
+    fb.add_argument("--banner-only", action="store_true", help="only print the banner")
+    fb.add_argument(
+        "--issue-file", default="/run/homegw/issue", help="banner copy for agetty ('' for none)"
+    )
+    fb.set_defaults(func=cmd_firstboot)
 
 
 # -- management commands (through the API, with the local token) -----------------
@@ -286,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     cleanup.add_argument("-c", "--config", required=True)
     cleanup.set_defaults(func=cmd_cleanup)
     _add_management_commands(sub)
+    _add_firstboot_command(sub)
     return parser
 
 
