@@ -92,3 +92,24 @@ def test_auto_replaces_a_generic_program_on_a_native_capable_nic(ns: str, prog_f
         assert attach.attach_xdp("v0", prog_fd, "auto") == "generic"
         attach.detach_xdp("v0", "auto")
     assert kernel_xdp_mode(ns, "v0") is None
+
+
+def test_the_dataplane_reports_the_mode_each_nic_runs_in(ns: str, unique_tag: str) -> None:
+    from homegw.dataplane.abi import Nic
+    from homegw.dataplane.dataplane import Dataplane, purge_pins
+    from homegw.virtualhome import pin_dir_for
+
+    pin_dir = str(pin_dir_for(unique_tag))
+    dataplane = Dataplane(pin_dir, {Nic.LAN: "v0", Nic.WAN: "ifb0"}, "auto")
+    try:
+        with netns.in_netns(ns):
+            dataplane.load()
+            dataplane.attach()
+            assert dataplane.xdp_in_use == {Nic.LAN: "native", Nic.WAN: "generic"}
+            assert (kernel_xdp_mode(ns, "v0"), kernel_xdp_mode(ns, "ifb0")) == ("xdp", "xdpgeneric")
+            dataplane.detach()
+        assert dataplane.xdp_in_use == {}
+        assert (kernel_xdp_mode(ns, "v0"), kernel_xdp_mode(ns, "ifb0")) == (None, None)
+    finally:
+        dataplane.close()
+        purge_pins(pin_dir)
