@@ -239,13 +239,14 @@ def refusal_banner(reason: str) -> str:
 
 
 def show(text: str, issue_file: Path | None) -> None:
-    """Print the banner and write it where agetty's /etc/issue.d link points."""
+    """Print the banner and write it where agetty's /etc/issue.d link points
+    (backslashes doubled there: agetty reads `\\x` as an escape)."""
     print(text, end="")
     if issue_file is None:
         return
     try:
         issue_file.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(issue_file, text.encode("utf-8"), mode=0o644)
+        write_atomic(issue_file, text.replace("\\", "\\\\").encode("utf-8"), mode=0o644)
     except OSError as exc:
         log.warning("cannot write the console banner to %s: %s", issue_file, exc)
 

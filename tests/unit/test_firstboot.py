@@ -234,3 +234,11 @@ def test_link_events_are_parsed_and_bad_lengths_stop_the_walk() -> None:
     broken = struct.pack("=IHHII", 4, 16, 0, 0, 0)  # a length shorter than the header
     assert portprobe._parse_links(broken + link_message(6, 0)) == []
     assert portprobe._parse_links(link_message(7, 0)[:20]) == []
+
+
+def test_the_issue_file_doubles_backslashes_for_agetty(tmp_path: Path, capsys) -> None:
+    issue = tmp_path / "run" / "homegw" / "issue"
+    firstboot.show("port \\n4 here\n", issue)
+    assert capsys.readouterr().out == "port \\n4 here\n"
+    assert issue.read_text() == "port \\\\n4 here\n"
+    assert issue.stat().st_mode & 0o777 == 0o644

@@ -56,7 +56,7 @@ def test_the_page_shows_the_ports_in_use_and_offers_every_port(client: FlaskClie
     for name in [*PORTS, "lan0"]:
         assert f'<option value="{name}">{name}</option>' in wan
     assert '<option value="lan0" selected>lan0</option>' in select_block(html, "lan_interface")
-    assert 'name="swap_ports" value="on"' in html
+    assert 'id="f-swap_ports" name="swap_ports" type="checkbox" value="on"' in html
     assert_no_inline_code(html)
 
 
