@@ -94,6 +94,10 @@ def _link_flags(ipr: IPRoute, name: str) -> tuple[int, int]:
     return link["index"], link["flags"]
 
 
+def _has_carrier(ipr: IPRoute, name: str) -> bool:
+    return bool(_link_flags(ipr, name)[1] & IFF_LOWER_UP)
+
+
 class LinkEvents:
     """Link events from rtnetlink (RTMGRP_LINK), subscribed before the links
     are touched so that no carrier change is missed."""
@@ -226,7 +230,7 @@ class _Session:
                 ipr.link("set", index=index, state="up")
                 brought_up.append(index)
         for index, name in self.index_of.items():  # links that were up before
-            if _link_flags(ipr, name)[1] & IFF_LOWER_UP:
+            if _has_carrier(ipr, name):
                 self._linked(index)
         while not self._done():
             left = deadline - time.monotonic()
@@ -235,10 +239,29 @@ class _Session:
             ready, _, _ = select.select([self.events, *self.askers], [], [], left)
             for source in ready:
                 if source is self.events:
-                    for index in self.events.carriers():
-                        self._linked(index)
+                    self._link_events(ipr)
                 else:
-                    _read_offer(self.askers[source], self.offers, self.result)
+                    self._answer(source)
+
+    def _link_events(self, ipr: IPRoute) -> None:
+        try:
+            carriers = self.events.carriers()
+        except OSError as exc:  # ENOBUFS: events were lost, ask for the state
+            log.info("link events lost (%s): reading the links' state", exc)
+            carriers = {
+                i for i, n in self.index_of.items() if _link_flags(ipr, n)[1] & IFF_LOWER_UP
+            }
+        for index in carriers:
+            self._linked(index)
+
+    def _answer(self, fd: int) -> None:
+        asker = self.askers[fd]
+        try:
+            _read_offer(asker, self.offers, self.result)
+        except OSError as exc:  # the link went away (ENETDOWN...): no answer from it
+            log.warning("%s: reading DHCP answers failed: %s", asker.name, exc)
+            asker.sock.close()
+            del self.askers[fd]
 
     def _done(self) -> bool:
         return len(self.carrier) == len(self.names) and len(self.offers) == len(self.askers)
