@@ -16,6 +16,7 @@ found is rewritten from its parsed data instead (without comments).
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
@@ -121,7 +122,14 @@ def _set_line(text: str, section: str, key: str, value: str) -> str | None:
     found = line.search(text, start, end)
     if found is None:
         return None
-    return text[: found.start(2)] + value + text[found.end(2) :]
+    return text[: found.start(2)] + _scalar(value) + text[found.end(2) :]
+
+
+def _scalar(value: str) -> str:
+    """`value` as a YAML scalar: plain when it reads back as itself, else quoted."""
+    if re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.@-]*", value) and yaml.safe_load(value) == value:
+        return value
+    return json.dumps(value)  # a JSON string is a YAML double-quoted scalar
 
 
 def with_settings(text: str, settings: dict[tuple[str, str], str]) -> tuple[str, Config]:
@@ -132,19 +140,27 @@ def with_settings(text: str, settings: dict[tuple[str, str], str]) -> tuple[str,
     for (section, key), value in settings.items():
         edited = _set_line(edited, section, key, value) if edited is not None else None
     if edited is not None:
-        return edited, _load_text(edited)
-    data = yaml.safe_load(text) or {}
+        config = parse_config(_read_yaml(edited))  # the loader's own rules (duplicate keys...)
+    else:
+        edited, config = _rewritten(text, settings)
+    for (section, key), value in settings.items():
+        if getattr(getattr(config, section), key) != value:  # a substitution gone wrong
+            raise ConfigError([f"{section}.{key}: {value!r} did not read back as itself"])
+    return edited, config
+
+
+def _rewritten(text: str, settings: dict[tuple[str, str], str]) -> tuple[str, Config]:
+    """The config as data with the settings, dumped as YAML (comments lost)."""
+    data = _read_yaml(text) or {}
     if not isinstance(data, dict):
         raise ConfigError(["top level: must be a mapping of sections"])
     for (section, key), value in settings.items():
-        data.setdefault(section, {})[key] = value
+        if not isinstance(data.get(section), dict):
+            data[section] = {}
+        data[section][key] = value
     config = parse_config(data)
     log.warning("the config's interface lines were not found: rewritten without its comments")
     return yaml.safe_dump(config_to_dict(config), sort_keys=False), config
-
-
-def _load_text(text: str) -> Config:
-    return parse_config(_read_yaml(text))  # the loader's own YAML rules (duplicate keys...)
 
 
 def write_config(path: Path, text: str) -> None:

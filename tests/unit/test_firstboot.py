@@ -242,3 +242,23 @@ def test_the_issue_file_doubles_backslashes_for_agetty(tmp_path: Path, capsys) -
     assert capsys.readouterr().out == "port \\n4 here\n"
     assert issue.read_text() == "port \\\\n4 here\n"
     assert issue.stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize("name", ["#x", "eth0#1", "on", "123", "{x}", "'a", "*b"])
+def test_a_name_yaml_would_misread_is_quoted_and_reads_back_as_itself(name: str) -> None:
+    new, config = firstboot.with_settings(EXAMPLE.read_text(), {("wan", "interface"): name})
+    assert config.wan.interface == name
+    assert yaml.safe_load(new)["wan"]["interface"] == name
+
+
+def test_a_name_the_loader_refuses_is_refused_at_its_key() -> None:
+    with pytest.raises(ConfigError) as refused:
+        firstboot.with_settings(EXAMPLE.read_text(), {("wan", "interface"): "a: b"})
+    assert refused.value.errors == [
+        "wan.interface: 'a: b' is not a valid interface name (no '/', ':' or whitespace)"
+    ]
+
+
+def test_invalid_yaml_is_a_config_error_not_a_crash() -> None:
+    with pytest.raises(ConfigError):
+        firstboot.with_settings("wan: [\n", {("wan", "interface"): "eth0"})
