@@ -262,3 +262,23 @@ def test_a_name_the_loader_refuses_is_refused_at_its_key() -> None:
 def test_invalid_yaml_is_a_config_error_not_a_crash() -> None:
     with pytest.raises(ConfigError):
         firstboot.with_settings("wan: [\n", {("wan", "interface"): "eth0"})
+
+
+def test_force_probes_again_and_keeps_the_rest_of_the_config(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    config = tmp_path / "homegw.yaml"
+    text = EXAMPLE.read_text().replace("mode: dhcp", "mode: static", 1)
+    text = text.replace("# address: 198.51.100.2/24", "address: 198.51.100.2/24", 1)
+    text = text.replace("# gateway: 198.51.100.1", "gateway: 198.51.100.1", 1)
+    config.write_text(text)
+    found = portprobe.ProbeResult(
+        [PortFacts("enp1s0", True), PortFacts("enp2s0", True, "10.0.0.1", "10.0.0.9")]
+    )
+    monkeypatch.setattr(portprobe, "probe", lambda include_virtual=False: found)
+    assert firstboot.run(Request(config, force=True, issue_file=None)) == 0
+    loaded = load_config(config)
+    assert (loaded.wan.interface, loaded.lan.interface) == ("enp2s0", "enp1s0")
+    assert loaded.wan.mode == "static" and str(loaded.wan.address) == "198.51.100.2/24"
+    assert loaded.dataplane.xdp_mode == "native"  # as the owner had it
+    assert "a DHCP server (10.0.0.1) answered on enp2s0" in capsys.readouterr().out
