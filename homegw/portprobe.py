@@ -6,8 +6,13 @@ bridge/bond or a member of one); `include_virtual` also admits veths (tests).
 Every candidate is brought up; carrier comes as rtnetlink link events (one
 socket subscribed before the links are touched), and as soon as a port has a
 link a DHCPDISCOVER (the DHCP module's codec) goes out of it from an
-AF_PACKET socket. OFFERs are collected in the same select() loop until every
-port has a link and an answer, or the deadline (~4 s). Links that were down are put down again.
+AF_PACKET socket, again every second until an answer (the first can be lost
+while the link settles). OFFERs are collected in the same select() loop. Links
+are waited for 3 s; a port with a link has 6 s from it for an OFFER (dnsmasq,
+inside many ISP boxes, holds its first OFFER 3 s for a ping check). The probe
+ends when every linked port has answered or had its time: about 6 s when one
+port has a link but no server (the home switch's port), at most 9 s. Links
+that were down are put down again.
 
 Everything received is hostile: a frame that is not a well-formed OFFER to
 our DISCOVER (its xid, our MAC) is ignored and counted in `ProbeResult.ignored`.
@@ -39,7 +44,11 @@ RTMGRP_LINK = 1
 RTM_NEWLINK = 16
 NLMSG_HEADER = struct.Struct("=IHHII")
 IFINFOMSG = struct.Struct("=BxHiII")
-TOTAL_WAIT = 4.0  # seconds for the whole probe (link autonegotiation takes 1-3 s)
+LINK_WAIT = 3.0  # seconds for links to come up (autonegotiation takes 1-3 s)
+# seconds a port with a link waits for an OFFER: dnsmasq (in many ISP boxes)
+# ping-checks an address for 3 s before it offers it
+ANSWER_WAIT = 6.0
+RESEND_EVERY = 1.0  # seconds between DISCOVERs of a port that has no answer yet
 CLIENT_PORT, SERVER_PORT = 68, 67
 
 
@@ -138,10 +147,19 @@ def _parse_links(data: bytes) -> list[tuple[int, int]]:
 
 @dataclass
 class _Asker:
+    """One port's DHCP exchange: its socket, its xid, when to send again."""
+
     name: str
     sock: socket.socket
     mac: bytes
     xid: int
+    next_send: float = 0.0
+    give_up_at: float = 0.0
+
+    def send(self, now: float) -> None:
+        """(Re)send the DISCOVER: the first can be lost while a link settles."""
+        self.sock.sendto(_discover(self.mac, self.xid), (self.name, ETH_P_IP, 0, 0, BROADCAST_MAC))
+        self.next_send = now + RESEND_EVERY
 
 
 def _discover(mac: bytes, xid: int) -> bytes:
@@ -158,13 +176,14 @@ def _discover(mac: bytes, xid: int) -> bytes:
     return ipv4_udp(0, 0xFFFFFFFF, CLIENT_PORT, SERVER_PORT, dhcp.encode(message))
 
 
-def _open_asker(name: str) -> _Asker:
+def _open_asker(name: str, answer_wait: float) -> _Asker:
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_IP))
     try:
         sock.bind((name, ETH_P_IP))
-        mac = interface_mac(sock, name)
-        asker = _Asker(name, sock, mac, secrets.randbits(32))
-        sock.sendto(_discover(mac, asker.xid), (name, ETH_P_IP, 0, 0, BROADCAST_MAC))
+        now = time.monotonic()
+        asker = _Asker(name, sock, interface_mac(sock, name), secrets.randbits(32))
+        asker.give_up_at = now + answer_wait
+        asker.send(now)
     except OSError:
         sock.close()
         raise
@@ -210,19 +229,22 @@ def _read_offer(asker: _Asker, offers: dict[str, tuple[str, str]], result: Probe
 
 class _Session:
     """One probe: a DISCOVER goes out of each port as soon as it has a
-    carrier; one select() loop over the link events and the DHCP sockets
-    until every port has a link and an answer, or the deadline."""
+    carrier (links that come after `link_deadline` are not waited for), and
+    each port then has `answer_wait` seconds for an OFFER; one select() loop
+    over the link events and the DHCP sockets until every port has an answer
+    or has had its time."""
 
-    def __init__(self, names: list[str], result: ProbeResult) -> None:
+    def __init__(self, names: list[str], result: ProbeResult, answer_wait: float) -> None:
         self.names = names
         self.result = result
+        self.answer_wait = answer_wait
         self.events = LinkEvents()
         self.index_of: dict[int, str] = {}
         self.carrier: set[str] = set()
         self.askers: dict[int, _Asker] = {}
         self.offers: dict[str, tuple[str, str]] = {}
 
-    def run(self, ipr: IPRoute, deadline: float, brought_up: list[int]) -> None:
+    def run(self, ipr: IPRoute, link_deadline: float, brought_up: list[int]) -> None:
         for name in self.names:
             index, flags = _link_flags(ipr, name)
             self.index_of[index] = name
@@ -232,25 +254,44 @@ class _Session:
         for index, name in self.index_of.items():  # links that were up before
             if _has_carrier(ipr, name):
                 self._linked(index)
-        while not self._done():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            ready, _, _ = select.select([self.events, *self.askers], [], [], left)
+        while (wake := self._next_wake(link_deadline)) is not None:
+            now = time.monotonic()
+            self._resend(now)
+            sources = [*self.askers] + ([self.events] if now < link_deadline else [])
+            ready, _, _ = select.select(sources, [], [], max(0.0, wake - now))
             for source in ready:
                 if source is self.events:
                     self._link_events(ipr)
                 else:
                     self._answer(source)
 
+    def _waiting(self, now: float) -> list[_Asker]:
+        """The ports still waiting for an answer, within their time."""
+        return [a for a in self.askers.values() if a.name not in self.offers and now < a.give_up_at]
+
+    def _next_wake(self, link_deadline: float) -> float | None:
+        """When the loop must look again; None when the probe is over."""
+        now = time.monotonic()
+        times = [t for a in self._waiting(now) for t in (a.next_send, a.give_up_at)]
+        if now < link_deadline and len(self.carrier) < len(self.names):
+            times.append(link_deadline)
+        return min(times) if times else None
+
+    def _resend(self, now: float) -> None:
+        for asker in self._waiting(now):
+            if now >= asker.next_send:
+                try:
+                    asker.send(now)
+                except OSError as exc:
+                    log.warning("%s: cannot send a DHCPDISCOVER: %s", asker.name, exc)
+                    asker.give_up_at = now
+
     def _link_events(self, ipr: IPRoute) -> None:
         try:
             carriers = self.events.carriers()
         except OSError as exc:  # ENOBUFS: events were lost, ask for the state
             log.info("link events lost (%s): reading the links' state", exc)
-            carriers = {
-                i for i, n in self.index_of.items() if _link_flags(ipr, n)[1] & IFF_LOWER_UP
-            }
+            carriers = {i for i, name in self.index_of.items() if _has_carrier(ipr, name)}
         for index in carriers:
             self._linked(index)
 
@@ -263,16 +304,13 @@ class _Session:
             asker.sock.close()
             del self.askers[fd]
 
-    def _done(self) -> bool:
-        return len(self.carrier) == len(self.names) and len(self.offers) == len(self.askers)
-
     def _linked(self, index: int) -> None:
         name = self.index_of.get(index)
         if name is None or name in self.carrier:
             return
         self.carrier.add(name)
         try:
-            asker = _open_asker(name)
+            asker = _open_asker(name, self.answer_wait)
         except OSError as exc:
             log.warning("%s: cannot send a DHCPDISCOVER: %s", name, exc)
             return
@@ -291,20 +329,23 @@ class _Session:
         return out
 
 
-def probe(include_virtual: bool = False, total_wait: float = TOTAL_WAIT) -> ProbeResult:
-    """Bring the candidate ports up, see which get a link and a DHCPOFFER
-    within `total_wait` seconds, put them back as found."""
-    deadline = time.monotonic() + total_wait
+def probe(
+    include_virtual: bool = False, link_wait: float = LINK_WAIT, answer_wait: float = ANSWER_WAIT
+) -> ProbeResult:
+    """Bring the candidate ports up, see which get a link within `link_wait`
+    seconds and a DHCPOFFER within `answer_wait` seconds of their link, put
+    them back as found."""
+    link_deadline = time.monotonic() + link_wait
     result = ProbeResult()
     names = candidate_ports(include_virtual)
     if not names:
         return result
-    session = _Session(names, result)
+    session = _Session(names, result, answer_wait)
     brought_up: list[int] = []
     try:
         with IPRoute() as ipr:
             try:
-                session.run(ipr, deadline, brought_up)
+                session.run(ipr, link_deadline, brought_up)
             finally:
                 for index in brought_up:  # as found
                     ipr.link("set", index=index, state="down")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from tests.integration.test_wan_client import DNSMASQ, Dnsmasq
 
 REPO = Path(__file__).resolve().parents[2]
 ROUTER = "203.0.113.1"
+ENV = {**os.environ, "PYTHONPATH": str(REPO)}  # the subprocesses import this checkout
 
 pytestmark = [
     pytest.mark.netns,
@@ -66,9 +68,9 @@ class Ports:
         netns.ip("addr", "add", f"{ROUTER}/24", "dev", "isp0", ns=self.isp)
         netns.ip("link", "set", "isp0", "up", ns=self.isp)
 
-    def start_dnsmasq(self) -> None:
+    def start_dnsmasq(self, *options: str) -> None:
         argv = netns.exec_argv(self.isp, [
-            DNSMASQ, "--keep-in-foreground", "--no-resolv", "--no-hosts",
+            DNSMASQ, *options, "--keep-in-foreground", "--no-resolv", "--no-hosts",
             "--conf-file=/dev/null", "--port=0", "--interface=isp0", "--bind-interfaces",
             "--dhcp-range=203.0.113.10,203.0.113.50,255.255.255.0,2m",
             f"--dhcp-leasefile={self.workdir / 'leases'}",
@@ -79,13 +81,13 @@ class Ports:
         self.dnsmasq.start_reader()
         assert self.dnsmasq.wait_log("DHCP, IP range"), "\n".join(self.dnsmasq.lines)
 
-    def firstboot(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def firstboot_argv(self, *args: str) -> list[str]:
         argv = [sys.executable, "-m", "homegw", "firstboot", "--include-virtual"]
-        argv += ["--issue-file", str(self.workdir / "issue"), *args]
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
-        return subprocess.run(
-            netns.exec_argv(self.gw, argv), capture_output=True, text=True, timeout=60, env=env
-        )
+        return netns.exec_argv(self.gw, [*argv, "--issue-file", str(self.workdir / "issue"), *args])
+
+    def firstboot(self, *args: str) -> subprocess.CompletedProcess[str]:
+        argv = self.firstboot_argv(*args)
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60, env=ENV)
 
     def admin_up(self, dev: str) -> bool:
         link = json.loads(netns.ip("-j", "link", "show", "dev", dev, ns=self.gw))[0]
@@ -111,9 +113,8 @@ def ports(unique_tag: str, tmp_path: Path) -> Iterator[Ports]:
 
 
 def check_config(path: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
     argv = [sys.executable, "-m", "homegw", "check-config", str(path)]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env)
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, env=ENV)
 
 
 def config_values(path: Path) -> tuple[str, str, str]:
@@ -141,6 +142,40 @@ def test_the_port_with_a_dhcp_server_becomes_wan(ports: Ports) -> None:
     assert "Ethernet ports found: eth0 eth1 eth2" in issue
     # the links are put back as found: all were down
     assert not any(ports.admin_up(dev) for dev in ("eth0", "eth1", "eth2"))
+
+
+def first_discover(sock: socket.socket) -> bytes:
+    """The next DHCPDISCOVER seen on the ISP's side (timeout: the socket's)."""
+    while True:
+        frame = sock.recv(2048)
+        ihl = (frame[0] & 0x0F) * 4
+        if frame[9] == socket.IPPROTO_UDP and frame[ihl + 2 : ihl + 4] == b"\x00\x43":
+            return frame
+
+
+def test_a_lost_first_discover_is_sent_again(ports: Ports) -> None:
+    """The ISP's server comes up only after the first DISCOVER went by (as a
+    modem still settling would miss it): a DISCOVER sent again gets the OFFER."""
+    with netns.in_netns(ports.isp):
+        sniffer = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x0800))
+    sniffer.bind(("isp0", 0x0800))
+    sniffer.settimeout(20)
+    config = ports.workdir / "homegw.yaml"
+    argv = ports.firstboot_argv("--config", str(config))
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    proc = subprocess.Popen(argv, text=True, env=ENV, **pipes)
+    try:
+        first_discover(sniffer)
+        ports.start_dnsmasq("--no-ping")  # its answer at once: only a resend can get it
+        out, err = proc.communicate(timeout=30)
+    finally:
+        sniffer.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert config_values(config) == ("eth2", "eth0", "auto")
+    assert "a DHCP server (203.0.113.1) answered on eth2" in out
 
 
 def test_without_dhcp_the_only_port_with_a_link_is_wan(ports: Ports) -> None:
