@@ -131,6 +131,7 @@ def cmd_firstboot(args: argparse.Namespace) -> int:
         args.include_virtual,
         args.banner_only,
         Path(args.issue_file) if args.issue_file else None,
+        Path(args.default_config) if args.default_config else None,
     )
     return firstboot.run(request)
 
@@ -148,6 +149,7 @@ def _add_firstboot_command(sub: Any) -> None:
     fb.add_argument(
         "--issue-file", default="/run/homegw/issue", help="banner copy for agetty ('' for none)"
     )
+    fb.add_argument("--default-config", help="the config to start from (default: the packaged one)")
     fb.set_defaults(func=cmd_firstboot)
 
 

@@ -102,8 +102,14 @@ def _wan_of(ordered: list[PortFacts]) -> tuple[PortFacts, str]:
 # -- the config file --------------------------------------------------------------
 
 
-def default_config_text() -> str:
-    """The packaged default config (the .deb's copy, else the source tree's example)."""
+def default_config_text(chosen: Path | None = None) -> str:
+    """The default config: `chosen`, else the packaged one (the .deb's copy),
+    else the source tree's example."""
+    if chosen is not None:
+        try:
+            return chosen.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise FirstBootError(f"{chosen}: cannot read the default config: {exc}") from None
     for path in (PACKAGED_DEFAULT, SOURCE_DEFAULT):
         if path.is_file():
             return path.read_text(encoding="utf-8")
@@ -168,10 +174,10 @@ def write_config(path: Path, text: str) -> None:
     write_atomic(path, text.encode("utf-8"), mode=CONFIG_MODE)
 
 
-def first_config(path: Path, choice: PortChoice) -> Config:
+def first_config(path: Path, choice: PortChoice, default: Path | None = None) -> Config:
     """Write the default config with the chosen ports and xdp_mode auto."""
     text, config = with_settings(
-        default_config_text(),
+        default_config_text(default),
         {
             ("wan", "interface"): choice.wan,
             ("lan", "interface"): choice.lan,
@@ -183,14 +189,14 @@ def first_config(path: Path, choice: PortChoice) -> Config:
     return config
 
 
-def override_ports(path: Path, wan: str, lan: str) -> Config:
+def override_ports(path: Path, wan: str, lan: str, default: Path | None = None) -> Config:
     """Set the two interfaces in the config at `path` (the rest kept), or
     write the default config with them when there is none."""
     if path.exists():
         text = path.read_text(encoding="utf-8")
         settings = {("wan", "interface"): wan, ("lan", "interface"): lan}
     else:
-        text = default_config_text()
+        text = default_config_text(default)
         settings = {
             ("wan", "interface"): wan,
             ("lan", "interface"): lan,
@@ -225,7 +231,26 @@ def web_address(config: Config) -> str:
     return f"http://{host}/" if port == 80 else f"http://{host}:{port}/"
 
 
-def banner(config: Config, why_wan: str, why_lan: str, ports: tuple[str, ...] = ()) -> str:
+def setup_code(config: Config) -> tuple[bool, str | None]:
+    """(whether the admin exists, the one-time setup code the first-run page
+    asks for). The code is made here, before the appliance's first start
+    (which reads the same file), so that the console can show it."""
+    from homegw.auth import AuthStore
+
+    try:
+        store = AuthStore(Path(config.state_dir))
+        if store.has_admin:
+            return True, None
+        return False, store.ensure_setup_token()
+    except (OSError, ValueError) as exc:  # ValueError: a broken auth.json
+        log.warning("cannot read or make the setup code in %s: %s", config.state_dir, exc)
+        return False, None
+
+
+def banner(
+    config: Config, why_wan: str, why_lan: str, ports: tuple[str, ...] = (), code: str | None = None
+) -> str:
+    """The console text. `code`: the setup code (None once there is an admin)."""
     wan, lan = config.wan.interface, config.lan.interface
     url = web_address(config)
     lines = [
@@ -236,7 +261,12 @@ def banner(config: Config, why_wan: str, why_lan: str, ports: tuple[str, ...] = 
         f"  LAN address:    {config.lan.ip}",
         "",
         f"Plug the modem into {wan}, the home switch/computer into {lan},",
-        f"then open {url} to set the admin password.",
+    ]
+    if code is not None:
+        lines.append(f"then open {url} to set the admin password; setup code: {code}")
+    else:
+        lines.append(f"then open {url} to manage homegw.")
+    lines += [
         "",
         "Other ports? Log in on this console and run:",
         "  homegw firstboot --wan <port> --lan <port> && systemctl restart homegw",
@@ -281,6 +311,7 @@ class Request:
     include_virtual: bool = False
     banner_only: bool = False
     issue_file: Path | None = ISSUE_FILE
+    default_config: Path | None = None  # None: the packaged default
 
 
 def run(request: Request) -> int:
@@ -306,7 +337,7 @@ def _run(request: Request) -> int:
         return _override(request, request.wan, request.lan)
     if request.banner_only or (path.exists() and not request.force):
         config = load_config(path)  # no config: ConfigError, "cannot read"
-        show(banner(config, f"from {path}", f"from {path}"), request.issue_file)
+        _show_banner(request, config, f"from {path}", f"from {path}")
         return 0
     from homegw.portprobe import probe
 
@@ -315,10 +346,19 @@ def _run(request: Request) -> int:
     if path.exists():
         config = override_ports(path, choice.wan, choice.lan)
     else:
-        config = first_config(path, choice)
+        config = first_config(path, choice, request.default_config)
     print(f"wrote {path} (WAN {choice.wan}, LAN {choice.lan})", file=sys.stderr)
-    show(banner(config, choice.reason, "the first other port", choice.ports), request.issue_file)
+    _show_banner(request, config, choice.reason, "the first other port", choice.ports)
     return 0
+
+
+def _show_banner(
+    request: Request, config: Config, why_wan: str, why_lan: str, ports: tuple[str, ...] = ()
+) -> None:
+    has_admin, code = setup_code(config)
+    if not has_admin and code is None:
+        code = f"see {Path(config.state_dir) / 'setup-token'}"
+    show(banner(config, why_wan, why_lan, ports, code), request.issue_file)
 
 
 def _override(request: Request, wan: str, lan: str) -> int:
@@ -330,10 +370,10 @@ def _override(request: Request, wan: str, lan: str) -> int:
 
         present = " ".join(candidate_ports(request.include_virtual)) or "none"
         raise FirstBootError(f"no such port: {', '.join(missing)} (Ethernet ports: {present})")
-    config = override_ports(request.config, wan, lan)
+    config = override_ports(request.config, wan, lan, request.default_config)
     print(
         f"wrote {request.config} (WAN {wan}, LAN {lan}); apply it with: systemctl restart homegw",
         file=sys.stderr,
     )
-    show(banner(config, "set on the console", "set on the console"), request.issue_file)
+    _show_banner(request, config, "set on the console", "set on the console")
     return 0

@@ -81,9 +81,21 @@ class Ports:
         self.dnsmasq.start_reader()
         assert self.dnsmasq.wait_log("DHCP, IP range"), "\n".join(self.dnsmasq.lines)
 
+    @property
+    def default_config(self) -> Path:
+        """The example config, its state_dir (the setup code) under workdir."""
+        path = self.workdir / "default.yaml"
+        if not path.exists():
+            text = (REPO / "homegw.example.yaml").read_text()
+            state = f"state_dir: {self.workdir / 'state'}"
+            path.write_text(text.replace("state_dir: /var/lib/homegw", state, 1))
+        return path
+
     def firstboot_argv(self, *args: str) -> list[str]:
         argv = [sys.executable, "-m", "homegw", "firstboot", "--include-virtual"]
-        return netns.exec_argv(self.gw, [*argv, "--issue-file", str(self.workdir / "issue"), *args])
+        argv += ["--issue-file", str(self.workdir / "issue")]
+        argv += ["--default-config", str(self.default_config), *args]
+        return netns.exec_argv(self.gw, argv)
 
     def firstboot(self, *args: str) -> subprocess.CompletedProcess[str]:
         argv = self.firstboot_argv(*args)
@@ -138,7 +150,8 @@ def test_the_port_with_a_dhcp_server_becomes_wan(ports: Ports) -> None:
     assert issue == done.stdout
     assert "WAN (internet): eth2  (a DHCP server (203.0.113.1) answered on eth2" in issue
     assert "Plug the modem into eth2, the home switch/computer into eth0," in issue
-    assert "then open http://192.168.1.1/ to set the admin password." in issue
+    code = (ports.workdir / "state" / "setup-token").read_text().strip()
+    assert f"then open http://192.168.1.1/ to set the admin password; setup code: {code}" in issue
     assert "Ethernet ports found: eth0 eth1 eth2" in issue
     # the links are put back as found: all were down
     assert not any(ports.admin_up(dev) for dev in ("eth0", "eth1", "eth2"))
@@ -191,7 +204,7 @@ def test_without_dhcp_the_only_port_with_a_link_is_wan(ports: Ports) -> None:
 
 def test_a_present_config_gets_the_banner_only(ports: Ports) -> None:
     config = ports.workdir / "homegw.yaml"
-    text = (REPO / "homegw.example.yaml").read_text()
+    text = ports.default_config.read_text()
     config.write_text(text)
     done = ports.firstboot("--config", str(config))
     assert done.returncode == 0, done.stderr

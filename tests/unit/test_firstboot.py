@@ -135,25 +135,51 @@ def test_the_banner_says_what_to_plug_where_and_how_to_override() -> None:
     _, config = firstboot.with_settings(
         text, {("wan", "interface"): "enp1s0", ("lan", "interface"): "enp2s0"}
     )
-    shown = firstboot.banner(config, "the reason", "the first other port", ("enp1s0", "enp2s0"))
+    ports = ("enp1s0", "enp2s0")
+    shown = firstboot.banner(config, "the reason", "the first other port", ports, "c0de")
     assert "  WAN (internet): enp1s0  (the reason)\n" in shown
     assert "  LAN address:    192.168.1.1\n" in shown
     assert "Plug the modem into enp1s0, the home switch/computer into enp2s0,\n" in shown
-    assert "then open http://192.168.1.1/ to set the admin password.\n" in shown
+    assert "then open http://192.168.1.1/ to set the admin password; setup code: c0de\n" in shown
     assert "homegw firstboot --wan <port> --lan <port> && systemctl restart homegw" in shown
+    once_set_up = firstboot.banner(config, "the reason", "the first other port", ports)
+    assert "then open http://192.168.1.1/ to manage homegw.\n" in once_set_up
 
 
-def test_a_config_present_shows_the_banner_and_writes_the_issue_file(
+def example_in(tmp_path: Path) -> str:
+    """The example config with its state_dir under tmp_path (the setup code goes there)."""
+    state = tmp_path / "state"
+    return EXAMPLE.read_text().replace("state_dir: /var/lib/homegw", f"state_dir: {state}", 1)
+
+
+def test_a_config_present_shows_the_banner_with_the_setup_code_and_writes_the_issue_file(
     tmp_path: Path, capsys
 ) -> None:
     config = tmp_path / "homegw.yaml"
-    config.write_text(EXAMPLE.read_text())
+    config.write_text(example_in(tmp_path))
     issue = tmp_path / "run" / "issue"
     assert firstboot.run(Request(config, issue_file=issue)) == 0
     out = capsys.readouterr().out
     assert issue.read_text() == out
     assert f"WAN (internet): eth0  (from {config})" in out
-    assert config.read_text() == EXAMPLE.read_text()
+    assert config.read_text() == example_in(tmp_path)
+    # the code the first-run page asks for, made before the appliance's first start
+    code = (tmp_path / "state" / "setup-token").read_text().strip()
+    assert f"to set the admin password; setup code: {code}\n" in out
+    assert firstboot.run(Request(config, issue_file=issue)) == 0  # the next boot: the same code
+    assert f"setup code: {code}\n" in capsys.readouterr().out
+
+
+def test_once_there_is_an_admin_the_banner_has_no_code(tmp_path: Path, capsys) -> None:
+    from homegw.auth import AuthStore
+
+    config = tmp_path / "homegw.yaml"
+    config.write_text(example_in(tmp_path))
+    AuthStore(tmp_path / "state").set_password("a long enough password")
+    assert firstboot.run(Request(config, issue_file=None)) == 0
+    out = capsys.readouterr().out
+    assert "then open http://192.168.1.1/ to manage homegw.\n" in out
+    assert "setup code" not in out and not (tmp_path / "state" / "setup-token").exists()
 
 
 def test_banner_only_without_a_config_is_refused(tmp_path: Path, capsys) -> None:
@@ -268,7 +294,7 @@ def test_force_probes_again_and_keeps_the_rest_of_the_config(
     tmp_path: Path, monkeypatch, capsys
 ) -> None:
     config = tmp_path / "homegw.yaml"
-    text = EXAMPLE.read_text().replace("mode: dhcp", "mode: static", 1)
+    text = example_in(tmp_path).replace("mode: dhcp", "mode: static", 1)
     text = text.replace("# address: 198.51.100.2/24", "address: 198.51.100.2/24", 1)
     text = text.replace("# gateway: 198.51.100.1", "gateway: 198.51.100.1", 1)
     config.write_text(text)
