@@ -16,6 +16,7 @@ PACKAGES=(
   dnsmasq-base udhcpc isc-dhcp-client dhcpcd-base dnsutils dnsperf kea-admin
   kea-dhcp6-server radvd ndisc6   # the ISP's DHCPv6 (prefix delegation) and RAs; rdisc6 on LAN hosts
   systemd   # systemd-analyze verify of packaging/systemd/homegw.service
+  mmdebstrap  # tests/package: a clean Debian 12 root to install the .deb into
   chromium  # the browser tests' browser (Playwright drives it: no browser download)
 )
 missing=()
@@ -29,21 +30,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# bcc compiles against /lib/modules/$(uname -r)/build. A kernel without its own
-# headers package gets Debian's headers (DESIGN.md §4).
-kdir="/lib/modules/$(uname -r)"
-if [ ! -e "$kdir/build/Makefile" ]; then
-  if ! ls -d /usr/src/linux-headers-*-amd64 >/dev/null 2>&1; then
-    say "installing linux-headers-amd64 (no headers for kernel $(uname -r))"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-headers-amd64 >/dev/null
-  fi
-  hdr=$(ls -d /usr/src/linux-headers-*-amd64 | sort -V | tail -n 1)
-  common="${hdr%-amd64}-common"
-  mkdir -p "$kdir"
-  ln -sfn "$hdr" "$kdir/build"
-  ln -sfn "$common" "$kdir/source"
-  say "pointed $kdir/build at $hdr and $kdir/source at $common"
-fi
+# bcc compiles against /lib/modules/$(uname -r)/build: a kernel without its own
+# headers package gets Debian's (the package's postinst runs the same script).
+headers=$(bash scripts/kernel-headers.sh --install)
+[ -z "$headers" ] || say "$headers"
 
 if ! mountpoint -q /sys/fs/bpf; then
   mount -t bpf bpf /sys/fs/bpf

@@ -1,0 +1,230 @@
+"""The homegw disk image booted in qemu, its two NICs wired into a virtual home.
+
+    VirtualHome (homegw/virtualhome.py)       the gateway namespace hgw-T-gw
+    hgw-T-isp: DHCP, DNS, web  ── wan0 ┐      ┌ lan0 ── switch ── hgw-T-h1 (DHCP client)
+                                   br-wan    br-lan
+                                  tap-wan    tap-lan
+                                      └─ qemu ─┘  (the image: virtio NICs, LAN first)
+
+The image's LAN NIC is the first PCI device, so a first boot that took "the
+first port" as WAN would be wrong: it must find the WAN by the ISP's DHCP offer.
+
+The serial console is a unix socket the test logs in through (root, no
+password, as on the box's own console) to run commands; it is also logged to
+console.log, which failures print. KVM is used when it really runs a guest
+(a kernel booted with it must reach its panic); /dev/kvm alone is not enough:
+nested hosts may offer it and fail on the first instruction they cannot
+emulate. Otherwise TCG.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import re
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from homegw import netns
+from homegw.virtualhome import VirtualHome
+
+log = logging.getLogger(__name__)
+
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+WAN_MAC = "52:54:00:48:47:01"
+LAN_MAC = "52:54:00:48:47:02"
+MEMORY_MIB = 2048
+KVM_PROBE_S = 20.0
+
+
+def wait_until(check: Callable[[], Any], timeout: float, what: str, every: float = 1.0) -> Any:
+    """Poll `check` until it returns something truthy; fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(every)
+
+
+@functools.cache
+def accelerator(kernel: Path) -> str:
+    """"kvm" when KVM boots `kernel` to its (expected) panic, else "tcg"."""
+    if not Path("/dev/kvm").exists():
+        return "tcg"
+    argv = ["qemu-system-x86_64", "-machine", "q35,accel=kvm", "-m", "256", "-display", "none",
+            "-nic", "none", "-no-reboot", "-serial", "stdio", "-kernel", str(kernel),
+            "-append", "console=ttyS0 panic=-1 root=/dev/nonexistent"]
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=KVM_PROBE_S).stdout
+    except subprocess.TimeoutExpired:
+        out = ""
+    accel = "kvm" if "Kernel panic" in out else "tcg"
+    log.info("qemu accelerator: %s", accel)
+    return accel
+
+
+class Console:
+    """A root shell on the VM's serial console (a unix socket of qemu's)."""
+
+    PROMPT = re.compile(rb"root@homegw:[^\n]*# $")
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock: socket.socket | None = None
+        self.buffer = b""
+
+    def _connect(self) -> socket.socket:
+        if self.sock is None:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.connect(str(self.path))
+        return self.sock
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        self.buffer = b""
+
+    def _read_until(self, pattern: re.Pattern[bytes], timeout: float) -> re.Match[bytes]:
+        sock = self._connect()
+        deadline = time.monotonic() + timeout
+        while not (match := pattern.search(self.buffer)):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                tail = self.buffer[-400:].decode(errors="replace")
+                raise AssertionError(f"console: no {pattern.pattern!r} in {timeout:.0f} s: {tail!r}")
+            sock.settimeout(left)
+            try:
+                chunk = sock.recv(4096)
+            except TimeoutError:
+                continue
+            if not chunk:
+                raise AssertionError("console: the VM closed its serial port")
+            self.buffer += chunk
+        self.buffer = self.buffer[match.end():]
+        return match
+
+    def login(self, timeout: float = 600) -> None:
+        """Log in as root at the getty (after a boot); waits for the login prompt."""
+        self.close()
+        deadline = time.monotonic() + timeout
+        while True:  # the getty prints its prompt again on a newline
+            self._connect().sendall(b"\r")
+            try:
+                self._read_until(re.compile(rb"homegw login: $"), 15)
+                break
+            except AssertionError:
+                if time.monotonic() > deadline:
+                    raise
+        self._connect().sendall(b"root\r")
+        self._read_until(self.PROMPT, 60)
+        self.run("stty -echo; export TERM=dumb PAGER=cat SYSTEMD_PAGER=")
+
+    def run(self, command: str, timeout: float = 120) -> tuple[int, str]:
+        """Run one shell command on the VM; (exit status, output)."""
+        marker = f"@@{time.monotonic_ns()}@@"
+        self._connect().sendall(f"{command}; echo {marker}$?{marker}\r".encode())
+        match = self._read_until(re.compile(rf"(.*?){marker}(\d+){marker}".encode(), re.S), timeout)
+        self._read_until(self.PROMPT, 30)
+        output = match.group(1).decode(errors="replace").replace("\r", "")
+        return int(match.group(2)), output.strip()
+
+
+class ImageVM:
+    """One boot disk (a qcow2 overlay of the built image) in qemu, wired into `home`."""
+
+    def __init__(self, home: VirtualHome, image: Path, workdir: Path, firmware: str = "bios",
+                 kernel: Path | None = None) -> None:
+        self.home = home
+        self.image = image
+        self.workdir = workdir
+        self.firmware = firmware
+        self.kernel = kernel
+        self.disk = workdir / "disk.qcow2"
+        self.console_log = workdir / "console.log"
+        self.console = Console(workdir / "console.sock")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> ImageVM:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _wire(self) -> None:
+        gw = self.home.ns("gw")
+        for side in ("wan", "lan"):
+            netns.ip("link", "add", f"br-{side}", "type", "bridge", "stp_state", "0", ns=gw)
+            netns.ip("tuntap", "add", "dev", f"tap-{side}", "mode", "tap", ns=gw)
+            for port in (f"{side}0", f"tap-{side}"):
+                netns.ip("link", "set", port, "master", f"br-{side}", "up", ns=gw)
+            netns.ip("link", "set", f"br-{side}", "up", ns=gw)
+
+    def argv(self) -> list[str]:
+        accel = accelerator(self.kernel) if self.kernel else "tcg"
+        argv = [
+            "qemu-system-x86_64", "-machine", "q35",
+            "-accel", "tcg,thread=multi" if accel == "tcg" else accel, "-m", str(MEMORY_MIB),
+            "-smp", "2", "-display", "none", "-monitor", "none",
+            "-drive", f"file={self.disk},format=qcow2,if=virtio",
+            "-chardev", f"socket,id=ser0,path={self.console.path},server=on,wait=off,"
+                        f"logfile={self.console_log}",
+            "-serial", "chardev:ser0",
+            # LAN first: the first port is not the WAN here
+            "-netdev", "tap,id=lan,ifname=tap-lan,script=no,downscript=no",
+            "-device", f"virtio-net-pci,netdev=lan,mac={LAN_MAC},addr=0x3",
+            "-netdev", "tap,id=wan,ifname=tap-wan,script=no,downscript=no",
+            "-device", f"virtio-net-pci,netdev=wan,mac={WAN_MAC},addr=0x4",
+            "-device", "i6300esb", "-action", "watchdog=reset",
+        ]
+        if self.firmware == "uefi":
+            vars_ = self.workdir / "OVMF_VARS.fd"
+            if not vars_.exists():
+                vars_.write_bytes(OVMF_VARS.read_bytes())
+            argv += ["-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
+                     "-drive", f"if=pflash,format=raw,file={vars_}"]
+        return argv
+
+    def start(self) -> None:
+        if not self.disk.exists():
+            fmt = "raw" if self.image.suffix == ".raw" else "qcow2"
+            subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", fmt, "-b",
+                            str(self.image), str(self.disk)], check=True)
+            self._wire()
+        with open(self.workdir / "qemu.out", "ab") as out:
+            self.proc = self.home.popen("gw", self.argv(), track=False, stdout=out,
+                                        stderr=subprocess.STDOUT)
+        wait_until(lambda: self.console.path.exists() or self.proc.poll() is not None, 30,
+                   "qemu's serial socket", every=0.2)
+        if self.proc.poll() is not None:
+            raise AssertionError(f"qemu exited: {(self.workdir / 'qemu.out').read_text()}")
+
+    def stop(self) -> None:
+        self.console.close()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.proc = None
+        with contextlib.suppress(FileNotFoundError):
+            self.console.path.unlink()
+
+    def console_tail(self, chars: int = 4000) -> str:
+        try:
+            text = self.console_log.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+        return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)[-chars:]
