@@ -123,6 +123,7 @@ def cmd_firstboot(args: argparse.Namespace) -> int:
     from homegw import firstboot
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("homegw.auth").setLevel(logging.ERROR)  # the banner shows the setup code
     request = firstboot.Request(
         Path(args.config),
         args.wan,
