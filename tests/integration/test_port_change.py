@@ -9,40 +9,29 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from bcc import BPF  # Debian's python3-bpfcc
 
 from homegw import interfaces, netns
 from homegw.appliance import release_nics
 from homegw.config import parse_config
 from homegw.configschema import Config
 from homegw.dataplane import attach
-from homegw.virtualhome import leftovers
+from tests.integration.xdp_nics import gateway_ns, prog_fd
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(120)]
 LAN = interfaces.ipaddress.IPv4Interface("192.168.1.1/24")
 NICS = ("a0", "b0", "c0")
+FIXTURES = (prog_fd,)  # xdp_nics' fixture, used here by name
+
+
+def _three_veths(name: str) -> None:
+    for nic in NICS:
+        netns.ip("link", "add", nic, "type", "veth", "peer", "name", f"{nic[0]}1", ns=name)
 
 
 @pytest.fixture
 def ns(unique_tag: str) -> Iterator[str]:
-    name = f"hgw-{unique_tag}-gw"
-    netns.add_netns(name)
-    try:
-        for nic in NICS:
-            netns.ip("link", "add", nic, "type", "veth", "peer", "name", f"{nic[0]}1", ns=name)
+    with gateway_ns(unique_tag, _three_veths) as name:
         yield name
-    finally:
-        netns.delete_netns(name)
-    assert not leftovers(unique_tag)
-
-
-@pytest.fixture(scope="module")
-def prog_fd() -> Iterator[int]:
-    bpf = BPF(text="int xdp_pass(struct xdp_md *ctx) { return XDP_PASS; }")
-    try:
-        yield bpf.load_func("xdp_pass", BPF.XDP).fd
-    finally:
-        bpf.cleanup()
 
 
 def config(wan: str, lan: str, xdp_mode: str = "native") -> Config:

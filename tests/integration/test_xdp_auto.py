@@ -12,35 +12,24 @@ import logging
 from collections.abc import Iterator
 
 import pytest
-from bcc import BPF  # Debian's python3-bpfcc
 
 from homegw import netns
 from homegw.dataplane import attach
-from homegw.virtualhome import leftovers
+from tests.integration.xdp_nics import gateway_ns, prog_fd
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(120)]
+FIXTURES = (prog_fd,)  # xdp_nics' fixture, used here by name
+
+
+def _veth_and_ifb(name: str) -> None:
+    netns.ip("link", "add", "v0", "type", "veth", "peer", "name", "v1", ns=name)
+    netns.ip("link", "add", "ifb0", "type", "ifb", ns=name)
 
 
 @pytest.fixture
 def ns(unique_tag: str) -> Iterator[str]:
-    name = f"hgw-{unique_tag}-gw"
-    netns.add_netns(name)
-    try:
-        netns.ip("link", "add", "v0", "type", "veth", "peer", "name", "v1", ns=name)
-        netns.ip("link", "add", "ifb0", "type", "ifb", ns=name)
+    with gateway_ns(unique_tag, _veth_and_ifb) as name:
         yield name
-    finally:
-        netns.delete_netns(name)
-    assert not leftovers(unique_tag)
-
-
-@pytest.fixture(scope="module")
-def prog_fd() -> Iterator[int]:
-    bpf = BPF(text="int xdp_pass(struct xdp_md *ctx) { return XDP_PASS; }")
-    try:
-        yield bpf.load_func("xdp_pass", BPF.XDP).fd
-    finally:
-        bpf.cleanup()
 
 
 def kernel_xdp_mode(ns: str, dev: str) -> str | None:
