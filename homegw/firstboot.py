@@ -276,12 +276,24 @@ def banner(
     return "\n".join(lines) + "\n"
 
 
-def refusal_banner(reason: str) -> str:
-    return (
-        f"homegw {version()}: not configured\n\n  {reason}\n\n"
-        "Add a network port, or log in on this console and run:\n"
-        "  homegw firstboot --wan <port> --lan <port> && systemctl restart homegw\n"
+PORTS_ADVICE = (
+    "Add a network port, or log in on this console and run:\n"
+    "  homegw firstboot --wan <port> --lan <port> && systemctl restart homegw\n"
+)
+
+
+def refusal_banner(reason: str, advice: str = PORTS_ADVICE) -> str:
+    return f"homegw {version()}: not configured\n\n  {reason}\n\n{advice}"
+
+
+def config_refusal_banner(path: Path, error: ConfigError) -> str:
+    first = error.lines()[0] if error.lines() else str(error)
+    more = f" (and {len(error.lines()) - 1} more)" if len(error.lines()) > 1 else ""
+    advice = (
+        f"Log in on this console, fix it (homegw check-config {path} lists every problem),\n"
+        "then: systemctl restart homegw\n"
     )
+    return refusal_banner(f"{first}{more}", advice)
 
 
 def show(text: str, issue_file: Path | None) -> None:
@@ -326,6 +338,8 @@ def run(request: Request) -> int:
     except ConfigError as exc:
         for line in exc.lines():
             print(f"homegw firstboot: {line}", file=sys.stderr)
+        if request.config.exists():  # the console must not show an old, happy banner
+            show(config_refusal_banner(request.config, exc), request.issue_file)
         return 1
 
 

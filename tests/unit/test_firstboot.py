@@ -308,3 +308,14 @@ def test_force_probes_again_and_keeps_the_rest_of_the_config(
     assert loaded.wan.mode == "static" and str(loaded.wan.address) == "198.51.100.2/24"
     assert loaded.dataplane.xdp_mode == "native"  # as the owner had it
     assert "a DHCP server (10.0.0.1) answered on enp2s0" in capsys.readouterr().out
+
+
+def test_an_invalid_config_replaces_the_banner_with_what_is_wrong(tmp_path: Path, capsys) -> None:
+    config, issue = tmp_path / "homegw.yaml", tmp_path / "issue"
+    config.write_text(example_in(tmp_path).replace("lease_time: 12h", "lease_time: 5s", 1))
+    issue.write_text("an old banner\n")
+    assert firstboot.run(Request(config, issue_file=issue)) == 1
+    shown = issue.read_text()
+    assert "not configured" in shown and "dhcp.lease_time" in shown
+    assert f"homegw check-config {config}" in shown
+    assert "dhcp.lease_time" in capsys.readouterr().err
