@@ -1,7 +1,8 @@
 """homegw command line: run | demo | check-config | cleanup, and the
 management commands that talk to the running appliance through its API:
-status | modules | config get|set|apply | passwd; and firstboot (the image's
-first start: ports, default config, console banner)."""
+status | modules | config get|set|apply | passwd; upgrade status|apply|confirm
+and factory-reset (homegw/upgrade/cli.py); firstboot (the image's first start:
+ports, default config, console banner)."""
 
 from __future__ import annotations
 
@@ -322,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     cleanup.add_argument("-c", "--config", required=True)
     cleanup.set_defaults(func=cmd_cleanup)
     _add_management_commands(sub)
+    from homegw.upgrade.cli import add_commands as add_upgrade_commands
+
+    add_upgrade_commands(sub)  # upgrade status|apply|confirm, factory-reset
     _add_firstboot_command(sub)
     return parser
 

@@ -381,6 +381,36 @@ class Control(Protocol):
         unknown target or a bad duration."""
         ...
 
+    # -- the image: version, A/B slots, upgrade, factory reset (homegw/upgrade) --
+    def system(self) -> dict[str, Any]:
+        """{version (the package's), image (the release file's KEY: value, or
+        None on a plain install), upgrade_supported (bool), reason (why not,
+        or None), slots (None without an image): {booted, active, trial (or
+        None), tried (bool), slots {a|b: {partition, version (or None; "bad"
+        while or after a write that did not complete), booted (bool)}}}}."""
+        ...
+
+    def system_upgrade(self, stream: Any) -> dict[str, Any]:
+        """Write the upgrade bundle read from `stream` (a binary file object,
+        read in chunks) into the inactive slot and mark it for one trial boot:
+        {slot, version, rebooting: true} (the caller reboots with
+        system_reboot once its answer is out). homegw.upgrade.manifest
+        .BundleRejected (reason: nothing marked for trial) -> 400; Conflict
+        when not on an image, a trial is pending or an upgrade is running."""
+        ...
+
+    def system_factory_reset(self) -> dict[str, Any]:
+        """On an image: flag /data to be emptied at the next boot ({image:
+        true, rebooting: true, message}: the caller reboots); on a plain
+        install: empty state_dir and put the packaged default config back
+        ({image: false, rebooting: false, message}). Conflict when the
+        packaged default config is missing (nothing removed)."""
+        ...
+
+    def system_reboot(self) -> None:
+        """Reboot the machine now (from a supervised thread)."""
+        ...
+
     # -- metrics ---------------------------------------------------------
     def samples(self) -> Iterable[Sample]:
         """Every metric of the appliance and its modules, read now."""

@@ -16,11 +16,10 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from homegw import logbuffer, supervise
+from homegw import __version__, logbuffer, supervise
 from homegw.alerts import AlertWatch, snapshot_of
 from homegw.appliance import Appliance, restart_needed
 from homegw.config import (
@@ -40,6 +39,7 @@ from homegw.inventory import Inventory
 from homegw.modules.dns.liststore import store_blocklist, unloaded_status
 from homegw.modules.dns.querystats import query_stats
 from homegw.registry import MODULES, spec
+from homegw.upgrade.control import SystemControl
 from homegw.usermodules.control import UserModuleControl
 
 log = logging.getLogger(__name__)
@@ -60,13 +60,10 @@ def _problems(exc: ConfigError) -> list[Problem]:
 
 
 def _version() -> str:
-    try:
-        return metadata.version("homegw")
-    except metadata.PackageNotFoundError:
-        return "unknown"
+    return __version__
 
 
-class Management(UserModuleControl):
+class Management(UserModuleControl, SystemControl):
     def __init__(self, appliance: Appliance, config_path: Path | None) -> None:
         self.appliance = appliance
         self.config_path = config_path

@@ -27,7 +27,7 @@ OUT=dist/image
 SUITE=bookworm
 MIRROR=${HOMEGW_IMAGE_MIRROR:-http://deb.debian.org/debian}
 SLOT_MIB=2048   # each root slot; the root is about 1.1 GiB
-DATA_MIB=512    # the data partition as built (it can be grown on the disk)
+DATA_MIB=512    # the data partition as built; the first boot grows it to the end of the disk
 while [ $# -gt 0 ]; do
   case "$1" in
     --deb) DEB=$2; shift 2 ;;
@@ -60,7 +60,7 @@ PACKAGES=(
   systemd systemd-sysv udev dbus kmod iproute2 procps less ca-certificates
   linux-image-amd64 linux-headers-amd64 initramfs-tools   # the kernel, with headers for bcc
   grub-common     # grub-editenv: the A/B boot state
-  e2fsprogs dosfstools zstd
+  e2fsprogs dosfstools zstd fdisk   # fdisk: sfdisk grows the data partition
   openssh-server  # off until /data/ssh/enabled exists
 )
 # The package's dependencies come from the mirror with the rest; the package

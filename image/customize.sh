@@ -38,7 +38,7 @@ EOF
 mkdir -p /data /boot/efi /etc/homegw /var/lib/homegw
 : > /etc/machine-id
 rm -f /etc/ssh/ssh_host_*
-systemctl enable homegw.service homegw-firstboot.service homegw-confirm.service >/dev/null
+systemctl enable homegw.service homegw-firstboot.service homegw-confirm.service homegw-grow.service >/dev/null
 systemctl mask systemd-random-seed.service apt-daily.timer apt-daily-upgrade.timer \
   e2scrub_all.timer >/dev/null 2>&1 || true
 

@@ -89,8 +89,16 @@ def write_at(disk: Path, lba: int, data: bytes) -> None:
 def copy_part(disk: Path, lba: int, part: Path) -> None:
     """Copy a file system image into the disk at `lba`, keeping holes sparse."""
     subprocess.run(
-        ["dd", f"if={part}", f"of={disk}", "bs=1M", f"seek={lba * SECTOR}",
-         "oflag=seek_bytes", "conv=notrunc,sparse", "status=none"],
+        [
+            "dd",
+            f"if={part}",
+            f"of={disk}",
+            "bs=1M",
+            f"seek={lba * SECTOR}",
+            "oflag=seek_bytes",
+            "conv=notrunc,sparse",
+            "status=none",
+        ],
         check=True,
     )
 
@@ -125,7 +133,9 @@ def main() -> None:
     args = ap.parse_args()
 
     if mib(args.rootfs) > args.slot_mib:
-        raise SystemExit(f"rootfs is {mib(args.rootfs)} MiB: larger than a {args.slot_mib} MiB slot")
+        raise SystemExit(
+            f"rootfs is {mib(args.rootfs)} MiB: larger than a {args.slot_mib} MiB slot"
+        )
     if mib(args.esp) > ESP_MIB:
         raise SystemExit(f"the ESP image is larger than {ESP_MIB} MiB")
     parts = layout(args.slot_mib, mib(args.data))

@@ -17,6 +17,9 @@ PACKAGES=(
   kea-dhcp6-server radvd ndisc6   # the ISP's DHCPv6 (prefix delegation) and RAs; rdisc6 on LAN hosts
   systemd   # systemd-analyze verify of packaging/systemd/homegw.service
   mmdebstrap  # tests/package: a clean Debian 12 root to install the .deb into
+  grub-common  # grub-editenv: the upgrade tests' real grubenv (homegw/upgrade/slots.py)
+  # image/build.sh and tests/image: file systems without mounts, GRUB for UEFI and BIOS, qemu
+  grub-pc-bin grub-efi-amd64-bin mtools dosfstools e2fsprogs fdisk qemu-system-x86 qemu-utils ovmf
   chromium  # the browser tests' browser (Playwright drives it: no browser download)
 )
 missing=()

@@ -13,6 +13,7 @@ from waitress.channel import HTTPChannel
 from waitress.server import create_server
 
 from homegw import supervise
+from homegw.upgrade.bundle import MAX_BUNDLE_BYTES
 from webui.api.module_routes import MAX_STREAMS, end_streams
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,10 @@ class WebServer:
             # client go (environ["waitress.client_disconnected"])
             channel_request_lookahead=1,
             ident="homegw",
+            # an upgrade bundle is the one big body (webui/api/system_routes.py);
+            # Flask's MAX_CONTENT_LENGTH keeps every other route's limit small.
+            # waitress holds a body in a temp file (TMPDIR) until it is whole
+            max_request_body_size=MAX_BUNDLE_BYTES,
             clear_untrusted_proxy_headers=True,
         )
         self._app = app

@@ -43,7 +43,9 @@ log = logging.getLogger(__name__)
 
 BUILDS = "builds"
 MANIFEST = "manifest"
-BUILD_TIMEOUT_S = 120
+# a built-in module's build child: killed after this long (a slow box, or a VM
+# without hardware virtualisation, may need more: HOMEGW_BUILD_TIMEOUT_S)
+BUILD_TIMEOUT_S = float(os.environ.get("HOMEGW_BUILD_TIMEOUT_S", "120"))
 FIRST_PIN = "chain_xdp"  # one of the maps every build's shared header pins
 PROG_TYPES = {"xdp": 6, "tc": 3}  # BPF_PROG_TYPE_XDP, BPF_PROG_TYPE_SCHED_CLS
 

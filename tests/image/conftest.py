@@ -51,6 +51,10 @@ def built_image(tmp_path_factory: pytest.TempPathFactory) -> BuiltImage:
         directory = Path(prebuilt)
     else:
         directory = tmp_path_factory.mktemp("image")
-        subprocess.run(["bash", str(REPO / "image/build.sh"), "--out", str(directory)],
-                       cwd=REPO, check=True, timeout=BUILD_TIMEOUT_S)
+        subprocess.run(
+            ["bash", str(REPO / "image/build.sh"), "--out", str(directory)],
+            cwd=REPO,
+            check=True,
+            timeout=BUILD_TIMEOUT_S,
+        )
     return BuiltImage(directory, _version_in(directory))

@@ -75,16 +75,27 @@ class Api:
         self.home = home
         self.token = ""
 
-    def call(self, method: str, path: str, body: Any = None, *, data_file: Path | None = None,
-             timeout: float = 60) -> tuple[int, Any]:
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        data_file: Path | None = None,
+        timeout: float = 60,
+    ) -> tuple[int, Any]:
         args = ["-X", method, f"http://{LAN_GATEWAY}/api/v1{path}"]
         if self.token:
             args += ["-H", f"Authorization: Bearer {self.token}"]
         if body is not None:
             args += ["-H", "Content-Type: application/json", "--data", json.dumps(body)]
         if data_file is not None:
-            args += ["-H", "Content-Type: application/octet-stream", "--data-binary",
-                     f"@{data_file}"]
+            args += [
+                "-H",
+                "Content-Type: application/octet-stream",
+                "--data-binary",
+                f"@{data_file}",
+            ]
         status, text = curl(self.home, *args, timeout=timeout)
         try:
             return status, json.loads(text) if text.strip() else None
@@ -110,8 +121,10 @@ def failure_context(vm: ImageVM) -> str:
 
 
 def test_first_boot_lan_lease_nat_and_first_run_page(built_image: BuiltImage, tmp_path: Path):
-    with VirtualHome("img1", n_hosts=1, lan_hosts_static=False) as home, \
-            ImageVM(home, built_image.qcow2, tmp_path, "uefi", built_image.kernel) as vm:
+    with (
+        VirtualHome("img1", n_hosts=1, lan_hosts_static=False) as home,
+        ImageVM(home, built_image.qcow2, tmp_path, "uefi", built_image.kernel) as vm,
+    ):
         try:
             address = lease(home, "h1")
             assert address in LAN_NET
@@ -125,8 +138,9 @@ def test_first_boot_lan_lease_nat_and_first_run_page(built_image: BuiltImage, tm
             vm.console.login()
             code, banner = vm.console.run("cat /run/homegw/issue")
             assert code == 0 and f"http://{LAN_GATEWAY}/" in banner, banner
-            code, ports = vm.console.run("homegw firstboot --banner-only; grep interface: "
-                                         "/etc/homegw/homegw.yaml")
+            code, ports = vm.console.run(
+                "homegw firstboot --banner-only; grep interface: /etc/homegw/homegw.yaml"
+            )
             assert code == 0, ports
             code, wan_if = vm.console.run(f"ip -o link | grep -i {WAN_MAC} | cut -d: -f2")
             assert f"interface: {wan_if.strip()}" in ports.split("lan:")[0], ports
@@ -140,14 +154,16 @@ def debugfs_write(image: Path, path: str, content: str, tmp: Path) -> None:
     local.write_text(content)
     os.chmod(local, 0o644)
     for request in (f"rm {path}", f"write {local} {path}"):
-        done = subprocess.run(["debugfs", "-w", "-R", request, str(image)],
-                              capture_output=True, text=True, check=True)
+        done = subprocess.run(
+            ["debugfs", "-w", "-R", request, str(image)], capture_output=True, text=True, check=True
+        )
         assert "rror" not in done.stderr.replace("debugfs ", ""), done.stderr
 
 
 def debugfs_read(image: Path, path: str) -> str:
-    return subprocess.run(["debugfs", "-R", f"cat {path}", str(image)], capture_output=True,
-                          text=True, check=True).stdout
+    return subprocess.run(
+        ["debugfs", "-R", f"cat {path}", str(image)], capture_output=True, text=True, check=True
+    ).stdout
 
 
 def derived_bundle(built: BuiltImage, tmp: Path, version: str, broken: bool) -> Path:
@@ -156,17 +172,37 @@ def derived_bundle(built: BuiltImage, tmp: Path, version: str, broken: bool) -> 
     rootfs = tmp / f"rootfs-{version}.img"
     subprocess.run(["cp", "--sparse=always", str(built.rootfs), str(rootfs)], check=True)
     release = debugfs_read(rootfs, "/usr/lib/homegw/image-release")
-    new_release = "".join(f"VERSION={version}\n" if line.startswith("VERSION=") else line + "\n"
-                          for line in release.splitlines())
+    new_release = "".join(
+        f"VERSION={version}\n" if line.startswith("VERSION=") else line + "\n"
+        for line in release.splitlines()
+    )
     debugfs_write(rootfs, "/usr/lib/homegw/image-release", new_release, tmp)
     if broken:
-        debugfs_write(rootfs, f"{SITE_PACKAGES}/homegw/appliance.py",
-                      'raise SystemExit("homegw: a deliberately broken build")\n', tmp)
+        debugfs_write(
+            rootfs,
+            f"{SITE_PACKAGES}/homegw/appliance.py",
+            'raise SystemExit("homegw: a deliberately broken build")\n',
+            tmp,
+        )
     bundle = tmp / f"homegw-{version}.hgwup"
     python = REPO / ".venv/bin/python"
-    subprocess.run([str(python), "-m", "homegw.upgrade.bundle", "make", "--rootfs", str(rootfs),
-                    "--version", version, "--out", str(bundle)], cwd=REPO, check=True,
-                   env={**os.environ, "PYTHONPATH": str(REPO)})
+    subprocess.run(
+        [
+            str(python),
+            "-m",
+            "homegw.upgrade.bundle",
+            "make",
+            "--rootfs",
+            str(rootfs),
+            "--version",
+            version,
+            "--out",
+            str(bundle),
+        ],
+        cwd=REPO,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     rootfs.unlink()
     return bundle
 
@@ -177,16 +213,34 @@ def admin_token(api: Api, vm: ImageVM) -> str:
     assert code == 0, setup_code
     status, body = api.call("POST", "/setup", {"token": setup_code.strip(), "password": PASSWORD})
     assert status == 201, body
-    status, body = curl(api.home, "-c", str(api.home.tmpdir / "jar"), "-X", "POST",
-                        "-H", "Content-Type: application/json",
-                        "--data", json.dumps({"password": PASSWORD}),
-                        f"http://{LAN_GATEWAY}/api/v1/auth/login")
+    status, body = curl(
+        api.home,
+        "-c",
+        str(api.home.tmpdir / "jar"),
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "--data",
+        json.dumps({"password": PASSWORD}),
+        f"http://{LAN_GATEWAY}/api/v1/auth/login",
+    )
     assert status == 200, body
     csrf = json.loads(body)["csrf_token"]
-    status, body = curl(api.home, "-b", str(api.home.tmpdir / "jar"), "-X", "POST",
-                        "-H", "Content-Type: application/json", "-H", f"X-CSRFToken: {csrf}",
-                        "--data", json.dumps({"name": "image-test"}),
-                        f"http://{LAN_GATEWAY}/api/v1/auth/tokens")
+    status, body = curl(
+        api.home,
+        "-b",
+        str(api.home.tmpdir / "jar"),
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "-H",
+        f"X-CSRFToken: {csrf}",
+        "--data",
+        json.dumps({"name": "image-test"}),
+        f"http://{LAN_GATEWAY}/api/v1/auth/tokens",
+    )
     assert status == 201, body
     return json.loads(body)["token"]
 
@@ -208,13 +262,16 @@ def booted(api: Api, version: str, slot: str) -> dict[str, Any] | None:
     return system
 
 
-def test_upgrade_keeps_config_and_a_broken_image_rolls_back(built_image: BuiltImage,
-                                                            tmp_path: Path):
+def test_upgrade_keeps_config_and_a_broken_image_rolls_back(
+    built_image: BuiltImage, tmp_path: Path
+):
     v1 = built_image.version
     v2_bundle = derived_bundle(built_image, tmp_path, f"{v1}+up2", broken=False)
     v3_bundle = derived_bundle(built_image, tmp_path, f"{v1}+up3", broken=True)
-    with VirtualHome("img2", n_hosts=1, lan_hosts_static=False) as home, \
-            ImageVM(home, built_image.qcow2, tmp_path, "bios", built_image.kernel) as vm:
+    with (
+        VirtualHome("img2", n_hosts=1, lan_hosts_static=False) as home,
+        ImageVM(home, built_image.qcow2, tmp_path, "bios", built_image.kernel) as vm,
+    ):
         api = Api(home)
         try:
             lease(home, "h1")
@@ -228,8 +285,11 @@ def test_upgrade_keeps_config_and_a_broken_image_rolls_back(built_image: BuiltIm
 
             answer = upgrade(api, v2_bundle)
             assert (answer["slot"], answer["version"]) == ("b", f"{v1}+up2"), answer
-            second = wait_until(lambda: booted(api, f"{v1}+up2", "b"), BOOT_S,
-                                "the second image running from slot b")
+            second = wait_until(
+                lambda: booted(api, f"{v1}+up2", "b"),
+                BOOT_S,
+                "the second image running from slot b",
+            )
             assert second["slots"]["active"] == "b", second
             status, dhcp = api.call("GET", "/config/dhcp")  # the token (state) still works
             assert status == 200 and dhcp["lease_time"] in ("7h", 25200), dhcp
@@ -239,8 +299,11 @@ def test_upgrade_keeps_config_and_a_broken_image_rolls_back(built_image: BuiltIm
             # the API goes away (reboot into the trial), the broken appliance
             # never answers, homegw-confirm reboots, GRUB falls back to b
             wait_until(lambda: api.system() is None, 600, "the reboot into the broken image")
-            back = wait_until(lambda: booted(api, f"{v1}+up2", "b"), 2 * BOOT_S,
-                              "the rollback to the second image in slot b")
+            back = wait_until(
+                lambda: booted(api, f"{v1}+up2", "b"),
+                2 * BOOT_S,
+                "the rollback to the second image in slot b",
+            )
             assert back["slots"]["active"] == "b", back
             vm.console.login()
             code, env = vm.console.run("grub-editenv /boot/efi/homegw/grubenv list")
@@ -251,4 +314,3 @@ def test_upgrade_keeps_config_and_a_broken_image_rolls_back(built_image: BuiltIm
             assert status == 200 and dhcp["lease_time"] in ("7h", 25200), dhcp
         except AssertionError as exc:
             raise AssertionError(f"{exc}{failure_context(vm)}") from None
-

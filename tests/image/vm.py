@@ -40,6 +40,7 @@ OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 WAN_MAC = "52:54:00:48:47:01"
 LAN_MAC = "52:54:00:48:47:02"
 MEMORY_MIB = 2048
+DISK_SIZE = "12G"  # larger than the image, as a real stick is: the data partition grows
 KVM_PROBE_S = 20.0
 
 
@@ -57,12 +58,27 @@ def wait_until(check: Callable[[], Any], timeout: float, what: str, every: float
 
 @functools.cache
 def accelerator(kernel: Path) -> str:
-    """"kvm" when KVM boots `kernel` to its (expected) panic, else "tcg"."""
+    """ "kvm" when KVM boots `kernel` to its (expected) panic, else "tcg"."""
     if not Path("/dev/kvm").exists():
         return "tcg"
-    argv = ["qemu-system-x86_64", "-machine", "q35,accel=kvm", "-m", "256", "-display", "none",
-            "-nic", "none", "-no-reboot", "-serial", "stdio", "-kernel", str(kernel),
-            "-append", "console=ttyS0 panic=-1 root=/dev/nonexistent"]
+    argv = [
+        "qemu-system-x86_64",
+        "-machine",
+        "q35,accel=kvm",
+        "-m",
+        "256",
+        "-display",
+        "none",
+        "-nic",
+        "none",
+        "-no-reboot",
+        "-serial",
+        "stdio",
+        "-kernel",
+        str(kernel),
+        "-append",
+        "console=ttyS0 panic=-1 root=/dev/nonexistent",
+    ]
     try:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=KVM_PROBE_S).stdout
     except subprocess.TimeoutExpired:
@@ -101,7 +117,9 @@ class Console:
             left = deadline - time.monotonic()
             if left <= 0:
                 tail = self.buffer[-400:].decode(errors="replace")
-                raise AssertionError(f"console: no {pattern.pattern!r} in {timeout:.0f} s: {tail!r}")
+                raise AssertionError(
+                    f"console: no {pattern.pattern!r} in {timeout:.0f} s: {tail!r}"
+                )
             sock.settimeout(left)
             try:
                 chunk = sock.recv(4096)
@@ -110,23 +128,25 @@ class Console:
             if not chunk:
                 raise AssertionError("console: the VM closed its serial port")
             self.buffer += chunk
-        self.buffer = self.buffer[match.end():]
+        self.buffer = self.buffer[match.end() :]
         return match
 
     def login(self, timeout: float = 600) -> None:
-        """Log in as root at the getty (after a boot); waits for the login prompt."""
+        """A root shell at the getty (after a boot), or the one still logged in."""
         self.close()
+        either = re.compile(rb"homegw login: $|" + self.PROMPT.pattern)
         deadline = time.monotonic() + timeout
         while True:  # the getty prints its prompt again on a newline
             self._connect().sendall(b"\r")
             try:
-                self._read_until(re.compile(rb"homegw login: $"), 15)
+                match = self._read_until(either, 15)
                 break
             except AssertionError:
                 if time.monotonic() > deadline:
                     raise
-        self._connect().sendall(b"root\r")
-        self._read_until(self.PROMPT, 60)
+        if match.group(0).startswith(b"homegw login:"):
+            self._connect().sendall(b"root\r")
+            self._read_until(self.PROMPT, 60)
         self.run("stty -echo; export TERM=dumb PAGER=cat SYSTEMD_PAGER=")
 
     def run(self, command: str, timeout: float = 120) -> tuple[int, str]:
@@ -142,8 +162,14 @@ class Console:
 class ImageVM:
     """One boot disk (a qcow2 overlay of the built image) in qemu, wired into `home`."""
 
-    def __init__(self, home: VirtualHome, image: Path, workdir: Path, firmware: str = "bios",
-                 kernel: Path | None = None) -> None:
+    def __init__(
+        self,
+        home: VirtualHome,
+        image: Path,
+        workdir: Path,
+        firmware: str = "bios",
+        kernel: Path | None = None,
+    ) -> None:
         self.home = home
         self.image = image
         self.workdir = workdir
@@ -173,39 +199,82 @@ class ImageVM:
     def argv(self) -> list[str]:
         accel = accelerator(self.kernel) if self.kernel else "tcg"
         argv = [
-            "qemu-system-x86_64", "-machine", "q35",
-            "-accel", "tcg,thread=multi" if accel == "tcg" else accel, "-m", str(MEMORY_MIB),
-            "-smp", "2", "-display", "none", "-monitor", "none",
-            "-drive", f"file={self.disk},format=qcow2,if=virtio",
-            "-chardev", f"socket,id=ser0,path={self.console.path},server=on,wait=off,"
-                        f"logfile={self.console_log}",
-            "-serial", "chardev:ser0",
+            "qemu-system-x86_64",
+            "-machine",
+            "q35",
+            "-accel",
+            "tcg,thread=multi" if accel == "tcg" else accel,
+            "-m",
+            str(MEMORY_MIB),
+            "-smp",
+            "2",
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-drive",
+            f"file={self.disk},format=qcow2,if=virtio",
+            "-chardev",
+            f"socket,id=ser0,path={self.console.path},server=on,wait=off,"
+            f"logfile={self.console_log}",
+            "-serial",
+            "chardev:ser0",
             # LAN first: the first port is not the WAN here
-            "-netdev", "tap,id=lan,ifname=tap-lan,script=no,downscript=no",
-            "-device", f"virtio-net-pci,netdev=lan,mac={LAN_MAC},addr=0x3",
-            "-netdev", "tap,id=wan,ifname=tap-wan,script=no,downscript=no",
-            "-device", f"virtio-net-pci,netdev=wan,mac={WAN_MAC},addr=0x4",
-            "-device", "i6300esb", "-action", "watchdog=reset",
+            "-netdev",
+            "tap,id=lan,ifname=tap-lan,script=no,downscript=no",
+            "-device",
+            f"virtio-net-pci,netdev=lan,mac={LAN_MAC},addr=0x3",
+            "-netdev",
+            "tap,id=wan,ifname=tap-wan,script=no,downscript=no",
+            "-device",
+            f"virtio-net-pci,netdev=wan,mac={WAN_MAC},addr=0x4",
+            "-device",
+            "i6300esb",
+            "-action",
+            "watchdog=reset",
         ]
         if self.firmware == "uefi":
             vars_ = self.workdir / "OVMF_VARS.fd"
             if not vars_.exists():
                 vars_.write_bytes(OVMF_VARS.read_bytes())
-            argv += ["-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
-                     "-drive", f"if=pflash,format=raw,file={vars_}"]
+            argv += [
+                "-drive",
+                f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
+                "-drive",
+                f"if=pflash,format=raw,file={vars_}",
+            ]
         return argv
 
     def start(self) -> None:
         if not self.disk.exists():
             fmt = "raw" if self.image.suffix == ".raw" else "qcow2"
-            subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", fmt, "-b",
-                            str(self.image), str(self.disk)], check=True)
+            subprocess.run(
+                [
+                    "qemu-img",
+                    "create",
+                    "-q",
+                    "-f",
+                    "qcow2",
+                    "-F",
+                    fmt,
+                    "-b",
+                    str(self.image),
+                    str(self.disk),
+                    DISK_SIZE,
+                ],
+                check=True,
+            )
             self._wire()
         with open(self.workdir / "qemu.out", "ab") as out:
-            self.proc = self.home.popen("gw", self.argv(), track=False, stdout=out,
-                                        stderr=subprocess.STDOUT)
-        wait_until(lambda: self.console.path.exists() or self.proc.poll() is not None, 30,
-                   "qemu's serial socket", every=0.2)
+            self.proc = self.home.popen(
+                "gw", self.argv(), track=False, stdout=out, stderr=subprocess.STDOUT
+            )
+        wait_until(
+            lambda: self.console.path.exists() or self.proc.poll() is not None,
+            30,
+            "qemu's serial socket",
+            every=0.2,
+        )
         if self.proc.poll() is not None:
             raise AssertionError(f"qemu exited: {(self.workdir / 'qemu.out').read_text()}")
 

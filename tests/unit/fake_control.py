@@ -9,6 +9,7 @@ from typing import Any
 
 from homegw.control import ApplyResult, ConfigRejected, Conflict, NotFound, Page, Problem, Sample
 from homegw.modules.dns.liststore import LIST_NAME, MAX_UPLOAD
+from tests.unit.fake_system import FakeSystem
 from tests.unit.fake_user_modules import FakeUserModules
 
 CONFIG: dict[str, Any] = {
@@ -117,7 +118,7 @@ def top_rows(limit: int) -> list[dict[str, Any]]:
     return [dict(zip(keys, row, strict=True)) for row in rows][:limit]
 
 
-class FakeControl(FakeUserModules):
+class FakeControl(FakeUserModules, FakeSystem):
     def __init__(self) -> None:
         self.config = copy.deepcopy(CONFIG)
         self.version = 1

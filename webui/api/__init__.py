@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
-from webui.api import module_routes, routes, session_routes, ui_routes
+from webui.api import module_routes, routes, session_routes, system_routes, ui_routes
 from webui.api.openapi import document
 
 
@@ -21,4 +21,5 @@ def blueprint() -> Blueprint:
     module_routes.add_routes(bp)
     ui_routes.add_routes(bp)
     session_routes.add_routes(bp)
+    system_routes.add_routes(bp)
     return bp

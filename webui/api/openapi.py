@@ -15,6 +15,7 @@ from pydantic.json_schema import models_json_schema
 
 from homegw.configschema import Config
 from webui.api import models as m
+from webui.api import system_models as sm
 
 PREFIX = "/api/v1"
 REF = "#/components/schemas/{model}"
@@ -189,6 +190,22 @@ _USER_MODULE_OPERATIONS = (
        errors=(400, 409)),
 )  # fmt: skip
 
+_BUNDLE = {"type": "string", "format": "binary", "description": "the .hgwup bundle"}
+_SYSTEM_OPERATIONS = (
+    Op("get", f"{PREFIX}/system", "version, image release, A/B slots, whether an upgrade "
+       "can be done now", sm.SystemInfo),
+    Op("post", f"{PREFIX}/system/upgrade", "write an upgrade bundle (the body, streamed) into "
+       "the inactive slot, then reboot into it once (answered first); it becomes the active "
+       "slot when it reaches ready, else the next boot falls back. Config and state are kept. "
+       "400: the bundle was rejected (reason given); 409: not an image, or a trial pending",
+       sm.UpgradeStarted, 202, _BUNDLE, (400, 409, 413), request_content="application/octet-stream",
+       bad_request=m.Error),
+    Op("post", f"{PREFIX}/system/factory-reset", "erase config and state: on an image at the "
+       "next boot (rebooting now, 202), on a plain install at once (200; restart homegw)",
+       sm.FactoryReset, 200, sm.FactoryResetRequest, (400, 409),
+       extra_responses={202: "the machine reboots into its first boot"}),
+)  # fmt: skip
+
 OPERATIONS: tuple[Op, ...] = (
     Op("get", "/healthz", "liveness: 200 when ready, 503 before", m.Status, public=True,
        extra_responses={503: "not ready yet"}),
@@ -277,6 +294,7 @@ OPERATIONS: tuple[Op, ...] = (
     Op("get", f"{PREFIX}/alerts", "what needs the owner's eye now", m.Alerts),
     Op("post", f"{PREFIX}/actions/restart", "restart the whole appliance (answered first; "
        "the datapath keeps forwarding)", m.Done),
+    *_SYSTEM_OPERATIONS,
 )  # fmt: skip
 
 
@@ -350,7 +368,7 @@ def _schemas() -> dict[str, Any]:
         and issubclass(value, BaseModel)
         and value.__module__ == m.__name__
     ]
-    wanted += m.SHARED_MODELS
+    wanted += m.SHARED_MODELS + sm.MODELS
     pairs = [(model, "validation") for model in wanted] + [(Config, "validation")]
     _keys, top = models_json_schema(pairs, ref_template=REF)
     return top["$defs"]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, Response, current_app, flash, redirect, request, url_for
+from flask import Blueprint, Response, flash, redirect, request, url_for
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from homegw.control import ApplyResult, Conflict, NotFound
@@ -107,7 +107,8 @@ def install(bp: Blueprint) -> None:
     index = f"{bp.name}.index"
 
     def too_big(exc: RequestEntityTooLarge) -> Response:
-        return failed(f"The upload is too big: at most {_mib(current_app.config)} MiB.", index)
+        limit = _mib(request.max_content_length)  # the request's: a bundle's route admits more
+        return failed(f"The upload is too big: at most {limit} MiB.", index)
 
     bp.register_error_handler(RequestEntityTooLarge, too_big)
 
@@ -132,8 +133,8 @@ def _message(exc: Exception) -> str:
     return str(exc.args[0]) if exc.args else type(exc).__name__
 
 
-def _mib(config: Any) -> int:
-    return int(config.get("MAX_CONTENT_LENGTH") or 0) // (1024 * 1024)
+def _mib(limit: int | None) -> int:
+    return int(limit or 0) // (1024 * 1024)
 
 
 STALE = "The list changed meanwhile (another window or user): nothing was changed; look again."

@@ -1,8 +1,10 @@
 """The System page: change the admin's password, API tokens (list, create
 showing the secret once, revoke), backup (the running config as YAML) and
 restore (validated with a dry run first, its problems listed by key path),
-restart with a confirmation step, the last 500 log lines by module, and the
-version.
+restart with a confirmation step, the last 500 log lines by module, the
+version, and on an image the upgrade (a .hgwup upload, read in chunks into
+the inactive slot, then a reboot once the answer is out) and the factory
+reset with a typed confirmation (homegw/upgrade, the API's same calls).
 
 The password and tokens go through the same AuthStore calls as the API's
 /api/v1/auth routes (webui/api/session_routes.py): the current password is
@@ -16,12 +18,14 @@ import time
 from typing import Any
 
 import yaml
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, make_response, request
 from pydantic import ValidationError
 
 from homegw.auth import ADMIN, AuthError, check_password_rules
 from homegw.control import ConfigRejected
+from homegw.upgrade.manifest import BundleRejected
 from webui.api.models import TokenRequest
+from webui.api.system_routes import ChunkedBody, admit_bundles
 from webui.security import start_session, state
 from webui.views.common import control, render
 from webui.views.formtools import action, done, failed, install, saved, text
@@ -32,12 +36,14 @@ log = logging.getLogger(__name__)
 bp = Blueprint("system", __name__, url_prefix="/system")
 PAGE = Page("System", "system.index")
 install(bp)
+bp.url_value_preprocessor(admit_bundles)  # the upgrade's upload may be big
 
 Errors = dict[str, str]
 LOG_LINES = 500
 MAX_BACKUP = 512 * 1024  # a config is a few KiB; a bigger file is not a backup of one
 #: log sources besides the modules (homegw.control.Control.logs)
 OTHER_LOG_SOURCES = ("appliance", "webui")
+RESET_WORD = "factory-reset"
 
 
 @bp.get("/")
@@ -52,6 +58,7 @@ def _page(errors: Errors | None = None, **values: Any) -> str:
     return render(
         "system.html",
         status=control().status(),
+        system=control().system(),
         tokens=sorted(state().auth.tokens(), key=lambda t: t.created_at),
         logs=control().logs(chosen or None, LOG_LINES),
         log_options=[("", "All modules")] + [(name, name) for name in sources],
@@ -182,6 +189,42 @@ def restore() -> Response | tuple[str, int]:
     result = control().config_apply(document)
     log.info("config restored from a backup: %s", ", ".join(result.changed) or "no change")
     return done(saved("The restored configuration", result), "system.index")
+
+
+# -- upgrade and factory reset (on an image) ------------------------------------------
+
+
+@bp.post("/upgrade")
+@action
+def upgrade() -> Response:
+    bundle = request.files.get("bundle")
+    if bundle is None or not bundle.filename:
+        return failed("Choose an upgrade file (homegw-<version>.hgwup).", "system.index")
+    log.warning("upgrade uploaded from the web UI by %s: %s", _client(), bundle.filename)
+    try:
+        result = control().system_upgrade(ChunkedBody(bundle.stream))
+    except BundleRejected as exc:
+        return failed(f"The upgrade was refused: {exc.reason}. Nothing changed.", "system.index")
+    return _then_reboot(render("system_rebooting.html", upgrade=result))
+
+
+@bp.post("/factory-reset")
+@action
+def factory_reset() -> Response | tuple[str, int]:
+    if text("reset_confirm") != RESET_WORD:
+        return _refused({"reset_confirm": f"Type {RESET_WORD} to confirm."})
+    log.warning("factory reset asked from the web UI by %s", _client())
+    result = control().system_factory_reset()
+    if not result["rebooting"]:
+        return done(f"Factory reset: {result['message']}.", "system.index")
+    return _then_reboot(render("system_rebooting.html", reset=result))
+
+
+def _then_reboot(html: str) -> Response:
+    """The answer; the machine reboots once it is sent."""
+    response = make_response(html)
+    response.call_on_close(control().system_reboot)
+    return response
 
 
 # -- restart -------------------------------------------------------------------------
