@@ -60,6 +60,37 @@ def restart_needed(old: Config, new: Config) -> set[str]:
     return sections
 
 
+def release_nics(old: Config, new: Config) -> None:
+    """Before a restart with other ports (the first-run page can swap WAN and
+    LAN, or pick another port) or another XDP mode: what the old config put on
+    a NIC goes where the new one does not want it, so that no port keeps the
+    LAN's address, an old static WAN address, or a root program it no longer
+    needs, and a root in another XDP mode does not block the new attach (the
+    kernel has no native and generic program on one NIC at once)."""
+    from homegw.dataplane import attach
+
+    in_use = {new.lan.interface, new.wan.interface}
+    left = [(old.lan.interface, old.lan.address)] if old.lan.interface != new.lan.interface else []
+    if old.wan.mode == "static" and old.wan.address and old.wan.interface != new.wan.interface:
+        left.append((old.wan.interface, old.wan.address))
+    for ifname, address in left:
+        try:
+            interfaces.remove_address(ifname, address)
+        except interfaces.InterfaceError as exc:
+            log.warning("%s", exc)
+    for ifname in sorted({old.lan.interface, old.wan.interface} - in_use):
+        attach.detach_xdp(ifname, "auto")  # the program there, in whichever mode
+        attach.detach_tc_egress(ifname)
+    wanted = new.dataplane.xdp_mode
+    for ifname in sorted(in_use) if wanted != "auto" else ():
+        try:
+            other_mode = attach.attached_xdp_mode(ifname) not in (None, wanted)
+        except attach.AttachError:  # no such NIC: the start says so
+            continue
+        if other_mode:
+            attach.detach_xdp(ifname, "auto")
+
+
 class ApplianceError(RuntimeError):
     pass
 
@@ -378,6 +409,7 @@ class Appliance:
         changed = config_diff(old, new)
         if restart_needed(old, new):
             self._stop_parts()
+            release_nics(old, new)
             self.config = new
             self.start()
             return dict.fromkeys(sorted(changed), "restart")

@@ -1,7 +1,8 @@
 """homegw command line: run | demo | check-config | cleanup, and the
 management commands that talk to the running appliance through its API:
 status | modules | config get|set|apply | passwd; upgrade status|apply|confirm
-and factory-reset (homegw/upgrade/cli.py)."""
+and factory-reset (homegw/upgrade/cli.py); firstboot (the image's first start:
+ports, default config, console banner)."""
 
 from __future__ import annotations
 
@@ -117,6 +118,41 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     kernelpath.disable()
     purge_pins(config.dataplane.pin_dir)
     return 0
+
+
+def cmd_firstboot(args: argparse.Namespace) -> int:
+    from homegw import firstboot
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("homegw.auth").setLevel(logging.ERROR)  # the banner shows the setup code
+    request = firstboot.Request(
+        Path(args.config),
+        args.wan,
+        args.lan,
+        args.force,
+        args.include_virtual,
+        args.banner_only,
+        Path(args.issue_file) if args.issue_file else None,
+        Path(args.default_config) if args.default_config else None,
+    )
+    return firstboot.run(request)
+
+
+def _add_firstboot_command(sub: Any) -> None:
+    fb = sub.add_parser(
+        "firstboot", help="pick WAN/LAN and write the default config if absent; console banner"
+    )
+    fb.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="config file to write or read")
+    fb.add_argument("--wan", help="the WAN port (with --lan): set both in the config")
+    fb.add_argument("--lan", help="the LAN port (with --wan)")
+    fb.add_argument("--force", action="store_true", help="probe and choose even if configured")
+    fb.add_argument("--include-virtual", action="store_true", help="veths count as ports (tests)")
+    fb.add_argument("--banner-only", action="store_true", help="only print the banner")
+    fb.add_argument(
+        "--issue-file", default="/run/homegw/issue", help="banner copy for agetty ('' for none)"
+    )
+    fb.add_argument("--default-config", help="the config to start from (default: the packaged one)")
+    fb.set_defaults(func=cmd_firstboot)
 
 
 # -- management commands (through the API, with the local token) -----------------
@@ -290,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     from homegw.upgrade.cli import add_commands as add_upgrade_commands
 
     add_upgrade_commands(sub)  # upgrade status|apply|confirm, factory-reset
+    _add_firstboot_command(sub)
     return parser
 
 

@@ -171,7 +171,8 @@ class DataplaneConfig(Section):
     """``dataplane:`` -- how the eBPF programs are attached and where maps are pinned."""
 
     pin_dir: Annotated[str, AfterValidator(_pin_dir)] = "/sys/fs/bpf/homegw"
-    xdp_mode: Literal["native", "generic"] = "native"
+    # auto: native, else generic where the driver refuses native (attach.py)
+    xdp_mode: Literal["native", "generic", "auto"] = "native"
     order: ChainOrder = Field(default_factory=ChainOrder)
 
 

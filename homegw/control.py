@@ -91,8 +91,9 @@ class Control(Protocol):
     # -- status ----------------------------------------------------------
     def status(self) -> dict[str, Any]:
         """ready, version, uptime_s, wan {interface, mode, address, gateway,
-        state}, lan {interface, address}, nics {lan|wan: rx/tx packets, bytes,
-        drops}, kernel_path."""
+        state, xdp_mode}, lan {interface, address, xdp_mode}, nics {lan|wan:
+        rx/tx packets, bytes, drops}, kernel_path. xdp_mode: the mode the
+        NIC's XDP root runs in (native | generic), None before attach."""
         ...
 
     # -- config ----------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
 from pathlib import Path
@@ -49,6 +50,23 @@ def set_address(ifname: str, address: ipaddress.IPv4Interface, mtu: int | None =
                 "add", index=index, address=str(address.ip), prefixlen=address.network.prefixlen
             )
             log.info("%s: address %s", ifname, address)
+
+
+def remove_address(ifname: str, address: ipaddress.IPv4Interface) -> None:
+    """Take one IPv4 address off ifname; already gone (or no such interface): nothing."""
+    with IPRoute() as ipr:
+        found = ipr.link_lookup(ifname=ifname)
+        if not found:
+            return
+        try:
+            ipr.addr(
+                "del", index=found[0], address=str(address.ip), prefixlen=address.network.prefixlen
+            )
+        except NetlinkError as exc:
+            if exc.code != errno.EADDRNOTAVAIL:
+                raise InterfaceError(f"{ifname}: cannot remove address {address}: {exc}") from exc
+            return
+    log.info("%s: removed address %s", ifname, address)
 
 
 def set_default_route(ifname: str, gateway: ipaddress.IPv4Address) -> None:

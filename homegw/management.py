@@ -98,11 +98,22 @@ class Management(UserModuleControl, SystemControl):
                 "address": str(address) if address else None,
                 "gateway": str(gateway) if gateway else None,
                 "state": "up" if address else "waiting for a lease",
+                "xdp_mode": self._xdp_mode(Nic.WAN),
             },
-            "lan": {"interface": cfg.lan.interface, "address": str(cfg.lan.address)},
+            "lan": {
+                "interface": cfg.lan.interface,
+                "address": str(cfg.lan.address),
+                "xdp_mode": self._xdp_mode(Nic.LAN),
+            },
             "nics": self._nic_counters(),
             "kernel_path": app.kernel_path,
         }
+
+    def _xdp_mode(self, nic: Nic) -> str | None:
+        """The XDP mode the NIC's root runs in (dataplane.xdp_mode auto may
+        fall back to generic on one NIC); None before it is attached."""
+        dataplane = self.appliance.dataplane
+        return dataplane.xdp_in_use.get(nic) if dataplane is not None else None
 
     def _nic_counters(self) -> dict[str, dict[str, int]]:
         dataplane = self.appliance.dataplane

@@ -72,7 +72,8 @@ class Dataplane:
     def __init__(self, pin_dir: str, interfaces: dict[Nic, str], xdp_mode: str = "native") -> None:
         self.pin_dir = pin_dir
         self.interfaces = interfaces
-        self.xdp_mode = xdp_mode
+        self.xdp_mode = xdp_mode  # as configured: native | generic | auto
+        self.xdp_in_use: dict[Nic, str] = {}  # the mode each NIC's root runs in
         self.modules: dict[str, LoadedModule] = {}
         self.order: dict[Nic, list[str]] = {nic: [] for nic in Nic}
         self._roots: dict[Nic, AdoptedBuild] = {}
@@ -283,8 +284,11 @@ class Dataplane:
             xdp_id = self._roots[nic].program_id(ROOT_FUNCTIONS[Hook.XDP])
             if nic_attach.xdp_prog_id(ifname) == xdp_id:
                 log.info("%s: XDP root (program %d) kept from the last run", ifname, xdp_id)
+                in_use = nic_attach.attached_xdp_mode(ifname) or self.xdp_mode
             else:
-                nic_attach.attach_xdp(ifname, self._root_fds[(nic, Hook.XDP)], self.xdp_mode)
+                fd = self._root_fds[(nic, Hook.XDP)]
+                in_use = nic_attach.attach_xdp(ifname, fd, self.xdp_mode)
+            self.xdp_in_use[nic] = in_use
             nic_attach.attach_tc_egress(
                 ifname, self._root_fds[(nic, Hook.TC)], f"homegw_root_{nic.name.lower()}"
             )
@@ -295,6 +299,7 @@ class Dataplane:
             nic_attach.detach_xdp(ifname, self.xdp_mode)
             nic_attach.detach_tc_egress(ifname)
         self._ifindex.clear()
+        self.xdp_in_use.clear()
 
     def prune(self) -> None:
         """Once the chains and roots are this process's: empty the chains'

@@ -81,6 +81,10 @@ def test_first_run_sets_the_password_and_the_network(
     page.wait_for_url(f"{fresh.base}/setup**")
     shoot(page, "setup")
     token = (fresh.state_dir / "setup-token").read_text().strip()
+    # the ports step: the two in use, preselected (the virtual home's NICs are veths)
+    expect(page.get_by_label("WAN port (to the modem)")).to_have_value("wan0")
+    expect(page.get_by_label("LAN port (to your home)")).to_have_value("lan0")
+    expect(page.get_by_label("Swap the two ports")).not_to_be_checked()
 
     fill_wizard(page, token, "short", "short")  # the browser itself refuses it
     password = page.get_by_label("Password", exact=True)
@@ -107,6 +111,8 @@ def test_first_run_sets_the_password_and_the_network(
     assert config["lan"]["address"] == f"{NEW_LAN}/{NEW_PREFIX}"  # type: ignore[index]
     assert config["dhcp"]["range_start"] == "10.77.0.100"  # type: ignore[index]
     assert config["wan"]["mode"] == "dhcp"  # type: ignore[index]
+    assert config["wan"]["interface"] == "wan0"  # type: ignore[index]
+    assert config["lan"]["interface"] == "lan0"  # type: ignore[index]
     assert not (fresh.state_dir / "setup-token").exists()
     context.close()
 

@@ -25,6 +25,7 @@ from webui.security import (
     start_session,
     state,
 )
+from webui.views import firstrun
 from webui.views.common import control, rejected_errors, render
 from webui.views.firstrun import WAN_MODES, SetupForm
 
@@ -86,16 +87,21 @@ def logout() -> Response:
     return redirect(url_for("auth_pages.login"))
 
 
-def _setup_page(form: SetupForm, others: list[str], status: int = 200) -> tuple[str, int]:
-    page = render(
-        "setup.html",
-        show_nav=False,
-        form=form,
-        others=others,
-        wan_modes=WAN_MODES,
-        token_path=state().auth.state_dir / "setup-token",
-    )
-    return page, status
+def _setup_context(form: SetupForm, ports: list[str], current: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "form": form,
+        "wan_modes": WAN_MODES,
+        "ports": [(name, name) for name in ports],
+        "ports_in_use": {k: current.get(k, {}).get("interface", "") for k in ("wan", "lan")},
+        "token_path": state().auth.state_dir / "setup-token",
+    }
+
+
+def _setup_page(
+    form: SetupForm, others: list[str], ports: list[str], current: dict[str, Any], status: int = 200
+) -> tuple[str, int]:
+    context = _setup_context(form, ports, current)
+    return render("setup.html", show_nav=False, others=others, **context), status
 
 
 @bp.route("/setup", methods=["GET", "POST"])
@@ -103,17 +109,15 @@ def setup() -> Answer:
     web = state()
     if web.auth.has_admin:
         return redirect(url_for("auth_pages.login"))
+    current = control().config_get()
+    ports = firstrun.port_options(current, firstrun.ethernet_ports())
     if request.method == "GET":
-        return _setup_page(SetupForm.defaults(control().config_get()), [])
+        return _setup_page(SetupForm.defaults(current), [], ports, current)
     csrf.protect()
     caller = LoginCaller.of_request()
-    form = SetupForm.parse(request.form)
+    form = SetupForm.parse(request.form, ports)
     if (wait := caller.retry_after()) > 0:
-        token_path = web.auth.state_dir / "setup-token"
-        return _locked(
-            wait, "setup.html", form=form, others=[], wan_modes=WAN_MODES, token_path=token_path
-        )
-    current = control().config_get()
+        return _locked(wait, "setup.html", others=[], **_setup_context(form, ports, current))
     config = form.config(current)
     try:  # validate first: no admin is made for a config that is refused
         control().config_apply(config, dry_run=True)
@@ -121,13 +125,13 @@ def setup() -> Answer:
     except ConfigRejected as rejected:
         others = form.add_config_errors(rejected_errors(rejected, "config"))
     if form.errors or others:
-        return _setup_page(form, others, 400)
+        return _setup_page(form, others, ports, current, 400)
     try:
         web.auth.setup(form.values["token"], form.password)
     except AuthError as exc:
         caller.failed()
         form.errors["token"] = "This is not the setup code." if "token" in str(exc) else str(exc)
-        return _setup_page(form, [], 403)
+        return _setup_page(form, [], ports, current, 403)
     caller.succeeded()
     start_session()
     return remember_browser(_finish(form, current, config))
@@ -151,14 +155,25 @@ def _finish(form: SetupForm, current: dict[str, Any], config: dict[str, Any]) ->
     if not _restarts(result) and new_ip == old_ip:
         flash("Setup is done: homegw is yours.", "info")
         return redirect(url_for("overview.index"))
-    return Response(_moving_page(new_ip, moved=new_ip != old_ip))
+    old_ports = (current.get("wan", {}).get("interface"), current.get("lan", {}).get("interface"))
+    new_ports = form.ports(current)
+    ports = new_ports if new_ports != old_ports else None
+    return Response(_moving_page(new_ip, moved=new_ip != old_ip, ports=ports))
 
 
 def _restarts(result: ApplyResult) -> bool:
     return "restart" in result.applied.values()
 
 
-def _moving_page(address: str, moved: bool) -> str:
+def _moving_page(address: str, moved: bool, ports: tuple[str, str] | None = None) -> str:
+    """The restart page; `ports`: the new (WAN, LAN) ports when they changed."""
     port = request.host.rpartition(":")[2] if request.host.count(":") == 1 else ""
     target = f"http://{address}{':' + port if port and port != '80' else ''}/"
-    return render("restarting.html", show_nav=False, target=target, moved=moved, address=address)
+    return render(
+        "restarting.html",
+        show_nav=False,
+        target=target,
+        moved=moved,
+        address=address,
+        new_ports=ports,
+    )

@@ -1,7 +1,11 @@
 """The first-run form: what the owner typed, checked for shape, and the
 whole config it makes (wan, lan and dhcp replaced). The values themselves
 are checked by the config's own validation (config_apply), whose errors
-come back by key path; this module only maps them to the form's fields."""
+come back by key path; this module only maps them to the form's fields.
+
+The two ports (which NIC is WAN, which LAN; chosen at first boot by
+`homegw firstboot`) can be swapped or picked among the Ethernet ports of the
+gateway; a change restarts the appliance (wan/lan interfaces always do)."""
 
 from __future__ import annotations
 
@@ -19,6 +23,8 @@ from webui.views.common import int_field
 
 #: the form field each config key path's error goes next to
 FIELD_OF_LOC = {
+    "wan.interface": "wan_interface",
+    "lan.interface": "lan_interface",
     "wan.mode": "wan_mode",
     "wan.address": "wan_address",
     "wan.gateway": "wan_gateway",
@@ -30,6 +36,8 @@ FIELD_OF_LOC = {
 WAN_MODES = (("dhcp", "Automatic (DHCP)"), ("static", "Static"))
 TEXT_FIELDS = (
     "token",
+    "wan_interface",
+    "lan_interface",
     "wan_mode",
     "wan_address",
     "wan_prefix",
@@ -52,6 +60,7 @@ class SetupForm:
     password: str = ""
     password_again: str = ""
     errors: dict[str, str] = field(default_factory=dict)
+    swap_ports: bool = False
 
     @classmethod
     def defaults(cls, config: dict[str, Any]) -> SetupForm:
@@ -64,6 +73,8 @@ class SetupForm:
         return cls(
             values={
                 "token": "",
+                "wan_interface": wan.get("interface", ""),
+                "lan_interface": lan.get("interface", ""),
                 "wan_mode": wan.get("mode", "dhcp"),
                 "wan_address": str(wan_if.ip) if wan_if else "",
                 "wan_prefix": str(wan_if.network.prefixlen) if wan_if else "24",
@@ -77,11 +88,25 @@ class SetupForm:
         )
 
     @classmethod
-    def parse(cls, form: MultiDict[str, str]) -> SetupForm:
+    def parse(cls, form: MultiDict[str, str], ports: list[str] | None = None) -> SetupForm:
+        """The form as posted; `ports`: the Ethernet ports the two port
+        fields may name (None: not checked)."""
         values = {name: form.get(name, "").strip()[:MAX_FIELD] for name in TEXT_FIELDS}
         parsed = cls(values, form.get("password", ""), form.get("password_again", ""))
+        parsed.swap_ports = form.get("swap_ports") == "on"
         parsed.check_shape()
+        if ports is not None:
+            parsed.check_ports(ports)
         return parsed
+
+    def check_ports(self, ports: list[str]) -> None:
+        """Each port field empty (unchanged) or one of `ports`; not both the same."""
+        for name in ("wan_interface", "lan_interface"):
+            if self.values[name] and self.values[name] not in ports:
+                self.errors[name] = f"Choose one of the ports: {', '.join(ports)}."
+        wan, lan = self.values["wan_interface"], self.values["lan_interface"]
+        if wan and wan == lan:
+            self.errors["lan_interface"] = "The WAN and the LAN need two different ports."
 
     def check_shape(self) -> None:
         """What the config cannot say: passwords, numbers that are no numbers."""
@@ -110,10 +135,19 @@ class SetupForm:
     def config(self, current: dict[str, Any]) -> dict[str, Any]:
         """The whole config with this form's wan, lan and dhcp sections."""
         config = copy.deepcopy(current)
-        config["wan"] = self._wan(config.get("wan", {}))
-        config["lan"] = {**config.get("lan", {}), "address": self.lan_address()}
+        wan_port, lan_port = self.ports(current)
+        config["wan"] = {**self._wan(config.get("wan", {})), "interface": wan_port}
+        config["lan"] = {**config.get("lan", {}), "interface": lan_port}
+        config["lan"]["address"] = self.lan_address()
         config["dhcp"] = self._dhcp(config.get("dhcp", {}), current.get("lan", {}))
         return config
+
+    def ports(self, current: dict[str, Any]) -> tuple[str, str]:
+        """(WAN, LAN) ports as chosen: a field left empty keeps the current
+        port; "swap" exchanges the two chosen."""
+        wan = self.values["wan_interface"] or current.get("wan", {}).get("interface", "")
+        lan = self.values["lan_interface"] or current.get("lan", {}).get("interface", "")
+        return (lan, wan) if self.swap_ports else (wan, lan)
 
     def _wan(self, wan: dict[str, Any]) -> dict[str, Any]:
         """Static: the typed address, gateway and DNS servers; automatic:
@@ -163,3 +197,20 @@ def _default_range_text(lan: dict[str, Any]) -> tuple[str, str] | None:
     except ValueError:
         return None
     return str(start), str(end)
+
+
+def port_options(current: dict[str, Any], present: list[str]) -> list[str]:
+    """The ports the owner may choose: the gateway's Ethernet ports and the
+    two in use (always listed, even when /sys shows them differently)."""
+    in_use = [current.get(k, {}).get("interface") for k in ("wan", "lan")]
+    return sorted(set(present) | {name for name in in_use if name})
+
+
+def ethernet_ports() -> list[str]:
+    """The gateway's physical Ethernet ports, as `homegw firstboot` sees them."""
+    from homegw.portprobe import candidate_ports
+
+    try:
+        return candidate_ports()
+    except OSError:
+        return []
