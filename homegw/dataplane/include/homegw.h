@@ -16,6 +16,21 @@
 #include <uapi/linux/ip.h>
 #include <uapi/linux/pkt_cls.h>
 
+/* ntohs whose result every kernel's verifier can bound. Verifiers before
+ * 6.13 (Debian 12's 6.1, backports' 6.12) forget a byte swap's bounds, so a
+ * swapped length added to a packet pointer is refused ("math between pkt
+ * pointer and register with unbounded min value"). The mask is an asm the
+ * compiler cannot drop; it costs one instruction. */
+static __always_inline __u64 homegw_ntohs(__u16 net)
+{
+	__u64 host = __builtin_bswap16(net);
+
+	asm("%[v] &= 0xffff" : [v] "+r"(host));
+	return host;
+}
+#undef ntohs
+#define ntohs(x) homegw_ntohs(x)
+
 #ifndef HOMEGW_PIN_DIR
 #error "HOMEGW_PIN_DIR must be defined by the loader"
 #endif
