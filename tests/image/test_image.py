@@ -138,12 +138,14 @@ def test_first_boot_lan_lease_nat_and_first_run_page(built_image: BuiltImage, tm
             vm.console.login()
             code, banner = vm.console.run("cat /run/homegw/issue")
             assert code == 0 and f"http://{LAN_GATEWAY}/" in banner, banner
-            code, ports = vm.console.run(
-                "homegw firstboot --banner-only; grep interface: /etc/homegw/homegw.yaml"
-            )
-            assert code == 0, ports
             code, wan_if = vm.console.run(f"ip -o link | grep -i {WAN_MAC} | cut -d: -f2")
-            assert f"interface: {wan_if.strip()}" in ports.split("lan:")[0], ports
+            assert code == 0 and wan_if.strip(), wan_if
+            wan_if = wan_if.strip()
+            code, wan_line = vm.console.run(
+                "sed -n '/^wan:/,/^lan:/p' /etc/homegw/homegw.yaml | grep interface:"
+            )
+            assert wan_line.split("#")[0].split() == ["interface:", wan_if], wan_line
+            assert f"WAN (internet): {wan_if}" in banner, banner
         except AssertionError as exc:
             raise AssertionError(f"{exc}{failure_context(vm)}") from None
 
