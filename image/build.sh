@@ -58,10 +58,9 @@ echo "image: homegw $VERSION (package $PACKAGE_VERSION) in $OUT"
 # -- the root file system --------------------------------------------------------
 PACKAGES=(
   systemd systemd-sysv udev dbus kmod iproute2 procps less ca-certificates
-  # the kernel: bookworm-backports' (6.12). Debian 12's own 6.1 verifier refuses
-  # the router's IPv6 parsing (a be16 length added to a packet pointer: 6.1
-  # does not bound a byte swap), found by tests/image; the headers bcc compiles
-  # with are bookworm's (the package's dependency), as on every test machine
+  # the kernel: bookworm-backports' (6.12), the newest Debian 12 has (the
+  # datapath's verifier trouble with 6.1 and 6.12: README, "The kernel");
+  # the headers bcc compiles with are bookworm's (the package's dependency)
   linux-image-amd64/bookworm-backports initramfs-tools
   grub-common     # grub-editenv: the A/B boot state
   e2fsprogs dosfstools zstd fdisk   # fdisk: sfdisk grows the data partition
