@@ -25,6 +25,7 @@ from pathlib import Path
 
 import yaml
 
+from homegw import __version__
 from homegw.atomicfile import write_atomic
 from homegw.config import ConfigError, _read_yaml, config_to_dict, load_config, parse_config
 from homegw.configschema import Config
@@ -210,20 +211,6 @@ def override_ports(path: Path, wan: str, lan: str, default: Path | None = None) 
 # -- the banner -------------------------------------------------------------------
 
 
-def version() -> str:
-    import homegw
-
-    found = getattr(homegw, "__version__", None)
-    if found:
-        return str(found)
-    from importlib import metadata
-
-    try:
-        return metadata.version("homegw")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
-
-
 def web_address(config: Config) -> str:
     listen = config.webui.listen
     host = str(config.lan.ip)
@@ -254,7 +241,7 @@ def banner(
     wan, lan = config.wan.interface, config.lan.interface
     url = web_address(config)
     lines = [
-        f"homegw {version()}",
+        f"homegw {__version__}",
         "",
         f"  WAN (internet): {wan}  ({why_wan})",
         f"  LAN (home):     {lan}  ({why_lan})",
@@ -283,7 +270,7 @@ PORTS_ADVICE = (
 
 
 def refusal_banner(reason: str, advice: str = PORTS_ADVICE) -> str:
-    return f"homegw {version()}: not configured\n\n  {reason}\n\n{advice}"
+    return f"homegw {__version__}: not configured\n\n  {reason}\n\n{advice}"
 
 
 def config_refusal_banner(path: Path, error: ConfigError) -> str:

@@ -59,10 +59,6 @@ def _problems(exc: ConfigError) -> list[Problem]:
     return out
 
 
-def _version() -> str:
-    return __version__
-
-
 class Management(UserModuleControl, SystemControl):
     def __init__(self, appliance: Appliance, config_path: Path | None) -> None:
         self.appliance = appliance
@@ -89,7 +85,7 @@ class Management(UserModuleControl, SystemControl):
         gateway = lease.router if lease else cfg.wan.gateway
         return {
             "ready": app.ready.is_set(),
-            "version": _version(),
+            "version": __version__,
             "uptime_s": round(time.time() - app.started_at, 1),
             "config_version": self.history.current_version(),
             "wan": {
