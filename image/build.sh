@@ -90,9 +90,7 @@ root_mib=$(( $(du -sm "$WORK/root" | cut -f1) * 115 / 100 + 64 ))
 [ "$root_mib" -le "$SLOT_MIB" ] || { echo "image: the root needs $root_mib MiB: more than a slot" >&2; exit 1; }
 mkfs.ext4 "${EXT4[@]}" -L homegw-root -d "$WORK/root" "$OUT/rootfs.img" "${root_mib}M"
 
-mkdir -p "$WORK/data/etc/homegw" "$WORK/data/state/homegw" "$WORK/data/ssh"
-chmod 0755 "$WORK/data/etc/homegw"
-chmod 0700 "$WORK/data/state/homegw" "$WORK/data/ssh"
+mkdir "$WORK/data"  # empty: homegw-data.service lays it out at each boot
 mkfs.ext4 "${EXT4[@]}" -L homegw-data -d "$WORK/data" "$WORK/data.img" "${DATA_MIB}M"
 
 # -- GRUB: one grub.cfg on the ESP, read by a UEFI and a BIOS image ---------------------
