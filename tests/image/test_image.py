@@ -82,9 +82,10 @@ class Api:
         body: Any = None,
         *,
         data_file: Path | None = None,
+        curl_args: tuple[str, ...] = (),
         timeout: float = 60,
     ) -> tuple[int, Any]:
-        args = ["-X", method, f"http://{LAN_GATEWAY}/api/v1{path}"]
+        args = [*curl_args, "-X", method, f"http://{LAN_GATEWAY}/api/v1{path}"]
         if self.token:
             args += ["-H", f"Authorization: Bearer {self.token}"]
         if body is not None:
@@ -215,36 +216,13 @@ def admin_token(api: Api, vm: ImageVM) -> str:
     assert code == 0, setup_code
     status, body = api.call("POST", "/setup", {"token": setup_code.strip(), "password": PASSWORD})
     assert status == 201, body
-    status, body = curl(
-        api.home,
-        "-c",
-        str(api.home.tmpdir / "jar"),
-        "-X",
-        "POST",
-        "-H",
-        "Content-Type: application/json",
-        "--data",
-        json.dumps({"password": PASSWORD}),
-        f"http://{LAN_GATEWAY}/api/v1/auth/login",
-    )
+    jar = str(api.home.tmpdir / "jar")
+    status, body = api.call("POST", "/auth/login", {"password": PASSWORD}, curl_args=("-c", jar))
     assert status == 200, body
-    csrf = json.loads(body)["csrf_token"]
-    status, body = curl(
-        api.home,
-        "-b",
-        str(api.home.tmpdir / "jar"),
-        "-X",
-        "POST",
-        "-H",
-        "Content-Type: application/json",
-        "-H",
-        f"X-CSRFToken: {csrf}",
-        "--data",
-        json.dumps({"name": "image-test"}),
-        f"http://{LAN_GATEWAY}/api/v1/auth/tokens",
-    )
+    csrf = ("-b", jar, "-H", f"X-CSRFToken: {body['csrf_token']}")
+    status, body = api.call("POST", "/auth/tokens", {"name": "image-test"}, curl_args=csrf)
     assert status == 201, body
-    return json.loads(body)["token"]
+    return body["token"]
 
 
 def upgrade(api: Api, bundle: Path) -> dict[str, Any]:
