@@ -225,7 +225,11 @@ static __always_inline int homegw_finish_xdp(struct xdp_md *ctx, struct homegw_c
 		chain_fragment.call(ctx, 0);
 		return XDP_DROP; /* no fragment program loaded */
 	}
-	return bpf_redirect(cur->out_ifindex, 0);
+	/* XDP_REDIRECT, or XDP_ABORTED on bad flags: said so the verifier
+	 * knows it too (a module's "verdict >= 0" test after this would
+	 * otherwise leave it a path no packet takes, and on a 6.12 kernel
+	 * one it refuses) */
+	return bpf_redirect(cur->out_ifindex, 0) == XDP_REDIRECT ? XDP_REDIRECT : XDP_ABORTED;
 }
 
 /* Hand the packet to the next module of its chain. Returns only when there

@@ -459,7 +459,10 @@ static __always_inline int fw6_pinhole(struct fw6_settings *cfg, struct fw6_sess
 	for (u32 i = 0; i < FW6_MAX_PINHOLES; i++) {
 		if (i >= used)
 			break;
-		struct fw6_pinhole *rule = firewall6_pinholes.lookup(&i);
+		/* the key a copy: with i's own address taken, a 6.12 verifier
+		 * cannot see i change and calls the loop infinite */
+		u32 index = i;
+		struct fw6_pinhole *rule = firewall6_pinholes.lookup(&index);
 		if (rule && fw6_pinhole_matches(rule, &key->lan, key->proto, port))
 			return 1;
 	}
