@@ -219,3 +219,29 @@ def test_each_label_names_one_control(client: FlaskClient) -> None:
             "WAN ping",
         ],
     )
+
+
+# the router's IPv6 counters that are not drops of the page: passes, punts,
+# its own failures, and paused devices (the Devices page counts those)
+ROUTER6_NOT_DROPS = {
+    "v6_forwarded",
+    "v6_to_kernel",
+    "v6_icmp_failed",
+    "v6_neigh_miss",
+    "v6_device_paused",
+}
+
+
+def test_every_firewall_drop_and_every_ipv6_router_drop_has_words() -> None:
+    """The page names each drop by its counter; a drop counter added in C
+    without words here would be missing from it (IPv6's were)."""
+    from homegw.modules.firewall.maps import DROPS
+    from homegw.modules.router.maps import COUNTERS as ROUTER_COUNTERS
+    from webui.views.drop_reasons import DROP_REASONS
+
+    assert [name for name in DROPS if name not in DROP_REASONS["firewall"]] == []
+    router6_drops = [
+        name for name in ROUTER_COUNTERS if name.startswith("v6_") and name not in ROUTER6_NOT_DROPS
+    ]
+    assert len(router6_drops) == 15
+    assert [name for name in router6_drops if name not in DROP_REASONS["router"]] == []
