@@ -58,10 +58,10 @@ echo "image: homegw $VERSION (package $PACKAGE_VERSION) in $OUT"
 # -- the root file system --------------------------------------------------------
 PACKAGES=(
   systemd systemd-sysv udev dbus kmod iproute2 procps less ca-certificates
-  # the kernel: bookworm-backports' (6.12), the newest Debian 12 has (the
-  # datapath's verifier trouble with 6.1 and 6.12: README, "The kernel");
-  # the headers bcc compiles with are bookworm's (the package's dependency)
-  linux-image-amd64/bookworm-backports initramfs-tools
+  # the kernel: bookworm-backports' (6.12), the newest Debian 12 has (README,
+  # "The kernel"), with its own headers: bcc compiles the datapath against them
+  # (they satisfy the package's linux-headers-amd64, dropped from $deps below)
+  linux-image-amd64/bookworm-backports linux-headers-amd64/bookworm-backports initramfs-tools
   grub-common     # grub-editenv: the A/B boot state
   e2fsprogs dosfstools zstd fdisk   # fdisk: sfdisk grows the data partition
   openssh-server  # off until /data/ssh/enabled exists
@@ -71,7 +71,8 @@ PACKAGES=(
 # running in the chroot). Depends and Recommends, versions and alternatives
 # after the first dropped (dpkg -i checks the versions).
 deps=$(dpkg-deb --field "$DEB" Depends Recommends | sed -e 's/^[A-Za-z-]*: //' -e 's/([^)]*)//g' \
-  | tr ',' '\n' | sed -e 's/|.*//' -e 's/ //g' | grep -v '^$' | sort -u | paste -sd, -)
+  | tr ',' '\n' | sed -e 's/|.*//' -e 's/ //g' | grep -v -e '^$' -e '^linux-headers-amd64$' \
+  | sort -u | paste -sd, -)
 mmdebstrap --variant=minbase --mode=root --quiet \
   --include="$(IFS=,; echo "${PACKAGES[*]}"),$deps" \
   --customize-hook="copy-in $DEB /tmp" \

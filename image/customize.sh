@@ -22,10 +22,9 @@ for dir in /lib/modules/*; do
   [ "$dir" = "/lib/modules/$release" ] || rm -rf "$dir"
 done
 depmod "$release"
-# bcc compiles against /lib/modules/$release/build: the kernel is bookworm-
-# backports' (image/build.sh says why), the headers bookworm's, linked the way
-# the package does it for any kernel without its own headers
-/usr/lib/homegw/kernel-headers.sh "$release"
+# bcc compiles against /lib/modules/$release/build: the kernel's own headers
+# (image/build.sh installs them); the build fails here if they are missing
+test -e "/lib/modules/$release/build/Makefile"
 update-initramfs -u -k "$release" >/dev/null
 ln -sfn "vmlinuz-$release" /boot/vmlinuz
 ln -sfn "initrd.img-$release" /boot/initrd.img

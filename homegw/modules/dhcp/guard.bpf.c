@@ -34,7 +34,12 @@
  */
 #include "homegw.h"
 #include <uapi/linux/udp.h>
-#include <uapi/linux/if_arp.h>
+
+/* ARP's hardware type and opcode (RFC 826, IANA), not <uapi/linux/if_arp.h>:
+ * it includes the kernel's netdevice.h and bpf.h, which bookworm's bcc cannot
+ * compile with 6.12's headers (struct bpf_wq and others it does not know) */
+#define ARPHRD_ETHER 1
+#define ARPOP_REPLY 2
 
 #ifndef DHCP_MAX_BINDINGS
 #define DHCP_MAX_BINDINGS 4096
