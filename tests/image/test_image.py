@@ -118,7 +118,22 @@ def wan_address(home: VirtualHome) -> str:
 
 
 def failure_context(vm: ImageVM) -> str:
-    return f"\n--- console ---\n{vm.console_tail()}"
+    """The serial console's tail and, when a shell still answers there, the
+    appliance's journal of this boot (it is in RAM: gone with the VM)."""
+    context = f"\n--- console ---\n{vm.console_tail()}"
+    try:
+        vm.console.login(timeout=120)
+        _, journal = vm.console.run("journalctl -b -u homegw --no-pager | tail -n 80", 60)
+    except (AssertionError, OSError) as exc:
+        journal = f"(no journal: {exc})"
+    return f"{context}\n--- journalctl -u homegw ---\n{journal}"
+
+
+def first_run_page(home: VirtualHome) -> str | None:
+    """The web UI's page on the LAN address, once it listens (it starts
+    after the datapath and the DHCP server: under TCG, seconds after a lease)."""
+    status, page = curl(home, "-L", f"http://{LAN_GATEWAY}/", timeout=20)
+    return page if status == 200 else None
 
 
 def test_first_boot_lan_lease_nat_and_first_run_page(built_image: BuiltImage, tmp_path: Path):
@@ -133,8 +148,8 @@ def test_first_boot_lan_lease_nat_and_first_run_page(built_image: BuiltImage, tm
             assert (status, home.web_text in body) == (200, True), body
             seen = (home.tmpdir / "web.out").read_text()
             assert f"{wan_address(home)} - - " in seen  # NAT: the server saw the WAN address
-            status, page = curl(home, "-L", f"http://{LAN_GATEWAY}/")
-            assert status == 200 and "Welcome to homegw" in page, page[:500]
+            page = wait_until(lambda: first_run_page(home), 300, "the web UI on the LAN", 2)
+            assert "Welcome to homegw" in page, page[:500]
             assert "setup code" in page.lower()
             vm.console.login()
             code, banner = vm.console.run("cat /run/homegw/issue")
