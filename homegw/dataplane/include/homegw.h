@@ -31,6 +31,21 @@ static __always_inline __u64 homegw_ntohs(__u16 net)
 #undef ntohs
 #define ntohs(x) homegw_ntohs(x)
 
+/* x & mask, kept: the compiler drops a mask it proves redundant, and a 6.1
+ * verifier, which bounds fewer operations (an OR of two unknowns), then
+ * refuses the index it guarded ("math between map_value pointer and register
+ * with unbounded min value"). */
+#define homegw_mask(x, mask)                                        \
+	({                                                          \
+		__u64 __masked = (x);                               \
+		asm("%[v] &= %[m]" : [v] "+r"(__masked) : [m] "i"(mask)); \
+		__masked;                                           \
+	})
+
+/* What the compiler knows of var forgotten (its value unchanged), so that
+ * it keeps a loop's bounds where the verifier can see them. */
+#define homegw_barrier_var(var) asm volatile("" : "+r"(var))
+
 #ifndef HOMEGW_PIN_DIR
 #error "HOMEGW_PIN_DIR must be defined by the loader"
 #endif

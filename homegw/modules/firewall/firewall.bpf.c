@@ -457,6 +457,10 @@ static __always_inline int fw6_pinhole(struct fw6_settings *cfg, struct fw6_sess
 	u32 used = cfg->pinholes;
 
 	for (u32 i = 0; i < FW6_MAX_PINHOLES; i++) {
+		/* i opaque to the compiler, or it merges the two bounds into
+		 * i < min(used, FW6_MAX_PINHOLES): a 6.1 verifier learns no bound
+		 * from a register and walks the loop until it gives up */
+		homegw_barrier_var(i);
 		if (i >= used)
 			break;
 		/* the key a copy: with i's own address taken, a 6.12 verifier

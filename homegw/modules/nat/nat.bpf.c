@@ -287,7 +287,7 @@ static __always_inline void count_bound(struct nat_settings *cfg, __u8 proto, __
 	u32 zero = 0;
 	struct occupancy *bound = nat_ports_bound.lookup(&zero);
 
-	u32 slot = occupancy_slot(proto, port) & (NAT_OCCUPANCY_SLOTS - 1);
+	u32 slot = homegw_mask(occupancy_slot(proto, port), NAT_OCCUPANCY_SLOTS - 1);
 
 	if (bound && allocatable(cfg, port))
 		__sync_fetch_and_add(&bound->slot[slot], n);
@@ -352,7 +352,7 @@ static __always_inline int free_block(struct port_class *c, __u32 from, __u32 n)
 		__u32 rel = from + i;
 		if (rel >= c->blocks)
 			rel -= c->blocks;
-		__u32 slot = (c->slot_base + rel) & (NAT_OCCUPANCY_SLOTS - 1);
+		__u32 slot = homegw_mask(c->slot_base + rel, NAT_OCCUPANCY_SLOTS - 1);
 		if (i >= n)
 			break;
 		if (c->bound->slot[slot] - c->freed->slot[slot] < NAT_BLOCK_PORTS)
@@ -1134,6 +1134,10 @@ static __always_inline struct nat_settings *nat_start(struct xdp_md *ctx,
 	if (!*cur || !cfg || !cfg->wan_addr || (void *)(ip + 1) > end ||
 	    eth->h_proto != htons(ETH_P_IP) || ip->ihl < 5)
 		return NULL;
+	/* opaque, or the compiler turns the callers' !cfg into a second test
+	 * of ihl, after which a 6.1 verifier takes cfg for the NULL it was
+	 * on the other path ("invalid mem access 'scalar'") */
+	homegw_barrier_var(cfg);
 	return cfg;
 }
 
