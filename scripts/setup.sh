@@ -20,6 +20,7 @@ PACKAGES=(
   grub-common  # grub-editenv: the upgrade tests' real grubenv (homegw/upgrade/slots.py)
   # image/build.sh and tests/image: file systems without mounts, GRUB for UEFI and BIOS, qemu
   grub-pc-bin grub-efi-amd64-bin mtools dosfstools e2fsprogs fdisk qemu-system-x86 qemu-utils ovmf
+  busybox xz-utils  # scripts/kernel-check.sh: its initramfs, Debian's compressed modules
   chromium  # the browser tests' browser (Playwright drives it: no browser download)
 )
 missing=()
