@@ -34,6 +34,9 @@ done
 # -- the kernel's packages -------------------------------------------------------
 APT=/var/cache/homegw-kernels/apt
 mkdir -p "$APT/lists/partial"
+# one check at a time: guests share this machine's root (and its repo)
+exec 9> /var/cache/homegw-kernels/lock
+flock -n 9 || { echo "kernel-check: another check is running" >&2; exit 1; }
 echo "deb $MIRROR $SUITE main" > "$APT/sources.list"
 [ "$SUITE" = bookworm ] && echo "deb ${MIRROR%/debian}/debian-security bookworm-security main" >> "$APT/sources.list"
 apt_opts=(-q -o "Dir::Etc::sourcelist=$APT/sources.list" -o Dir::Etc::sourceparts=-

@@ -216,7 +216,8 @@ class ImageVM:
             f"file={self.disk},format=qcow2,if=virtio",
             "-chardev",
             f"socket,id=ser0,path={self.console.path},server=on,wait=off,"
-            f"logfile={self.console_log}",
+            # appended: qemu's log file otherwise kept only the last boot's output
+            f"logfile={self.console_log},logappend=on",
             "-serial",
             "chardev:ser0",
             # LAN first: the first port is not the WAN here
