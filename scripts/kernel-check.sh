@@ -105,6 +105,7 @@ mount -t tmpfs src /usr/src && for d in $ROOT/usr/src/*; do ln -s "\$d" /usr/src
 ip link set lo up
 cd $REPO
 export PYTHONDONTWRITEBYTECODE=1 HOME=/tmp TMPDIR=/tmp PATH=/usr/sbin:/usr/bin:/sbin:/bin
+export HOMEGW_BUILD_TIMEOUT_S=1200  # a module's compile under TCG takes minutes
 eval "set -- \$(cat $WORK/pytest-args)"
 .venv/bin/python -m pytest -p no:cacheprovider -v -o addopts= --timeout 1800 "\$@" > $WORK/pytest.log 2>&1
 echo \$? > $WORK/rc
