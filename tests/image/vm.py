@@ -216,7 +216,8 @@ class ImageVM:
             f"file={self.disk},format=qcow2,if=virtio",
             "-chardev",
             f"socket,id=ser0,path={self.console.path},server=on,wait=off,"
-            # appended: qemu's log file otherwise kept only the last boot's output
+            # qemu logs what reaches the socket: later boots' output is
+            # missing while no client is connected (README, the image)
             f"logfile={self.console_log},logappend=on",
             "-serial",
             "chardev:ser0",
