@@ -129,16 +129,16 @@ def failure_context(vm: ImageVM) -> str:
     return f"{context}\n--- journalctl -u homegw ---\n{journal}"
 
 
-def first_run_page(home: VirtualHome) -> str | None:
-    """The web UI's page on the LAN address, once it listens (it starts
-    after the datapath and the DHCP server: under TCG, seconds after a lease)."""
-    status, page = curl(home, "-L", f"http://{LAN_GATEWAY}/", timeout=20)
-    return page if status == 200 else None
-
-
-def web_page_through_nat(home: VirtualHome) -> str | None:
-    status, body = curl(home, f"http://{WEB_SERVER}/index.html", timeout=20)
+def page_once_up(home: VirtualHome, *args: str) -> str | None:
+    """curl's body once it answers 200, else None (for wait_until): the web UI
+    starts after the DHCP server, and the gateway's WAN lease may come after
+    the LAN host's (under TCG: seconds)."""
+    status, body = curl(home, *args, timeout=20)
     return body if status == 200 else None
+
+
+def first_run_page(home: VirtualHome) -> str | None:
+    return page_once_up(home, "-L", f"http://{LAN_GATEWAY}/")
 
 
 def test_first_boot_lan_lease_nat_and_first_run_page(built_image: BuiltImage, tmp_path: Path):
@@ -151,9 +151,8 @@ def test_first_boot_lan_lease_nat_and_first_run_page(built_image: BuiltImage, tm
             assert address in LAN_NET
             page = wait_until(lambda: first_run_page(home), 300, "the web UI on the LAN", 2)
             assert "Welcome to homegw" in page, page[:500]
-            # the gateway's own WAN lease may come a moment after the LAN
-            # host's (under TCG: seconds), so the first page waits for it too
-            body = wait_until(lambda: web_page_through_nat(home), 120, "the ISP's web server", 2)
+            url = f"http://{WEB_SERVER}/index.html"
+            body = wait_until(lambda: page_once_up(home, url), 120, "the ISP's web server", 2)
             assert home.web_text in body, body
             seen = (home.tmpdir / "web.out").read_text()
             assert f"{wan_address(home)} - - " in seen  # NAT: the server saw the WAN address

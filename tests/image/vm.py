@@ -218,7 +218,7 @@ class ImageVM:
             f"socket,id=ser0,path={self.console.path},server=on,wait=off,"
             # qemu logs what reaches the socket: later boots' output is
             # missing while no client is connected (README, the image)
-            f"logfile={self.console_log},logappend=on",
+            f"logfile={self.console_log}",
             "-serial",
             "chardev:ser0",
             # LAN first: the first port is not the WAN here
