@@ -10,8 +10,8 @@ The image's LAN NIC is the first PCI device, so a first boot that took "the
 first port" as WAN would be wrong: it must find the WAN by the ISP's DHCP offer.
 
 The serial console is a unix socket the test logs in through (root, no
-password, as on the box's own console) to run commands; it is also logged to
-console.log, which failures print. KVM is used when it really runs a guest
+password, as on the box's own console) to run commands; SerialLine records
+every boot on it into console.log, which failures print. KVM is used when it really runs a guest
 (a kernel booted with it must reach its panic); /dev/kvm alone is not enough:
 nested hosts may offer it and fail on the first instruction they cannot
 emulate. Otherwise TCG.
@@ -25,6 +25,7 @@ import logging
 import re
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -88,56 +89,108 @@ def accelerator(kernel: Path) -> str:
     return accel
 
 
+class SerialLine:
+    """Everything the VM writes on its serial port, from qemu's start to its end.
+
+    qemu's socket chardev drops what it writes while no client is connected
+    (its logfile= too), so one reader stays connected for the VM's lifetime:
+    a thread owned by ImageVM (started with qemu, joined in stop) that appends
+    every byte to console.log and wakes Console's waits. qemu waits for this
+    connection before it starts the guest, so no boot's output is missed.
+    """
+
+    def __init__(self, path: Path, log_path: Path) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(str(path))
+        self.log_path = log_path
+        self.data = bytearray()
+        self.chunk_ends: list[int] = []  # where each recv ended: a prompt is "at the end" there
+        self.closed = False
+        self.changed = threading.Condition()
+        self.thread = threading.Thread(target=self._record, name="vm-serial", daemon=True)
+        self.thread.start()
+
+    def _record(self) -> None:
+        with open(self.log_path, "ab") as out:
+            try:
+                while chunk := self.sock.recv(65536):
+                    out.write(chunk)
+                    out.flush()
+                    with self.changed:
+                        self.data += chunk
+                        self.chunk_ends.append(len(self.data))
+                        self.changed.notify_all()
+            except OSError as exc:  # closed by stop()
+                log.debug("serial line: %s", exc)
+            finally:
+                with self.changed:
+                    self.closed = True
+                    self.changed.notify_all()
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def wait_for(self, pattern: re.Pattern[bytes], start: int, timeout: float) -> re.Match[bytes]:
+        """The first match of `pattern` in what arrived after `start`, tried
+        at every chunk's end, as a reader of the socket would have seen it."""
+        deadline = time.monotonic() + timeout
+        tried = 0
+        with self.changed:
+            while True:
+                for end in self.chunk_ends[tried:]:
+                    if end > start and (match := pattern.search(self.data, start, end)):
+                        return match
+                tried = len(self.chunk_ends)
+                if self.closed:
+                    raise AssertionError("console: the VM closed its serial port")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    tail = bytes(self.data[max(start, len(self.data) - 400) :])
+                    raise AssertionError(
+                        f"console: no {pattern.pattern!r} in {timeout:.0f} s: "
+                        f"{tail.decode(errors='replace')!r}"
+                    )
+                self.changed.wait(left)
+
+    def end(self) -> int:
+        with self.changed:
+            return len(self.data)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.thread.join(10)
+        self.sock.close()
+
+
 class Console:
-    """A root shell on the VM's serial console (a unix socket of qemu's)."""
+    """A root shell on the VM's serial console, read from its SerialLine."""
 
     PROMPT = re.compile(rb"root@homegw:[^\n]*# $")
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.sock: socket.socket | None = None
-        self.buffer = b""
+        self.line: SerialLine | None = None
+        self.position = 0  # what the shell has been read up to
 
-    def _connect(self) -> socket.socket:
-        if self.sock is None:
-            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self.sock.connect(str(self.path))
-        return self.sock
-
-    def close(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
-        self.buffer = b""
+    def _line(self) -> SerialLine:
+        if self.line is None:
+            raise AssertionError("console: the VM is not running")
+        return self.line
 
     def _read_until(self, pattern: re.Pattern[bytes], timeout: float) -> re.Match[bytes]:
-        sock = self._connect()
-        deadline = time.monotonic() + timeout
-        while not (match := pattern.search(self.buffer)):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                tail = self.buffer[-400:].decode(errors="replace")
-                raise AssertionError(
-                    f"console: no {pattern.pattern!r} in {timeout:.0f} s: {tail!r}"
-                )
-            sock.settimeout(left)
-            try:
-                chunk = sock.recv(4096)
-            except TimeoutError:
-                continue
-            if not chunk:
-                raise AssertionError("console: the VM closed its serial port")
-            self.buffer += chunk
-        self.buffer = self.buffer[match.end() :]
+        match = self._line().wait_for(pattern, self.position, timeout)
+        self.position = match.end()
         return match
 
     def login(self, timeout: float = 600) -> None:
         """A root shell at the getty (after a boot), or the one still logged in."""
-        self.close()
+        line = self._line()
+        self.position = line.end()  # what came before (earlier boots) is not an answer
         either = re.compile(rb"homegw login: $|" + self.PROMPT.pattern)
         deadline = time.monotonic() + timeout
         while True:  # the getty prints its prompt again on a newline
-            self._connect().sendall(b"\r")
+            line.send(b"\r")
             try:
                 match = self._read_until(either, 15)
                 break
@@ -145,14 +198,14 @@ class Console:
                 if time.monotonic() > deadline:
                     raise
         if match.group(0).startswith(b"homegw login:"):
-            self._connect().sendall(b"root\r")
+            line.send(b"root\r")
             self._read_until(self.PROMPT, 60)
         self.run("stty -echo; export TERM=dumb PAGER=cat SYSTEMD_PAGER=")
 
     def run(self, command: str, timeout: float = 120) -> tuple[int, str]:
         """Run one shell command on the VM; (exit status, output)."""
         marker = f"@@{time.monotonic_ns()}@@"
-        self._connect().sendall(f"{command}; echo {marker}$?{marker}\r".encode())
+        self._line().send(f"{command}; echo {marker}$?{marker}\r".encode())
         match = self._read_until(re.compile(rf"(.*?){marker}(\d+){marker}".encode(), re.S), timeout)
         self._read_until(self.PROMPT, 30)
         output = match.group(1).decode(errors="replace").replace("\r", "")
@@ -215,10 +268,8 @@ class ImageVM:
             "-drive",
             f"file={self.disk},format=qcow2,if=virtio",
             "-chardev",
-            f"socket,id=ser0,path={self.console.path},server=on,wait=off,"
-            # qemu logs what reaches the socket: later boots' output is
-            # missing while no client is connected (README, the image)
-            f"logfile={self.console_log}",
+            # waits for SerialLine, which records every boot's output
+            f"socket,id=ser0,path={self.console.path},server=on,wait=on",
             "-serial",
             "chardev:ser0",
             # LAN first: the first port is not the WAN here
@@ -279,9 +330,9 @@ class ImageVM:
         )
         if self.proc.poll() is not None:
             raise AssertionError(f"qemu exited: {(self.workdir / 'qemu.out').read_text()}")
+        self.console.line = SerialLine(self.console.path, self.console_log)
 
     def stop(self) -> None:
-        self.console.close()
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -290,6 +341,9 @@ class ImageVM:
                 self.proc.kill()
                 self.proc.wait(10)
         self.proc = None
+        if self.console.line is not None:  # after qemu: its last words are recorded
+            self.console.line.close()
+            self.console.line = None
         with contextlib.suppress(FileNotFoundError):
             self.console.path.unlink()
 
