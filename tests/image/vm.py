@@ -11,10 +11,10 @@ first port" as WAN would be wrong: it must find the WAN by the ISP's DHCP offer.
 
 The serial console is a unix socket the test logs in through (root, no
 password, as on the box's own console) to run commands; SerialLine records
-every boot on it into console.log, which failures print. KVM is used when it really runs a guest
-(a kernel booted with it must reach its panic); /dev/kvm alone is not enough:
-nested hosts may offer it and fail on the first instruction they cannot
-emulate. Otherwise TCG.
+every boot on it into console.log, which failures print. KVM is used when it
+really runs a guest (a kernel booted with it must reach its panic); /dev/kvm
+alone is not enough: nested hosts may offer it and fail on the first
+instruction they cannot emulate. Otherwise TCG.
 """
 
 from __future__ import annotations
@@ -168,8 +168,7 @@ class Console:
 
     PROMPT = re.compile(rb"root@homegw:[^\n]*# $")
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self) -> None:
         self.line: SerialLine | None = None
         self.position = 0  # what the shell has been read up to
 
@@ -230,7 +229,8 @@ class ImageVM:
         self.kernel = kernel
         self.disk = workdir / "disk.qcow2"
         self.console_log = workdir / "console.log"
-        self.console = Console(workdir / "console.sock")
+        self.serial_socket = workdir / "console.sock"
+        self.console = Console()
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> ImageVM:
@@ -269,7 +269,7 @@ class ImageVM:
             f"file={self.disk},format=qcow2,if=virtio",
             "-chardev",
             # waits for SerialLine, which records every boot's output
-            f"socket,id=ser0,path={self.console.path},server=on,wait=on",
+            f"socket,id=ser0,path={self.serial_socket},server=on,wait=on",
             "-serial",
             "chardev:ser0",
             # LAN first: the first port is not the WAN here
@@ -323,14 +323,14 @@ class ImageVM:
                 "gw", self.argv(), track=False, stdout=out, stderr=subprocess.STDOUT
             )
         wait_until(
-            lambda: self.console.path.exists() or self.proc.poll() is not None,
+            lambda: self.serial_socket.exists() or self.proc.poll() is not None,
             30,
             "qemu's serial socket",
             every=0.2,
         )
         if self.proc.poll() is not None:
             raise AssertionError(f"qemu exited: {(self.workdir / 'qemu.out').read_text()}")
-        self.console.line = SerialLine(self.console.path, self.console_log)
+        self.console.line = SerialLine(self.serial_socket, self.console_log)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -345,7 +345,7 @@ class ImageVM:
             self.console.line.close()
             self.console.line = None
         with contextlib.suppress(FileNotFoundError):
-            self.console.path.unlink()
+            self.serial_socket.unlink()
 
     def console_tail(self, chars: int = 4000) -> str:
         try:
