@@ -244,6 +244,8 @@ class Appliance:
                 tell(module)
             except Exception:
                 log.exception("module %s: applying %s failed", entry.name, what)
+        if self.dataplane is not None:
+            self.dataplane.invalidate_fastpath(what)
 
     def _forwarding_in_xdp(self, config: Config | None = None) -> bool:
         """The router forwards in XDP, with the NAT module after it when NAT
@@ -288,6 +290,7 @@ class Appliance:
             cfg.dataplane.pin_dir,
             {Nic.LAN: cfg.lan.interface, Nic.WAN: cfg.wan.interface},
             cfg.dataplane.xdp_mode,
+            fastpath=cfg.dataplane.fastpath,
         )
         self.dataplane = dataplane
         dataplane.load()
@@ -419,6 +422,8 @@ class Appliance:
             logging.getLogger().setLevel(new.log_level.upper())
             applied["log_level"] = "set"
         applied |= self._reconfigure_datapath(old, new, changed)
+        assert self.dataplane is not None
+        self.dataplane.invalidate_fastpath("config applied")
         if "devices" in changed:
             applied["devices"] = "maps"  # the router's device policy (and the kernel path)
         applied |= self._reconfigure_services(changed)

@@ -173,6 +173,9 @@ class DataplaneConfig(Section):
     pin_dir: Annotated[str, AfterValidator(_pin_dir)] = "/sys/fs/bpf/homegw"
     # auto: native, else generic where the driver refuses native (attach.py)
     xdp_mode: Literal["native", "generic", "auto"] = "native"
+    # the flow fast path (README, Architecture): off, nothing is learnt and
+    # every packet goes through the chains
+    fastpath: bool = True
     order: ChainOrder = Field(default_factory=ChainOrder)
 
 

@@ -338,7 +338,9 @@ class Management(UserModuleControl, SystemControl):
             nat = app.dataplane.modules.get("nat") if app.dataplane else None
             if nat is None:
                 raise Conflict("the NAT module is not loaded")
-            return app.submit(nat.module.flush).result()
+            flushed = app.submit(nat.module.flush).result()
+            app.dataplane.invalidate_fastpath("NAT sessions flushed")  # their translations too
+            return flushed
         if app.dns is None:
             raise Conflict("the DNS forwarder is off (dns.enabled: false)")
         if name == "dns_cache":
@@ -453,6 +455,7 @@ class Management(UserModuleControl, SystemControl):
                     )
                 yield from loaded.module.samples()
             yield from self._chain_samples()
+            yield from self._fastpath_samples()
             yield from self._slowpath_samples()
         yield from self.user_module_samples()
         yield from _supervision_samples()
@@ -471,6 +474,20 @@ class Management(UserModuleControl, SystemControl):
                     {"nic": nic},
                     value,
                 )
+
+    def _fastpath_samples(self) -> Iterable[Sample]:
+        fastpath = self.appliance.dataplane.fastpath if self.appliance.dataplane else None
+        if fastpath is None:
+            return
+        for outcome, (packets, _) in fastpath.counters().items():
+            yield Sample(
+                "fastpath_packets_total",
+                "counter",
+                "Packets of the flow fast path by outcome (forwarded by NIC, "
+                "learnt, learn_refused, stale)",
+                {"outcome": outcome},
+                packets,
+            )
 
     def _slowpath_samples(self) -> Iterable[Sample]:
         slowpath = self.appliance.dataplane.slowpath if self.appliance.dataplane else None

@@ -17,6 +17,7 @@ the next start adopts it (a hitless restart). detach() and purge_pins()
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -38,6 +39,7 @@ from homegw.dataplane.abi import (
 )
 from homegw.dataplane.builds import AdoptedBuild, BuildSpec, get_builds, prune_builds
 from homegw.dataplane.chain import Chain
+from homegw.dataplane.fastpath import FastPath
 from homegw.dataplane.fragment import Fragmenter
 from homegw.dataplane.loader import ROOT_SOURCE
 from homegw.dataplane.module import IOModule
@@ -48,6 +50,7 @@ log = logging.getLogger(__name__)
 
 ROOT_FUNCTIONS = {Hook.XDP: "homegw_root_xdp", Hook.TC: "homegw_root_tc"}
 FRAGMENT_SOURCE = Path(__file__).parent / "fragment.bpf.c"
+LEARN_SOURCE = Path(__file__).parent / "fastpath.bpf.c"
 
 
 @dataclass
@@ -69,8 +72,15 @@ class DataplaneError(RuntimeError):
 
 
 class Dataplane:
-    def __init__(self, pin_dir: str, interfaces: dict[Nic, str], xdp_mode: str = "native") -> None:
+    def __init__(
+        self,
+        pin_dir: str,
+        interfaces: dict[Nic, str],
+        xdp_mode: str = "native",
+        fastpath: bool = True,
+    ) -> None:
         self.pin_dir = pin_dir
+        self.fastpath_on = fastpath  # off: nothing is learnt (fastpath.py)
         self.interfaces = interfaces
         self.xdp_mode = xdp_mode  # as configured: native | generic | auto
         self.xdp_in_use: dict[Nic, str] = {}  # the mode each NIC's root runs in
@@ -78,6 +88,8 @@ class Dataplane:
         self.order: dict[Nic, list[str]] = {nic: [] for nic in Nic}
         self._roots: dict[Nic, AdoptedBuild] = {}
         self._fragment: AdoptedBuild | None = None
+        self._learn: AdoptedBuild | None = None
+        self.fastpath: FastPath | None = None
         self._root_fds: dict[tuple[Nic, Hook], int] = {}
         self._chains: dict[Hook, Chain] = {}
         self._ifindex: dict[int, Nic] = {}  # of the attached NICs
@@ -97,7 +109,8 @@ class Dataplane:
             for nic in Nic
         ]
         specs.append(BuildSpec("fragment", FRAGMENT_SOURCE, self.pin_dir, DATAPLANE_ID))
-        *roots, fragment = get_builds(specs)
+        specs.append(BuildSpec("fastpath", LEARN_SOURCE, self.pin_dir, DATAPLANE_ID))
+        *roots, fragment, learn = get_builds(specs)
         for nic, build in zip(Nic, roots, strict=True):
             self._roots[nic] = build
             for hook, function in ROOT_FUNCTIONS.items():
@@ -110,6 +123,7 @@ class Dataplane:
         }
         self.slowpath = SlowPath(f"{self.pin_dir}/slowpath")
         self._install_fragment_program(fragment)
+        self._install_learn_program(learn)
 
     def _install_fragment_program(self, build: AdoptedBuild) -> None:
         """The chain's end for packets to fragment, and their slow-path handler."""
@@ -118,6 +132,28 @@ class Dataplane:
         self._fragment = build
         assert self.slowpath is not None
         self.slowpath.register(DATAPLANE_ID, REASON_FRAGMENT, self.fragmenter.handle)
+
+    def _install_learn_program(self, build: AdoptedBuild) -> None:
+        """The chain's end for flows the fast path may learn (with the fast
+        path off: none, nothing is learnt). The epoch moves on: what the last
+        process's entries say is not this one's to vouch for."""
+        self._learn = build
+        self.fastpath = FastPath(self._roots[Nic.LAN])
+        self.set_fastpath(self.fastpath_on)
+
+    def set_fastpath(self, on: bool) -> None:
+        """Let the chains' end teach the fast path, or not (then no entry is
+        made and the ones there retire at once: every packet takes the chain)."""
+        assert self._learn is not None and self.fastpath is not None
+        slot = self._roots[Nic.LAN]["chain_learn"]
+        if on:
+            fd = self._learn.program_fd("homegw_learn_xdp", "xdp")
+            slot[ctypes.c_uint32(0)] = ctypes.c_int(fd)
+        else:
+            with contextlib.suppress(KeyError):
+                del slot[ctypes.c_uint32(0)]
+        self.fastpath_on = on
+        self.fastpath.invalidate("fast path on" if on else "fast path off")
 
     def add_module(self, module: IOModule) -> LoadedModule:
         return self.add_modules([module])[0]
@@ -273,6 +309,13 @@ class Dataplane:
         for hook, chain in self._chains.items():
             fds = [self.modules[n].fds[hook] for n in self.chain_of(nic, hook)]
             chain.install(nic, fds)
+        self.invalidate_fastpath(f"{nic.name} chain installed")
+
+    def invalidate_fastpath(self, why: str) -> None:
+        """What the chains decide may have changed: every flow's next packet
+        goes through them again (fastpath.py)."""
+        if self.fastpath is not None:
+            self.fastpath.invalidate(why)
 
     # -- NICs ------------------------------------------------------------
     def attach(self) -> None:
@@ -313,7 +356,7 @@ class Dataplane:
 
     def _builds(self) -> list[AdoptedBuild]:
         builds = list(self._roots.values()) + [m.bpf for m in self.modules.values()]
-        return builds + ([self._fragment] if self._fragment else [])
+        return builds + [b for b in (self._fragment, self._learn) if b]
 
     def reinject(self, frame: bytes, ingress_ifindex: int) -> None:
         """Send a frame through the XDP chain of the NIC it arrived on, for real."""
@@ -353,6 +396,8 @@ class Dataplane:
             build.cleanup()
         self.modules.clear()
         self._fragment = None
+        self._learn = None
+        self.fastpath = None
         self._roots.clear()
         self._root_fds.clear()
         self._chains.clear()

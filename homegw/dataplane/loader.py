@@ -65,18 +65,36 @@ PRELUDE = ("homegw.h",)
 USER_PRELUDE = ("homegw.h", "homegw_user.h")
 
 
+#: Headers with map calls of their own that only some sources include: a
+#: source's #include line of one is replaced by the header's text.
+INLINED_HEADERS = ("homegw_fastpath.h",)
+
+
 def program_text(source: Path, sdk: bool = False) -> str:
     """The shared header (and, for a user module, the SDK header) followed by
     the source, as one translation unit.
 
     bcc rewrites map calls (lookup, call, perf_submit) only in the main file,
     so the headers' inline helpers must be part of it. The source's own
-    #include "homegw.h" is then a no-op thanks to the include guard.
+    #include "homegw.h" is then a no-op thanks to the include guard; so is
+    the inlined header's own.
     """
     headers = "\n".join(
         (INCLUDE_DIR / name).read_text() for name in (USER_PRELUDE if sdk else PRELUDE)
     )
-    return f'{headers}\n#line 1 "{source}"\n{source.read_text()}'
+    return f'{headers}\n#line 1 "{source}"\n{_inline_headers(source)}'
+
+
+def _inline_headers(source: Path) -> str:
+    lines = source.read_text().splitlines()
+    for number, line in enumerate(lines):
+        name = line.removeprefix("#include ").strip('"')
+        if line.startswith("#include ") and name in INLINED_HEADERS:
+            lines[number] = (
+                f'#line 1 "{INCLUDE_DIR / name}"\n{(INCLUDE_DIR / name).read_text()}\n'
+                f'#line {number + 2} "{source}"'
+            )
+    return "\n".join(lines) + "\n"
 
 
 def compile_source(

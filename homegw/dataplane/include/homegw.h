@@ -71,6 +71,28 @@ static __always_inline __u64 homegw_ntohs(__u16 net)
 #define HOMEGW_SLOT(nic, gen, pos) \
 	((((nic) * HOMEGW_GENERATIONS) + (gen)) * HOMEGW_MAX_MODULES + (pos))
 
+/* A flow of the fast path (homegw_fastpath.h): an IPv4 TCP/UDP 5-tuple as
+ * the packet carries it (network order) and the NIC it arrives on. */
+struct homegw_flow_key {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 nic;
+	__u16 pad; /* always zero */
+};
+
+/* What of a learnable frame the chain may change, as it arrived. */
+struct homegw_flow_orig {
+	unsigned char macs[2 * ETH_ALEN]; /* destination, source */
+	__u16 len;                        /* frame length */
+	__u16 ip_check;
+	__u16 l4_check;
+	__u8 ttl;
+	__u8 tcp_flags;
+};
+
 /* Where the running packet is in its chain; written by the root, advanced by
  * each module. Per-CPU: a packet's whole chain runs on one CPU without
  * preemption, so the entry belongs to that packet until the chain ends. */
@@ -95,6 +117,13 @@ struct homegw_cursor {
 	__be32 orig_daddr;
 	__be16 orig_dport;
 	__u16 pad;
+	/* The egress MTU, set with fwd by the module that routes (router): the
+	 * flow fast path (homegw_fastpath.h) sends no larger packet. */
+	__u32 out_mtu;
+	/* With HOMEGW_F_LEARN: the frame as it arrived, for the fast path's
+	 * learning at the chain's end (homegw_fastpath.h) */
+	struct homegw_flow_key flow;
+	struct homegw_flow_orig orig;
 };
 
 #define HOMEGW_FWD_KERNEL 0   /* chain end: XDP_PASS, the kernel decides */
@@ -106,6 +135,12 @@ struct homegw_cursor {
  * the packet, translated by then, to the slow path, which fragments it and
  * sends the fragments out of out_ifindex. Never to the kernel untranslated. */
 #define HOMEGW_F_FRAGMENT 4
+/* A module that must see every packet of this flow (DPI while it counts or
+ * classifies it, a user module) sets it: the fast path does not learn it. */
+#define HOMEGW_F_NO_FASTPATH 8
+/* Set by the root: cursor flow/orig hold the frame as it arrived, so the
+ * chain's end may teach the fast path the flow (homegw_fastpath.h). */
+#define HOMEGW_F_LEARN 16
 
 /* XDP metadata (4 bytes) of a frame the slow path sends through its chain
  * again (Dataplane.reinject: held until a neighbour was resolved). Such a
@@ -140,6 +175,8 @@ BPF_TABLE_PINNED("prog", u32, u32, chain_xdp, HOMEGW_CHAIN_SLOTS, HOMEGW_PIN("ch
 BPF_TABLE_PINNED("prog", u32, u32, chain_tc, HOMEGW_CHAIN_SLOTS, HOMEGW_PIN("chain_tc"));
 // <0, the dataplane's fragment program>: see homegw_finish_xdp
 BPF_TABLE_PINNED("prog", u32, u32, chain_fragment, 1, HOMEGW_PIN("chain_fragment"));
+// <0, the dataplane's fast-path learning program>: see homegw_finish_xdp
+BPF_TABLE_PINNED("prog", u32, u32, chain_learn, 1, HOMEGW_PIN("chain_learn"));
 // <nic * HOMEGW_HOOKS + hook, active generation (0 or 1)>
 BPF_TABLE_PINNED("array", u32, u32, chain_generation, HOMEGW_NICS * HOMEGW_HOOKS,
 		 HOMEGW_PIN("chain_generation"));
@@ -231,7 +268,10 @@ static __always_inline int homegw_tx_xdp(struct xdp_md *ctx)
  * the slow path to be fragmented and sent out of the egress. It is never
  * handed to the kernel, which would forward it untranslated. (A tail call,
  * not the punt itself: this is inlined wherever a module ends its work, and
- * the punt's code there would cost NAT its verification.) */
+ * the punt's code there would cost NAT its verification.) A redirected
+ * packet the root marked HOMEGW_F_LEARN that no module vetoed
+ * (HOMEGW_F_NO_FASTPATH) goes to the fast path's learning program
+ * (fastpath.bpf.c, in chain_learn), which redirects it. */
 static __always_inline int homegw_finish_xdp(struct xdp_md *ctx, struct homegw_cursor *cur)
 {
 	if (cur->fwd != HOMEGW_FWD_REDIRECT)
@@ -240,6 +280,11 @@ static __always_inline int homegw_finish_xdp(struct xdp_md *ctx, struct homegw_c
 		chain_fragment.call(ctx, 0);
 		return XDP_DROP; /* no fragment program loaded */
 	}
+	/* a flow the fast path may forward from now on: the learning program
+	 * records what the chain did to it, then redirects it (no program
+	 * loaded: redirected here) */
+	if ((cur->flags & (HOMEGW_F_LEARN | HOMEGW_F_NO_FASTPATH)) == HOMEGW_F_LEARN)
+		chain_learn.call(ctx, 0);
 	/* XDP_REDIRECT, or XDP_ABORTED on bad flags: said so the verifier
 	 * knows it too (a module's "verdict >= 0" test after this would
 	 * otherwise leave it a path no packet takes, and on a 6.12 kernel
@@ -386,6 +431,9 @@ static __always_inline struct homegw_neighbour *homegw_neighbour_xdp(struct xdp_
 #define HOMEGW_DEVICE_FROM 0    /* a frame from the device, forwarded */
 #define HOMEGW_DEVICE_TO 1      /* a frame forwarded to the device */
 #define HOMEGW_DEVICE_DROPPED 2 /* a frame from the device, dropped */
+/* Or-ed into FROM or TO: a paused device's frame is not counted (the fast
+ * path hands it to the chain, whose router drops and counts it). */
+#define HOMEGW_DEVICE_UNLESS_PAUSED 4
 
 /* homegw_count_device's outcomes */
 #define HOMEGW_DEVICE_COUNTED 0
@@ -445,9 +493,10 @@ static __always_inline int homegw_device_paused(const unsigned char *mac)
  * read them at and re-reads them only when the generation moved on; a new
  * entry (on another CPU a zeroed one: generation 0) reads them at once. A
  * device the table has no room for is still held to its policy. */
-static __always_inline int homegw_count_device(const unsigned char *mac, __u64 bytes, int what,
+static __always_inline int homegw_count_device(const unsigned char *mac, __u64 bytes, int how,
 					       __u64 now)
 {
+	int what = how & ~HOMEGW_DEVICE_UNLESS_PAUSED;
 	__u64 key = 0;
 	__u32 tick = now >> HOMEGW_NEIGH_TICK_SHIFT;
 	__u32 zero = 0;
@@ -483,7 +532,8 @@ static __always_inline int homegw_count_device(const unsigned char *mac, __u64 b
 		return HOMEGW_DEVICE_COUNTED;
 	}
 	if (dev->flags & HOMEGW_DEVICE_PAUSED) {
-		dev->dropped++;
+		if (!(how & HOMEGW_DEVICE_UNLESS_PAUSED))
+			dev->dropped++;
 		return HOMEGW_DEVICE_IS_PAUSED;
 	}
 	if (what == HOMEGW_DEVICE_FROM) {

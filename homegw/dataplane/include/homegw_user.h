@@ -9,7 +9,9 @@
  * and ends every path with one of the outcomes below:
  *
  *     return hgw_next_xdp(ctx);  the next module of the chain runs (the
- *                                packet goes on as if this one were absent)
+ *                                packet goes on as if this one were absent;
+ *                                its flow is never left to the fast path,
+ *                                so the module sees all of its packets)
  *     return XDP_DROP;           the packet ends here (count it first)
  *     return XDP_PASS;           the kernel takes it now; the modules after
  *                                this one do not run (the kernel path's
@@ -66,8 +68,14 @@ static __always_inline void hgw_count(__u32 index)
 }
 
 /* -- continuing the chain --------------------------------------------------- */
+/* A user module sees every packet of the flows it passes on: the flow fast
+ * path (which skips the chain) never learns them. */
 static __always_inline int hgw_next_xdp(struct xdp_md *ctx)
 {
+	struct homegw_cursor *cur = homegw_cursor_xdp();
+
+	if (cur)
+		cur->flags |= HOMEGW_F_NO_FASTPATH;
 	return homegw_next_xdp(ctx);
 }
 

@@ -42,6 +42,8 @@
  *     DPI_FLOW_FIN on FIN/RST, the device MAC on change; a copy whose
  *     policy_gen is not dpi_policy_gen[0] evaluates the policy again (a
  *     policy change cuts established flows at their next packet).
+ * A packet of a flow (passed on) vetoes the flow fast path
+ * (HOMEGW_F_NO_FASTPATH, homegw_fastpath.h): DPI counts every packet.
  * Policy: (mac, APP, app) if the app is known, (mac, CATEGORY, category) if
  * known, (mac, ALL, 0); the first entry found decides (ALLOW: pass, BLOCK:
  * block); none: pass. A blocked packet, counted by kind:
@@ -587,5 +589,7 @@ int dpi_xdp(struct xdp_md *ctx)
 		verdict = untracked(&pkt, tick);
 	if (verdict == DPI_VERDICT_BLOCK)
 		return block(ctx, &pkt);
+	/* DPI counts every packet of its flows: the fast path must not skip it */
+	cur->flags |= HOMEGW_F_NO_FASTPATH;
 	return homegw_next_xdp(ctx);
 }

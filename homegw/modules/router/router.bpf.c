@@ -395,6 +395,7 @@ static __always_inline int forward(struct xdp_md *ctx, struct homegw_cursor *cur
 	cur->fwd = HOMEGW_FWD_REDIRECT;
 	cur->out_ifindex = out->ifindex;
 	cur->out_nic = out_nic;
+	cur->out_mtu = out->mtu;
 	return homegw_next_xdp(ctx);
 }
 
