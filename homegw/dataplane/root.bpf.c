@@ -86,6 +86,7 @@ static __always_inline int fastpath_xdp(struct xdp_md *ctx, struct homegw_flow_k
 	p->ports[1] = f->dport;
 	homegw_fp_count(HOMEGW_NIC == HOMEGW_NIC_LAN ? HOMEGW_FP_LAN_TO_WAN : HOMEGW_FP_WAN_TO_LAN,
 			bytes);
+	homegw_count_forwarded(f->out_nic, bytes); /* the router's, as if it had */
 	return bpf_redirect(f->out_ifindex, 0) == XDP_REDIRECT ? XDP_REDIRECT : XDP_ABORTED;
 }
 

@@ -224,15 +224,17 @@ def test_a_paused_device_is_the_routers_to_drop(gw: Gateway) -> None:
     run_fast(gw, Nic.LAN, from_lan(host, UDP(sport=5500, dport=443)))
 
 
-def test_the_fast_path_counts_the_device(gw: Gateway) -> None:
+def test_the_fast_path_counts_the_device_and_the_nic(gw: Gateway) -> None:
     host, mac = "192.168.1.14", HOSTS["192.168.1.14"]
     learnt_flow(gw, host, 5600)
-    before = gw.router.stats()["devices"][mac]
+    before, wan_before = gw.router.stats()["devices"][mac], gw.router.stats()["nics"]["wan"]
     frame = from_lan(host, UDP(sport=5600, dport=443) / bytes(100))
     run_fast(gw, Nic.LAN, frame)
-    after = gw.router.stats()["devices"][mac]
+    after, wan_after = gw.router.stats()["devices"][mac], gw.router.stats()["nics"]["wan"]
     assert after.from_packets == before.from_packets + 1
     assert after.from_bytes == before.from_bytes + len(frame)
+    # forwarded out of the WAN, as the router counts it
+    assert wan_after == (wan_before[0] + 1, wan_before[1] + len(frame))
 
 
 def test_the_macs_and_addresses_on_the_wire(gw: Gateway) -> None:

@@ -105,7 +105,7 @@ DEFAULTS = {
             "fast_path": True},
     "dpi": {"enabled": False, "app_sources": [], "profiles": [], "rules": [], "pauses": []},
     "webui": {"listen": "192.168.1.1:80", "metrics_public": True},
-    "dataplane": {"pin_dir": "/sys/fs/bpf/homegw", "xdp_mode": "native",
+    "dataplane": {"pin_dir": "/sys/fs/bpf/homegw", "xdp_mode": "native", "fastpath": True,
                   "order": {"lan": ["dpi", "dhcp", "dns", "firewall", "router", "nat"],
                             "wan": ["firewall", "nat", "router", "dpi"]}},
     "devices": [],

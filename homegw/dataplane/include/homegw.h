@@ -423,6 +423,22 @@ static __always_inline struct homegw_neighbour *homegw_neighbour_xdp(struct xdp_
 	return NULL;
 }
 
+// <HOMEGW_NIC_* of the egress, packets and bytes forwarded out of it>: by the
+// router, and by the flow fast path for it (homegw_fastpath.h); read by the
+// router's maps.py. Pinned as router_nic_stats, its name before it was shared.
+BPF_TABLE_PINNED("percpu_array", u32, struct homegw_counter, homegw_nic_forwarded, HOMEGW_NICS,
+		 HOMEGW_PIN("router_nic_stats"));
+
+static __always_inline void homegw_count_forwarded(u32 out_nic, __u64 bytes)
+{
+	struct homegw_counter *c = homegw_nic_forwarded.lookup(&out_nic);
+
+	if (c) {
+		c->packets++;
+		c->bytes += bytes;
+	}
+}
+
 /* Per-device accounting and policy, one map for the whole chain: the router
  * counts what it forwards from and to a LAN device and drops what a paused
  * device sends or is sent, other modules count what they drop of a known

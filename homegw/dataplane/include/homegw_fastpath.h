@@ -27,8 +27,9 @@
  * the chain decrements it, not over the egress MTU, a valid IPv4 header
  * checksum, a LAN device that is not paused (a paused one's frame goes to
  * the chain: the router drops and counts it). It counts the LAN device's
- * traffic (homegw_count_device) and the NIC's forwarded packets
- * (homegw_fastpath_stats). Anything else: the chain.
+ * traffic (homegw_count_device), the egress NIC's forwarded packets as the
+ * router would (homegw_nic_forwarded) and its own (homegw_fastpath_stats).
+ * Anything else: the chain.
  */
 #ifndef HOMEGW_FASTPATH_H
 #define HOMEGW_FASTPATH_H

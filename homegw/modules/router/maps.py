@@ -152,7 +152,7 @@ class RouterMaps:
         self._own = bpf["router6_own"]
         self._settings6 = bpf["router6_settings"]
         self._stats = bpf["router_stats"]
-        self._nic_stats = bpf["router_nic_stats"]
+        self._nic_stats = bpf["homegw_nic_forwarded"]
         self.devices = Devices(bpf["homegw_devices"])
         self.policy = DevicePolicy(bpf["homegw_device_policy"], bpf["homegw_device_policy_gen"])
 

@@ -85,7 +85,7 @@
 
 /* maps.py reads the counter names from this enum. */
 enum router_counter {
-	C_FORWARDED, /* not counted here: the sum of router_nic_stats */
+	C_FORWARDED, /* not counted here: the sum of homegw_nic_forwarded */
 	C_TO_KERNEL,
 	C_NEIGH_MISS,
 	C_TTL_EXCEEDED,
@@ -173,9 +173,8 @@ BPF_ARRAY(router_settings, struct settings, 1);
 // <enum router_counter, packets>
 BPF_TABLE_PINNED("percpu_array", u32, u64, router_stats, C_COUNTERS,
 		 HOMEGW_PIN("router_stats"));
-// <HOMEGW_NIC_* of the egress, packets and bytes forwarded out of it>
-BPF_TABLE_PINNED("percpu_array", u32, struct homegw_counter, router_nic_stats, HOMEGW_NICS,
-		 HOMEGW_PIN("router_nic_stats"));
+// (what it forwards out of each NIC: homegw_nic_forwarded, in homegw.h: the
+// flow fast path forwards for it and counts there too)
 // <0, ICMP errors sent in the current second on this CPU>
 BPF_PERCPU_ARRAY(router_icmp_budget, struct icmp_budget, 1);
 
@@ -387,11 +386,7 @@ static __always_inline int forward(struct xdp_md *ctx, struct homegw_cursor *cur
 	__builtin_memcpy(eth->h_dest, neigh->mac, ETH_ALEN);
 	__builtin_memcpy(eth->h_source, out->mac, ETH_ALEN);
 
-	struct homegw_counter *nic_stats = router_nic_stats.lookup(&out_nic);
-	if (nic_stats) {
-		nic_stats->packets++;
-		nic_stats->bytes += bytes;
-	}
+	homegw_count_forwarded(out_nic, bytes);
 	cur->fwd = HOMEGW_FWD_REDIRECT;
 	cur->out_ifindex = out->ifindex;
 	cur->out_nic = out_nic;
