@@ -70,11 +70,14 @@ def test_udp_flow_learnt_then_forwarded_as_the_chain_does(gw: Gateway) -> None:
     first = from_lan("192.168.1.11", UDP(sport=5100, dport=443) / b"first")
     learnt = fast(gw)["learnt"]
     assert run_chain(gw, Nic.LAN, first).data == to_wan(first)
+    assert fast(gw)["learnt"] == learnt  # it opened the session: NAT vetoes it
+    second = from_lan("192.168.1.11", UDP(sport=5100, dport=443) / b"second")
+    assert run_chain(gw, Nic.LAN, second).data == to_wan(second)
     assert fast(gw)["learnt"] == learnt + 1
     later = from_lan("192.168.1.11", UDP(sport=5100, dport=443) / b"later, longer", ttl=17)
     result = run_fast(gw, Nic.LAN, later)
     assert (result.verdict, result.data) == ("XDP_REDIRECT", to_wan(later))
-    reply = from_wan(UDP(sport=443, dport=5100) / b"reply")
+    reply = from_wan(UDP(sport=443, dport=5100) / b"reply")  # the session exists: learnt
     assert run_chain(gw, Nic.WAN, reply).data == to_lan(reply, "192.168.1.11")
     again = from_wan(UDP(sport=443, dport=5100) / b"second reply", ttl=3)
     result = run_fast(gw, Nic.WAN, again)
@@ -129,6 +132,7 @@ def test_syn_fin_and_rst_go_through_the_chain(gw: Gateway) -> None:
     syn = from_lan(host, TCP(sport=port, dport=443, flags="S"))
     run_chain(gw, Nic.LAN, syn)
     ack = from_lan(host, TCP(sport=port, dport=443, flags="A"))
+    run_chain(gw, Nic.LAN, ack)
     run_fast(gw, Nic.LAN, ack)
     for flags in ("S", "FA", "R", "RA"):
         frame = from_lan(host, TCP(sport=port, dport=443, flags=flags))
@@ -138,7 +142,8 @@ def test_syn_fin_and_rst_go_through_the_chain(gw: Gateway) -> None:
 
 
 def learnt_flow(gw: Gateway, host: str, port: int) -> None:
-    run_chain(gw, Nic.LAN, from_lan(host, UDP(sport=port, dport=443)))
+    for _ in range(2):  # the first opens the session, the second teaches the fast path
+        run_chain(gw, Nic.LAN, from_lan(host, UDP(sport=port, dport=443)))
     run_fast(gw, Nic.LAN, from_lan(host, UDP(sport=port, dport=443)))
 
 
@@ -195,6 +200,15 @@ def test_an_entry_retires_after_its_lifetime(gw: Gateway) -> None:
             break
     assert fast(gw)["stale"] == stale + 1
     run_fast(gw, Nic.LAN, frame)
+
+
+def test_a_spoofed_flood_to_a_port_forward_teaches_nothing(gw: Gateway) -> None:
+    learnt = fast(gw)["learnt"]
+    for number in range(50):
+        remote = f"198.51.100.{100 + number}"
+        frame = from_wan(UDP(sport=20000 + number, dport=7000), src=remote)
+        assert run_chain(gw, Nic.WAN, frame).verdict == "XDP_REDIRECT"
+    assert fast(gw)["learnt"] == learnt  # each opened a session: not learnt
 
 
 def test_icmp_and_fragments_never_take_the_fast_path(gw: Gateway) -> None:

@@ -318,6 +318,18 @@ static __always_inline int homegw_next_tc(struct __sk_buff *skb)
 	return TC_ACT_OK;
 }
 
+/* The running packet's flow is not to be learnt by the fast path
+ * (HOMEGW_F_NO_FASTPATH): this module must see its next packets too, or
+ * the packet opened the flow (its first packet: most flows of one packet,
+ * a DNS query, a scan, a flood, would only churn the fast path's table). */
+static __always_inline void homegw_no_fastpath_xdp(void)
+{
+	struct homegw_cursor *cur = homegw_cursor_xdp();
+
+	if (cur)
+		cur->flags |= HOMEGW_F_NO_FASTPATH;
+}
+
 /* Whether the slow path re-injected this frame (HOMEGW_META_REINJECTED). */
 static __always_inline int homegw_reinjected_xdp(struct xdp_md *ctx)
 {

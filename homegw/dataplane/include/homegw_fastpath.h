@@ -10,8 +10,10 @@
  *
  * Learning (fastpath.bpf.c, tail-called at the chain's end, homegw_finish_xdp):
  * a packet the chain redirects from one NIC to the other, with the egress
- * MTU known (the router sets it) and no module's veto (HOMEGW_F_NO_FASTPATH:
- * DPI, user modules). The chain may have changed only the MACs, the
+ * MTU known (the router sets it) and no module's veto (HOMEGW_F_NO_FASTPATH,
+ * homegw_no_fastpath_xdp: DPI and user modules for every packet of their
+ * flows, NAT for the packet that opened a session, so a flow is learnt from
+ * its second packet and flows of one packet cost no entry). The chain may have changed only the MACs, the
  * addresses, the ports, the TTL (by one) and the checksums to match; the
  * program checks this by recomputing both checksums from the differences
  * and refuses anything else (counted learn_refused). The entry holds the

@@ -72,10 +72,7 @@ static __always_inline void hgw_count(__u32 index)
  * path (which skips the chain) never learns them. */
 static __always_inline int hgw_next_xdp(struct xdp_md *ctx)
 {
-	struct homegw_cursor *cur = homegw_cursor_xdp();
-
-	if (cur)
-		cur->flags |= HOMEGW_F_NO_FASTPATH;
+	homegw_no_fastpath_xdp();
 	return homegw_next_xdp(ctx);
 }
 

@@ -590,6 +590,6 @@ int dpi_xdp(struct xdp_md *ctx)
 	if (verdict == DPI_VERDICT_BLOCK)
 		return block(ctx, &pkt);
 	/* DPI counts every packet of its flows: the fast path must not skip it */
-	cur->flags |= HOMEGW_F_NO_FASTPATH;
+	homegw_no_fastpath_xdp();
 	return homegw_next_xdp(ctx);
 }

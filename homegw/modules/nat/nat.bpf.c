@@ -544,6 +544,7 @@ static __always_inline int touch_session(struct session_key *key, __u32 seen, u6
 	int err = nat_sessions.insert(key, &value);
 	if (err == 0) {
 		count(N_NEW_SESSIONS);
+		homegw_no_fastpath_xdp(); /* a flow's first packet: learnt from its next */
 		return 0;
 	}
 	if (err != -EEXIST)
@@ -615,6 +616,7 @@ static __always_inline int new_inbound_session(struct session_key *key, __u32 se
 	if (err == 0) {
 		count(N_NEW_SESSIONS);
 		count(N_NEW_INBOUND_SESSIONS);
+		homegw_no_fastpath_xdp(); /* a flood of new remotes learns nothing */
 		return 0;
 	}
 	budget_give_all(bucket, key->ext_port);
