@@ -59,6 +59,8 @@ static __always_inline int fastpath_xdp(struct xdp_md *ctx, struct homegw_flow_k
 		return -1;
 	u64 now = bpf_ktime_get_coarse_ns();
 	if (f->epoch != homegw_flow_epoch_now() || now >= f->expires_ns) {
+		/* gone: the chain teaches it again, or (vetoed now) not */
+		homegw_flows.delete(key);
 		homegw_fp_count(HOMEGW_FP_STALE, 0);
 		return -1;
 	}

@@ -271,3 +271,18 @@ def test_odd_headers_pass_untouched_and_are_counted(
     counts = {name: value for name, value in gw.counters().items() if value}
     assert counts == {counter: 1}
     assert gw.maps.flows() == []
+
+
+def test_dpi_flows_are_never_left_to_the_fast_path(gw: DpiGateway) -> None:
+    """DPI counts every packet of its flows: it vetoes the fast path, so each
+    packet goes through the chain and is counted (the router alone would have
+    let the fast path take them from the second packet on)."""
+    assert gw.dp.fastpath is not None
+    up, down = udp_up(41090), udp_down(41090)
+    for _ in range(4):
+        assert gw.lan(up).verdict == "XDP_REDIRECT"
+        assert gw.wan(down).verdict == "XDP_REDIRECT"
+    row = gw.flow(key(41090, proto=17))
+    assert row is not None and (row.up_packets, row.down_packets) == (4, 4)
+    fast = gw.dp.fastpath.counters()
+    assert (fast["learnt"][0], fast["lan_to_wan"][0], fast["wan_to_lan"][0]) == (0, 0, 0)

@@ -74,7 +74,7 @@ struct homegw_flow {
 #define HOMEGW_FP_WAN_TO_LAN 1
 #define HOMEGW_FP_LEARNT 2
 #define HOMEGW_FP_LEARN_REFUSED 3 /* the chain changed more than the fast path can */
-#define HOMEGW_FP_STALE 4      /* an entry found too old or of an old epoch */
+#define HOMEGW_FP_STALE 4      /* an entry found too old or of an old epoch: deleted */
 #define HOMEGW_FP_COUNTERS 5
 
 // <struct homegw_flow_key, struct homegw_flow>: flows the fast path forwards.
