@@ -27,13 +27,13 @@ static __always_inline int rewrite_of(struct homegw_cursor *cur, struct homegw_f
 	if (p->tcp_flags && *p->tcp_flags != o->tcp_flags)
 		return 0;
 	__u16 ttl_word = *(__u16 *)&ip->ttl; /* TTL and protocol: one checksum word */
-	__u32 ip_terms = homegw_csum_term(ttl_word + dec, ttl_word) +
-			 homegw_csum_term4(k->saddr, ip->saddr) + homegw_csum_term4(k->daddr, ip->daddr);
-	__u32 l4_terms = homegw_csum_term4(k->saddr, ip->saddr) +
-			 homegw_csum_term4(k->daddr, ip->daddr) +
-			 homegw_csum_term(k->sport, p->ports[0]) + homegw_csum_term(k->dport, p->ports[1]);
-	f->ip_delta = homegw_csum_fold(ip_terms);
-	f->l4_delta = homegw_csum_fold(l4_terms);
+	/* the addresses are in both checksums (L4: its pseudo-header) */
+	__u32 addresses = homegw_csum_term4(k->saddr, ip->saddr) +
+			  homegw_csum_term4(k->daddr, ip->daddr);
+	__u32 ports = homegw_csum_term(k->sport, p->ports[0]) +
+		      homegw_csum_term(k->dport, p->ports[1]);
+	f->ip_delta = homegw_csum_fold(homegw_csum_term(ttl_word + dec, ttl_word) + addresses);
+	f->l4_delta = homegw_csum_fold(addresses + ports);
 	if (homegw_csum_add(o->ip_check, f->ip_delta) != ip->check)
 		return 0;
 	if (homegw_flow_l4_check(o->l4_check, f->l4_delta, !p->tcp_flags) != *p->l4_check)

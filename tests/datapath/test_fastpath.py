@@ -171,6 +171,13 @@ def test_a_bad_ip_checksum_is_the_routers_to_drop(gw: Gateway) -> None:
     assert gw.router.maps.counters()["bad_checksum"] == dropped + 1
 
 
+def test_a_truncated_packet_of_a_learnt_flow_is_the_chains(gw: Gateway) -> None:
+    learnt_flow(gw, "192.168.1.19", 5407)
+    whole = from_lan("192.168.1.19", UDP(sport=5407, dport=443) / bytes(200))
+    cut = whole[: 14 + 20 + 4]  # the IPv4 total length says 228 bytes; 4 of UDP came
+    assert run_chain(gw, Nic.LAN, cut).verdict == "XDP_DROP"  # the router's bad length
+
+
 def test_the_same_flow_from_another_mac_goes_to_the_chain(gw: Gateway) -> None:
     learnt_flow(gw, "192.168.1.19", 5403)
     spoofed = Ether(from_lan("192.168.1.19", UDP(sport=5403, dport=443)))

@@ -105,16 +105,6 @@ static __always_inline __u32 homegw_flow_epoch_now(void)
 	return epoch ? *epoch : 0;
 }
 
-/* ~fold(~sum + delta): a checksum with a precomputed addend (RFC 1624). */
-static __always_inline __u16 homegw_csum_add(__u16 sum, __u16 delta)
-{
-	__u32 c = (__u16)~sum;
-
-	c += delta;
-	c = (c & 0xffff) + (c >> 16);
-	c = (c & 0xffff) + (c >> 16);
-	return ~c;
-}
 
 /* The addend that turns a checksum over `old` into one over `new` (one
  * 16-bit word each, as they sit in the packet); 0 when they are equal. */
@@ -133,6 +123,12 @@ static __always_inline __u16 homegw_csum_fold(__u32 c)
 	c = (c & 0xffff) + (c >> 16);
 	c = (c & 0xffff) + (c >> 16);
 	return c;
+}
+
+/* ~fold(~sum + delta): a checksum with a precomputed addend (RFC 1624). */
+static __always_inline __u16 homegw_csum_add(__u16 sum, __u16 delta)
+{
+	return ~homegw_csum_fold((__u32)(__u16)~sum + delta);
 }
 
 /* Where a looked-up packet's fields are (pointers checked against the frame). */

@@ -589,7 +589,8 @@ int dpi_xdp(struct xdp_md *ctx)
 		verdict = untracked(&pkt, tick);
 	if (verdict == DPI_VERDICT_BLOCK)
 		return block(ctx, &pkt);
-	/* DPI counts every packet of its flows: the fast path must not skip it */
-	homegw_no_fastpath_xdp();
+	/* DPI counts every packet of its flows: the fast path must not skip it
+	 * (the cursor is at hand: not homegw_no_fastpath_xdp's second lookup) */
+	cur->flags |= HOMEGW_F_NO_FASTPATH;
 	return homegw_next_xdp(ctx);
 }
