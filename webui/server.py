@@ -26,6 +26,7 @@ CONNECTION_LIMIT = 64
 CHANNEL_TIMEOUT_S = 30  # idle keep-alive connections are closed after this
 DRAIN_S = 5  # at stop, answers in flight get this long to be sent
 DRAIN_POLL_S = 0.02
+LOOP_END_S = 2  # a loop whose trigger broke is given this long to end
 
 
 class WebServer:
@@ -60,11 +61,17 @@ class WebServer:
         log.info("web UI listening on %s", self.url)
 
     def _in_loop(self, thunk: Callable[[], object]) -> None:
-        """Run `thunk` in waitress's loop thread, which owns the sockets."""
+        """Run `thunk` in waitress's loop thread, which owns the sockets; here
+        if that loop has ended or cannot be woken (its trigger's pipe closed
+        under it: then its select fails and the loop ends)."""
         if self._thread.is_alive():
-            self._server.trigger.pull_trigger(thunk)
-        else:
-            thunk()
+            try:
+                self._server.trigger.pull_trigger(thunk)
+                return
+            except OSError as exc:
+                log.error("the web UI's loop cannot be woken (%s): stopping it from here", exc)
+                self._thread.join(timeout=LOOP_END_S)
+        thunk()
 
     def _busy(self) -> bool:
         """A connection has a request in flight or an answer not yet sent."""

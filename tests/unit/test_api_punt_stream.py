@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -242,4 +243,20 @@ def test_a_stopping_server_ends_its_streams_at_once(served: Served) -> None:
     assert not stopping.is_alive()
     assert time.monotonic() - began < DRAIN_S  # the stream did not hold the stop up
     assert served.control.punt_hub.stats("blocker")["subscribers"] == 0
+    stream.close()
+
+
+def test_a_loop_that_cannot_be_woken_still_stops(served: Served) -> None:
+    """Seen once in CI: the loop's trigger pipe was closed under it (by a
+    close of a descriptor number reused meanwhile). stop() ends the loop from
+    its own thread then, and every connection is closed."""
+    stream = served.stream()
+    assert stream.message() == ": subscribed\n"
+    trigger = served.server._server.trigger
+    os.close(trigger.trigger)  # the write end: pulling it fails with EBADF
+    trigger._fds = [trigger._fds[0]]  # (its close must not close that number again)
+    served.server.stop()
+    assert stream.event() == ("end", {"module": "blocker", "reason": "the server stops"})
+    with pytest.raises(ConnectionRefusedError):
+        http.client.HTTPConnection("127.0.0.1", served.port, timeout=TIMEOUT_S).connect()
     stream.close()
