@@ -216,6 +216,7 @@ class Dataplane:
     def _adopt(self, module: IOModule, build: AdoptedBuild) -> LoadedModule:
         loaded = LoadedModule(module, build)
         module.reinject = self.reinject
+        module.invalidate_fastpath = self.invalidate_fastpath  # type: ignore[method-assign]
         if module.xdp_function:
             loaded.fds[Hook.XDP] = build.program_fd(module.xdp_function, "xdp")
         if module.tc_function:

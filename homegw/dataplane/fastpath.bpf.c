@@ -7,7 +7,8 @@
  *     the frame's length, IPv4 header fields but the TTL (same or one less),
  *     addresses and checksums, the protocol and the TCP flags as they were,
  *     both checksums equal to the arrived ones plus the differences of the
- *     addresses, ports and TTL
+ *     addresses, ports and TTL; with the flow meter a module named
+ *     (HOMEGW_F_METER) and the epoch of the packet's arrival
  *   learn_refused: anything else (a module changed more: no entry)
  * The packet is redirected either way (the chain decided so). */
 #include "homegw_fastpath.h"
@@ -77,7 +78,12 @@ static __always_inline int learn(struct xdp_md *ctx, struct homegw_cursor *cur)
 	f.max_len = cur->out_mtu > 0xffff ? 0xffff : cur->out_mtu;
 	f.out_ifindex = cur->out_ifindex;
 	f.out_nic = cur->out_nic;
-	f.epoch = homegw_flow_epoch_now();
+	f.epoch = cur->orig.epoch; /* a change while the chain ran retires it */
+	f.meter = HOMEGW_NO_METER;
+	if (cur->flags & HOMEGW_F_METER) {
+		f.meter = cur->meter;
+		f.meter_claim = cur->meter_claim;
+	}
 	f.expires_ns = bpf_ktime_get_coarse_ns() + HOMEGW_FLOW_LIFETIME_NS;
 	device_of(cur, &p, &f);
 	return homegw_flows.update(&cur->flow, &f) == 0;

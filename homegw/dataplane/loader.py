@@ -9,6 +9,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from homegw.dataplane.pinned import possible_cpus
+
 log = logging.getLogger(__name__)
 
 INCLUDE_DIR = Path(__file__).parent / "include"
@@ -54,6 +56,7 @@ def cflags(pin_dir: str, module_id: int, defines: dict[str, Define]) -> list[str
         f"-I{INCLUDE_DIR}",
         f'-DHOMEGW_PIN_DIR="{pin_dir}"',
         f"-DHOMEGW_MODULE_ID={module_id}",
+        f"-DHOMEGW_CPUS={possible_cpus()}",
         "-Wno-macro-redefined",
     ]
     flags += [f"-D{name}={value}" for name, value in defines.items()]

@@ -47,6 +47,11 @@ class IOModule:
     # path held, e.g. until a neighbour was resolved).
     reinject: Callable[[bytes, int], None]
 
+    def invalidate_fastpath(self, why: str) -> None:
+        """Retire the flow fast path's entries: every flow's next packet goes
+        through the chain (a module whose decision for established flows
+        changed calls it). The dataplane replaces it when the module is added."""
+
     @classmethod
     def wanted(cls, config: Config) -> bool:
         """Whether the config asks for this module's datapath."""

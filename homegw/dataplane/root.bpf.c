@@ -46,10 +46,20 @@ static __always_inline void start_chain(struct homegw_cursor *cur, u32 hook, u32
 	cur->out_mtu = 0;
 }
 
+static __always_inline void count_meter(struct homegw_flow_meter *m, u64 bytes, u64 now)
+{
+	__u32 tick = now >> HOMEGW_NEIGH_TICK_SHIFT;
+
+	m->packets[HOMEGW_NIC]++;
+	m->bytes[HOMEGW_NIC] += bytes;
+	if (m->last_tick != tick)
+		m->last_tick = tick;
+}
+
 /* Forward a known flow's packet as the chain did (the header comment of
  * homegw_fastpath.h lists the conditions); -1: the chain's to decide. */
 static __always_inline int fastpath_xdp(struct xdp_md *ctx, struct homegw_flow_key *key,
-					struct homegw_flow_pkt *p)
+					struct homegw_flow_pkt *p, __u32 epoch)
 {
 	struct homegw_flow *f = homegw_flows.lookup(key);
 	struct ethhdr *eth = p->eth;
@@ -58,7 +68,7 @@ static __always_inline int fastpath_xdp(struct xdp_md *ctx, struct homegw_flow_k
 	if (!f)
 		return -1;
 	u64 now = bpf_ktime_get_coarse_ns();
-	if (f->epoch != homegw_flow_epoch_now() || now >= f->expires_ns) {
+	if (f->epoch != epoch || now >= f->expires_ns) {
 		/* gone: the chain teaches it again, or (vetoed now) not */
 		homegw_flows.delete(key);
 		homegw_fp_count(HOMEGW_FP_STALE, 0);
@@ -72,6 +82,12 @@ static __always_inline int fastpath_xdp(struct xdp_md *ctx, struct homegw_flow_k
 	if (ntohs(ip->tot_len) > f->max_len || (f->ttl_dec && ip->ttl <= 1) ||
 	    !homegw_ip_check_ok(ip))
 		return -1;
+	struct homegw_flow_meter *meter = NULL;
+	if (f->meter != HOMEGW_NO_METER) {
+		meter = homegw_meter(f->meter);
+		if (!meter || meter->claim != f->meter_claim)
+			return -1; /* this CPU's meter is another flow's */
+	}
 	u64 bytes = ctx->data_end - ctx->data;
 	if (f->device_dir != HOMEGW_FLOW_NO_DEVICE &&
 	    homegw_count_device((const unsigned char *)&f->device, bytes,
@@ -89,13 +105,16 @@ static __always_inline int fastpath_xdp(struct xdp_md *ctx, struct homegw_flow_k
 	homegw_fp_count(HOMEGW_NIC == HOMEGW_NIC_LAN ? HOMEGW_FP_LAN_TO_WAN : HOMEGW_FP_WAN_TO_LAN,
 			bytes);
 	homegw_count_forwarded(f->out_nic, bytes); /* the router's, as if it had */
+	if (meter)
+		count_meter(meter, bytes, now);
 	return bpf_redirect(f->out_ifindex, 0) == XDP_REDIRECT ? XDP_REDIRECT : XDP_ABORTED;
 }
 
 /* What of the frame the chain may change, as it arrived, for the learning
  * at the chain's end. */
 static __always_inline void remember_orig(struct xdp_md *ctx, struct homegw_cursor *cur,
-					  struct homegw_flow_key *key, struct homegw_flow_pkt *p)
+					  struct homegw_flow_key *key, struct homegw_flow_pkt *p,
+					  __u32 epoch)
 {
 	struct homegw_flow_orig *o = &cur->orig;
 
@@ -106,6 +125,7 @@ static __always_inline void remember_orig(struct xdp_md *ctx, struct homegw_curs
 	o->l4_check = *p->l4_check;
 	o->ttl = p->ip->ttl;
 	o->tcp_flags = p->tcp_flags ? *p->tcp_flags : 0;
+	o->epoch = epoch;
 	cur->flags |= HOMEGW_F_LEARN;
 }
 
@@ -120,14 +140,16 @@ int homegw_root_xdp(struct xdp_md *ctx)
 	if (!cur)
 		return XDP_PASS;
 	int known = homegw_flow_parse(ctx, HOMEGW_NIC, &key, &p) && !homegw_reinjected_xdp(ctx);
+	__u32 epoch = 0;
 	if (known) {
-		int verdict = fastpath_xdp(ctx, &key, &p);
+		epoch = homegw_flow_epoch_now(); /* read once: the hit's and the learning's */
+		int verdict = fastpath_xdp(ctx, &key, &p, epoch);
 		if (verdict >= 0)
 			return verdict;
 	}
 	start_chain(cur, HOMEGW_HOOK_XDP, ctx->ingress_ifindex);
 	if (known)
-		remember_orig(ctx, cur, &key, &p);
+		remember_orig(ctx, cur, &key, &p, epoch);
 	chain_xdp.call(ctx, cur->slot_base);
 	return XDP_PASS;
 }

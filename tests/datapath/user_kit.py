@@ -20,7 +20,7 @@ USER_MODULE_ID = 200
 FWD_KERNEL, FWD_REDIRECT = 0, 1
 NIC_NONE = 0xFF
 F_LOCAL, F_DNAT = 1, 2
-CURSOR_SIZE = 92  # struct homegw_cursor (its fast-path fields: zero here)
+CURSOR_SIZE = 104  # struct homegw_cursor (its fast-path fields: zero here)
 NO_MAC = "00:00:00:00:00:00"
 
 

@@ -6,6 +6,7 @@
  * Compile-time defines set by homegw/dataplane/loader.py:
  *   HOMEGW_PIN_DIR     "/sys/fs/bpf/homegw" (string literal)
  *   HOMEGW_MODULE_ID   the module's id, carried in slow-path punts
+ *   HOMEGW_CPUS        the possible CPUs (homegw_flow_meters has a range each)
  */
 #ifndef HOMEGW_H
 #define HOMEGW_H
@@ -91,6 +92,8 @@ struct homegw_flow_orig {
 	__u16 l4_check;
 	__u8 ttl;
 	__u8 tcp_flags;
+	__u32 epoch;                      /* homegw_flow_epoch[0] then: what the chain
+					   * decides is of that epoch */
 };
 
 /* Where the running packet is in its chain; written by the root, advanced by
@@ -124,6 +127,10 @@ struct homegw_cursor {
 	 * learning at the chain's end (homegw_fastpath.h) */
 	struct homegw_flow_key flow;
 	struct homegw_flow_orig orig;
+	/* With HOMEGW_F_METER: the flow meter the fast path counts the flow's
+	 * packets in (homegw_fastpath_meter) */
+	__u32 meter;
+	__u32 meter_claim;
 };
 
 #define HOMEGW_FWD_KERNEL 0   /* chain end: XDP_PASS, the kernel decides */
@@ -141,6 +148,9 @@ struct homegw_cursor {
 /* Set by the root: cursor flow/orig hold the frame as it arrived, so the
  * chain's end may teach the fast path the flow (homegw_fastpath.h). */
 #define HOMEGW_F_LEARN 16
+/* A module that counts every packet of this flow lets the fast path forward
+ * it, counting in cursor meter (homegw_fastpath_meter). */
+#define HOMEGW_F_METER 32
 
 /* XDP metadata (4 bytes) of a frame the slow path sends through its chain
  * again (Dataplane.reinject: held until a neighbour was resolved). Such a
@@ -449,6 +459,76 @@ static __always_inline void homegw_count_forwarded(u32 out_nic, __u64 bytes)
 		c->packets++;
 		c->bytes += bytes;
 	}
+}
+
+/* Flow meters: a module that counts every packet of a flow (DPI, per flow
+ * and application) need not keep the flow off the fast path. It names one
+ * of this CPU's meters for the flow (homegw_fastpath_meter); the fast path
+ * counts the packets it forwards for the flow there and adds nothing else.
+ * A meter is claimed for a flow (homegw_meter_claim: zeroed, a new claim
+ * number); an entry of the fast path counts in its meter only while the
+ * meter on the packet's CPU still has the claim it was learnt with, else
+ * the packet goes through the chain (that CPU's meter is another flow's, or
+ * was claimed again). The module reads the meters of its flows and adds
+ * them to its own counts. One module uses them (DPI: the index is its slot);
+ * a second would need a range of its own. */
+#define HOMEGW_FLOW_METERS 16384 /* per CPU */
+#define HOMEGW_NO_METER 0xffffffff
+#ifndef HOMEGW_CPUS
+#error "HOMEGW_CPUS (the possible CPUs) must be defined by the loader"
+#endif
+
+struct homegw_flow_meter {
+	__u64 bytes[HOMEGW_NICS];   /* frame bytes, by the NIC they arrived on */
+	__u32 packets[HOMEGW_NICS]; /* (wrapping as DPI's own) 32 bytes: two to a cache line */
+	__u32 last_tick;            /* HOMEGW_NEIGH_TICK_SHIFT ticks: the last packet counted */
+	__u32 claim;                /* (claims << 8) | CPU: never the same on two CPUs; 0 unclaimed */
+};
+
+// <CPU * HOMEGW_FLOW_METERS + meter index, struct homegw_flow_meter>: what the
+// fast path forwarded on that CPU of the flow that claimed the meter there.
+// A plain array, each CPU its own range: the fast path's meter is one memory
+// access away (a per-CPU array's element is two dependent ones, and at
+// 10,000 flows each is a cache miss: 30 % of NAT saturation)
+BPF_TABLE_PINNED("array", u32, struct homegw_flow_meter, homegw_flow_meters,
+		 HOMEGW_CPUS * HOMEGW_FLOW_METERS, HOMEGW_PIN("fastpath_meters"));
+
+/* This CPU's meter `index`, or NULL. */
+static __always_inline struct homegw_flow_meter *homegw_meter(u32 index)
+{
+	if (index >= HOMEGW_FLOW_METERS)
+		return NULL;
+	u32 at = bpf_get_smp_processor_id() * HOMEGW_FLOW_METERS + index;
+
+	return homegw_flow_meters.lookup(&at);
+}
+
+/* Give this CPU's meter `index` to a new flow: zeroed, claimed anew (what
+ * the fast path learnt for its old flow no longer counts in it). */
+static __always_inline void homegw_meter_claim(u32 index)
+{
+	struct homegw_flow_meter *m = homegw_meter(index);
+
+	if (!m)
+		return;
+	__u32 claim = (((m->claim >> 8) + 1) << 8) | (bpf_get_smp_processor_id() & 0xff);
+	__builtin_memset(m, 0, sizeof(*m));
+	m->claim = claim;
+}
+
+/* The running packet's flow may take the fast path, which counts it in this
+ * CPU's meter `index` (claimed by the caller for the flow). */
+static __always_inline void homegw_fastpath_meter(struct homegw_cursor *cur, u32 index)
+{
+	struct homegw_flow_meter *m = homegw_meter(index);
+
+	if (!m || !m->claim) {
+		cur->flags |= HOMEGW_F_NO_FASTPATH;
+		return;
+	}
+	cur->meter = index;
+	cur->meter_claim = m->claim;
+	cur->flags |= HOMEGW_F_METER;
 }
 
 /* Per-device accounting and policy, one map for the whole chain: the router

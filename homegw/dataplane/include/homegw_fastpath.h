@@ -11,9 +11,13 @@
  * Learning (fastpath.bpf.c, tail-called at the chain's end, homegw_finish_xdp):
  * a packet the chain redirects from one NIC to the other, with the egress
  * MTU known (the router sets it) and no module's veto (HOMEGW_F_NO_FASTPATH,
- * homegw_no_fastpath_xdp: DPI and user modules for every packet of their
- * flows, NAT for the packet that opened a session, so a flow is learnt from
- * its second packet and flows of one packet cost no entry). The chain may have changed only the MACs, the
+ * homegw_no_fastpath_xdp: user modules for every packet of their flows, DPI
+ * for a flow it is still classifying or keeps outside its slots, NAT for the
+ * packet that opened a session, so a flow is learnt from its second packet
+ * and flows of one packet cost no entry). A module that counts the flow's
+ * packets names a flow meter for them (homegw_fastpath_meter, homegw.h: DPI
+ * for a classified flow in its slot). The entry is of the epoch the root
+ * saw when the packet arrived (a change meanwhile retires it). The chain may have changed only the MACs, the
  * addresses, the ports, the TTL (by one) and the checksums to match; the
  * program checks this by recomputing both checksums from the differences
  * and refuses anything else (counted learn_refused). The entry holds the
@@ -28,9 +32,12 @@
  * as learnt, no TCP SYN, FIN or RST (NAT's state bits), a TTL above 1 when
  * the chain decrements it, not over the egress MTU, a valid IPv4 header
  * checksum, a LAN device that is not paused (a paused one's frame goes to
- * the chain: the router drops and counts it). It counts the LAN device's
- * traffic (homegw_count_device), the egress NIC's forwarded packets as the
- * router would (homegw_nic_forwarded) and its own (homegw_fastpath_stats).
+ * the chain: the router drops and counts it), a flow meter (if the entry
+ * has one) that this CPU's copy still has the entry's claim on. It counts
+ * the LAN device's traffic (homegw_count_device), the egress NIC's
+ * forwarded packets as the router would (homegw_nic_forwarded), the flow
+ * meter's, by the NIC the packet arrived on, and its own
+ * (homegw_fastpath_stats).
  * Anything else: the chain.
  */
 #ifndef HOMEGW_FASTPATH_H
@@ -65,6 +72,8 @@ struct homegw_flow {
 	__u32 epoch;        /* homegw_flow_epoch[0] when learnt */
 	__u64 expires_ns;   /* coarse monotonic time the entry stops serving */
 	__u64 device;       /* homegw_devices key of the LAN device counted */
+	__u32 meter;        /* homegw_flow_meters index, or HOMEGW_NO_METER */
+	__u32 meter_claim;  /* the claim the meter must still have on the packet's CPU */
 };
 
 #define HOMEGW_FLOW_NO_DEVICE 0xff
