@@ -11,6 +11,7 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption
 from scapy.layers.l2 import ARP, Ether
 
 from homegw.dataplane.dataplane import Dataplane
+from homegw.modules.dpi.maps import slots_of
 from tests.datapath.dpi_kit import (
     APP,
     CATEGORY,
@@ -22,6 +23,7 @@ from tests.datapath.dpi_kit import (
     DpiGateway,
     forwarded_down,
     key,
+    rst_answer,
     tcp_down,
     tcp_up,
     udp_down,
@@ -273,16 +275,110 @@ def test_odd_headers_pass_untouched_and_are_counted(
     assert gw.maps.flows() == []
 
 
-def test_dpi_flows_are_never_left_to_the_fast_path(gw: DpiGateway) -> None:
-    """DPI counts every packet of its flows: it vetoes the fast path, so each
-    packet goes through the chain and is counted (the router alone would have
-    let the fast path take them from the second packet on)."""
+def test_a_classifying_flow_is_never_left_to_the_fast_path(gw: DpiGateway) -> None:
+    """DPI must see every packet of a flow it is classifying: it vetoes the
+    fast path, so each packet goes through the chain and is counted (the
+    router alone would have let the fast path take them from the second
+    packet on)."""
     assert gw.dp.fastpath is not None
     up, down = udp_up(41090), udp_down(41090)
     for _ in range(4):
         assert gw.lan(up).verdict == "XDP_REDIRECT"
         assert gw.wan(down).verdict == "XDP_REDIRECT"
     row = gw.flow(key(41090, proto=17))
-    assert row is not None and (row.up_packets, row.down_packets) == (4, 4)
+    assert row is not None and row.state == "classifying"
+    assert (row.up_packets, row.down_packets) == (4, 4)
     fast = gw.dp.fastpath.counters()
     assert (fast["learnt"][0], fast["lan_to_wan"][0], fast["wan_to_lan"][0]) == (0, 0, 0)
+
+
+def test_a_classified_flow_takes_the_fast_path_and_every_packet_is_counted(
+    gw: DpiGateway,
+) -> None:
+    """A DONE flow in its slot: the chain teaches the fast path from its first
+    packet each way, the fast path forwards the rest, the exact frames the
+    chain would send, and counts them in the slot's meter: the flow's row
+    has every packet and byte, its last tick the fast path's."""
+    assert gw.dp.fastpath is not None
+    gw.maps.classify(key(41091), APP, CATEGORY, "sni")
+    up, down = tcp_up(41091, b"u" * 300), tcp_down(41091, b"d" * 900)
+    results = [(gw.lan(up), gw.wan(down)) for _ in range(10)]
+    assert {(r.verdict, r.data) for r, _ in results} == {
+        ("XDP_REDIRECT", forwarded(up, WAN_MAC, ISP_MAC))
+    }
+    assert {(r.verdict, r.data) for _, r in results} == {("XDP_REDIRECT", forwarded_down(down))}
+    fast = gw.dp.fastpath.counters()
+    assert (fast["learnt"][0], fast["lan_to_wan"][0], fast["wan_to_lan"][0]) == (2, 9, 9)
+    row = gw.flow(key(41091))
+    assert row is not None and (row.app, row.source, row.state) == (APP, "sni", "done")
+    assert (row.up_packets, row.down_packets) == (10, 10)
+    assert (row.up_bytes, row.down_bytes) == (10 * len(up), 10 * len(down))
+    assert row.last_tick in (gw.maps.now_tick() - 1, gw.maps.now_tick())
+
+
+def test_flows_whose_first_bucket_is_full_take_their_second_and_the_fast_path(
+    dataplane: Dataplane,
+) -> None:
+    """Eight flows whose keys all hash to bucket 0 first (one slot per key
+    would have put them all in slot 0): each takes a slot of the emptier of
+    its two buckets, so all eight are in slots and on the fast path with
+    their own meters; a ninth finds both buckets full, lives in dpi_flows
+    and stays on the chain."""
+    with one_cpu():
+        gw = DpiGateway(dataplane, DPI_SLOTS=8)  # two buckets of four slots
+        assert gw.dp.fastpath is not None
+        ports = [p for p in range(40000, 60000) if slots_of(key(p), 8) == list(range(8))][:9]
+        assert len(ports) == 9
+        for port in ports:
+            gw.maps.classify(key(port), APP, CATEGORY, "sni")
+            up = tcp_up(port, b"x" * (port % 50))
+            assert {gw.lan(up).data for _ in range(3)} == {forwarded(up, WAN_MAC, ISP_MAC)}
+        fast = gw.dp.fastpath.counters()
+        assert (fast["learnt"][0], fast["lan_to_wan"][0]) == (8, 16)  # not the ninth
+        rows = {row.key.lan_port: (row.up_packets, row.up_bytes) for row in gw.maps.flows()}
+        assert rows == {p: (3, 3 * len(tcp_up(p, b"x" * (p % 50)))) for p in ports}
+        assert gw.counters()["new_flows"] == 9
+
+
+def test_a_meter_claimed_again_sends_its_old_flow_through_the_chain(
+    dataplane: Dataplane,
+) -> None:
+    """The fast path counts in a meter only while it has the claim the entry
+    was learnt with: once a flow leaves its slot and another claims it, the
+    old flow's packets (its entry still young) go through the chain, where
+    DPI counts them apart, and never in the new flow's meter."""
+    with one_cpu():
+        gw = DpiGateway(dataplane, DPI_SLOTS=1)  # every flow hashes to slot 0
+        assert gw.dp.fastpath is not None
+        for port in (41092, 41093):
+            gw.maps.classify(key(port), APP, CATEGORY, "sni")
+        old, new = tcp_up(41092, b"o" * 100), tcp_up(41093, b"n" * 200)
+        gw.lan(old)  # learnt, counting in slot 0's meter
+        gw.lan(old)  # the fast path's
+        gw.maps.forget([key(41092)])
+        gw.lan(new)  # claims slot 0 (and its meter) anew, learnt
+        assert gw.lan(old).data == forwarded(
+            old, WAN_MAC, ISP_MAC
+        )  # through the chain: in dpi_flows
+        gw.lan(new)  # the fast path's, in the meter
+        fast = gw.dp.fastpath.counters()
+        assert (fast["learnt"][0], fast["lan_to_wan"][0]) == (2, 2)
+        rows = {row.key.lan_port: (row.up_packets, row.up_bytes) for row in gw.maps.flows()}
+        assert rows == {41092: (1, len(old)), 41093: (2, 2 * len(new))}
+
+
+def test_a_policy_change_retires_the_fast_path_and_cuts_the_flow(gw: DpiGateway) -> None:
+    """The fast path forwards a classified flow without DPI's policy look; a
+    block reaches it because the DPI service retires the fast path's
+    entries when it writes a policy (invalidate_fastpath: the dataplane's)."""
+    gw.maps.classify(key(41094), APP, CATEGORY, "sni")
+    up = tcp_up(41094, b"u" * 100)
+    gw.lan(up)
+    gw.lan(up)
+    assert gw.maps.set_policy({(HOST_MAC, "app", APP): "block"})
+    assert gw.lan(up).data == forwarded(up, WAN_MAC, ISP_MAC)  # a young entry: the old verdict
+    epoch = gw.dp.fastpath.epoch()
+    gw.dpi.invalidate_fastpath("dpi policy changed")
+    assert gw.dp.fastpath.epoch() == epoch + 1
+    result = gw.lan(up)
+    assert (result.verdict, result.data) == ("XDP_REDIRECT", rst_answer(up))  # out of the ingress

@@ -41,7 +41,9 @@ def gw(dataplane: Dataplane) -> Iterator[DpiGateway]:
 
 
 def _block_app(gw: DpiGateway, mac: str = HOST_MAC) -> None:
+    """As DpiService.decide writes a policy: the fast path's flows retired."""
     assert gw.maps.set_policy({(mac, "app", APP): "block"})
+    gw.dpi.invalidate_fastpath("dpi policy changed")
 
 
 @pytest.mark.parametrize(
@@ -89,6 +91,7 @@ def test_policy_change_cuts_an_established_flow_and_unblocking_passes_it(gw: Dpi
     assert gw.maps.policy_generation() == gen + 1
     assert gw.lan(frame).data == rst_answer(frame)
     assert gw.maps.set_policy({})
+    gw.dpi.invalidate_fastpath("dpi policy changed")
     result = gw.lan(frame)
     assert result.verdict == "XDP_REDIRECT" and Ether(result.data)[TCP].payload.load == HTTP_GET
 

@@ -46,8 +46,9 @@ class FakeMaps:
         self.dns[str(addr)] = (app, category)
 
     def set_policy(self, entries: dict) -> bool:
+        changed = dict(entries) != getattr(self, "policy", None)
         self.policy = dict(entries)
-        return True
+        return changed
 
     def classify(self, key, app: int, category: int, source: str) -> None:
         self.classified.append((key, app, category, source))
@@ -136,3 +137,20 @@ def test_a_url_app_source_is_downloaded_in_the_background_and_used(tmp_path: Pat
         assert service.ids.number("test_game") > 0
     finally:
         server.shutdown()
+
+
+def test_a_policy_written_retires_the_fast_path_once(tmp_path: Path) -> None:
+    """The datapath's policy changed: on_policy_change (the fast path's
+    invalidate) is called; the same decision again writes nothing and calls
+    nothing."""
+    calls = []
+    rule = {"name": "no-video", "who": [MAC], "block_categories": ["video"]}
+    config = DpiConfig.model_validate({"enabled": True, "rules": [rule]})
+    service = DpiService(
+        config, tmp_path, FakeMaps(), local_now=lambda: NOW,  # type: ignore[arg-type]
+        on_policy_change=lambda: calls.append("retired"),
+    )  # fmt: skip
+    service.decide()
+    assert calls == ["retired"]
+    service.decide()
+    assert calls == ["retired"]

@@ -18,10 +18,11 @@
  * (options), an IP fragment, a total length longer than the frame or shorter
  * than its headers, a truncated TCP/UDP header, a TCP doff < 5.
  *
- * Per packet of a flow, in this CPU's copy of it: in its slot of
- * dpi_flow_slots (dpi_slot_of: an array lookup, the steady state's only
- * lookup) if the slot holds it, else in dpi_flows (per-CPU hash):
- *   miss: a free slot taken, else a copy inserted in dpi_flows (BPF_NOEXIST);
+ * Per packet of a flow, in this CPU's copy of it: in a slot of one of its
+ * two buckets of dpi_flow_slots (dpi.h: array lookups, the steady state's
+ * only ones) if one holds it, else in dpi_flows (per-CPU hash):
+ *   miss: an empty slot of the emptier bucket taken, else a copy inserted in
+ *     dpi_flows (BPF_NOEXIST);
  *     no room there: counted flows_full, the packet still held to the policy
  *     (dpi_classified, then DNS attribution, then the policy lookups; no
  *     entry, no punts). A slot is freed only by the control side (forget).
@@ -42,8 +43,13 @@
  *     DPI_FLOW_FIN on FIN/RST, the device MAC on change; a copy whose
  *     policy_gen is not dpi_policy_gen[0] evaluates the policy again (a
  *     policy change cuts established flows at their next packet).
- * A packet of a flow (passed on) vetoes the flow fast path
- * (HOMEGW_F_NO_FASTPATH, homegw_fastpath.h): DPI counts every packet.
+ * A passed packet of a DONE flow in its slot lets the flow fast path forward
+ * the flow (homegw_fastpath_meter): the fast path counts its packets in the
+ * slot's flow meter (claimed with the slot, homegw_meter_claim), maps.py
+ * adds those counts to the slot's, and a policy change retires the fast
+ * path's entries (the control side bumps its epoch) so every flow is
+ * evaluated again at its next packet. Any other passed packet of a flow
+ * vetoes the fast path (HOMEGW_F_NO_FASTPATH): DPI must see it.
  * Policy: (mac, APP, app) if the app is known, (mac, CATEGORY, category) if
  * known, (mac, ALL, 0); the first entry found decides (ALLOW: pass, BLOCK:
  * block); none: pass. A blocked packet, counted by kind:
@@ -64,6 +70,10 @@
 #include <uapi/linux/tcp.h>
 #include <uapi/linux/udp.h>
 #include DPI_H
+
+#if DPI_SLOTS > HOMEGW_FLOW_METERS
+#error "a DPI slot's meter is this CPU's meter of the slot's index: DPI_SLOTS must not exceed HOMEGW_FLOW_METERS"
+#endif
 
 #define DPI_GIVE_UP_AFTER 16    /* packets after the last punt without a verdict */
 #define DPI_GIVE_UP_PACKETS 256 /* packets of a copy classifying, at most */
@@ -102,7 +112,7 @@ enum dpi_counter {
 // slot in dpi_flow_slots another flow holds on this CPU
 BPF_TABLE_PINNED("percpu_hash", struct dpi_flow_key, struct dpi_flow, dpi_flows, DPI_MAX_FLOWS,
 		 HOMEGW_PIN("dpi_flows"));
-// <dpi_slot_of(key), this CPU's struct dpi_slot>: most flows' copies (dpi.h)
+// <dpi_slot_at(hash of key, bucket, way), this CPU's struct dpi_slot>: most flows' copies (dpi.h)
 BPF_TABLE_PINNED("percpu_array", u32, struct dpi_slot, dpi_flow_slots, DPI_SLOTS,
 		 HOMEGW_PIN("dpi_flow_slots"));
 // <struct dpi_flow_key, struct dpi_class>: verdicts of the slow path
@@ -542,19 +552,53 @@ static __always_inline int same_key(const struct dpi_flow_key *a, const struct d
 	       *((const __u64 *)a + 1) == *((const __u64 *)b + 1);
 }
 
-/* The copy of a flow not in its slot: in dpi_flows, else a new one in the
- * slot if it is free, else a new one in dpi_flows; NULL when that is full. */
-static __always_inline struct dpi_flow *hashed_flow(struct dpi_flow_key *key, struct dpi_slot *slot,
-						    __u32 tick)
+/* The slot of the key's two buckets holding its copy on this CPU, or NULL;
+ * *index: that slot's index, else an empty slot's of the emptier bucket, or
+ * DPI_NO_SLOT when both are full. */
+static __always_inline struct dpi_slot *find_slot(const struct dpi_flow_key *key, u32 *index)
+{
+	__u32 hash = dpi_hash(key);
+	u32 first_empty[2] = { DPI_NO_SLOT, DPI_NO_SLOT };
+	int empty[2] = { 0, 0 };
+
+#pragma unroll
+	for (int choice = 0; choice < 2; choice++) {
+#pragma unroll
+		for (int way = 0; way < DPI_WAYS; way++) {
+			u32 i = dpi_slot_at(hash, choice, way);
+			struct dpi_slot *slot = dpi_flow_slots.lookup(&i);
+
+			if (!slot)
+				continue;
+			if (same_key(&slot->key, key)) {
+				*index = i;
+				return slot;
+			}
+			if (slot->key.proto == 0 && empty[choice]++ == 0)
+				first_empty[choice] = i;
+		}
+	}
+	*index = empty[0] >= empty[1] ? first_empty[0] : first_empty[1];
+	return NULL;
+}
+
+/* The copy of a flow in no slot: in dpi_flows, else a new one in the free
+ * slot if there is one (*claimed), else a new one in dpi_flows; NULL when
+ * that is full. */
+static __always_inline struct dpi_flow *hashed_flow(struct dpi_flow_key *key, u32 free, __u32 tick,
+						    struct dpi_slot **claimed)
 {
 	struct dpi_flow *flow = dpi_flows.lookup(key);
 
 	if (flow)
 		return flow;
-	if (slot && slot->key.proto == 0) {
+	struct dpi_slot *slot = free == DPI_NO_SLOT ? NULL : dpi_flow_slots.lookup(&free);
+	if (slot) {
+		*claimed = slot;
 		__builtin_memset(&slot->flow, 0, sizeof(slot->flow));
 		slot->flow.first_tick = tick;
 		slot->key = *key;
+		homegw_meter_claim(free); /* the slot's meter: the fast path's counts */
 		count(D_NEW_FLOWS);
 		return &slot->flow;
 	}
@@ -576,21 +620,22 @@ int dpi_xdp(struct xdp_md *ctx)
 	__u32 gen = gen_now ? *gen_now : 0;
 	__u32 tick = bpf_ktime_get_coarse_ns() >> HOMEGW_NEIGH_TICK_SHIFT;
 	__u8 verdict;
-	u32 index = dpi_slot_of(&pkt.key);
-	struct dpi_slot *slot = dpi_flow_slots.lookup(&index);
-	struct dpi_flow *flow;
-	if (slot && same_key(&slot->key, &pkt.key))
-		flow = &slot->flow;
-	else
-		flow = hashed_flow(&pkt.key, slot, tick);
+	u32 index = DPI_NO_SLOT;
+	struct dpi_slot *slot = find_slot(&pkt.key, &index);
+	struct dpi_flow *flow = slot ? &slot->flow : hashed_flow(&pkt.key, index, tick, &slot);
+
 	if (flow)
 		verdict = track(ctx, flow, &pkt, gen, tick);
 	else
 		verdict = untracked(&pkt, tick);
 	if (verdict == DPI_VERDICT_BLOCK)
 		return block(ctx, &pkt);
-	/* DPI counts every packet of its flows: the fast path must not skip it
-	 * (the cursor is at hand: not homegw_no_fastpath_xdp's second lookup) */
-	cur->flags |= HOMEGW_F_NO_FASTPATH;
+	/* the fast path may forward a classified flow of a slot, counting in the
+	 * slot's meter; any other flow's packets DPI must see (the cursor is at
+	 * hand: not homegw_no_fastpath_xdp's second lookup) */
+	if (slot && flow->state == DPI_STATE_DONE)
+		homegw_fastpath_meter(cur, index);
+	else
+		cur->flags |= HOMEGW_F_NO_FASTPATH;
 	return homegw_next_xdp(ctx);
 }

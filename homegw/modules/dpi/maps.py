@@ -31,6 +31,7 @@ ACTIONS = {"allow": 1, "block": 2}  # DPI_ACTION_*
 VERDICT_BLOCK = 1  # DPI_VERDICT_BLOCK
 FLOW_FIN = 1  # DPI_FLOW_FIN
 TICK_SHIFT = 30  # HOMEGW_NEIGH_TICK_SHIFT
+WAYS = 4  # DPI_WAYS in dpi.h (fewer when DPI_SLOTS is smaller)
 GENERATION_MAX = 2**32 - 1
 BATCH = 1024  # entries per BPF_MAP_LOOKUP_BATCH of dpi_flows
 # bpf_ktime_get_coarse_ns()'s clock (Linux's id; Python's time module does not name it)
@@ -94,8 +95,22 @@ class CSlot(ctypes.Structure):
     _fields_ = [("key", CFlowKey), ("flow", CFlow)]
 
 
-def slot_of(key: CFlowKey, slots: int) -> int:
-    """dpi_slot_of in dpi.h: the key's slot in dpi_flow_slots."""
+class CMeter(ctypes.Structure):
+    """struct homegw_flow_meter (homegw.h): the fast path's counts of the
+    slot's flow, by the NIC they arrived on (0 LAN: up, 1 WAN: down)."""
+
+    _fields_ = [
+        ("bytes", ctypes.c_uint64 * 2),
+        ("packets", ctypes.c_uint32 * 2),
+        ("last_tick", ctypes.c_uint32),
+        ("claim", ctypes.c_uint32),
+    ]
+
+
+def slots_of(flow: CFlowKey | Sequence[Any], slots: int) -> list[int]:
+    """The slots of dpi_flow_slots where a flow's copies may be (dpi.h: the
+    slots of its two buckets, dpi_hash and dpi_slot_at)."""
+    key = flow if isinstance(flow, CFlowKey) else _ckey(flow)
     m = 0xFFFFFFFF
     ports = key.lan_port | (key.remote_port << 16)
     h = (key.lan_addr * 0x9E3779B1) ^ (key.remote_addr * 0x85EBCA77) ^ (ports * 0xC2B2AE3D)
@@ -103,7 +118,10 @@ def slot_of(key: CFlowKey, slots: int) -> int:
     h ^= h >> 15
     h = (h * 0x2C1B3C6D) & m
     h ^= h >> 12
-    return h & (slots - 1)
+    ways = min(WAYS, slots)
+    buckets = slots // ways
+    firsts = dict.fromkeys(((h & 0xFFFF) % buckets * ways, (h >> 16) % buckets * ways))
+    return [first + way for first in firsts for way in range(ways)]
 
 
 class FlowKey(NamedTuple):
@@ -212,6 +230,18 @@ def merge_copies(ckey: CFlowKey, copies: Sequence[CFlow]) -> FlowRow | None:
     )
 
 
+def with_meter(flow: CFlow, meter: CMeter) -> CFlow:
+    """A slot's copy with the fast path's counts added (packets wrap at
+    2**32 as the copy's own do)."""
+    if meter.claim and (meter.packets[0] or meter.packets[1]):
+        flow.up_bytes += meter.bytes[0]
+        flow.down_bytes += meter.bytes[1]
+        flow.up_packets = (flow.up_packets + meter.packets[0]) & 0xFFFFFFFF
+        flow.down_packets = (flow.down_packets + meter.packets[1]) & 0xFFFFFFFF
+        flow.last_tick = max(flow.last_tick, meter.last_tick)
+    return flow
+
+
 def _policy_key(mac: str, kind: int | str, ident: int | str | None) -> CPolicyKey:
     kind_number = kind if isinstance(kind, int) else KINDS[kind]
     return CPolicyKey(mac_key(mac), int(ident or 0), kind_number)
@@ -223,6 +253,7 @@ class DpiMaps:
     def __init__(self, bpf) -> None:  # an adopted build or a bcc.BPF
         self._flows = bpf["dpi_flows"]
         self._slots = bpf["dpi_flow_slots"]
+        self._meters = bpf["homegw_flow_meters"]  # a slot's: at its index in its CPU's range
         self._classified = bpf["dpi_classified"]
         self._dns = bpf["dpi_dns"]
         self._policy = bpf["dpi_policy"]
@@ -243,9 +274,11 @@ class DpiMaps:
         rows = (merge_copies(ckey, flows) for ckey, flows in copies.values())
         return [row for row in rows if row is not None]
 
-    def _batches(self, table, key_type: type, value_type: type) -> Iterable[tuple[Any, bytes]]:
-        """(key, raw per-CPU value) of every entry, BATCH at a time."""
-        value_size = ((ctypes.sizeof(value_type) + 7) & ~7) * self._cpus
+    def _batches(
+        self, table, key_type: type, value_type: type, per_cpu: bool = True
+    ) -> Iterable[tuple[Any, bytes]]:
+        """(key, raw value: per CPU unless told) of every entry, BATCH at a time."""
+        value_size = ((ctypes.sizeof(value_type) + 7) & ~7) * (self._cpus if per_cpu else 1)
         keys = (key_type * BATCH)()
         values = (ctypes.c_ubyte * (value_size * BATCH))()
         token_in, token_out = None, (ctypes.c_uint8 * max(8, ctypes.sizeof(key_type)))()
@@ -263,13 +296,27 @@ class DpiMaps:
         return [value_type.from_buffer_copy(raw, cpu * stride) for cpu in range(self._cpus)]
 
     def _slot_copies(self) -> Iterable[tuple[CFlowKey, CFlow]]:
+        """The used slots' copies, each with what the fast path counted for
+        it in the slot's meter on its CPU (claimed with the slot: its flow's
+        alone). The slots are read first: a used slot keeps its flow and
+        meter until forget() empties it."""
         stride = (ctypes.sizeof(CSlot) + 7) & ~7
         proto = CSlot.key.offset + CFlowKey.proto.offset
-        for _, raw in self._batches(self._slots, ctypes.c_uint32, CSlot):
+        used: list[tuple[int, int, CSlot]] = []
+        for index, raw in self._batches(self._slots, ctypes.c_uint32, CSlot):
             for cpu in range(self._cpus):
-                if raw[cpu * stride + proto]:  # a used slot on this CPU
-                    slot = CSlot.from_buffer_copy(raw, cpu * stride)
-                    yield slot.key, slot.flow
+                if raw[cpu * stride + proto]:
+                    used.append((cpu, int(index), CSlot.from_buffer_copy(raw, cpu * stride)))
+        if not used:
+            return
+        meters = b"".join(
+            raw for _, raw in self._batches(self._meters, ctypes.c_uint32, CMeter, per_cpu=False)
+        )
+        per_cpu = self._meters.max_entries // self._cpus  # HOMEGW_FLOW_METERS
+        meter_stride = (ctypes.sizeof(CMeter) + 7) & ~7
+        for cpu, index, slot in used:
+            meter = CMeter.from_buffer_copy(meters, (cpu * per_cpu + index) * meter_stride)
+            yield slot.key, with_meter(slot.flow, meter)
 
     def _hashed_copies(self) -> Iterable[tuple[CFlowKey, CFlow]]:
         for key, raw in self._batches(self._flows, CFlowKey, CFlow):
@@ -304,14 +351,17 @@ class DpiMaps:
             self._empty_slot(ckey)
 
     def _empty_slot(self, ckey: CFlowKey) -> None:
-        index = ctypes.c_uint32(slot_of(ckey, self._slots.max_entries))
-        per_cpu = self._per_cpu(bytes(self._slots[index]), CSlot)
-        if not any(bytes(slot.key) == bytes(ckey) for slot in per_cpu):
-            return
-        for cpu, slot in enumerate(per_cpu):
-            if bytes(slot.key) == bytes(ckey):
-                per_cpu[cpu] = CSlot()
-        self._slots[index] = (CSlot * self._cpus)(*per_cpu)
+        """Empty the key's copies in the slots of its buckets (on each CPU
+        its copy may be in another of them)."""
+        for number in slots_of(ckey, self._slots.max_entries):
+            index = ctypes.c_uint32(number)
+            per_cpu = self._per_cpu(bytes(self._slots[index]), CSlot)
+            if not any(bytes(slot.key) == bytes(ckey) for slot in per_cpu):
+                continue
+            for cpu, slot in enumerate(per_cpu):
+                if bytes(slot.key) == bytes(ckey):
+                    per_cpu[cpu] = CSlot()
+            self._slots[index] = (CSlot * self._cpus)(*per_cpu)
 
     # -- DNS attribution -------------------------------------------------------------
     def set_dns(

@@ -64,7 +64,12 @@ class DpiModule(IOModule):
         self.maps = DpiMaps(bpf)
         if not self.slow_path:
             return
-        self.service = DpiService(self.config.dpi, self.config.state_dir, self.maps)
+        self.service = DpiService(
+            self.config.dpi,
+            self.config.state_dir,
+            self.maps,
+            on_policy_change=lambda: self.invalidate_fastpath("dpi policy changed"),
+        )
         self.service.decide()  # the policies in force from the first packet
         self.service.refresh_sources()  # URL app sources, in the background
         self._timer = supervise.Thread(self._tick_loop, "dpi-timer", restart=True)

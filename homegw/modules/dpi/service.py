@@ -64,9 +64,13 @@ class DpiService:
         *,
         local_now: LocalNow = _local_now,
         monotonic: Callable[[], float] = time.monotonic,
+        on_policy_change: Callable[[], None] = lambda: None,
     ) -> None:
+        """on_policy_change: called after the datapath's policy changed (the
+        fast path's flows must meet it: their entries are retired)."""
         self.section = section
         self.maps = maps
+        self.on_policy_change = on_policy_change
         self._macs: dict[str, str] = {}  # LAN address -> device MAC, from the flows
         self.local_now = local_now
         self.monotonic = monotonic
@@ -243,7 +247,8 @@ class DpiService:
             now = self.local_now()
             used = self.usage.used_minutes_at(now.timestamp())
             decision = evaluate(self.section, None, used, self.db, now)
-            self.maps.set_policy(self._policy_entries(decision))
+            if self.maps.set_policy(self._policy_entries(decision)):
+                self.on_policy_change()
             self.decision = decision
             return decision
 
