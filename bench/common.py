@@ -8,10 +8,13 @@ packets are counted at an XDP sink, not as skbs.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import os
 import secrets
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,9 +167,22 @@ class Sink:
 
 
 class Generator:
-    """Live-frames XDP generator sending from gen's eth0 to the gateway."""
+    """Live-frames XDP generator sending from gen's eth0 to the gateway.
 
-    def __init__(self, topo: Topology, flows: int, pace: int = 1, ipv6: bool = False) -> None:
+    cpu: the CPU its sending thread runs on (the gateway's XDP work runs on
+    the sender's CPU with veth), as a real NIC's receive queue is bound to
+    one CPU and RSS keeps a flow there; None: wherever the scheduler puts it
+    (it moves the whole datapath's work to another CPU's cold caches now and
+    then)."""
+
+    def __init__(
+        self,
+        topo: Topology,
+        flows: int,
+        pace: int = 1,
+        ipv6: bool = False,
+        cpu: int | None = None,
+    ) -> None:
         from scapy.layers.inet import IP, UDP
         from scapy.layers.inet6 import IPv6
         from scapy.layers.l2 import Ether
@@ -186,14 +202,29 @@ class Generator:
         template = self.bpf["gen_template"]
         template[ctypes.c_int(0)] = template.Leaf.from_buffer_copy(raw)
         self.pace = pace
+        self.cpu = cpu
 
     def send(self, runs: int) -> None:
         """`runs` live-frame runs (runs / pace frames sent), as fast as the CPU allows."""
-        with in_netns(self.topo.ns("gen")):
+        with in_netns(self.topo.ns("gen")), on_cpu(self.cpu):
             inject_xdp(self.fd, self.frame, self.ifindex, repeat=runs, batch_size=64)
 
     def close(self) -> None:
         self.bpf.cleanup()
+
+
+@contextlib.contextmanager
+def on_cpu(cpu: int | None) -> Iterator[None]:
+    """The calling thread bound to `cpu` meanwhile (None: unchanged)."""
+    if cpu is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 @dataclass(frozen=True)
