@@ -35,7 +35,13 @@ def gateway(dataplane) -> DpiGateway:
 
 def service_for(gateway: DpiGateway, tmp_path: Path, clock: Clock, **section) -> DpiService:
     config = DpiConfig.model_validate({"enabled": True, **section})
-    service = DpiService(config, tmp_path, gateway.maps, local_now=clock)
+    service = DpiService(
+        config,
+        tmp_path,
+        gateway.maps,
+        local_now=clock,
+        on_policy_change=lambda: gateway.dpi.invalidate_fastpath("dpi policy changed"),
+    )  # wired as DpiModule wires it: a classified flow is on the fast path
     service.tick()
     return service
 
