@@ -48,12 +48,9 @@ static __always_inline void start_chain(struct homegw_cursor *cur, u32 hook, u32
 
 static __always_inline void count_meter(struct homegw_flow_meter *m, u64 bytes, u64 now)
 {
-	__u32 tick = now >> HOMEGW_NEIGH_TICK_SHIFT;
-
 	m->packets[HOMEGW_NIC]++;
 	m->bytes[HOMEGW_NIC] += bytes;
-	if (m->last_tick != tick)
-		m->last_tick = tick;
+	m->last_tick = now >> HOMEGW_NEIGH_TICK_SHIFT;
 }
 
 /* Forward a known flow's packet as the chain did (the header comment of

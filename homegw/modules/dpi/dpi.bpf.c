@@ -108,8 +108,8 @@ enum dpi_counter {
 	D_COUNTERS,
 };
 
-// <struct dpi_flow_key (LAN host side), this CPU's struct dpi_flow>: flows whose
-// slot in dpi_flow_slots another flow holds on this CPU
+// <struct dpi_flow_key (LAN host side), this CPU's struct dpi_flow>: flows for
+// which both buckets of dpi_flow_slots were full on this CPU
 BPF_TABLE_PINNED("percpu_hash", struct dpi_flow_key, struct dpi_flow, dpi_flows, DPI_MAX_FLOWS,
 		 HOMEGW_PIN("dpi_flows"));
 // <dpi_slot_at(hash of key, bucket, way), this CPU's struct dpi_slot>: most flows' copies (dpi.h)
