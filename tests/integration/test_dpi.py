@@ -4,7 +4,8 @@ namespace classified by its SNI (one segment, a ClientHello across several
 segments, segments reordered on the way), HTTP by its Host, a flow to an
 address our DNS forwarder answered classified at its first packet, a QUIC
 Initial from aioquic by its decrypted SNI; a block cuts a running download
-and refuses new flows and DNS answers; pause and resume."""
+and refuses new flows (whose first request waits for the verdict) and DNS
+answers; pause and resume."""
 
 from __future__ import annotations
 
@@ -192,8 +193,11 @@ def test_a_block_cuts_a_running_download_and_refuses_new_flows(running: Home) ->
             download.wait()
     counters = running.counters()
     assert counters["blocked_tcp_up"] + counters["blocked_tcp_down"] >= 1
-    # a new flow to the app fails, another app still works
+    # a new flow to the app fails, however late the verdict (its ClientHello
+    # was held until then), another app still works
+    held = running.counters()["held"]
     assert running.curl(*resolve("www.youtube.com", TLS_PORT, home)).returncode != 0
+    assert running.counters()["held"] == held + 1
     assert running.curl(*resolve("www.wikipedia.org", TLS_PORT, home)).returncode == 0
     # and its names are answered as blocked by the gateway's DNS
     running.apply_dpi(rules=[{"name": "no-social", "who": [H1_MAC], "block_apps": ["tiktok"]}])

@@ -89,7 +89,8 @@ def test_the_dns_filter_follows_the_policy_per_device(service: DpiService) -> No
     assert not service.dns_blocked("192.168.1.11", "en.wikipedia.org")
     assert not service.dns_blocked("192.168.1.12", "www.netflix.com")  # another device
     maps: FakeMaps = service.maps  # type: ignore[assignment]
-    assert maps.policy == {(MAC, "category", categories.category_number("video")): "block"}
+    video = categories.category_number("video")
+    assert maps.policy == {(MAC, "category", video): "block", (MAC, "hold", 0): "hold"}
 
 
 def test_a_punt_that_is_no_frame_changes_nothing(service: DpiService) -> None:

@@ -34,7 +34,15 @@
  *     while fewer than DPI_PUNT_PACKETS were punted: a copy punted
  *     (DPI_REASON_PAYLOAD, meta0 = its number), the packet goes on; over
  *     DPI_PUNTS_PER_TICK punts on this CPU in a tick: not punted, counted
- *     punt_limited (the flow's punt spent all the same). After the
+ *     punt_limited (the flow's punt spent all the same). Held: the first
+ *     punt of a TCP flow (not a SYN) or of UDP to port 443 (QUIC) from a
+ *     device with a (mac, HOLD, 0) policy entry (it has an app or category
+ *     block), once its copy is on
+ *     the ring: the packet is dropped, counted held, and the client's
+ *     retransmission (an RTO later) meets the verdict. A blocked app's
+ *     first request never reaches its server however late the slow path
+ *     answers; a punt not sent (limited, ring full) holds nothing, and a
+ *     retransmission without a verdict yet (punt 2) goes on. After the
  *     last punt, DPI_GIVE_UP_AFTER more packets without a verdict, or
  *     DPI_GIVE_UP_PACKETS packets in all: given up (DONE, source UNKNOWN) so a
  *     lost punt never leaves a flow on the slow lookup.
@@ -83,6 +91,7 @@
 #define DPI_TCP_SYN 0x02
 #define DPI_TCP_RST 0x04
 #define DPI_TCP_ACK 0x10
+#define DPI_HOLD 2 /* track's answer for a held packet (never a flow's verdict) */
 
 /* maps.py reads the counter names from this enum. */
 enum dpi_counter {
@@ -98,6 +107,7 @@ enum dpi_counter {
 	D_BLOCKED_TCP_UP,  /* answered with a RST */
 	D_BLOCKED_TCP_DOWN, /* turned into a RST */
 	D_BLOCKED_UDP,     /* dropped */
+	D_HELD,            /* a first payload packet dropped until its verdict */
 	D_RST_FAILED,
 	D_BAD_TRUNCATED_IP,
 	D_BAD_IP_HEADER,   /* version not 4, or IHL not 5 (options) */
@@ -311,33 +321,50 @@ static __always_inline void first_look(struct dpi_flow *flow, struct dpi_flow_ke
 	flow->state = DPI_STATE_CLASSIFYING;
 }
 
-/* Punt a copy of the packet, within this CPU's budget. */
-static __always_inline void punt(struct xdp_md *ctx, __u8 number, __u32 tick)
+/* Punt a copy of the packet, within this CPU's budget; whether it was sent. */
+static __always_inline int punt(struct xdp_md *ctx, __u8 number, __u32 tick)
 {
 	u32 zero = 0;
 	struct punt_budget *budget = dpi_punt_budget.lookup(&zero);
 
 	if (!budget)
-		return;
+		return 0;
 	if (budget->tick != tick) {
 		budget->tick = tick;
 		budget->sent = 0;
 	}
 	if (budget->sent >= DPI_PUNTS_PER_TICK) {
 		count(D_PUNT_LIMITED);
-		return;
+		return 0;
 	}
 	budget->sent++;
-	if (homegw_punt_xdp(ctx, DPI_REASON_PAYLOAD, number, 0) == 0)
+	if (homegw_punt_xdp(ctx, DPI_REASON_PAYLOAD, number, 0) == 0) {
 		count(D_PUNTED);
-	else
-		count(D_PUNT_FAILED);
+		return 1;
+	}
+	count(D_PUNT_FAILED);
+	return 0;
+}
+
+/* Whether a flow's first punted packet waits for its verdict: TCP but not a
+ * SYN (its RTO is a second), or UDP to port 443 (a QUIC Initial, which may
+ * carry 0-RTT data; other UDP, DNS to a resolver say, retries slowly), from
+ * a device with a (mac, HOLD, 0) entry. */
+static __always_inline int holds(struct dpi_packet *pkt)
+{
+	struct dpi_policy_key key = { .mac = pkt->mac, .kind = DPI_POLICY_HOLD };
+
+	if (pkt->key.proto == IPPROTO_TCP ? (pkt->tcp_flags & DPI_TCP_SYN) != 0
+					  : pkt->key.remote_port != htons(443))
+		return 0;
+	return dpi_policy.lookup(&key) != NULL;
 }
 
 /* CLASSIFYING: the slow path's verdict, a punt, or giving up. Whether the
- * copy's classification changed (the policy is then evaluated again). */
+ * copy's classification changed (the policy is then evaluated again);
+ * *held: the packet waits for the verdict. */
 static __always_inline int classifying(struct xdp_md *ctx, struct dpi_flow *flow,
-				       struct dpi_packet *pkt, __u32 tick)
+				       struct dpi_packet *pkt, __u32 tick, int *held)
 {
 	struct dpi_class *known = dpi_classified.lookup(&pkt->key);
 
@@ -349,7 +376,8 @@ static __always_inline int classifying(struct xdp_md *ctx, struct dpi_flow *flow
 	if (flow->punted < DPI_PUNT_PACKETS) {
 		if (pkt->up && (pkt->payload || pkt->key.proto == IPPROTO_UDP)) {
 			flow->punted++; /* spent even when limited: a flood stays bounded */
-			punt(ctx, flow->punted, tick);
+			if (punt(ctx, flow->punted, tick) && flow->punted == 1)
+				*held = holds(pkt);
 		}
 	} else if (flow->punted < DPI_PUNT_PACKETS + DPI_GIVE_UP_AFTER) {
 		flow->punted++; /* packets since the last punt */
@@ -382,22 +410,22 @@ static __always_inline void account(struct dpi_flow *flow, struct dpi_packet *pk
 		flow->flags |= DPI_FLOW_FIN;
 }
 
-/* This packet's verdict for its flow (the copy updated). */
+/* This packet's verdict for its flow (the copy updated), or DPI_HOLD. */
 static __always_inline __u8 track(struct xdp_md *ctx, struct dpi_flow *flow,
 				  struct dpi_packet *pkt, __u32 gen, __u32 tick)
 {
-	int changed = 0;
+	int changed = 0, held = 0;
 
 	account(flow, pkt, tick);
 	if (flow->state == DPI_STATE_NEW) {
 		first_look(flow, &pkt->key, tick);
 		changed = 1;
 	}
-	if (flow->state == DPI_STATE_CLASSIFYING && classifying(ctx, flow, pkt, tick))
+	if (flow->state == DPI_STATE_CLASSIFYING && classifying(ctx, flow, pkt, tick, &held))
 		changed = 1;
 	if (changed || flow->policy_gen != gen)
 		evaluate(flow, gen);
-	return flow->verdict;
+	return held && flow->verdict == DPI_VERDICT_PASS ? DPI_HOLD : flow->verdict;
 }
 
 /* No room for the flow: its verdict as far as the maps tell, no state kept. */
@@ -630,6 +658,10 @@ int dpi_xdp(struct xdp_md *ctx)
 		verdict = untracked(&pkt, tick);
 	if (verdict == DPI_VERDICT_BLOCK)
 		return block(ctx, &pkt);
+	if (verdict == DPI_HOLD) {
+		count(D_HELD);
+		return XDP_DROP;
+	}
 	/* the fast path may forward a classified flow of a slot, counting in the
 	 * slot's meter; any other flow's packets DPI must see (the cursor is at
 	 * hand: not homegw_no_fastpath_xdp's second lookup) */

@@ -73,16 +73,21 @@
 #define DPI_POLICY_APP 1
 #define DPI_POLICY_CATEGORY 2
 #define DPI_POLICY_ALL 3        /* the whole device (a timed pause) */
+#define DPI_POLICY_HOLD 4       /* (mac, HOLD, 0) -> DPI_ACTION_HOLD: the device has an
+				 * app or category block, so a TCP flow's first payload
+				 * packet waits for its verdict (dpi.bpf.c) */
 
 /* Policy actions (the value of dpi_policy). */
 #define DPI_ACTION_ALLOW 1      /* an "always allowed" exception */
 #define DPI_ACTION_BLOCK 2
+#define DPI_ACTION_HOLD 3       /* only with DPI_POLICY_HOLD */
 
 /* Slow-path reasons (struct homegw_punt.reason; module id DPI_MODULE_ID). */
 #define DPI_MODULE_ID 7
 #define DPI_REASON_PAYLOAD 1    /* a payload packet of a classifying flow, LAN -> WAN;
 				 * meta0 = its number in the flow (1..DPI_PUNT_PACKETS);
-				 * the packet itself goes on (the punt is a copy) */
+				 * the packet itself goes on (the punt is a copy), but
+				 * a held one (DPI_POLICY_HOLD) is dropped */
 
 struct dpi_flow_key {
 	__be32 lan_addr;     /* the LAN host */

@@ -26,8 +26,8 @@ COUNTERS = counter_names(Path(__file__).parent / "dpi.bpf.c", "dpi_counter")
 # DPI_SOURCE_* in dpi.h, by number
 SOURCES = ("none", "dns", "sni", "host", "quic", "signature", "port", "unknown")
 STATES = ("new", "classifying", "done")  # DPI_STATE_*
-KINDS = {"app": 1, "category": 2, "all": 3}  # DPI_POLICY_*
-ACTIONS = {"allow": 1, "block": 2}  # DPI_ACTION_*
+KINDS = {"app": 1, "category": 2, "all": 3, "hold": 4}  # DPI_POLICY_*
+ACTIONS = {"allow": 1, "block": 2, "hold": 3}  # DPI_ACTION_*
 VERDICT_BLOCK = 1  # DPI_VERDICT_BLOCK
 FLOW_FIN = 1  # DPI_FLOW_FIN
 TICK_SHIFT = 30  # HOMEGW_NEIGH_TICK_SHIFT
@@ -393,7 +393,8 @@ class DpiMaps:
 
     def set_policy(self, entries: dict[tuple[str, int | str, int | str | None], int | str]) -> bool:
         """Make the policy exactly `entries` ((mac, "app"|"category"|"all", id
-        number or 0) -> "allow"|"block"): the difference written, what is gone
+        number or 0) -> "allow"|"block", (mac, "hold", 0) -> "hold"): the
+        difference written, what is gone
         deleted, then the generation bumped (never back to 0) so every flow
         evaluates again at its next packet. Whether anything changed."""
         wanted = {}

@@ -253,7 +253,10 @@ class DpiService:
             return decision
 
     def _policy_entries(self, decision: Decision) -> dict[tuple[str, str, int], str]:
-        """The decision in the datapath's numbers: (mac, kind, number) -> action."""
+        """The decision in the datapath's numbers: (mac, kind, number) -> action;
+        a device with an app or category block also holds its TCP flows'
+        first payload until their verdict (dpi.bpf.c), so a short request
+        to a blocked app cannot finish before the slow path has answered."""
         entries = {}
         for (mac, kind, ident), action in decision.entries.items():
             if kind == "app":
@@ -263,6 +266,8 @@ class DpiService:
             else:
                 number = 0
             entries[(mac, kind, number)] = action
+            if kind != "all" and action == "block":
+                entries[(mac, "hold", 0)] = "hold"
         return entries
 
     def flows(self) -> list[FlowRow]:
