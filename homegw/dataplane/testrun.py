@@ -8,10 +8,17 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
+import fcntl
+import logging
 import os
+import socket
+import struct
 from dataclasses import dataclass
 
 from homegw.dataplane.abi import TC_VERDICTS, XDP_VERDICTS
+
+log = logging.getLogger(__name__)
 
 
 class _ProgTestRunOpts(ctypes.Structure):
@@ -61,15 +68,22 @@ class RunResult:
 
 
 def prog_test_run(
-    prog_fd: int, packet: bytes, *, repeat: int = 1, hook: str = "xdp", meta: bytes = b""
+    prog_fd: int,
+    packet: bytes,
+    *,
+    repeat: int = 1,
+    hook: str = "xdp",
+    meta: bytes = b"",
+    ingress_ifindex: int = 0,
 ) -> RunResult:
     """Run prog_fd once (or `repeat` times: later runs see the modified packet).
     XDP only: `meta` (a multiple of 4 bytes, at most 32) is the frame's XDP
-    metadata; the result's data is the frame without it."""
+    metadata, the result's data is the frame without it; `ingress_ifindex`
+    the interface it arrived on (0: none)."""
     data_in = ctypes.create_string_buffer(meta + bytes(packet), len(meta) + len(packet))
     out_size = len(meta) + len(packet) + 4096
     data_out = ctypes.create_string_buffer(out_size)
-    ctx = _XdpMd(len(meta), len(meta) + len(packet), 0, 0, 0, 0)
+    ctx = _XdpMd(len(meta), len(meta) + len(packet), 0, ingress_ifindex, 0, 0)
     opts = _ProgTestRunOpts(
         sz=ctypes.sizeof(_ProgTestRunOpts),
         data_in=ctypes.cast(data_in, ctypes.c_void_p),
@@ -78,7 +92,7 @@ def prog_test_run(
         data_size_out=out_size,
         repeat=repeat,
     )
-    if meta:
+    if meta or ingress_ifindex:
         opts.ctx_in = ctypes.cast(ctypes.pointer(ctx), ctypes.c_void_p)
         opts.ctx_size_in = ctypes.sizeof(ctx)
     if _lib().bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts)) != 0:
@@ -129,6 +143,58 @@ def inject_xdp(
         flags=BPF_F_TEST_XDP_LIVE_FRAMES,
         batch_size=batch_size,
     )
-    if _lib().bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts)) != 0:
-        err = ctypes.get_errno()
+    global _live_frames
+    if _live_frames and _lib().bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts)) == 0:
+        return
+    err = ctypes.get_errno() if _live_frames else errno.EPERM
+    if err not in LIVE_FRAMES_REFUSED or repeat != 1:
         raise OSError(err, f"re-injecting a frame failed: {os.strerror(err)}")
+    if _live_frames:
+        log.warning(
+            "this kernel refuses live frames (%s): frames go out by packet socket", os.strerror(err)
+        )
+        _live_frames = False
+    _deliver(prog_fd, frame, ingress_ifindex, meta)
+
+
+# Some kernels and sandboxes refuse BPF_F_TEST_XDP_LIVE_FRAMES (seen: EPERM
+# with every capability but CAP_SYS_RESOURCE); a single frame then goes
+# through the program once without it, and its verdict is carried out here.
+LIVE_FRAMES_REFUSED = (errno.EPERM, errno.EOPNOTSUPP, errno.EINVAL)
+_live_frames = True
+SIOCGIFHWADDR = 0x8927
+
+
+def _deliver(prog_fd: int, frame: bytes, ingress_ifindex: int, meta: bytes) -> None:
+    """One test run of the program on the frame, then its verdict by hand:
+    XDP_TX out of the ingress, XDP_REDIRECT out of the interface whose MAC
+    the frame now carries as its source (what the chain's redirects write);
+    XDP_PASS cannot enter the stack this way and is dropped, logged."""
+    result = prog_test_run(prog_fd, frame, meta=meta, ingress_ifindex=ingress_ifindex)
+    if result.verdict == "XDP_TX":
+        egress: str | None = socket.if_indextoname(ingress_ifindex)
+    elif result.verdict == "XDP_REDIRECT":
+        egress = _interface_with_mac(result.data[6:12])
+    else:
+        if result.verdict == "XDP_PASS":
+            log.warning("a re-injected frame for the gateway's stack dropped (no live frames)")
+        return
+    if egress is None:
+        log.warning("a re-injected frame dropped: no interface has its source MAC")
+        return
+    from homegw.dataplane.slowpath import PacketOut  # slowpath imports this module
+
+    sender = PacketOut(egress)
+    try:
+        sender.send(result.data)
+    finally:
+        sender.close()
+
+
+def _interface_with_mac(mac: bytes) -> str | None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for _index, name in socket.if_nameindex():
+            request = struct.pack("256s", name.encode()[:15])
+            if fcntl.ioctl(sock.fileno(), SIOCGIFHWADDR, request)[18:24] == mac and name != "lo":
+                return name
+    return None
