@@ -124,12 +124,14 @@ def inject_xdp(
     repeat: int = 1,
     batch_size: int = 0,
     meta: bytes = b"",
-) -> None:
+) -> str | None:
     """Run an XDP program on `frame` as if it had arrived on ingress_ifindex,
     and carry out its verdict for real (XDP_TX, XDP_REDIRECT, XDP_PASS into
     the stack): the packet-out path for frames the slow path held, and, with
     `repeat`, the benchmarks' traffic generator. `meta`: XDP metadata (a
-    multiple of 4 bytes, at most 32) in front of the frame."""
+    multiple of 4 bytes, at most 32) in front of the frame. None, or where
+    the kernel refuses live frames the verdict (_deliver carried it out,
+    all but XDP_PASS)."""
     size = len(meta) + len(frame)
     data_in = ctypes.create_string_buffer(meta + bytes(frame), size)
     ctx = _XdpMd(len(meta), size, 0, ingress_ifindex, 0, 0)
@@ -145,7 +147,7 @@ def inject_xdp(
     )
     global _live_frames
     if _live_frames and _lib().bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts)) == 0:
-        return
+        return None
     err = ctypes.get_errno() if _live_frames else errno.EPERM
     if err not in LIVE_FRAMES_REFUSED or repeat != 1:
         raise OSError(err, f"re-injecting a frame failed: {os.strerror(err)}")
@@ -154,7 +156,7 @@ def inject_xdp(
             "this kernel refuses live frames (%s): frames go out by packet socket", os.strerror(err)
         )
         _live_frames = False
-    _deliver(prog_fd, frame, ingress_ifindex, meta)
+    return _deliver(prog_fd, frame, ingress_ifindex, meta)
 
 
 # Some kernels and sandboxes refuse BPF_F_TEST_XDP_LIVE_FRAMES (seen: EPERM
@@ -165,11 +167,12 @@ _live_frames = True
 SIOCGIFHWADDR = 0x8927
 
 
-def _deliver(prog_fd: int, frame: bytes, ingress_ifindex: int, meta: bytes) -> None:
+def _deliver(prog_fd: int, frame: bytes, ingress_ifindex: int, meta: bytes) -> str:
     """One test run of the program on the frame, then its verdict by hand:
     XDP_TX out of the ingress, XDP_REDIRECT out of the interface whose MAC
     the frame now carries as its source (what the chain's redirects write);
-    XDP_PASS cannot enter the stack this way and is dropped, logged."""
+    XDP_PASS cannot enter the stack this way and is dropped, logged. The
+    verdict."""
     result = prog_test_run(prog_fd, frame, meta=meta, ingress_ifindex=ingress_ifindex)
     if result.verdict == "XDP_TX":
         egress: str | None = socket.if_indextoname(ingress_ifindex)
@@ -178,10 +181,10 @@ def _deliver(prog_fd: int, frame: bytes, ingress_ifindex: int, meta: bytes) -> N
     else:
         if result.verdict == "XDP_PASS":
             log.warning("a re-injected frame for the gateway's stack dropped (no live frames)")
-        return
+        return result.verdict
     if egress is None:
         log.warning("a re-injected frame dropped: no interface has its source MAC")
-        return
+        return result.verdict
     from homegw.dataplane.slowpath import PacketOut  # slowpath imports this module
 
     sender = PacketOut(egress)
@@ -189,6 +192,7 @@ def _deliver(prog_fd: int, frame: bytes, ingress_ifindex: int, meta: bytes) -> N
         sender.send(result.data)
     finally:
         sender.close()
+    return result.verdict
 
 
 def _interface_with_mac(mac: bytes) -> str | None:

@@ -8,7 +8,9 @@ over their sockets (no thread per check), each bounded by `timeout_s`:
 - dhcp: a DHCPDISCOVER from PROBE_MAC is injected into the LAN NIC's XDP
   chain (`testrun.inject_xdp`, as if it came from the wire); the check
   passes when the server's OFFER for PROBE_MAC with the probe's xid leaves
-  the LAN NIC, seen by an AF_PACKET socket on it (after TC egress).
+  the LAN NIC, seen by an AF_PACKET socket on it (after TC egress). Where
+  the kernel refuses live frames the chain runs once on the DISCOVER: it
+  passes when the chain hands it to the stack, fails when it drops it.
 - admin: an ICMP echo to the address the admin is connected from, when it is
   on the LAN subnet (else ok=None, "not on the LAN"): the LAN host the admin
   uses still reaches the gateway and back.
@@ -279,9 +281,17 @@ class _DhcpCheck(_Check):
         self.started = time.monotonic()
         frame = discover_frame(self.xid)
         try:
-            testrun.inject_xdp(self.targets.lan_xdp_root_fd, frame, self.targets.lan_ifindex)
+            verdict = testrun.inject_xdp(
+                self.targets.lan_xdp_root_fd, frame, self.targets.lan_ifindex
+            )
         except OSError as exc:
             self.finish(False, f"cannot inject the DHCPDISCOVER: {exc.strerror or exc}")
+            return
+        # no live frames here: the chain ran once, the server cannot be reached
+        if verdict == "XDP_PASS":
+            self.finish(True, "the LAN chain passes a DHCPDISCOVER to the server (no live frames)")
+        elif verdict is not None and verdict not in ("XDP_TX", "XDP_REDIRECT"):
+            self.finish(False, f"the LAN chain answers a DHCPDISCOVER with {verdict}")
 
     def on_readable(self) -> None:
         for _ in range(RECV_LIMIT):
