@@ -167,6 +167,11 @@ _live_frames = True
 SIOCGIFHWADDR = 0x8927
 
 
+def live_frames_refused() -> bool:
+    """Whether a re-injection found that this kernel refuses live frames."""
+    return not _live_frames
+
+
 def _deliver(prog_fd: int, frame: bytes, ingress_ifindex: int, meta: bytes) -> str:
     """One test run of the program on the frame, then its verdict by hand:
     XDP_TX out of the ingress, XDP_REDIRECT out of the interface whose MAC
