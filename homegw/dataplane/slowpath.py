@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import logging
 import os
 import select
 import socket
+import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -221,6 +223,17 @@ class SlowPath:
             log.exception(
                 "slow-path handler for module %d reason %d failed", punt.module, punt.reason
             )
+
+
+SIOCGIFHWADDR = 0x8927
+
+
+def hardware_address(ifname: str) -> bytes:
+    """The NIC's MAC (an ioctl: right in the calling thread's namespace, even
+    when its /sys is another namespace's)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        info = fcntl.ioctl(sock, SIOCGIFHWADDR, struct.pack("256s", ifname.encode()[:15]))
+    return info[18:24]
 
 
 class PacketOut:

@@ -9,11 +9,9 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
-import fcntl
 import logging
 import os
 import socket
-import struct
 from dataclasses import dataclass
 
 from homegw.dataplane.abi import TC_VERDICTS, XDP_VERDICTS
@@ -146,16 +144,17 @@ def inject_xdp(
         batch_size=batch_size,
     )
     global _live_frames
-    if _live_frames and _lib().bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts)) == 0:
+    if not _live_frames and repeat == 1:
+        return _deliver(prog_fd, frame, ingress_ifindex, meta)
+    if _lib().bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts)) == 0:
         return None
-    err = ctypes.get_errno() if _live_frames else errno.EPERM
+    err = ctypes.get_errno()
     if err not in LIVE_FRAMES_REFUSED or repeat != 1:
         raise OSError(err, f"re-injecting a frame failed: {os.strerror(err)}")
-    if _live_frames:
-        log.warning(
-            "this kernel refuses live frames (%s): frames go out by packet socket", os.strerror(err)
-        )
-        _live_frames = False
+    log.warning(
+        "this kernel refuses live frames (%s): frames go out by packet socket", os.strerror(err)
+    )
+    _live_frames = False
     return _deliver(prog_fd, frame, ingress_ifindex, meta)
 
 
@@ -164,7 +163,6 @@ def inject_xdp(
 # through the program once without it, and its verdict is carried out here.
 LIVE_FRAMES_REFUSED = (errno.EPERM, errno.EOPNOTSUPP, errno.EINVAL)
 _live_frames = True
-SIOCGIFHWADDR = 0x8927
 
 
 def live_frames_refused() -> bool:
@@ -178,11 +176,15 @@ def _deliver(prog_fd: int, frame: bytes, ingress_ifindex: int, meta: bytes) -> s
     the frame now carries as its source (what the chain's redirects write);
     XDP_PASS cannot enter the stack this way and is dropped, logged. The
     verdict."""
+    from homegw.dataplane import slowpath  # which imports this module
+
     result = prog_test_run(prog_fd, frame, meta=meta, ingress_ifindex=ingress_ifindex)
     if result.verdict == "XDP_TX":
         egress: str | None = socket.if_indextoname(ingress_ifindex)
     elif result.verdict == "XDP_REDIRECT":
-        egress = _interface_with_mac(result.data[6:12])
+        source = result.data[6:12]
+        names = (name for _index, name in socket.if_nameindex() if name != "lo")
+        egress = next((n for n in names if slowpath.hardware_address(n) == source), None)
     else:
         if result.verdict == "XDP_PASS":
             log.warning("a re-injected frame for the gateway's stack dropped (no live frames)")
@@ -190,20 +192,9 @@ def _deliver(prog_fd: int, frame: bytes, ingress_ifindex: int, meta: bytes) -> s
     if egress is None:
         log.warning("a re-injected frame dropped: no interface has its source MAC")
         return result.verdict
-    from homegw.dataplane.slowpath import PacketOut  # slowpath imports this module
-
-    sender = PacketOut(egress)
+    sender = slowpath.PacketOut(egress)
     try:
         sender.send(result.data)
     finally:
         sender.close()
     return result.verdict
-
-
-def _interface_with_mac(mac: bytes) -> str | None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        for _index, name in socket.if_nameindex():
-            request = struct.pack("256s", name.encode()[:15])
-            if fcntl.ioctl(sock.fileno(), SIOCGIFHWADDR, request)[18:24] == mac and name != "lo":
-                return name
-    return None

@@ -34,6 +34,7 @@ from ipaddress import IPv6Address
 from pathlib import Path
 
 from homegw import supervise
+from homegw.dataplane.slowpath import hardware_address
 from homegw.modules.dhcp.service import DB_NAME
 from homegw.modules.ipv6.dhcp6 import wire
 from homegw.modules.ipv6.dhcp6.server import (
@@ -49,7 +50,6 @@ from homegw.modules.ipv6.dhcp6.wanclient import (
     BIND_RETRY_MAX,
     IDLE_WAIT,
     SERVER_PORT,
-    hardware_address,
     load_duid,
 )
 

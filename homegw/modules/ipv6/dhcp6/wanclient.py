@@ -25,11 +25,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import logging
 import select
 import socket
-import struct
 import threading
 import time
 from collections import Counter
@@ -38,6 +36,7 @@ from pathlib import Path
 
 from homegw import supervise
 from homegw.atomicfile import write_atomic
+from homegw.dataplane.slowpath import hardware_address
 from homegw.modules.ipv6.dhcp6 import wire
 from homegw.modules.ipv6.dhcp6.client import ClientFsm, Lease6, Phase
 
@@ -51,7 +50,6 @@ BIND_RETRY_MAX = 5.0
 RELEASE_WAIT = 3.0  # seconds stop(release=True) waits for the server's REPLY
 CLOCK_JUMP = 2.0  # seconds of wall-clock drift against monotonic taken as a jump
 IDLE_WAIT = 60.0  # longest sleep when nothing is due (harmless wake-ups)
-SIOCGIFHWADDR = 0x8927
 IFA_F_TENTATIVE = 0x40
 IFA_F_DADFAILED = 0x08
 
@@ -65,13 +63,6 @@ def link_local(ifname: str) -> str | None:
             if name == ifname and int(scope, 16) == 0x20 and usable:
                 return socket.inet_ntop(socket.AF_INET6, bytes.fromhex(hexaddr))
     return None
-
-
-def hardware_address(ifname: str) -> bytes:
-    """The NIC's MAC (an ioctl: right in the calling thread's namespace)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        info = fcntl.ioctl(sock, SIOCGIFHWADDR, struct.pack("256s", ifname.encode()))
-    return info[18:24]
 
 
 def load_duid(state_dir: Path, mac: bytes, name: str = "dhcp6-duid") -> bytes:
