@@ -37,12 +37,12 @@
  *     punt_limited (the flow's punt spent all the same). Held: the first
  *     punt of a TCP flow (not a SYN) or of UDP to port 443 (QUIC) from a
  *     device with a (mac, HOLD, 0) policy entry (it has an app or category
- *     block), once its copy is on
- *     the ring: the packet is dropped, counted held, and the client's
- *     retransmission (an RTO later) meets the verdict. A blocked app's
- *     first request never reaches its server however late the slow path
- *     answers; a punt not sent (limited, ring full) holds nothing, and a
- *     retransmission without a verdict yet (punt 2) goes on. After the
+ *     block), once its copy is on the ring: the packet is dropped, counted
+ *     held, and the client's retransmission (an RTO later) meets the
+ *     verdict. A blocked app's first request never reaches its server
+ *     however late the slow path answers; a punt not sent (limited, ring
+ *     full) holds nothing, and a retransmission without a verdict yet
+ *     (punt 2) goes on. After the
  *     last punt, DPI_GIVE_UP_AFTER more packets without a verdict, or
  *     DPI_GIVE_UP_PACKETS packets in all: given up (DONE, source UNKNOWN) so a
  *     lost punt never leaves a flow on the slow lookup.

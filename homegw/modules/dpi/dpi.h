@@ -74,8 +74,9 @@
 #define DPI_POLICY_CATEGORY 2
 #define DPI_POLICY_ALL 3        /* the whole device (a timed pause) */
 #define DPI_POLICY_HOLD 4       /* (mac, HOLD, 0) -> DPI_ACTION_HOLD: the device has an
-				 * app or category block, so a TCP flow's first payload
-				 * packet waits for its verdict (dpi.bpf.c) */
+				 * app or category block, so the first punted packet of
+				 * its TCP and UDP/443 flows waits for its verdict
+				 * (dpi.bpf.c) */
 
 /* Policy actions (the value of dpi_policy). */
 #define DPI_ACTION_ALLOW 1      /* an "always allowed" exception */

@@ -394,9 +394,9 @@ class DpiMaps:
     def set_policy(self, entries: dict[tuple[str, int | str, int | str | None], int | str]) -> bool:
         """Make the policy exactly `entries` ((mac, "app"|"category"|"all", id
         number or 0) -> "allow"|"block", (mac, "hold", 0) -> "hold"): the
-        difference written, what is gone
-        deleted, then the generation bumped (never back to 0) so every flow
-        evaluates again at its next packet. Whether anything changed."""
+        difference written, what is gone deleted, then the generation bumped
+        (never back to 0) so every flow evaluates again at its next packet.
+        Whether anything changed."""
         wanted = {}
         for (mac, kind, ident), action in entries.items():
             key = _policy_key(mac, kind, ident)

@@ -254,9 +254,10 @@ class DpiService:
 
     def _policy_entries(self, decision: Decision) -> dict[tuple[str, str, int], str]:
         """The decision in the datapath's numbers: (mac, kind, number) -> action;
-        a device with an app or category block also holds its TCP flows'
-        first payload until their verdict (dpi.bpf.c), so a short request
-        to a blocked app cannot finish before the slow path has answered."""
+        a device with an app or category block also holds its TCP and
+        UDP/443 flows' first payload until their verdict (dpi.bpf.c), so a
+        short request to a blocked app cannot finish before the slow path
+        has answered."""
         entries = {}
         for (mac, kind, ident), action in decision.entries.items():
             if kind == "app":
